@@ -1,0 +1,154 @@
+// Package config defines pgshift's settings, their defaults, and how they are resolved:
+// command-line flags win over the YAML config file, which wins over the environment
+// (PGSHIFT_SOURCE, PGSHIFT_TARGET). It also owns DSN redaction, because every place
+// that prints a DSN or an error about one must hide its password.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is everything a pgshift command may need. Zero values mean "use the default".
+type Config struct {
+	// Source and Target are libpq connection strings: URLs or keyword/value pairs.
+	Source string `yaml:"source"`
+	Target string `yaml:"target"`
+
+	// Jobs is how many parallel workers copy, build indexes and verify.
+	Jobs int `yaml:"jobs"`
+
+	// Include and Exclude are table patterns "schema.table" with shell wildcards (* ? [..]).
+	// An empty Include means every user table.
+	Include []string `yaml:"include"`
+	Exclude []string `yaml:"exclude"`
+
+	// Slot and Publication name the source objects pgshift creates; defaults derive from the database name.
+	Slot        string `yaml:"slot"`
+	Publication string `yaml:"publication"`
+
+	// LagWarn is the replication lag above which pgshift warns (the case study alerted at 5 minutes).
+	LagWarn time.Duration `yaml:"lag_warn"`
+
+	// HTTP is the address of the status API; Proxy the address the routing proxy listens on.
+	HTTP  string `yaml:"http"`
+	Proxy string `yaml:"proxy"`
+}
+
+// Defaults returns the configuration used when nothing else is said.
+func Defaults() Config {
+	return Config{Jobs: 4, LagWarn: 5 * time.Minute}
+}
+
+// Load builds a Config from the defaults, then the environment (looked up with getenv), then
+// the YAML file at path (if path is not empty). Flags are applied afterwards by the caller,
+// because only it knows which flags were set explicitly.
+func Load(path string, getenv func(string) string) (Config, error) {
+	cfg := Defaults()
+	if v := getenv("PGSHIFT_SOURCE"); v != "" {
+		cfg.Source = v
+	}
+	if v := getenv("PGSHIFT_TARGET"); v != "" {
+		cfg.Target = v
+	}
+	if path == "" {
+		return cfg, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config file %s: %w", path, err)
+	}
+	if err := mergeYAML(&cfg, data); err != nil {
+		return cfg, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// mergeYAML decodes data over cfg. Unknown keys are errors, so a typo such as "sorce:"
+// is reported instead of silently ignored.
+func mergeYAML(cfg *Config, data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		if errors.Is(err, io.EOF) { // empty file
+			return nil
+		}
+		return fmt.Errorf("%s (valid keys: source, target, jobs, include, exclude, slot, publication, lag_warn, http, proxy)", cleanYAMLError(err))
+	}
+	return nil
+}
+
+func cleanYAMLError(err error) string {
+	return strings.TrimPrefix(err.Error(), "yaml: ")
+}
+
+// Validate checks values that do not depend on which command runs.
+func (c Config) Validate() error {
+	if c.Jobs < 1 || c.Jobs > 256 {
+		return fmt.Errorf("jobs must be between 1 and 256, got %d", c.Jobs)
+	}
+	for _, p := range append(append([]string{}, c.Include...), c.Exclude...) {
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("table pattern %q: %w", p, err)
+		}
+	}
+	if c.LagWarn < 0 {
+		return fmt.Errorf("lag_warn must not be negative, got %s", c.LagWarn)
+	}
+	return nil
+}
+
+// RequireSource returns an error naming every way to supply the source DSN when it is missing.
+func (c Config) RequireSource() error {
+	if c.Source == "" {
+		return errors.New("no source database: pass --source DSN, set source: in the config file (-c), or set PGSHIFT_SOURCE")
+	}
+	return nil
+}
+
+// RequireTarget is RequireSource for the target.
+func (c Config) RequireTarget() error {
+	if c.Target == "" {
+		return errors.New("no target database: pass --target DSN, set target: in the config file (-c), or set PGSHIFT_TARGET")
+	}
+	return nil
+}
+
+// TableFilter decides which tables a command works on.
+type TableFilter struct {
+	Include []string
+	Exclude []string
+}
+
+// Filter returns the table filter of this configuration.
+func (c Config) Filter() TableFilter { return TableFilter{Include: c.Include, Exclude: c.Exclude} }
+
+// Match reports whether the table schema.name passes the filter. Patterns without a dot
+// match the table name in any schema.
+func (f TableFilter) Match(schema, name string) bool {
+	if len(f.Include) > 0 && !matchAny(f.Include, schema, name) {
+		return false
+	}
+	return !matchAny(f.Exclude, schema, name)
+}
+
+func matchAny(patterns []string, schema, name string) bool {
+	for _, p := range patterns {
+		subject := schema + "." + name
+		if !strings.Contains(p, ".") {
+			subject = name
+		}
+		if ok, _ := path.Match(p, subject); ok {
+			return true
+		}
+	}
+	return false
+}

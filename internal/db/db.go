@@ -1,0 +1,220 @@
+// Package db opens connections to the source and target (plain, pooled and replication) and
+// turns connection and permission failures into messages that name the server and the fix.
+// Every error it returns is free of passwords: it never formats a DSN itself, and it scrubs
+// the DSN's password from library messages that might echo it.
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgshift/pgshift/internal/config"
+)
+
+// ApplicationName is reported to the servers, so pgshift's sessions are easy to spot in
+// pg_stat_activity and can be excluded from activity measurements.
+const ApplicationName = "pgshift"
+
+// Role says which side a connection goes to; it is part of every connection error.
+type Role string
+
+const (
+	Source Role = "source"
+	Target Role = "target"
+)
+
+// Endpoint is a DSN with the role it plays. Its String form is safe to print.
+type Endpoint struct {
+	Role Role
+	DSN  string
+}
+
+// String describes the endpoint without its password: "source user@host:port/db".
+func (e Endpoint) String() string {
+	cfg, err := pgconn.ParseConfig(e.DSN)
+	if err != nil {
+		return fmt.Sprintf("%s (%s)", e.Role, config.RedactDSN(e.DSN))
+	}
+	return fmt.Sprintf("%s %s@%s:%d/%s", e.Role, cfg.User, cfg.Host, cfg.Port, cfg.Database)
+}
+
+// ParseConfig parses the endpoint's DSN into a pgx config with pgshift's defaults: a 10 s
+// connect timeout unless one is given, and application_name unless one is given.
+func (e Endpoint) ParseConfig() (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(e.DSN)
+	if err != nil {
+		return nil, e.describe(err)
+	}
+	applyDefaults(cfg.Config.ConnectTimeout, &cfg.Config)
+	return cfg, nil
+}
+
+func applyDefaults(timeout time.Duration, cfg *pgconn.Config) {
+	if timeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		cfg.RuntimeParams["application_name"] = ApplicationName
+	}
+}
+
+// Connect opens one session to the endpoint.
+func (e Endpoint) Connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := e.ParseConfig()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, e.describe(err)
+	}
+	return conn, nil
+}
+
+// Pool opens a pool of at most maxConns sessions to the endpoint and checks that it works.
+func (e Endpoint) Pool(ctx context.Context, maxConns int) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(e.DSN)
+	if err != nil {
+		return nil, e.describe(err)
+	}
+	applyDefaults(pcfg.ConnConfig.ConnectTimeout, &pcfg.ConnConfig.Config)
+	if maxConns > 0 {
+		pcfg.MaxConns = int32(maxConns)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, e.describe(err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, e.describe(err)
+	}
+	return pool, nil
+}
+
+// Replication opens a logical replication connection (replication=database) to the endpoint.
+func (e Endpoint) Replication(ctx context.Context) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(e.DSN)
+	if err != nil {
+		return nil, e.describe(err)
+	}
+	applyDefaults(cfg.ConnectTimeout, cfg)
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, e.describe(err)
+	}
+	return conn, nil
+}
+
+// Error is a failure talking to one endpoint, with the fix when pgshift knows it.
+type Error struct {
+	Endpoint string // safe description, never the DSN
+	Problem  string
+	Fix      string
+	Err      error
+}
+
+func (e *Error) Error() string {
+	msg := e.Endpoint + ": " + e.Problem
+	if e.Fix != "" {
+		msg += " — " + e.Fix
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// describe wraps err with the endpoint and, for the failures users meet most, the fix.
+func (e Endpoint) describe(err error) error {
+	if err == nil {
+		return nil
+	}
+	secrets := config.Secrets(e.DSN)
+	problem, fix := Classify(err)
+	return &Error{
+		Endpoint: e.String(),
+		Problem:  config.Scrub(problem, secrets),
+		Fix:      fix,
+		Err:      scrubbed{err, secrets},
+	}
+}
+
+// Describe is describe for callers outside the package that hit an error on an open connection.
+func (e Endpoint) Describe(err error) error { return e.describe(err) }
+
+// scrubbed hides secrets in an underlying error's text while keeping it for errors.Is/As.
+type scrubbed struct {
+	err     error
+	secrets []string
+}
+
+func (s scrubbed) Error() string { return config.Scrub(s.err.Error(), s.secrets) }
+func (s scrubbed) Unwrap() error { return s.err }
+
+// Classify returns a short statement of what went wrong and, where known, what to do about it.
+// It works on error types and SQLSTATEs, never on message wording.
+func Classify(err error) (problem, fix string) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		problem = pgErr.Message
+		if pgErr.Detail != "" {
+			problem += " (" + pgErr.Detail + ")"
+		}
+		switch pgErr.Code {
+		case "28P01":
+			return problem, "check the user and password in the DSN, ~/.pgpass or PGPASSWORD"
+		case "28000":
+			return problem, "allow this client in the server's pg_hba.conf, or check that the role exists"
+		case "3D000":
+			return problem, "create the database first (createdb) or fix dbname in the DSN"
+		case "42501":
+			return problem, "grant the missing privilege to this user, or connect as a role that has it"
+		case "53300":
+			return problem, "the server has no free connection slots: raise max_connections or lower --jobs"
+		case "57P03":
+			return problem, "the server is starting up or shutting down; retry when it is up"
+		case "55000":
+			if strings.Contains(pgErr.Message, "wal_level") {
+				return problem, "set wal_level = logical on the source and restart it"
+			}
+		}
+		return problem, pgErr.Hint
+	}
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return "invalid connection string: " + unwrapMsg(pe), "use a libpq URL (postgres://user@host:5432/db) or key=value pairs (host=... dbname=...)"
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return "connection refused", "is the server running and listening on that host and port (listen_addresses, port)?"
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return "host " + dnsErr.Name + " not found", "fix the host name in the DSN"
+	}
+	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		return "timed out connecting", "check the host, port, firewall and security groups; add connect_timeout=N to wait longer"
+	}
+	return err.Error(), ""
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func unwrapMsg(pe *pgconn.ParseConfigError) string {
+	if pe.Unwrap() != nil {
+		return pe.Unwrap().Error()
+	}
+	return pe.Error()
+}

@@ -1,0 +1,63 @@
+package pgtest
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// New starts a cluster for a test and stops it when the test ends, whatever the outcome.
+// Under `go test -short` the test is skipped: integration tests need real servers.
+func New(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs PostgreSQL (skipped with -short)")
+	}
+	if opts.Name == "" {
+		opts.Name = t.Name()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("start PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if log, err := os.ReadFile(c.LogFile()); err == nil && len(log) > 0 {
+				t.Logf("server log of %s:\n%s", opts.Name, tail(log, 4000))
+			}
+		}
+		c.Stop()
+	})
+	return c
+}
+
+// Pair starts a source and a target cluster concurrently, each with a database named dbname,
+// and returns the two clusters and the DSNs of those databases.
+func Pair(t testing.TB, dbname string) (src, dst *Cluster, srcDSN, dstDSN string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs PostgreSQL (skipped with -short)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var g errgroup.Group
+	g.Go(func() (err error) { src, err = Start(ctx, Options{Name: t.Name() + "-src"}); return err })
+	g.Go(func() (err error) { dst, err = Start(ctx, Options{Name: t.Name() + "-dst"}); return err })
+	err := g.Wait()
+	t.Cleanup(func() { src.Stop(); dst.Stop() })
+	if err != nil {
+		t.Fatalf("start PostgreSQL: %v", err)
+	}
+	if srcDSN, err = src.CreateDB(ctx, dbname); err != nil {
+		t.Fatal(err)
+	}
+	if dstDSN, err = dst.CreateDB(ctx, dbname); err != nil {
+		t.Fatal(err)
+	}
+	return src, dst, srcDSN, dstDSN
+}

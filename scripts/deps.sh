@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what pgshift's build, tests, demo and benchmarks need on a fresh Debian machine, and
+# nothing that is already there: the PostgreSQL server and client binaries (initdb, pg_ctl,
+# postgres, pg_dump, pgbench). Safe to run repeatedly.
+set -euo pipefail
+
+have_server() {
+  command -v initdb >/dev/null 2>&1 && command -v pg_dump >/dev/null 2>&1 && return 0
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && compgen -G "/usr/lib/postgresql/*/bin/pg_dump" >/dev/null
+}
+
+missing=()
+have_server || missing+=(postgresql postgresql-contrib)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The server refuses to run as root; when we are root, tests and the demo run it as 'postgres'.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+command -v go >/dev/null 2>&1 || { echo "deps: Go is required (https://go.dev/dl), not found on PATH" >&2; exit 1; }
