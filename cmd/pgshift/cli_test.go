@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgshift/pgshift/internal/config"
+)
+
+// resolve runs a throwaway command with the shared connection flags and returns the resolved config.
+func resolve(t *testing.T, args []string, env map[string]string) (config.Config, error) {
+	t.Helper()
+	c := newCLI(&bytes.Buffer{}, &bytes.Buffer{}, func(k string) string { return env[k] })
+	var got config.Config
+	var flags connFlags
+	cmd := &cobra.Command{Use: "probe", RunE: func(cmd *cobra.Command, _ []string) error {
+		var err error
+		got, err = c.config(cmd, &flags)
+		return err
+	}}
+	addConnFlags(cmd, &flags, true)
+	root := c.rootCommand()
+	root.AddCommand(cmd)
+	root.SetArgs(append([]string{"probe"}, args...))
+	err := root.Execute()
+	return got, err
+}
+
+func TestConfigPrecedenceFlagsFileEnv(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "pgshift.yaml")
+	os.WriteFile(file, []byte("source: host=file-src\ntarget: host=file-dst\njobs: 3\n"), 0o600)
+	env := map[string]string{"PGSHIFT_SOURCE": "host=env-src", "PGSHIFT_TARGET": "host=env-dst"}
+
+	cfg, err := resolve(t, []string{"-c", file, "--source", "host=flag-src"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source != "host=flag-src" || cfg.Target != "host=file-dst" || cfg.Jobs != 3 {
+		t.Errorf("flags must win over the file, the file over env: %+v", cfg)
+	}
+	cfg, err = resolve(t, nil, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source != "host=env-src" || cfg.Target != "host=env-dst" || cfg.Jobs != 4 {
+		t.Errorf("env and defaults: %+v", cfg)
+	}
+	cfg, err = resolve(t, []string{"-c", file, "--jobs", "9", "--exclude", "public.tmp_*"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Jobs != 9 || len(cfg.Exclude) != 1 {
+		t.Errorf("flag values: %+v", cfg)
+	}
+	if _, err := resolve(t, []string{"--jobs", "0"}, nil); err == nil || !strings.Contains(err.Error(), "jobs") {
+		t.Errorf("jobs=0: %v", err)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run(t.Context(), []string{"version"}, &out, &errOut, func(string) string { return "" })
+	if code != 0 || !strings.HasPrefix(out.String(), "pgshift ") {
+		t.Fatalf("version: exit %d: %s", code, errOut.String())
+	}
+	code = run(t.Context(), []string{"nosuchcommand"}, &out, &errOut, func(string) string { return "" })
+	if code != 2 || !strings.Contains(errOut.String(), "unknown command") {
+		t.Errorf("unknown command: exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+func TestLoggerScrubsSecrets(t *testing.T) {
+	var errOut bytes.Buffer
+	c := newCLI(&bytes.Buffer{}, &errOut, func(string) string { return "" })
+	c.logLevel, c.logFormat = "info", "json"
+	c.secrets = config.Secrets("postgres://u:pa55word@h/db")
+	log, err := c.logger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("connecting", "dsn", "postgres://u:pa55word@h/db", "err", os.ErrNotExist)
+	if strings.Contains(errOut.String(), "pa55word") {
+		t.Errorf("secret in log: %s", errOut.String())
+	}
+	c.logFormat = "xml"
+	if _, err := c.logger(); err == nil {
+		t.Error("bad log format accepted")
+	}
+}
