@@ -51,6 +51,13 @@ file, the file over the environment. Passwords may also come from ~/.pgpass or P
 	// One constructor per subcommand, each in its own file.
 	root.AddCommand(
 		c.versionCommand(),
+		c.copyCommand(),
+		c.runCommand(),
+		c.waitCommand(),
+		c.statusCommand(),
+		c.assessCommand(),
+		c.demoCommand(),
+		c.verifyCommand(),
 	)
 	return root
 }

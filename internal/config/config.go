@@ -86,8 +86,14 @@ func mergeYAML(cfg *Config, data []byte) error {
 	return nil
 }
 
+// cleanYAMLError drops yaml's prefix and folds its multi-line "unmarshal errors" list into
+// one line, so the command's error stays a single line.
 func cleanYAMLError(err error) string {
-	return strings.TrimPrefix(err.Error(), "yaml: ")
+	lines := strings.Split(strings.TrimPrefix(err.Error(), "yaml: "), "\n")
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, " ")
 }
 
 // Validate checks values that do not depend on which command runs.

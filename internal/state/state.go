@@ -38,6 +38,10 @@ var ddl = []string{
 	`CREATE TABLE IF NOT EXISTS pgshift.tables (
 		schema_name  text NOT NULL,
 		table_name   text NOT NULL,
+		root_schema  text NOT NULL DEFAULT '',
+		root_name    text NOT NULL DEFAULT '',
+		kind         text NOT NULL DEFAULT 'table',
+		chunks       int NOT NULL DEFAULT 0,
 		state        text NOT NULL DEFAULT 'pending',
 		snapshot_lsn pg_lsn,
 		rows_copied  bigint NOT NULL DEFAULT 0,

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# bench/copy.sh — `pgshift copy` against what a user would pick instead, side by side in one run,
+# on the same two local clusters and the same data:
+#
+#   (a) pg_dump -Fd -j N  then  pg_restore -j N            (end to end, indexes included)
+#   (b) native logical replication: schema (pg_dump --schema-only | psql), then CREATE
+#       SUBSCRIPTION and wait until every table's initial sync is ready ('r')
+#   (c) pgshift copy --jobs N                                (end to end, indexes included)
+#
+# Data: pgbench -i -s $SCALE on the source (100 → about 1.5 GB with indexes). pgbench_history
+# has no key; it is given REPLICA IDENTITY FULL (it is empty) so every tool can take it.
+#
+# Usage: bench/copy.sh            (SCALE=100 JOBS=4 by default)
+#        SCALE=10 JOBS=2 bench/copy.sh
+# The measured part holds /tmp/pgshift-bench.lock so two benchmarks never overlap.
+set -euo pipefail
+
+SCALE=${SCALE:-100}
+JOBS=${JOBS:-4}
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
+SRC_PORT=${SRC_PORT:-56432}
+DST_PORT=${DST_PORT:-56433}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/pgshift-bench-copy.XXXXXX)
+chmod 755 "$WORK"
+RUNAS=()
+if [ "$(id -u)" = 0 ]; then RUNAS=(runuser -u postgres --); chown postgres "$WORK"; fi
+
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+cleanup() {
+	for d in src dst; do
+		[ -f "$WORK/$d/postmaster.pid" ] && "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/$d" -m immediate stop >/dev/null 2>&1 || true
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start_cluster() { # name port
+	"${RUNAS[@]}" "$PGBIN/initdb" -D "$WORK/$1" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+	cat >>"$WORK/$1/postgresql.conf" <<EOF
+port = $2
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$WORK/$1'
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
+max_worker_processes = 20
+max_logical_replication_workers = 16
+max_sync_workers_per_subscription = $JOBS
+shared_buffers = 1GB
+max_wal_size = 16GB
+checkpoint_timeout = 30min
+maintenance_work_mem = 512MB
+logging_collector = off
+EOF
+	"${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/$1" -l "$WORK/$1.log" -w start >/dev/null
+}
+
+SRC="host=127.0.0.1 port=$SRC_PORT user=postgres dbname=bench"
+dst() { echo "host=127.0.0.1 port=$DST_PORT user=postgres dbname=$1"; }
+psql_src() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -At -d "$SRC" "$@"; }
+psql_dst() { local db=$1; shift; "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -At -d "$(dst "$db")" "$@"; }
+
+log "building pgshift"
+(cd "$ROOT" && go build -o "$WORK/pgshift" ./cmd/pgshift)
+
+log "starting clusters ($PGBIN) in $WORK"
+start_cluster src "$SRC_PORT"
+start_cluster dst "$DST_PORT"
+"$PGBIN/psql" -X -q -d "host=127.0.0.1 port=$SRC_PORT user=postgres dbname=postgres" -c "CREATE DATABASE bench"
+for db in bench_dump bench_native bench_pgshift; do
+	"$PGBIN/psql" -X -q -d "host=127.0.0.1 port=$DST_PORT user=postgres dbname=postgres" -c "CREATE DATABASE $db"
+done
+
+log "pgbench -i -s $SCALE"
+"$PGBIN/pgbench" -i -q -s "$SCALE" -d "$SRC" >"$WORK/pgbench.log" 2>&1
+psql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" -c "VACUUM ANALYZE" -c "CHECKPOINT"
+SIZE=$(psql_src -c "SELECT pg_size_pretty(pg_database_size(current_database()))")
+ROWS=$(psql_src -c "SELECT sum(n_live_tup) FROM pg_stat_user_tables")
+log "source database: $SIZE, $ROWS rows"
+# Warm the source's cache the same way for everyone.
+psql_src -c "SELECT count(*) FROM pgbench_accounts" >/dev/null
+
+exec 9>/tmp/pgshift-bench.lock
+log "waiting for /tmp/pgshift-bench.lock"
+flock 9
+log "measuring (JOBS=$JOBS)"
+OTHER_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# (a) pg_dump -Fd -j N, then pg_restore -j N. Timed from pg_dump's start to pg_restore's end.
+t0=$(now)
+"$PGBIN/pg_dump" -Fd -j "$JOBS" -f "$WORK/dump" -d "$SRC"
+t1=$(now)
+"$PGBIN/pg_restore" -j "$JOBS" -d "$(dst bench_dump)" "$WORK/dump"
+t2=$(now)
+A_TOTAL=$(elapsed "$t0" "$t2")
+A_DUMP=$(elapsed "$t0" "$t1")
+A_RESTORE=$(elapsed "$t1" "$t2")
+rm -rf "$WORK/dump"
+psql_dst bench_dump -c "CHECKPOINT" >/dev/null
+log "(a) pg_dump+pg_restore: ${A_TOTAL}s (dump ${A_DUMP}s, restore ${A_RESTORE}s)"
+
+# (b) native logical replication: schema, then subscription until every table is 'r' (ready).
+psql_src -c "CREATE PUBLICATION bench_pub FOR ALL TABLES"
+t0=$(now)
+"$PGBIN/pg_dump" --schema-only -d "$SRC" | "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$(dst bench_native)" >/dev/null
+t1=$(now)
+psql_dst bench_native -c "CREATE SUBSCRIPTION bench_sub CONNECTION '$SRC' PUBLICATION bench_pub"
+while :; do
+	left=$(psql_dst bench_native -c "SELECT count(*) FILTER (WHERE srsubstate <> 'r') || '/' || count(*) FROM pg_subscription_rel")
+	case $left in 0/0 | */0) ;; 0/*) break ;; esac
+	sleep 0.2
+done
+t2=$(now)
+B_TOTAL=$(elapsed "$t0" "$t2")
+B_SCHEMA=$(elapsed "$t0" "$t1")
+B_SYNC=$(elapsed "$t1" "$t2")
+psql_dst bench_native -c "DROP SUBSCRIPTION bench_sub" >/dev/null
+psql_src -c "DROP PUBLICATION bench_pub"
+psql_dst bench_native -c "CHECKPOINT" >/dev/null
+log "(b) native initial sync: ${B_TOTAL}s (schema with indexes ${B_SCHEMA}s, sync ${B_SYNC}s)"
+
+# (c) pgshift copy --jobs N. Timed around the process; peak RSS from /usr/bin/time.
+t0=$(now)
+/usr/bin/time -f '%M' -o "$WORK/rss" "$WORK/pgshift" copy --source "$SRC" --target "$(dst bench_pgshift)" \
+	--jobs "$JOBS" --progress log >"$WORK/pgshift.out" 2>"$WORK/pgshift.err"
+t1=$(now)
+C_TOTAL=$(elapsed "$t0" "$t1")
+C_RSS_MB=$(awk '{ printf "%.0f", $1 / 1024 }' "$WORK/rss")
+flock -u 9
+C_SPLIT=$(sed -n 's/^  \(schema .*\)$/\1/p' "$WORK/pgshift.out")
+log "(c) pgshift copy: ${C_TOTAL}s, peak RSS ${C_RSS_MB} MB — $C_SPLIT"
+
+# Same rows everywhere (independent check of the three results).
+for db in bench_dump bench_native bench_pgshift; do
+	d=$(psql_dst "$db" -c "SELECT count(*) || ' accounts, ' || sum(abalance) || ' balance, ' || (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public') || ' indexes' FROM pgbench_accounts")
+	log "check $db: $d"
+done
+SRC_CHECK=$(psql_src -c "SELECT count(*) || ' accounts, ' || sum(abalance) || ' balance, ' || (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public') || ' indexes' FROM pgbench_accounts")
+log "check source: $SRC_CHECK"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+cat <<EOF
+
+== copy benchmark: pgbench scale $SCALE ($SIZE, $ROWS rows), N = $JOBS, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)
+load average when measuring started: $OTHER_LOAD
+(a) pg_dump -Fd -j $JOBS + pg_restore -j $JOBS : ${A_TOTAL} s  (dump ${A_DUMP} s, restore ${A_RESTORE} s)
+(b) native logical replication initial sync : ${B_TOTAL} s  (schema ${B_SCHEMA} s, sync ${B_SYNC} s)
+(c) pgshift copy --jobs $JOBS                    : ${C_TOTAL} s  peak RSS ${C_RSS_MB} MB
+    $C_SPLIT
+speed-up vs (a): $(ratio "$A_TOTAL" "$C_TOTAL")x   vs (b): $(ratio "$B_TOTAL" "$C_TOTAL")x
+source check: $SRC_CHECK
+EOF

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# bench/verify.sh — `pgshift verify --mode checksum` against what a user would do instead, side by
+# side in one run, on the same two local clusters holding the same data:
+#
+#   (a) naive: a full ordered dump of every table from both sides at once (COPY (SELECT * ...
+#       ORDER BY key) TO STDOUT through psql), compared byte by byte on the client with cmp
+#   (b) the physical floor: one SELECT per table that hashes every row on ONE side, the same
+#       per-row hash pgshift uses (hashtextextended of the row text); an md5 variant is shown too
+#   (c) pgshift verify --mode checksum --jobs J (both sides scanned in parallel), schema and
+#       sequences included
+#   (d) the same after 3 rows were changed on the target: it must report exactly those 3 keys
+#
+# Data: pgbench -i -s $SCALE on both clusters (100 → 10 million accounts, about 1.5 GB each with
+# indexes), VACUUM ANALYZEd; shared_buffers large enough that every variant reads from memory,
+# and one warm-up scan of each table before measuring, so they compare CPU work, not disk.
+#
+# Usage: bench/verify.sh             (SCALE=100 JOBS=2 RUNS=3 by default)
+#        SCALE=10 bench/verify.sh
+# The measured part holds /tmp/pgshift-bench.lock so two benchmarks never overlap.
+set -euo pipefail
+
+SCALE=${SCALE:-100}
+JOBS=${JOBS:-2}
+RUNS=${RUNS:-3}
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
+SRC_PORT=${SRC_PORT:-56532}
+DST_PORT=${DST_PORT:-56533}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/pgshift-bench-verify.XXXXXX)
+chmod 755 "$WORK"
+RUNAS=()
+if [ "$(id -u)" = 0 ]; then RUNAS=(runuser -u postgres --); chown postgres "$WORK"; fi
+
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+cleanup() {
+	for d in src dst; do
+		[ -f "$WORK/$d/postmaster.pid" ] && "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/$d" -m immediate stop >/dev/null 2>&1 || true
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log "building pgshift"
+(cd "$ROOT" && go build -o "$WORK/pgshift" ./cmd/pgshift)
+
+start_cluster() { # name port
+	"${RUNAS[@]}" "$PGBIN/initdb" -D "$WORK/$1" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+	cat >>"$WORK/$1/postgresql.conf" <<EOF
+port = $2
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$WORK'
+fsync = off
+full_page_writes = off
+shared_buffers = 3GB
+max_wal_size = 8GB
+wal_level = logical
+max_connections = 50
+max_parallel_workers_per_gather = 0
+EOF
+	"${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/$1" -l "$WORK/$1.log" -w start >/dev/null
+}
+start_cluster src "$SRC_PORT"
+start_cluster dst "$DST_PORT"
+SRC="host=127.0.0.1 port=$SRC_PORT user=postgres dbname=bench sslmode=disable"
+DST="host=127.0.0.1 port=$DST_PORT user=postgres dbname=bench sslmode=disable"
+psql_on() { local dsn=$1; shift; "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -At -d "$dsn" "$@"; }
+
+log "pgbench -i -s $SCALE on both clusters"
+for port in "$SRC_PORT" "$DST_PORT"; do
+	"$PGBIN/createdb" -h 127.0.0.1 -p "$port" -U postgres bench
+	# Same data on both sides: pgbench's generated rows are deterministic.
+	"$PGBIN/pgbench" -i -s "$SCALE" -q -h 127.0.0.1 -p "$port" -U postgres bench >"$WORK/init-$port.log" 2>&1 &
+done
+wait
+TABLES="pgbench_accounts:aid pgbench_branches:bid pgbench_tellers:tid pgbench_history:tid,bid,aid,delta,mtime,filler"
+for dsn in "$SRC" "$DST"; do
+	psql_on "$dsn" -c "VACUUM ANALYZE" -c "CHECKPOINT"
+done
+ROWS=$(psql_on "$SRC" -c "SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM pgbench_branches) + (SELECT count(*) FROM pgbench_tellers) + (SELECT count(*) FROM pgbench_history)")
+SIZE=$(psql_on "$SRC" -c "SELECT pg_size_pretty(pg_database_size('bench'))")
+log "$ROWS rows, $SIZE per side; warming up"
+for dsn in "$SRC" "$DST"; do
+	for t in $TABLES; do psql_on "$dsn" -c "SELECT count(*) FROM ${t%%:*} t WHERE t::text <> ''" >/dev/null; done
+done
+
+naive() { # (a): both sides dumped in key order at the same time, compared byte by byte
+	for t in $TABLES; do
+		local name=${t%%:*} key=${t#*:}
+		cmp -s <(psql_on "$SRC" -c "COPY (SELECT * FROM $name ORDER BY $key) TO STDOUT") \
+			<(psql_on "$DST" -c "COPY (SELECT * FROM $name ORDER BY $key) TO STDOUT") || echo "differs: $name"
+	done
+}
+floor_hash() { # (b): one side, every row hashed server-side, one SELECT per table
+	for t in $TABLES; do
+		psql_on "$SRC" -c "SELECT sum(hashtextextended(t::text, 0)) FROM ${t%%:*} t" >/dev/null
+	done
+}
+floor_md5() {
+	for t in $TABLES; do
+		psql_on "$SRC" -c "SELECT sum(('x' || left(md5(t::text), 16))::bit(64)::bigint) FROM ${t%%:*} t" >/dev/null
+	done
+}
+pgshift_verify() { # (c)
+	"$WORK/pgshift" verify --source "$SRC" --target "$DST" --jobs "$1" --no-save --progress none --log-level warn >"$WORK/verify.out" 2>&1
+}
+
+declare -A T
+measure() { # name command...: RUNS timings, median kept
+	local name=$1; shift
+	local times=()
+	for _ in $(seq 1 "$RUNS"); do
+		local a b
+		a=$(now); "$@"; b=$(now)
+		times+=("$(elapsed "$a" "$b")")
+	done
+	T[$name]=$(printf '%s\n' "${times[@]}" | median)
+	log "$name: ${times[*]} s (median ${T[$name]})"
+}
+
+exec 9>/tmp/pgshift-bench.lock
+log "waiting for the benchmark lock"
+flock 9
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+log "measuring (load average before: $LOAD)"
+measure floor_hash floor_hash
+measure floor_md5 floor_md5
+measure verify_j1 pgshift_verify 1
+measure verify pgshift_verify "$JOBS"
+grep -q "Result: IDENTICAL (exit 0)" "$WORK/verify.out" || { cat "$WORK/verify.out" >&2; exit 1; }
+measure naive naive
+
+psql_on "$DST" -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid IN (17, 5000000, $((SCALE * 100000 - 3)))" >/dev/null
+a=$(now)
+"$WORK/pgshift" verify --source "$SRC" --target "$DST" --jobs "$JOBS" --no-save --progress none --log-level warn >"$WORK/verify3.out" 2>&1 || true
+b=$(now)
+T[verify_3bad]=$(elapsed "$a" "$b")
+FOUND=$(grep -cE "aid=(17|5000000|$((SCALE * 100000 - 3))): different" "$WORK/verify3.out" || true)
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+flock -u 9
+
+rate() { awk -v r="$ROWS" -v s="$1" 'BEGIN { printf "%.0f", r / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+cat <<EOF
+
+## verify — pgbench -i -s $SCALE ($ROWS rows, $SIZE per side), $(nproc) cores, $(date -u +%Y-%m-%d)
+
+| variant | seconds (median of $RUNS) | rows/s |
+|---|---|---|
+| (a) naive: ordered COPY of both sides, compared with cmp | ${T[naive]} | $(rate "${T[naive]}") |
+| (b) floor: one SELECT hashing every row, one side (hashtextextended) | ${T[floor_hash]} | $(rate "${T[floor_hash]}") |
+| (b') same with md5 | ${T[floor_md5]} | $(rate "${T[floor_md5]}") |
+| (c) pgshift verify --mode checksum --jobs 1 (both sides) | ${T[verify_j1]} | $(rate "${T[verify_j1]}") |
+| (c) pgshift verify --mode checksum --jobs $JOBS (both sides) | ${T[verify]} | $(rate "${T[verify]}") |
+| (d) the same with 3 rows changed on the target (1 run; found $FOUND of 3) | ${T[verify_3bad]} | $(rate "${T[verify_3bad]}") |
+
+- pgshift --jobs $JOBS vs the floor (b): $(ratio "${T[verify]}" "${T[floor_hash]}")× the time (goal ≤ 1.5×)
+- naive (a) vs pgshift --jobs $JOBS: $(ratio "${T[naive]}" "${T[verify]}")× slower (goal ≥ 5×)
+- load average before/after: $LOAD / $LOAD_AFTER
+EOF

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgshift/pgshift/internal/app"
+	"github.com/pgshift/pgshift/internal/assess"
+)
+
+func (c *cli) demoCommand() *cobra.Command {
+	opts := app.DemoOptions{Scale: 1, Warmup: 3 * time.Second, Rate: 0}
+	var format string
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run pgshift on two throwaway local clusters with a sample supply-chain database",
+		Long: `demo starts a source and a target PostgreSQL cluster on free local ports, creates the
+sample supply-chain database on the source, runs its write workload for a moment, and prints
+the assessment. The clusters are removed when the demo ends or is interrupted (Ctrl-C);
+with --keep they stay up, and their DSNs are printed, until Ctrl-C.
+
+Needs the PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := assess.ParseFormat(format)
+			if err != nil {
+				return withCode(2, err)
+			}
+			if opts.Scale <= 0 {
+				return withCode(2, fmt.Errorf("--scale must be positive (1 is about 60 MB), got %g", opts.Scale))
+			}
+			if opts.Warmup < 0 || opts.Rate < 0 {
+				return withCode(2, fmt.Errorf("--warmup and --rate must not be negative"))
+			}
+			log, err := c.logger()
+			if err != nil {
+				return withCode(2, err)
+			}
+			opts.Format, opts.Out, opts.Logger = f, c.stdout, log
+			err = app.RunDemo(cmd.Context(), opts, app.DemoSteps())
+			if errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {
+				// Interrupted by the user: the clusters are already stopped and removed.
+				fmt.Fprintln(c.stderr, "pgshift: demo interrupted; clusters stopped and removed")
+				return nil
+			}
+			return err
+		},
+	}
+	fs := cmd.Flags()
+	fs.Float64Var(&opts.Scale, "scale", opts.Scale, "size of the sample database (1 ≈ 60 MB, 50k orders)")
+	fs.BoolVar(&opts.Keep, "keep", false, "keep the clusters running after the demo, print their DSNs, and wait for Ctrl-C")
+	fs.DurationVar(&opts.Warmup, "warmup", opts.Warmup, "how long the sample workload runs before the assessment (0 to skip)")
+	fs.Float64Var(&opts.Rate, "rate", opts.Rate, "workload transactions per second (0: as fast as possible)")
+	fs.StringVar(&format, "format", "text", "assessment output format: text, json or markdown")
+	fs.StringVar(&opts.BinDir, "pg-bin", "", "directory of the PostgreSQL server binaries (default: PATH, then /usr/lib/postgresql/*/bin)")
+	return cmd
+}

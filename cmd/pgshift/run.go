@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgshift/pgshift/internal/app"
+	"github.com/pgshift/pgshift/internal/pgtypes"
+)
+
+// killHookEnv names a fault-injection point for pgshift's own crash tests: when set to
+// "after-target-commit", the process kills itself with SIGKILL right after a target commit and
+// before the position is confirmed to the source.
+const killHookEnv = "PGSHIFT_TEST_KILL_AT"
+
+func (c *cli) runCommand() *cobra.Command {
+	var flags connFlags
+	var httpAddr, proxyAddr string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "The migration agent: copy if not done, then follow the source's changes until stopped",
+		Long: `run copies the source if the copy is not complete, then streams the replication slot and
+applies every change to the target in commit order, exactly once. SIGINT or SIGTERM stop it
+cleanly; running it again resumes from the position stored on the target.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := c.config(cmd, &flags)
+			if err != nil {
+				return withCode(2, err)
+			}
+			if changed(cmd.Flags(), "http") {
+				cfg.HTTP = httpAddr
+			}
+			if changed(cmd.Flags(), "proxy") {
+				cfg.Proxy = proxyAddr
+			}
+			log, err := c.logger()
+			if err != nil {
+				return withCode(2, err)
+			}
+			var opts app.RunOptions
+			if at := c.getenv(killHookEnv); at != "" {
+				if at != "after-target-commit" {
+					return withCode(2, fmt.Errorf("%s=%q: the only hook is after-target-commit", killHookEnv, at))
+				}
+				opts.Apply.AfterCommit = func(pgtypes.LSN) error {
+					return syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				}
+			}
+			if err := app.Run(cmd.Context(), cfg, opts, log); err != nil {
+				return withCode(2, err)
+			}
+			return nil
+		},
+	}
+	addConnFlags(cmd, &flags, true)
+	cmd.Flags().StringVar(&httpAddr, "http", "", "serve the JSON status API and /metrics on this address")
+	cmd.Flags().StringVar(&proxyAddr, "proxy", "", "run the routing proxy on this address")
+	return cmd
+}

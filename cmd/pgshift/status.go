@@ -1,0 +1,38 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/pgshift/pgshift/internal/app"
+)
+
+func (c *cli) statusCommand() *cobra.Command {
+	var flags connFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the migration's phase, per-table copy progress, applied position and lag",
+		Long: `status reads the migration state from the target. With --source too, lag in bytes and the WAL
+retained by the slot are measured live on the source; otherwise the running agent's last
+measurement is shown.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := c.config(cmd, &flags)
+			if err != nil {
+				return withCode(2, err)
+			}
+			log, err := c.logger()
+			if err != nil {
+				return withCode(2, err)
+			}
+			st, err := app.ReadStatus(cmd.Context(), cfg, log)
+			if err != nil {
+				return withCode(2, err)
+			}
+			return app.PrintStatus(c.stdout, st, asJSON)
+		},
+	}
+	addConnFlags(cmd, &flags, true)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,114 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgshift/pgshift/internal/assess"
+	"github.com/pgshift/pgshift/internal/pgtest"
+)
+
+func gone(t *testing.T, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("cluster directory %s still exists after the demo (%v)", d, err)
+		}
+	}
+}
+
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: needs PostgreSQL (skipped with -short)")
+	}
+	if _, err := pgtest.FindBinDir(""); err != nil {
+		t.Skip(err)
+	}
+
+	t.Run("runs and cleans up", func(t *testing.T) {
+		var out bytes.Buffer
+		var dirs []string
+		var seen *Demo
+		steps := append(DemoSteps(), DemoStep{"record", func(_ context.Context, d *Demo) error {
+			seen = d
+			dirs = []string{d.Source.Dir, d.Target.Dir}
+			return nil
+		}})
+		opts := DemoOptions{Scale: 0.02, Warmup: 700 * time.Millisecond, Format: assess.FormatText, Out: &out}
+		if err := RunDemo(context.Background(), opts, steps); err != nil {
+			t.Fatalf("demo: %v\n%s", err, out.String())
+		}
+		text := out.String()
+		for _, s := range []string{"[1/5] start source and target clusters", "create the sample supply-chain database",
+			"Result: READY", "[replica_identity_full] public.inventory_transactions", "public.order_items", "demo finished"} {
+			if !strings.Contains(text, s) {
+				t.Errorf("demo output lacks %q:\n%s", s, text)
+			}
+		}
+		if seen.Workload.Transactions == 0 {
+			t.Error("warm-up workload ran no transactions")
+		}
+		// The assessment saw the workload: activity since stats reset includes its inserts.
+		if seen.Report.Totals.Inserts < seen.Workload.Inserts {
+			t.Errorf("assessment shows %d inserts, workload made %d after the load", seen.Report.Totals.Inserts, seen.Workload.Inserts)
+		}
+		gone(t, dirs...)
+	})
+
+	t.Run("interrupted", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var dirs []string
+		steps := []DemoStep{DemoSteps()[0], {"interrupt", func(ctx context.Context, d *Demo) error {
+			dirs = []string{d.Source.Dir, d.Target.Dir}
+			cancel() // what Ctrl-C does through signal.NotifyContext
+			<-ctx.Done()
+			return ctx.Err()
+		}}, {"never reached", func(context.Context, *Demo) error {
+			t.Error("step after the interruption ran")
+			return nil
+		}}}
+		err := RunDemo(ctx, DemoOptions{Scale: 1}, steps)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("want context.Canceled, got %v", err)
+		}
+		gone(t, dirs...)
+	})
+
+	t.Run("keep waits for the signal", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		started := make(chan []string, 1)
+		steps := []DemoStep{DemoSteps()[0], {"check", func(_ context.Context, d *Demo) error {
+			started <- []string{d.Source.Dir, d.Target.Dir}
+			return nil
+		}}}
+		var out bytes.Buffer
+		done := make(chan error, 1)
+		go func() { done <- RunDemo(ctx, DemoOptions{Scale: 1, Keep: true, Out: &out}, steps) }()
+		dirs := <-started
+		select {
+		case err := <-done:
+			t.Fatalf("--keep returned before the signal: %v", err)
+		case <-time.After(time.Second):
+		}
+		for _, d := range dirs {
+			if _, err := os.Stat(d); err != nil {
+				t.Errorf("kept cluster %s gone: %v", d, err)
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("keep: %v", err)
+		}
+		if !strings.Contains(out.String(), "until you press Ctrl-C") || !strings.Contains(out.String(), "dbname=supply_chain") {
+			t.Errorf("keep must print the DSNs:\n%s", out.String())
+		}
+		gone(t, dirs...)
+	})
+}

@@ -1,0 +1,112 @@
+package app
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgshift/pgshift/internal/pgtest"
+)
+
+// buildBinary builds the pgshift command for tests that run it as a real process.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "pgshift")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/pgshift/pgshift/cmd/pgshift").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build pgshift: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestRunKillResumeLoop SIGKILLs a real `pgshift run` at random moments under continuous writes
+// (and, on some rounds, exactly between a target commit and its acknowledgement), then lets it
+// catch up and compares: identical, no duplicates.
+func TestRunKillResumeLoop(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	bin := buildBinary(t)
+	e := newFollowEnv(t, src, dst, "killloop", workloadSchema)
+	var logs bytes.Buffer
+	start := func(extraEnv ...string) *exec.Cmd {
+		cmd := exec.Command(bin, "run", "--source", e.cfg.Source, "--target", e.cfg.Target, "--log-level", "debug")
+		cmd.Env = append(os.Environ(), extraEnv...)
+		cmd.Stderr = &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	w := e.startWriter(4)
+	kills := 0
+	for round := range 12 {
+		if round%4 == 3 {
+			// Killed by itself right after a target commit, before the source hears of it.
+			cmd := start("PGSHIFT_TEST_KILL_AT=after-target-commit")
+			err := cmd.Wait()
+			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Fatalf("round %d: agent with the after-target-commit hook ended with %v, want SIGKILL\n%s", round, err, logs.String())
+			}
+		} else {
+			cmd := start()
+			time.Sleep(time.Duration(200+rand.IntN(1300)) * time.Millisecond)
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			_ = cmd.Wait()
+		}
+		kills++
+	}
+	commits := w.halt()
+	if commits < 100 {
+		t.Fatalf("only %d source transactions during the test", commits)
+	}
+	// With no agent running, wait gives up at its timeout with exit code 1.
+	timeout := exec.Command(bin, "wait", "--source", e.cfg.Source, "--target", e.cfg.Target, "--timeout", "1s")
+	if err := timeout.Run(); timeout.ProcessState == nil || timeout.ProcessState.ExitCode() != 1 {
+		t.Fatalf("pgshift wait with no agent: %v, want exit code 1", err)
+	}
+	agent := start()
+	wait := exec.Command(bin, "wait", "--source", e.cfg.Source, "--target", e.cfg.Target, "--timeout", "90s")
+	if out, err := wait.CombinedOutput(); err != nil {
+		t.Fatalf("pgshift wait: %v\n%s\nagent log:\n%s", err, out, logs.String())
+	}
+	e.compare()
+	if got := e.query(dst, `SELECT count(*) - count(DISTINCT id) FROM history`); got != "0" {
+		t.Fatalf("%s duplicate rows in history", got)
+	}
+	// status reads the state the agent keeps on the target.
+	time.Sleep(1200 * time.Millisecond)
+	out, err := exec.Command(bin, "status", "--target", e.cfg.Target, "--source", e.cfg.Source, "--json").Output()
+	if err != nil {
+		t.Fatalf("pgshift status: %v", err)
+	}
+	var st Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	if st.Phase != "following" || st.AppliedLSN == "0/0" || st.Slot != "pgshift_killloop" {
+		t.Fatalf("status = %+v", st)
+	}
+	// SIGTERM is a clean stop: exit 0.
+	if err := agent.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- agent.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent after SIGTERM: %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = agent.Process.Kill()
+		t.Fatal("agent did not stop on SIGTERM")
+	}
+	t.Logf("%d kills, %d source transactions", kills, commits)
+}

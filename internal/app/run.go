@@ -1,0 +1,454 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgshift/pgshift/internal/apply"
+	"github.com/pgshift/pgshift/internal/catalog"
+	"github.com/pgshift/pgshift/internal/cdc"
+	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/db"
+	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/state"
+)
+
+// RunOptions tune the follow phase. Zero values take the defaults.
+type RunOptions struct {
+	// HeartbeatInterval is how often a heartbeat message is written into the source's WAL, so
+	// the slot's confirmed position moves with a real transaction end even when the published
+	// tables are idle (default 10 s; negative disables).
+	HeartbeatInterval time.Duration
+	// MonitorInterval is how often lag and retained WAL are measured and recorded (default 5 s).
+	MonitorInterval time.Duration
+	// Apply tunes batching; Apply.AfterCommit is the fault-test hook "after-target-commit".
+	Apply apply.Options
+	// SpillDir holds large in-progress transactions (default the system temp directory).
+	SpillDir string
+	// QueueChunks and QueueBytes bound what is read from the slot but not applied yet
+	// (defaults 256 chunks, 64 MiB).
+	QueueChunks int
+	QueueBytes  int64
+	// MaxRetryDelay caps the wait between reconnects after a connection failure (default 30 s).
+	MaxRetryDelay time.Duration
+}
+
+func (o *RunOptions) defaults() {
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = 10 * time.Second
+	}
+	if o.MonitorInterval <= 0 {
+		o.MonitorInterval = 5 * time.Second
+	}
+	if o.QueueChunks <= 0 {
+		o.QueueChunks = 256
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = 64 << 20
+	}
+	if o.MaxRetryDelay <= 0 {
+		o.MaxRetryDelay = 30 * time.Second
+	}
+}
+
+// FatalError is a condition that retrying cannot fix; its message explains what happened and
+// what to do.
+type FatalError struct{ Msg string }
+
+func (e *FatalError) Error() string { return e.Msg }
+
+func fatalf(format string, args ...any) error { return &FatalError{Msg: fmt.Sprintf(format, args...)} }
+
+// Run is the migration agent: it completes the copy if it is not done, then follows the slot
+// until ctx is cancelled (a clean stop, nil error) or a fatal error occurs. Running it again
+// resumes from the position stored on the target.
+func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
+	if err := cfg.RequireSource(); err != nil {
+		return err
+	}
+	if err := cfg.RequireTarget(); err != nil {
+		return err
+	}
+	if err := ensureCopied(ctx, cfg, log); err != nil {
+		return err
+	}
+	return Follow(ctx, cfg, opts, log)
+}
+
+// Follow streams the slot and applies changes until ctx is cancelled. Connection failures
+// (replication connection cut, source or target restarted) are retried with backoff, each time
+// resuming from the durable position on the target; fatal conditions end it with an explanation.
+func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
+	opts.defaults()
+	delay := time.Second
+	for {
+		started := time.Now()
+		err := followOnce(ctx, cfg, opts, log)
+		if ctx.Err() != nil {
+			log.Info("stopped; run pgshift run again to resume")
+			return nil
+		}
+		if err == nil || !retryable(err) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			delay = time.Second
+		}
+		log.Warn("replication interrupted; resuming from the target's applied position", "err", err, "retry_in", delay.String())
+		select {
+		case <-ctx.Done():
+			log.Info("stopped; run pgshift run again to resume")
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, opts.MaxRetryDelay)
+	}
+}
+
+// retryable tells connection-level failures, which a reconnect fixes, from everything else.
+func retryable(err error) bool {
+	var fe *FatalError
+	var se *apply.ErrSchema
+	if errors.As(err, &fe) || errors.As(err, &se) || errors.Is(err, cdc.ErrUnknownMessage) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code[:2] == "08", pgErr.Code[:2] == "53", pgErr.Code[:2] == "57":
+			return true // connection exception, insufficient resources, operator intervention/shutdown
+		case pgErr.Code == "55006": // replication slot active for another PID (a previous session not yet gone)
+			return true
+		case pgErr.Code == "40001", pgErr.Code == "40P01":
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
+		return true
+	}
+	var connErr *pgconn.ConnectError
+	return errors.As(err, &connErr)
+}
+
+// ensureCopied makes sure the copy phase is complete before following.
+func ensureCopied(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	target := db.Endpoint{Role: db.Target, DSN: cfg.Target}
+	conn, err := target.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	m, err := state.Load(ctx, conn)
+	conn.Close(context.Background())
+	if err == nil && m.Phase.AtLeast(pgtypes.PhaseCopied) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, state.ErrNoMigration) {
+		return target.Describe(err)
+	}
+	return copyFirst(ctx, cfg, log)
+}
+
+// session is everything one follow attempt holds open.
+type session struct {
+	cfg      config.Config
+	opts     RunOptions
+	log      *slog.Logger
+	source   db.Endpoint
+	target   db.Endpoint
+	srcPool  *pgxpool.Pool
+	dstPool  *pgxpool.Pool
+	applyCon *pgx.Conn
+	mig      state.Migration
+	pos      state.Position
+}
+
+func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
+	s := &session{cfg: cfg, opts: opts, log: log,
+		source: db.Endpoint{Role: db.Source, DSN: cfg.Source}, target: db.Endpoint{Role: db.Target, DSN: cfg.Target}}
+	var err error
+	if s.dstPool, err = s.target.Pool(ctx, 2); err != nil {
+		return err
+	}
+	defer s.dstPool.Close()
+	if s.srcPool, err = s.source.Pool(ctx, 3); err != nil {
+		return err
+	}
+	defer s.srcPool.Close()
+	if err := s.preflight(ctx); err != nil {
+		return err
+	}
+	if s.applyCon, err = s.target.Connect(ctx); err != nil {
+		return err
+	}
+	defer s.applyCon.Close(context.Background())
+	snaps, err := state.TableSnapshots(ctx, s.applyCon)
+	if err != nil {
+		return s.target.Describe(err)
+	}
+	srv, err := catalog.Server(ctx, s.srcPool)
+	if err != nil {
+		return s.source.Describe(err)
+	}
+	repl, err := s.source.ReplicationWithParams(ctx, cdc.SessionParams)
+	if err != nil {
+		return err
+	}
+	defer repl.Close(context.Background())
+
+	start := s.pos.AppliedLSN
+	if start == 0 {
+		start = s.mig.ConsistentLSN
+	}
+	aopts := opts.Apply
+	aopts.SkipBelow = s.pos.AppliedLSN
+	aopts.Snapshots = snaps
+	astats := &apply.Stats{}
+	applier, err := apply.New(ctx, s.applyCon, s.srcPool, aopts, astats, log)
+	if err != nil {
+		return s.target.Describe(err)
+	}
+	if s.mig.Phase == pgtypes.PhaseCopied {
+		if err := state.SetPhase(ctx, s.dstPool, pgtypes.PhaseFollowing); err != nil {
+			return s.target.Describe(err)
+		}
+	}
+	q := cdc.NewQueue(opts.QueueChunks, opts.QueueBytes)
+	sstats := &cdc.Stats{}
+	stream := cdc.NewStream(repl, cdc.Options{
+		Slot: s.mig.Slot, Publication: s.mig.Publication, StartLSN: start, SkipBelow: s.pos.AppliedLSN,
+		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir,
+	}, q, applier.Durable, sstats, log)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stream.Run(gctx) })
+	g.Go(func() error { return applier.Run(gctx, q) })
+	g.Go(func() error { return s.heartbeat(gctx) })
+	g.Go(func() error { return s.monitor(gctx, sstats, astats) })
+	return g.Wait()
+}
+
+// preflight refuses to stream when the source is not the one the migration started from, or
+// the slot can no longer give exactly the changes after the target's position.
+func (s *session) preflight(ctx context.Context) error {
+	var err error
+	if s.mig, err = state.Load(ctx, s.dstPool); err != nil {
+		return s.target.Describe(err)
+	}
+	if err := state.EnsureFollow(ctx, s.dstPool); err != nil {
+		return s.target.Describe(err)
+	}
+	if s.pos, err = state.LoadPosition(ctx, s.dstPool); err != nil {
+		return s.target.Describe(err)
+	}
+	srv, err := catalog.Server(ctx, s.srcPool)
+	if err != nil {
+		return s.source.Describe(err)
+	}
+	if srv.SystemID != s.mig.SourceSystemID {
+		return fatalf("the source is a different cluster (system identifier %s) from the one this migration started from (%s): "+
+			"it may have been restored from a backup or replaced by a failover; following it could lose or duplicate changes. "+
+			"Point --source at the original server, or start the migration again (pgshift finish, then pgshift run)",
+			srv.SystemID, s.mig.SourceSystemID)
+	}
+	var cur, confirmed, restart string
+	var walStatus *string
+	var plugin, database *string
+	err = s.srcPool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text,
+		(SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1),
+		(SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1),
+		(SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),
+		(SELECT plugin FROM pg_replication_slots WHERE slot_name = $1),
+		(SELECT database FROM pg_replication_slots WHERE slot_name = $1)`, s.mig.Slot).
+		Scan(&cur, nullString(&confirmed), nullString(&restart), &walStatus, &plugin, &database)
+	if err != nil {
+		return s.source.Describe(fmt.Errorf("read replication slot %s: %w", s.mig.Slot, err))
+	}
+	if plugin == nil {
+		return fatalf("replication slot %q is missing on the source: it was dropped, or the source was restored or failed over. "+
+			"The changes since %s cannot be recovered from it; start the migration again (pgshift finish, then pgshift run)",
+			s.mig.Slot, s.pos.AppliedLSN)
+	}
+	if *plugin != "pgoutput" || *database != s.mig.SourceDatabase {
+		return fatalf("replication slot %q on the source uses plugin %s in database %s, not pgoutput in %s: it is not this migration's slot",
+			s.mig.Slot, *plugin, *database, s.mig.SourceDatabase)
+	}
+	if walStatus != nil && *walStatus == "lost" {
+		return fatalf("replication slot %q has lost WAL it needed (wal_status = lost, max_slot_wal_keep_size exceeded): changes are gone. "+
+			"Raise max_slot_wal_keep_size and start the migration again (pgshift finish, then pgshift run)", s.mig.Slot)
+	}
+	curLSN, err := pgtypes.ParseLSN(cur)
+	if err != nil {
+		return err
+	}
+	if curLSN < s.pos.AppliedLSN {
+		return fatalf("the source's current WAL position %s is behind the position the target already applied (%s): "+
+			"the source was restored from a backup or failed over to a server that lacks transactions the target has. "+
+			"Do not continue this migration against it; investigate, then start again (pgshift finish, then pgshift run)", curLSN, s.pos.AppliedLSN)
+	}
+	if confirmed != "" {
+		conf, err := pgtypes.ParseLSN(confirmed)
+		if err != nil {
+			return err
+		}
+		base := max(s.pos.AppliedLSN, s.mig.ConsistentLSN)
+		if conf > base {
+			return fatalf("replication slot %q has confirmed %s, beyond the target's applied position %s: something else consumed the slot "+
+				"(or the target was restored from a backup), so the changes in between are lost. Start the migration again (pgshift finish, then pgshift run)",
+				s.mig.Slot, conf, base)
+		}
+	}
+	return nil
+}
+
+// nullString scans a nullable text column into a string ("" for NULL).
+func nullString(dst *string) any { return &nullableString{dst} }
+
+type nullableString struct{ dst *string }
+
+func (n *nullableString) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*n.dst = ""
+	case string:
+		*n.dst = v
+	default:
+		return fmt.Errorf("unexpected %T", src)
+	}
+	return nil
+}
+
+// heartbeat writes a transactional logical message into the source's WAL every interval. It
+// travels the slot like a transaction of its own, so the applied (and confirmed) position
+// advances even when the published tables are idle, and the slot does not pin old WAL.
+func (s *session) heartbeat(ctx context.Context) error {
+	if s.opts.HeartbeatInterval < 0 {
+		return nil
+	}
+	t := time.NewTicker(s.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := EmitHeartbeat(ctx, s.srcPool); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+				s.log.Warn("cannot write heartbeats on the source; while the published tables are idle the slot will hold WAL",
+					"fix", "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO the pgshift user", "err", err)
+				return nil
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			return s.source.Describe(fmt.Errorf("write heartbeat: %w", err))
+		}
+	}
+}
+
+// EmitHeartbeat writes one heartbeat message into the source's WAL and returns its position.
+func EmitHeartbeat(ctx context.Context, q catalog.Querier) error {
+	_, err := q.Exec(ctx, `SELECT pg_logical_emit_message(true, $1, now()::text)`, cdc.HeartbeatPrefix)
+	return err
+}
+
+// monitor measures lag and retained WAL, records them on the target for `pgshift status`,
+// warns above cfg.LagWarn, and stops on a slot that vanished or lost WAL while streaming.
+func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) error {
+	t := time.NewTicker(s.opts.MonitorInterval)
+	defer t.Stop()
+	var prevApplied pgtypes.LSN
+	var prevSource pgtypes.LSN
+	var prevAt time.Time
+	var lastWarn time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		var cur, confirmed, restart string
+		var walStatus *string
+		var exists bool
+		err := s.srcPool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text,
+			coalesce((SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0'),
+			coalesce((SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0'),
+			(SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),
+			EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, s.mig.Slot).
+			Scan(&cur, &confirmed, &restart, &walStatus, &exists)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return s.source.Describe(fmt.Errorf("measure lag: %w", err))
+		}
+		if !exists {
+			return fatalf("replication slot %q vanished from the source while streaming", s.mig.Slot)
+		}
+		if walStatus != nil && *walStatus == "lost" {
+			return fatalf("replication slot %q lost WAL it needed (max_slot_wal_keep_size exceeded): changes are gone; start the migration again", s.mig.Slot)
+		}
+		now := time.Now()
+		st := state.FollowStatus{MeasuredAt: now, TxsApplied: int64(as.Txs.Load()), Changes: int64(as.Changes.Load())}
+		st.SourceLSN, _ = pgtypes.ParseLSN(cur)
+		st.ConfirmedLSN, _ = pgtypes.ParseLSN(confirmed)
+		st.RestartLSN, _ = pgtypes.ParseLSN(restart)
+		st.AppliedLSN = pgtypes.LSN(as.AppliedLSN.Load())
+		st.LagBytes = max(int64(st.SourceLSN)-int64(st.AppliedLSN), 0)
+		st.RetainedBytes = max(int64(st.SourceLSN)-int64(st.RestartLSN), 0)
+		caughtUp := ss.Delivered.Load() == as.Txs.Load()
+		if ct := as.CommitTimeUS.Load(); ct != 0 && !caughtUp {
+			st.LagSeconds = max(now.Sub(time.UnixMicro(ct)).Seconds(), 0)
+		}
+		st.ETASeconds = -1
+		if !prevAt.IsZero() {
+			dt := now.Sub(prevAt).Seconds()
+			st.ApplyRate = float64(st.AppliedLSN-prevApplied) / dt
+			net := st.ApplyRate - float64(st.SourceLSN-prevSource)/dt
+			switch {
+			case caughtUp:
+				st.ETASeconds = 0
+			case net > 0:
+				st.ETASeconds = float64(st.LagBytes) / net
+			}
+		}
+		prevApplied, prevSource, prevAt = st.AppliedLSN, st.SourceLSN, now
+		if err := state.SaveFollowStatus(ctx, s.dstPool, st); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return s.target.Describe(err)
+		}
+		if s.cfg.LagWarn > 0 && st.LagSeconds > s.cfg.LagWarn.Seconds() && now.Sub(lastWarn) > time.Minute {
+			lastWarn = now
+			s.log.Warn("replication lag above limit", "lag_seconds", int64(st.LagSeconds), "limit", s.cfg.LagWarn.String(),
+				"lag_bytes", st.LagBytes, "eta_seconds", int64(st.ETASeconds))
+		}
+		s.log.Debug("lag", "applied", st.AppliedLSN.String(), "lag_bytes", st.LagBytes, "lag_seconds", st.LagSeconds,
+			"retained_bytes", st.RetainedBytes, "txs", st.TxsApplied)
+	}
+}
+
+// copyFirst runs the copy phase when the target does not hold a completed copy yet (Copy
+// resumes an interrupted one).
+func copyFirst(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	sum, err := Copy(ctx, cfg, CopyOptions{}, log)
+	if err != nil {
+		return err
+	}
+	log.Info("copy complete; following changes", "slot", sum.Slot, "publication", sum.Publication, "consistent_lsn", sum.ConsistentLSN.String())
+	return nil
+}

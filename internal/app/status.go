@@ -1,0 +1,174 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/db"
+	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/state"
+)
+
+// Status is what `pgshift status` reports, read from the target's pgshift schema (and, when a
+// source DSN is configured, measured live on the source).
+type Status struct {
+	Phase       string        `json:"phase"`
+	Slot        string        `json:"slot"`
+	Publication string        `json:"publication"`
+	Tables      []TableStatus `json:"tables"`
+	AppliedLSN  string        `json:"applied_lsn"`
+	// LastCommitTime is the source commit time of the last applied transaction.
+	LastCommitTime *time.Time `json:"last_commit_time,omitempty"`
+	LagBytes       int64      `json:"lag_bytes"`
+	LagSeconds     float64    `json:"lag_seconds"`
+	RetainedBytes  int64      `json:"retained_wal_bytes"`
+	ETASeconds     float64    `json:"catch_up_eta_seconds"`
+	ApplyRate      float64    `json:"apply_rate_bytes_per_second"`
+	// MeasuredAt is when the lag figures were measured; Live says they were measured now on the
+	// source rather than read from the agent's last record.
+	MeasuredAt *time.Time `json:"measured_at,omitempty"`
+	Live       bool       `json:"live"`
+}
+
+// TableStatus is one table's copy progress.
+type TableStatus struct {
+	Table       string `json:"table"`
+	State       string `json:"state"`
+	Rows        int64  `json:"rows_copied"`
+	Bytes       int64  `json:"bytes_copied"`
+	SnapshotLSN string `json:"snapshot_lsn"`
+}
+
+// ReadStatus gathers the status from the target, and from the source when cfg names one.
+func ReadStatus(ctx context.Context, cfg config.Config, log *slog.Logger) (Status, error) {
+	var st Status
+	if err := cfg.RequireTarget(); err != nil {
+		return st, err
+	}
+	target := db.Endpoint{Role: db.Target, DSN: cfg.Target}
+	conn, err := target.Connect(ctx)
+	if err != nil {
+		return st, err
+	}
+	defer conn.Close(context.Background())
+	m, err := state.Load(ctx, conn)
+	if err != nil {
+		return st, target.Describe(err)
+	}
+	st.Phase, st.Slot, st.Publication = string(m.Phase), m.Slot, m.Publication
+	tables, err := state.LoadTables(ctx, conn)
+	if err != nil {
+		return st, target.Describe(err)
+	}
+	for _, t := range tables {
+		st.Tables = append(st.Tables, TableStatus{Table: t.ID.String(), State: t.State, Rows: t.Rows, Bytes: t.Bytes, SnapshotLSN: t.SnapshotLSN.String()})
+	}
+	pos, err := state.LoadPosition(ctx, conn)
+	if err != nil {
+		return st, target.Describe(err)
+	}
+	st.AppliedLSN = pos.AppliedLSN.String()
+	if !pos.CommitTime.IsZero() {
+		ct := pos.CommitTime
+		st.LastCommitTime = &ct
+	}
+	st.ETASeconds = -1
+	if fs, ok, err := state.LoadFollowStatus(ctx, conn); err != nil {
+		return st, target.Describe(err)
+	} else if ok {
+		st.LagBytes, st.LagSeconds, st.RetainedBytes = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes
+		st.ETASeconds, st.ApplyRate = fs.ETASeconds, fs.ApplyRate
+		at := fs.MeasuredAt
+		st.MeasuredAt = &at
+	}
+	if cfg.Source == "" {
+		return st, nil
+	}
+	source := db.Endpoint{Role: db.Source, DSN: cfg.Source}
+	src, err := source.Connect(ctx)
+	if err != nil {
+		log.Warn("cannot measure lag on the source; showing the agent's last measurement", "err", err)
+		return st, nil
+	}
+	defer src.Close(context.Background())
+	var cur, restart string
+	err = src.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text,
+		coalesce((SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0')`, m.Slot).Scan(&cur, &restart)
+	if err != nil {
+		log.Warn("cannot measure lag on the source; showing the agent's last measurement", "err", source.Describe(err))
+		return st, nil
+	}
+	curLSN, _ := pgtypes.ParseLSN(cur)
+	restartLSN, _ := pgtypes.ParseLSN(restart)
+	st.LagBytes = max(int64(curLSN)-int64(pos.AppliedLSN), 0)
+	if restartLSN != 0 {
+		st.RetainedBytes = max(int64(curLSN)-int64(restartLSN), 0)
+	}
+	now := time.Now()
+	st.MeasuredAt, st.Live = &now, true
+	return st, nil
+}
+
+// PrintStatus writes st as text or JSON.
+func PrintStatus(w io.Writer, st Status, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "phase:\t%s\n", st.Phase)
+	fmt.Fprintf(tw, "slot / publication:\t%s / %s\n", st.Slot, st.Publication)
+	fmt.Fprintf(tw, "applied position:\t%s\n", st.AppliedLSN)
+	if st.LastCommitTime != nil {
+		fmt.Fprintf(tw, "last applied commit:\t%s\n", st.LastCommitTime.UTC().Format(time.RFC3339Nano))
+	}
+	if st.MeasuredAt != nil {
+		src := "agent's last measurement"
+		if st.Live {
+			src = "measured now on the source"
+		}
+		fmt.Fprintf(tw, "lag:\t%s, %.1f s (%s, %s ago)\n", bytesHuman(st.LagBytes), st.LagSeconds, src, time.Since(*st.MeasuredAt).Round(time.Second))
+		fmt.Fprintf(tw, "WAL retained by slot:\t%s\n", bytesHuman(st.RetainedBytes))
+		switch {
+		case st.ETASeconds == 0:
+			fmt.Fprintf(tw, "catch-up:\tcaught up\n")
+		case st.ETASeconds > 0:
+			fmt.Fprintf(tw, "catch-up:\tabout %s\n", (time.Duration(st.ETASeconds) * time.Second).String())
+		}
+	} else {
+		fmt.Fprintf(tw, "lag:\tnot measured yet (is pgshift run running?)\n")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Tables) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TABLE\tSTATE\tROWS\tBYTES\tSNAPSHOT")
+		for _, t := range st.Tables {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", t.Table, t.State, t.Rows, bytesHuman(t.Bytes), t.SnapshotLSN)
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+func bytesHuman(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,492 @@
+// Package apply writes source transactions, as delivered by package cdc, to the target in
+// commit order, exactly once.
+//
+// Contract: the end LSN of the last source transaction in a target transaction is stored in
+// pgshift.position inside that same target transaction, so the target's rows and its recorded
+// position can never disagree, whatever moment the process dies at. Durable() only ever
+// reports positions whose target transaction has committed with synchronous_commit on; it is
+// the only position the stream confirms to the source.
+//
+// Many small source transactions are grouped into one target transaction (bounded by count,
+// bytes and time, and committed at once when no more input is waiting), and statements are
+// pipelined with one prepared statement per relation and shape. Values travel in pgoutput's text
+// format straight into parameters typed by the server from the target column, so every type
+// round-trips exactly as its own input/output functions define it.
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgshift/pgshift/internal/catalog"
+	"github.com/pgshift/pgshift/internal/cdc"
+	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/state"
+)
+
+// Options tune batching. Zero values take the defaults.
+type Options struct {
+	MaxTxs      int           // source transactions per target transaction (default 2000)
+	MaxBytes    int64         // approximate change bytes per target transaction (default 32 MiB)
+	MaxDelay    time.Duration // longest a target transaction stays open (default 200 ms)
+	MaxPipeline int           // statements sent before results are read (default 1000)
+
+	// SkipBelow is the applied position at start: transactions committed before it are on the
+	// target already (the stream drops them too; this is a second guard).
+	SkipBelow pgtypes.LSN
+	// Snapshots are the per-table copy positions: a change to table T is applied only if its
+	// transaction committed at or after Snapshots[T].
+	Snapshots map[pgtypes.TableID]pgtypes.LSN
+
+	// AfterCommit, when set, runs after each target commit and before the position is
+	// published as durable: the named point "after-target-commit" for fault tests.
+	AfterCommit func(pgtypes.LSN) error
+}
+
+func (o *Options) defaults() {
+	if o.MaxTxs <= 0 {
+		o.MaxTxs = 2000
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 32 << 20
+	}
+	if o.MaxDelay <= 0 {
+		o.MaxDelay = 200 * time.Millisecond
+	}
+	if o.MaxPipeline <= 0 {
+		o.MaxPipeline = 1000
+	}
+}
+
+// Stats are the applier's counters, readable from other goroutines.
+type Stats struct {
+	AppliedLSN   atomic.Uint64 // durable position
+	CommitTimeUS atomic.Int64  // source commit time of the last applied transaction, µs since Unix epoch
+	Txs          atomic.Uint64 // source transactions applied
+	Changes      atomic.Uint64 // row changes applied
+	Skipped      atomic.Uint64 // row changes skipped because their table's copy already had them
+	TargetTxs    atomic.Uint64 // target transactions committed
+}
+
+// Applier applies one ordered stream of transactions on one target connection.
+type Applier struct {
+	conn   *pgx.Conn
+	source catalog.Querier
+	opts   Options
+	log    *slog.Logger
+	stats  *Stats
+
+	plans   map[string]*plan
+	stmtSeq int
+
+	tx        pgx.Tx
+	batch     *pgconn.Batch
+	queued    []expect
+	txStart   time.Time
+	txCount   int
+	txBytes   int64
+	cur       *cdc.Tx
+	lastEnd   pgtypes.LSN
+	lastTime  time.Time
+	pendingCh uint64
+}
+
+// expect is what one pipelined statement must do: affect exactly one row, or anything.
+type expect struct {
+	what string // for error messages: "UPDATE of public.t (id=5)"
+	one  bool
+}
+
+// New prepares an applier on conn, a dedicated session to the target, and source, a plain
+// session to the source used to read column definitions when a relation changes.
+func New(ctx context.Context, conn *pgx.Conn, source catalog.Querier, opts Options, stats *Stats, log *slog.Logger) (*Applier, error) {
+	opts.defaults()
+	if stats == nil {
+		stats = &Stats{}
+	}
+	// replica: the target's triggers and foreign keys must not fire again for changes whose
+	// effects the source already streamed. synchronous_commit on: a confirmed position must
+	// survive a crash of the target.
+	settings := []string{"SET session_replication_role = replica", "SET synchronous_commit = on"}
+	for k, v := range cdc.SessionParams {
+		settings = append(settings, fmt.Sprintf("SET %s = '%s'", k, v))
+	}
+	for _, s := range settings {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return nil, fmt.Errorf("prepare apply session on the target (%s): %w", s, err)
+		}
+	}
+	a := &Applier{conn: conn, source: source, opts: opts, log: log, stats: stats, plans: map[string]*plan{}, lastEnd: opts.SkipBelow}
+	a.stats.AppliedLSN.Store(uint64(opts.SkipBelow))
+	return a, nil
+}
+
+// Durable is the end LSN of the last source transaction durably committed on the target.
+func (a *Applier) Durable() pgtypes.LSN { return pgtypes.LSN(a.stats.AppliedLSN.Load()) }
+
+// Run applies chunks from q until ctx ends or an error occurs. An open target transaction is
+// rolled back on return, so nothing half-applied is ever committed.
+func (a *Applier) Run(ctx context.Context, q *cdc.Queue) (err error) {
+	defer func() {
+		if a.tx != nil {
+			_ = a.tx.Rollback(context.Background())
+			a.tx = nil
+		}
+	}()
+	var timer *time.Timer
+	for {
+		var c *cdc.Chunk
+		if a.tx != nil && a.cur == nil {
+			// Between source transactions with a target transaction open: commit when the
+			// delay runs out if nothing more arrives.
+			if timer == nil {
+				timer = time.NewTimer(time.Until(a.txStart.Add(a.opts.MaxDelay)))
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case c = <-q.C():
+			case <-timer.C:
+				timer = nil
+				if err := a.commit(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+		} else {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case c = <-q.C():
+			}
+		}
+		if err := a.chunk(ctx, c); err != nil {
+			q.Release(c)
+			return err
+		}
+		q.Release(c)
+		// Idle, or a full batch: commit now rather than wait for more.
+		if a.tx != nil && a.cur == nil && (len(q.C()) == 0 || a.full()) {
+			if timer != nil {
+				timer.Stop()
+				timer = nil
+			}
+			if err := a.commit(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (a *Applier) full() bool {
+	return a.txCount >= a.opts.MaxTxs || a.txBytes >= a.opts.MaxBytes || time.Since(a.txStart) >= a.opts.MaxDelay
+}
+
+func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
+	defer func() { a.txBytes += c.Bytes }()
+	for _, ev := range c.Events {
+		switch {
+		case ev.Begin != nil:
+			if a.cur != nil {
+				return fmt.Errorf("transaction %d begins inside transaction %d", ev.Begin.Xid, a.cur.Xid)
+			}
+			if ev.Begin.CommitLSN < a.lastEnd {
+				return fmt.Errorf("transaction %d committed at %s arrives after position %s: the stream is out of order", ev.Begin.Xid, ev.Begin.CommitLSN, a.lastEnd)
+			}
+			if a.tx == nil {
+				tx, err := a.conn.Begin(ctx)
+				if err != nil {
+					return fmt.Errorf("begin target transaction: %w", err)
+				}
+				a.tx, a.txStart, a.txCount, a.txBytes = tx, time.Now(), 0, 0
+			}
+			a.cur = ev.Begin
+		case ev.Change != nil:
+			if a.cur == nil {
+				return errors.New("row change outside a transaction")
+			}
+			if err := a.change(ctx, ev.Change); err != nil {
+				return fmt.Errorf("transaction %d (commit %s): %w", a.cur.Xid, a.cur.CommitLSN, err)
+			}
+		case ev.Commit != nil:
+			if a.cur == nil || a.cur.Xid != ev.Commit.Xid {
+				return fmt.Errorf("commit of transaction %d that did not begin", ev.Commit.Xid)
+			}
+			a.cur = nil
+			a.lastEnd, a.lastTime = ev.Commit.EndLSN, ev.Commit.CommitTime
+			a.txCount++
+			if len(a.queued) >= a.opts.MaxPipeline {
+				if err := a.flush(ctx); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// change queues the statements of one change.
+func (a *Applier) change(ctx context.Context, ch *cdc.Change) error {
+	if ch.Kind == cdc.Trunc {
+		return a.truncate(ctx, ch)
+	}
+	if snap, ok := a.opts.Snapshots[ch.Rel.Table]; ok && a.cur.CommitLSN < snap {
+		a.stats.Skipped.Add(1)
+		return nil // the table's copy was taken after this transaction: it holds the change already
+	}
+	p, err := a.plan(ctx, ch.Rel)
+	if err != nil {
+		return err
+	}
+	if len(p.keys) == 0 && ch.Kind != cdc.Insert {
+		// The source refuses such changes on a published table; if one arrives anyway, there
+		// is no way to find the row.
+		return &ErrSchema{Table: p.table, Msg: fmt.Sprintf("%s on a table without replica identity columns cannot be applied", ch.Kind),
+			Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL; (on the source)", p.table.Sanitize())}
+	}
+	switch ch.Kind {
+	case cdc.Insert:
+		vals, err := values(ch.New, nil, p, "INSERT")
+		if err != nil {
+			return err
+		}
+		return a.queue(ctx, p, "I", p.insertSQL, vals, expect{what: "INSERT into " + p.table.String(), one: true})
+	case cdc.Update:
+		keySrc := ch.New
+		if ch.Old != nil {
+			keySrc = ch.Old
+		}
+		where := p.keys
+		if p.full {
+			where = present(ch.Old, allIndexes(len(p.rel.Columns)))
+		}
+		var set []int
+		for i, v := range ch.New {
+			if v.Kind != cdc.ValueUnchanged && !p.always[i] {
+				set = append(set, i)
+			}
+		}
+		if len(set) == 0 {
+			return nil // only unchanged TOAST values: nothing to write
+		}
+		vals, err := values(ch.New, set, p, "UPDATE")
+		if err != nil {
+			return err
+		}
+		wv, err := values(keySrc, where, p, "UPDATE key")
+		if err != nil {
+			return err
+		}
+		shape := "U" + mask(set) + "/" + mask(where)
+		return a.queue(ctx, p, shape, func() string { return p.updateSQL(set, where) }, append(vals, wv...),
+			expect{what: "UPDATE of " + p.table.String() + describeKey(p, keySrc, where), one: true})
+	case cdc.Delete:
+		where := p.keys
+		if p.full {
+			where = present(ch.Old, allIndexes(len(p.rel.Columns)))
+		}
+		wv, err := values(ch.Old, where, p, "DELETE key")
+		if err != nil {
+			return err
+		}
+		return a.queue(ctx, p, "D"+mask(where), func() string { return p.deleteSQL(where) }, wv,
+			expect{what: "DELETE from " + p.table.String() + describeKey(p, ch.Old, where), one: true})
+	}
+	return fmt.Errorf("unknown change kind %s", ch.Kind)
+}
+
+func (a *Applier) truncate(ctx context.Context, ch *cdc.Change) error {
+	names := make([]string, 0, len(ch.Truncated))
+	for _, r := range ch.Truncated {
+		if snap, ok := a.opts.Snapshots[r.Table]; ok && a.cur.CommitLSN < snap {
+			continue
+		}
+		names = append(names, r.Table.Sanitize())
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	sql := "TRUNCATE " + strings.Join(names, ", ")
+	if ch.RestartIdentity {
+		sql += " RESTART IDENTITY"
+	}
+	if ch.Cascade {
+		sql += " CASCADE"
+	}
+	if a.batch == nil {
+		a.batch = &pgconn.Batch{}
+	}
+	a.batch.ExecParams(sql, nil, nil, nil, nil)
+	a.queued = append(a.queued, expect{what: sql})
+	a.pendingCh++
+	return nil
+}
+
+// queue adds one statement to the pipeline, preparing its shape on first use.
+func (a *Applier) queue(ctx context.Context, p *plan, shape string, sqlFn func() string, vals [][]byte, e expect) error {
+	name, ok := p.stmts[shape]
+	if !ok {
+		if err := a.flush(ctx); err != nil { // Prepare needs the connection to itself
+			return err
+		}
+		a.stmtSeq++
+		name = "pgshift_apply_" + strconv.Itoa(a.stmtSeq)
+		sql := sqlFn()
+		if _, err := a.conn.PgConn().Prepare(ctx, name, sql, nil); err != nil {
+			return fmt.Errorf("prepare %s: %w", sql, err)
+		}
+		p.stmts[shape] = name
+	}
+	if a.batch == nil {
+		a.batch = &pgconn.Batch{}
+	}
+	a.batch.ExecPrepared(name, vals, nil, nil)
+	a.queued = append(a.queued, e)
+	a.pendingCh++
+	return nil
+}
+
+// flush sends the pipelined statements and checks that each did what it must.
+func (a *Applier) flush(ctx context.Context) error {
+	if len(a.queued) == 0 {
+		return nil
+	}
+	b, queued := a.batch, a.queued
+	a.batch, a.queued = &pgconn.Batch{}, a.queued[:0:0]
+	res, err := a.conn.PgConn().ExecBatch(ctx, b).ReadAll()
+	if err != nil {
+		return fmt.Errorf("apply on the target: %w", err)
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			return fmt.Errorf("%s: %w", queued[i].what, r.Err)
+		}
+		if queued[i].one && r.CommandTag.RowsAffected() != 1 {
+			return fmt.Errorf("%s affected %d rows on the target, want exactly 1: the target has diverged from the source (was it written to directly?); run pgshift verify", queued[i].what, r.CommandTag.RowsAffected())
+		}
+	}
+	return nil
+}
+
+// commit flushes the pipeline, stores the position and commits the target transaction.
+func (a *Applier) commit(ctx context.Context) error {
+	if err := a.flush(ctx); err != nil {
+		return err
+	}
+	if err := state.SavePosition(ctx, a.tx, a.lastEnd, a.lastTime); err != nil {
+		return err
+	}
+	if err := a.tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit target transaction up to %s: %w", a.lastEnd, err)
+	}
+	a.tx = nil
+	if a.opts.AfterCommit != nil {
+		if err := a.opts.AfterCommit(a.lastEnd); err != nil {
+			return err
+		}
+	}
+	a.stats.Txs.Add(uint64(a.txCount))
+	a.stats.Changes.Add(a.pendingCh)
+	a.stats.TargetTxs.Add(1)
+	a.stats.CommitTimeUS.Store(a.lastTime.UnixMicro())
+	a.stats.AppliedLSN.Store(uint64(a.lastEnd))
+	a.pendingCh = 0
+	return nil
+}
+
+// plan returns the plan for a relation description, building it on first use.
+func (a *Applier) plan(ctx context.Context, r *cdc.Relation) (*plan, error) {
+	k := relKey(r)
+	if p := a.plans[k]; p != nil {
+		return p, nil
+	}
+	if err := a.flush(ctx); err != nil {
+		return nil, err
+	}
+	p, err := a.buildPlan(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	a.plans[k] = p
+	return p, nil
+}
+
+// values picks the columns idx (all when nil) of t as text parameters.
+func values(t []cdc.Value, idx []int, p *plan, what string) ([][]byte, error) {
+	if idx == nil {
+		idx = allIndexes(len(t))
+	}
+	out := make([][]byte, len(idx))
+	for j, i := range idx {
+		if i >= len(t) {
+			return nil, fmt.Errorf("%s of %s: column %d missing from the row", what, p.table, i+1)
+		}
+		switch v := t[i]; v.Kind {
+		case cdc.ValueNull:
+			out[j] = nil
+		case cdc.ValueText:
+			out[j] = v.Data
+		case cdc.ValueUnchanged:
+			return nil, fmt.Errorf("%s of %s: column %s has an unchanged TOAST value where its value is needed", what, p.table, pgtypes.QuoteIdent(p.rel.Columns[i].Name))
+		default:
+			return nil, fmt.Errorf("%s of %s: column %s in unsupported format %q", what, p.table, pgtypes.QuoteIdent(p.rel.Columns[i].Name), v.Kind)
+		}
+	}
+	return out, nil
+}
+
+func allIndexes(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// present keeps the indexes whose value was sent (not an unchanged TOAST placeholder).
+func present(t []cdc.Value, idx []int) []int {
+	out := idx[:0:0]
+	for _, i := range idx {
+		if i < len(t) && t[i].Kind != cdc.ValueUnchanged {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func mask(idx []int) string {
+	var b strings.Builder
+	for _, i := range idx {
+		b.WriteString(strconv.Itoa(i))
+		b.WriteByte(',')
+	}
+	return b.String()
+}
+
+// describeKey renders the key of a row for error messages, shortening long values.
+func describeKey(p *plan, t []cdc.Value, idx []int) string {
+	if p.full {
+		return " (REPLICA IDENTITY FULL row)"
+	}
+	parts := make([]string, 0, len(idx))
+	for _, i := range idx {
+		if i >= len(t) {
+			continue
+		}
+		v := string(t[i].Data)
+		if len(v) > 40 {
+			v = v[:40] + "…"
+		}
+		parts = append(parts, p.rel.Columns[i].Name+"="+v)
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}

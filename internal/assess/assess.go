@@ -1,0 +1,177 @@
+package assess
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/pgtypes"
+)
+
+// Options tune an assessment.
+type Options struct {
+	Filter config.TableFilter
+	// Jobs is the parallelism the copy-time estimate assumes (the --jobs of copy).
+	Jobs int
+	// SampleBytes caps the timed sample read of the largest table; 0 disables the measurement.
+	SampleBytes int64
+	// SourceName and TargetName are the endpoints' safe descriptions, printed in the report.
+	SourceName, TargetName string
+	Logger                 *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultSampleBytes is enough to measure a steady read rate and small enough to be harmless
+// on a production server.
+const DefaultSampleBytes = 32 << 20
+
+// minSampleBytes: below this a table is read from cache in milliseconds and the rate means nothing.
+const minSampleBytes = 4 << 20
+
+// Run assesses the source, and the target when dst is not nil. It only reads. Errors mean the
+// assessment could not be made (a query failed), never that the database is not ready:
+// readiness is in the report's findings.
+func Run(ctx context.Context, src, dst *pgx.Conn, opts Options) (Report, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	srcName, dstName := cmp.Or(opts.SourceName, "source"), cmp.Or(opts.TargetName, "target")
+	var f Facts
+	var err error
+	if f.Source, err = readServer(ctx, src); err != nil {
+		return Report{}, fmt.Errorf("%s: %w", srcName, err)
+	}
+	f.Source.Endpoint = srcName
+	if f.Tables, err = readTables(ctx, src, opts.Filter); err != nil {
+		return Report{}, fmt.Errorf("%s: %w", srcName, err)
+	}
+	if err := readSourceObjects(ctx, src, &f, opts.Filter); err != nil {
+		return Report{}, fmt.Errorf("%s: %w", srcName, err)
+	}
+	if dst != nil {
+		t, err := readServer(ctx, dst)
+		if err != nil {
+			return Report{}, fmt.Errorf("%s: %w", dstName, err)
+		}
+		t.Endpoint = dstName
+		f.Target = &t
+		if err := readTargetObjects(ctx, dst, &f); err != nil {
+			return Report{}, fmt.Errorf("%s: %w", dstName, err)
+		}
+	}
+	log.Debug("assess: facts read", "tables", len(f.Tables), "extensions", len(f.Extensions))
+
+	in := EstimateInput{Jobs: opts.Jobs}
+	for _, t := range f.Tables {
+		if t.Kind == "table" {
+			in.DataBytes += t.HeapBytes + t.ToastBytes
+			in.IndexBytes += t.IndexBytes
+			in.Objects += 1 + t.Indexes
+		}
+	}
+	if opts.SampleBytes > 0 {
+		if t, ok := sampleTable(f.Tables, f.Source.Superuser); ok {
+			rate, read, err := measureRead(ctx, src, t, opts.SampleBytes)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return Report{}, ctx.Err()
+			case err != nil:
+				// The estimate falls back to its stated defaults; the report says so.
+				log.Warn("assess: sample read failed, estimate uses default rates", "table", t.ID(), "err", err)
+			default:
+				in.MeasuredBytesPerSec, in.MeasuredBytes, in.MeasuredTable = rate, read, t.ID()
+			}
+		}
+	}
+	return Build(f, EstimateCopy(in), now()), nil
+}
+
+// Build assembles a report from facts and an estimate: findings, totals, verdict. It is pure.
+func Build(f Facts, est Estimate, at time.Time) Report {
+	r := Report{GeneratedAt: at.UTC(), Source: f.Source, Target: f.Target, Estimate: est}
+	r.Tables = slices.Clone(f.Tables)
+	slices.SortStableFunc(r.Tables, func(a, b Table) int { return cmp.Compare(b.TotalBytes, a.TotalBytes) }) // largest first
+	r.Findings = Evaluate(f)
+	for _, fd := range r.Findings {
+		switch fd.Severity {
+		case Blocker:
+			r.Blockers++
+		case Warning:
+			r.Warnings++
+		default:
+			r.Infos++
+		}
+	}
+	r.Ready = r.Blockers == 0
+	tot := &r.Totals
+	tot.Sequences = len(f.Sequences)
+	for _, t := range f.Tables {
+		tot.Tables++
+		if t.RowsEstimate > 0 && t.Kind != "partitioned" {
+			tot.RowsEstimate += t.RowsEstimate
+		}
+		// Partitioned parents hold nothing: their partitions are listed and counted themselves.
+		if t.Kind != "partitioned" {
+			tot.TotalBytes += t.TotalBytes
+			tot.HeapBytes += t.HeapBytes
+			tot.ToastBytes += t.ToastBytes
+			tot.IndexBytes += t.IndexBytes
+		}
+		tot.Inserts += t.Inserts
+		tot.Updates += t.Updates
+		tot.Deletes += t.Deletes
+		tot.Indexes += t.Indexes
+		tot.IndexScans += t.IndexScans
+		tot.UnusedIndexes += len(t.UnusedIndexes)
+	}
+	return r
+}
+
+// sampleTable picks the largest readable plain table big enough to give a meaningful rate.
+func sampleTable(tables []Table, superuser bool) (Table, bool) {
+	for _, t := range tables { // largest first
+		if t.Kind == "table" && (t.CanSelect || superuser) && t.RowsEstimate > 0 && t.HeapBytes+t.ToastBytes >= minSampleBytes {
+			return t, true
+		}
+	}
+	return Table{}, false
+}
+
+// measureRead times a COPY of up to limit on-disk bytes of t to the client and returns the
+// rate in on-disk bytes per second (so it compares with table sizes) and the bytes covered.
+// The rows read are discarded; the server sees one ordinary sequential read.
+func measureRead(ctx context.Context, conn *pgx.Conn, t Table, limit int64) (float64, int64, error) {
+	avg := avgRow(t)
+	if avg <= 0 {
+		return 0, 0, errors.New("no row size estimate")
+	}
+	rowsWanted := max(limit/avg, 1)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	sql := fmt.Sprintf("COPY (SELECT * FROM %s LIMIT %d) TO STDOUT", pgtypes.TableID{Schema: t.Schema, Name: t.Name}.Sanitize(), rowsWanted)
+	start := time.Now()
+	tag, err := conn.PgConn().CopyTo(ctx, io.Discard, sql)
+	elapsed := time.Since(start)
+	if err != nil {
+		return 0, 0, fmt.Errorf("sample read of %s: %w", t.ID(), err)
+	}
+	read := tag.RowsAffected() * avg
+	if elapsed <= 0 || read < minSampleBytes {
+		return 0, 0, fmt.Errorf("sample read of %s: too little data (%d bytes) for a rate", t.ID(), read)
+	}
+	return float64(read) / elapsed.Seconds(), read, nil
+}

@@ -1,0 +1,390 @@
+package assess
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/pgshift/pgshift/internal/catalog"
+	"github.com/pgshift/pgshift/internal/config"
+)
+
+// serverSQL reads one server's identity, privileges of the current user, database locale and
+// replication capacity. The rds_replication test goes through pg_roles so it does not fail on
+// servers where that role does not exist. Senders are counted from pg_stat_activity, whose
+// backend_type is visible to unprivileged users too.
+const serverSQL = `
+SELECT current_setting('server_version_num')::int, current_setting('server_version'), current_database(), current_user,
+       r.rolsuper, r.rolreplication,
+       EXISTS (SELECT 1 FROM pg_roles rr WHERE rr.rolname = 'rds_replication' AND pg_has_role(current_user, rr.oid, 'MEMBER')),
+       has_database_privilege(current_database(), 'CREATE'),
+       pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, t.spcname,
+       current_setting('wal_level'),
+       current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)::int,
+       current_setting('max_wal_senders')::int,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int,
+       pg_database_size(current_database()),
+       (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database())
+FROM pg_roles r, pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace
+WHERE r.rolname = current_user AND d.datname = current_database()`
+
+// settingsSQL reads the values a new session starts with (reset_val), so the assess session's
+// own client settings do not mask the server's or database's defaults.
+const settingsSQL = `SELECT name, reset_val FROM pg_settings WHERE name = ANY($1)`
+
+func readServer(ctx context.Context, q catalog.Querier) (Server, error) {
+	var s Server
+	var super, repl, rds bool
+	var reset *time.Time
+	err := q.QueryRow(ctx, serverSQL).Scan(&s.VersionNum, &s.Version, &s.Database, &s.User, &super, &repl, &rds,
+		&s.CreateOnDatabase, &s.Encoding, &s.Collate, &s.Ctype, &s.Tablespace, &s.WalLevel,
+		&s.MaxSlots, &s.UsedSlots, &s.MaxSenders, &s.ActiveSenders, &s.DatabaseBytes, &reset)
+	if err != nil {
+		return s, fmt.Errorf("read server settings: %w", err)
+	}
+	s.Superuser, s.StatsReset = super, reset
+	switch {
+	case super:
+		s.Replication = "superuser"
+	case repl:
+		s.Replication = "REPLICATION"
+	case rds:
+		s.Replication = "rds_replication"
+	}
+	rows, err := q.Query(ctx, settingsSQL, dataSettings)
+	if err != nil {
+		return s, fmt.Errorf("read server settings: %w", err)
+	}
+	defer rows.Close()
+	s.Settings = map[string]string{}
+	for rows.Next() {
+		var name, val string
+		if err := rows.Scan(&name, &val); err != nil {
+			return s, fmt.Errorf("read server settings: %w", err)
+		}
+		s.Settings[name] = val
+	}
+	if err := rows.Err(); err != nil {
+		return s, fmt.Errorf("read server settings: %w", err)
+	}
+	return s, nil
+}
+
+// tableExtraSQL adds to catalog.Tables what only assess needs: owner and the user's rights on
+// each table, its tablespace, and the activity counters since the last stats reset.
+const tableExtraSQL = `
+SELECT c.oid, pg_get_userbyid(c.relowner), pg_has_role(c.relowner, 'USAGE'), has_table_privilege(c.oid, 'SELECT'),
+       coalesce(ts.spcname, ''), coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_del, 0),
+       coalesce(s.n_live_tup, 0)
+FROM pg_class c
+LEFT JOIN pg_tablespace ts ON ts.oid = c.reltablespace
+LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+WHERE c.oid = ANY($1)`
+
+// indexSQL lists each table's indexes with their use. An index is "unused" when it was never
+// scanned and does not enforce anything (unique, primary key, exclusion) or identify rows for
+// replication: dropping such an index cannot change what the data means.
+const indexSQL = `
+SELECT i.indrelid, ic.relname, pg_relation_size(i.indexrelid), coalesce(s.idx_scan, 0),
+       i.indisunique OR i.indisprimary OR i.indisexclusion OR i.indisreplident
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = i.indexrelid
+WHERE i.indrelid = ANY($1)
+ORDER BY i.indrelid, ic.relname`
+
+var kindNames = map[byte]string{
+	catalog.KindTable:       "table",
+	catalog.KindPartitioned: "partitioned",
+	catalog.KindForeign:     "foreign",
+	catalog.KindMatView:     "materialized_view",
+}
+
+var identityNames = map[byte]string{'d': "default", 'f': "full", 'i': "index", 'n': "nothing"}
+
+func readTables(ctx context.Context, q catalog.Querier, filter config.TableFilter) ([]Table, error) {
+	cts, err := catalog.Tables(ctx, q, filter)
+	if err != nil {
+		return nil, err
+	}
+	if len(cts) == 0 {
+		return nil, nil
+	}
+	tables := make([]Table, len(cts))
+	byOID := make(map[uint32]*Table, len(cts))
+	oids := make([]uint32, len(cts))
+	for i, ct := range cts {
+		tables[i] = Table{
+			Schema: ct.ID.Schema, Name: ct.ID.Name, Kind: kindNames[ct.Kind], Partition: ct.IsPartition,
+			Unlogged: ct.Persistence == 'u', ReplicaIdentity: identityNames[ct.ReplicaIdentity],
+			PrimaryKey: ct.PrimaryKey, UsableIdentity: ct.HasUsableIdentity(), Columns: len(ct.Columns),
+			RowsEstimate: ct.RowsEstimate, TotalBytes: ct.TotalBytes, HeapBytes: ct.HeapBytes,
+			ToastBytes: ct.ToastBytes, IndexBytes: ct.IndexBytes,
+		}
+		if ct.Kind == catalog.KindForeign {
+			tables[i].CanSelect, tables[i].OwnedByUser = true, true
+		}
+		byOID[ct.OID] = &tables[i]
+		oids[i] = ct.OID
+	}
+	rows, err := q.Query(ctx, tableExtraSQL, oids)
+	if err != nil {
+		return nil, fmt.Errorf("read table statistics: %w", err)
+	}
+	for rows.Next() {
+		var oid uint32
+		var live int64
+		var t Table
+		if err := rows.Scan(&oid, &t.Owner, &t.OwnedByUser, &t.CanSelect, &t.Tablespace, &t.Inserts, &t.Updates, &t.Deletes, &live); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read table statistics: %w", err)
+		}
+		dst := byOID[oid]
+		dst.Owner, dst.OwnedByUser, dst.CanSelect, dst.Tablespace = t.Owner, t.OwnedByUser, t.CanSelect, t.Tablespace
+		dst.Inserts, dst.Updates, dst.Deletes = t.Inserts, t.Updates, t.Deletes
+		// reltuples is -1 until the first VACUUM/ANALYZE; the live-tuple counter is the next best guess.
+		if dst.RowsEstimate < 0 && (dst.Kind == "table" || dst.Kind == "materialized_view") {
+			dst.RowsEstimate = live
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read table statistics: %w", err)
+	}
+
+	rows, err = q.Query(ctx, indexSQL, oids)
+	if err != nil {
+		return nil, fmt.Errorf("read index statistics: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var oid uint32
+		var ix Index
+		var enforcing bool
+		if err := rows.Scan(&oid, &ix.Name, &ix.Bytes, &ix.Scans, &enforcing); err != nil {
+			return nil, fmt.Errorf("read index statistics: %w", err)
+		}
+		t := byOID[oid]
+		t.Indexes++
+		t.IndexScans += ix.Scans
+		if ix.Scans == 0 && !enforcing {
+			t.UnusedIndexes = append(t.UnusedIndexes, ix)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read index statistics: %w", err)
+	}
+	return tables, nil
+}
+
+// notExtensionMember excludes objects created by CREATE EXTENSION: the extension recreates them.
+const notExtensionMember = `NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = %s::regclass AND d.objid = %s AND d.deptype = 'e')`
+
+func readSourceObjects(ctx context.Context, q catalog.Querier, f *Facts, filter config.TableFilter) error {
+	seqs, err := catalog.Sequences(ctx, q, filter)
+	if err != nil {
+		return err
+	}
+	for _, s := range seqs {
+		f.Sequences = append(f.Sequences, s.ID.String())
+	}
+	// pg_sequences shows NULL for a sequence the user may not read, which looks like "never
+	// used": ask the privilege directly.
+	if err := collect(ctx, q, `
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
+  -- CASE keeps the planner from calling has_sequence_privilege on other relation kinds (an error).
+  AND CASE WHEN c.relkind = 'S' THEN NOT has_sequence_privilege(c.oid, 'SELECT') ELSE false END
+  AND `+fmt.Sprintf(notExtensionMember, "'pg_class'", "c.oid")+`
+ORDER BY 1, 2`, nil, func(r scanner) error {
+		var schema, name string
+		if err := r.Scan(&schema, &name); err != nil {
+			return err
+		}
+		if filter.Match(schema, name) {
+			if f.UnreadableSequences == nil {
+				f.UnreadableSequences = map[string][]string{}
+			}
+			f.UnreadableSequences[schema] = append(f.UnreadableSequences[schema], tableID(schema, name))
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("check sequence privileges: %w", err)
+	}
+	if err := q.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_largeobject_metadata), pg_total_relation_size('pg_catalog.pg_largeobject')`).
+		Scan(&f.LargeObjects, &f.LargeObjectBytes); err != nil {
+		return fmt.Errorf("count large objects: %w", err)
+	}
+
+	rows, err := q.Query(ctx, `SELECT e.evtname, e.evtevent, pg_get_userbyid(e.evtowner), e.evtenabled <> 'D'
+		FROM pg_event_trigger e WHERE `+fmt.Sprintf(notExtensionMember, "'pg_event_trigger'", "e.oid")+` ORDER BY 1`)
+	if err != nil {
+		return fmt.Errorf("list event triggers: %w", err)
+	}
+	for rows.Next() {
+		var e EventTrigger
+		if err := rows.Scan(&e.Name, &e.Event, &e.Owner, &e.Enabled); err != nil {
+			rows.Close()
+			return fmt.Errorf("list event triggers: %w", err)
+		}
+		f.EventTriggers = append(f.EventTriggers, e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list event triggers: %w", err)
+	}
+
+	// plpgsql is part of every installation; it is neither reported nor checked.
+	rows, err = q.Query(ctx, `SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)
+	if err != nil {
+		return fmt.Errorf("list extensions: %w", err)
+	}
+	for rows.Next() {
+		var e Extension
+		if err := rows.Scan(&e.Name, &e.Version); err != nil {
+			rows.Close()
+			return fmt.Errorf("list extensions: %w", err)
+		}
+		f.Extensions = append(f.Extensions, e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list extensions: %w", err)
+	}
+
+	// Languages that user functions are written in, and procedural languages defined outside
+	// any extension (an extension's language is covered by the extension check).
+	rows, err = q.Query(ctx, `
+SELECT l.lanname, count(p.oid)::int
+FROM pg_language l
+LEFT JOIN pg_proc p ON p.prolang = l.oid
+     AND p.pronamespace NOT IN (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema', 'pgshift'))
+     AND `+fmt.Sprintf(notExtensionMember, "'pg_proc'", "p.oid")+`
+WHERE l.lanname NOT IN ('internal', 'c', 'sql', 'plpgsql')
+GROUP BY l.lanname, l.oid
+HAVING count(p.oid) > 0 OR `+fmt.Sprintf(notExtensionMember, "'pg_language'", "l.oid")+`
+ORDER BY 1`)
+	if err != nil {
+		return fmt.Errorf("list procedural languages: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l Language
+		if err := rows.Scan(&l.Name, &l.Functions); err != nil {
+			return fmt.Errorf("list procedural languages: %w", err)
+		}
+		f.Languages = append(f.Languages, l)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list procedural languages: %w", err)
+	}
+	return nil
+}
+
+// readTargetObjects reads what the target offers for the source's extensions, languages,
+// tablespaces and schemas, and what user tables it already holds.
+func readTargetObjects(ctx context.Context, q catalog.Querier, f *Facts) error {
+	names := make([]string, len(f.Extensions))
+	for i, e := range f.Extensions {
+		names[i] = e.Name
+	}
+	versions := map[string][]string{}
+	if err := collect(ctx, q, `SELECT name, version FROM pg_available_extension_versions WHERE name = ANY($1) ORDER BY 1, 2`,
+		[]any{names}, func(r scanner) error {
+			var n, v string
+			if err := r.Scan(&n, &v); err != nil {
+				return err
+			}
+			versions[n] = append(versions[n], v)
+			return nil
+		}); err != nil {
+		return fmt.Errorf("list available extensions: %w", err)
+	}
+	for i := range f.Extensions {
+		f.Extensions[i].TargetVersions = append([]string{}, versions[f.Extensions[i].Name]...)
+	}
+
+	langs := make([]string, len(f.Languages))
+	for i, l := range f.Languages {
+		langs[i] = l.Name
+	}
+	onTarget := map[string]bool{}
+	if err := collect(ctx, q, `SELECT lanname FROM pg_language WHERE lanname = ANY($1)
+		UNION SELECT name FROM pg_available_extensions WHERE name = ANY($1)`, []any{langs}, func(r scanner) error {
+		var n string
+		if err := r.Scan(&n); err != nil {
+			return err
+		}
+		onTarget[n] = true
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list languages: %w", err)
+	}
+	for i := range f.Languages {
+		f.Languages[i].OnTarget = onTarget[f.Languages[i].Name]
+	}
+
+	if err := collect(ctx, q, `SELECT spcname FROM pg_tablespace ORDER BY 1`, nil, func(r scanner) error {
+		var n string
+		if err := r.Scan(&n); err != nil {
+			return err
+		}
+		f.TargetTablespaces = append(f.TargetTablespaces, n)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list tablespaces: %w", err)
+	}
+
+	schemaSet := map[string]bool{}
+	for _, t := range f.Tables {
+		schemaSet[t.Schema] = true
+	}
+	if err := collect(ctx, q, `SELECT nspname, has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = ANY($1) ORDER BY 1`,
+		[]any{sortedKeys(schemaSet)}, func(r scanner) error {
+			var s TargetSchema
+			if err := r.Scan(&s.Name, &s.CanCreate); err != nil {
+				return err
+			}
+			f.TargetSchemas = append(f.TargetSchemas, s)
+			return nil
+		}); err != nil {
+		return fmt.Errorf("list schemas: %w", err)
+	}
+
+	f.TargetTables = map[string]int{}
+	if err := collect(ctx, q, `
+SELECT n.nspname, count(*)::int FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
+  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
+  AND `+fmt.Sprintf(notExtensionMember, "'pg_class'", "c.oid")+`
+GROUP BY 1`, nil, func(r scanner) error {
+		var n string
+		var c int
+		if err := r.Scan(&n, &c); err != nil {
+			return err
+		}
+		f.TargetTables[n] = c
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list existing tables: %w", err)
+	}
+	return nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// collect runs a query and hands each row to fn.
+func collect(ctx context.Context, q catalog.Querier, sql string, args []any, fn func(scanner) error) error {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}

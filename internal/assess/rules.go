@@ -1,0 +1,463 @@
+package assess
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/pgshift/pgshift/internal/pgtypes"
+)
+
+// SlotsNeeded and SendersNeeded are what pgshift uses on the source: one logical slot and one
+// WAL sender for follow, plus one temporary slot and sender while a copy resumes or verify
+// reads a consistent snapshot.
+const (
+	SlotsNeeded   = 2
+	SendersNeeded = 2
+)
+
+// SpaceFactor is the headroom the target needs over the source's size: copied data, indexes
+// rebuilt, WAL during the load and growth while following (the case study's 50% buffer).
+const SpaceFactor = 1.5
+
+// dataSettings are the server settings that change how values are read, written or compared
+// as text. A difference between source and target is worth knowing before anything is copied.
+var dataSettings = []string{
+	"TimeZone", "DateStyle", "IntervalStyle", "standard_conforming_strings", "bytea_output",
+	"extra_float_digits", "lc_monetary", "lc_numeric", "default_text_search_config", "xmloption",
+}
+
+// Facts is everything the rules need, as read from the servers. Target is nil when no target
+// was given; target-side checks are then skipped (and an info finding says so).
+type Facts struct {
+	Source Server
+	Target *Server
+	Tables []Table
+	// Sequences are the source's user sequences (schema.name).
+	Sequences []string
+	// UnreadableSequences are sequences whose value the source user may not read, per schema.
+	UnreadableSequences map[string][]string
+	// LargeObjects counts pg_largeobject_metadata rows; LargeObjectBytes is pg_largeobject's size.
+	LargeObjects     int64
+	LargeObjectBytes int64
+	EventTriggers    []EventTrigger
+	Extensions       []Extension
+	Languages        []Language
+	// TargetTablespaces are the tablespace names that exist on the target.
+	TargetTablespaces []string
+	// TargetSchemas are the source's schemas that already exist on the target, with whether the target user may CREATE in them.
+	TargetSchemas []TargetSchema
+	// TargetTables counts user tables already on the target, per schema.
+	TargetTables map[string]int
+}
+
+// EventTrigger is one user event trigger on the source.
+type EventTrigger struct {
+	Name, Event, Owner string
+	Enabled            bool
+}
+
+// Extension is one extension installed on the source, with what the target offers.
+type Extension struct {
+	Name    string
+	Version string
+	// TargetVersions are the versions the target can install; nil when there is no target, empty when none.
+	TargetVersions []string
+}
+
+// Language is a procedural language defined or used by functions on the source.
+type Language struct {
+	Name      string
+	Functions int
+	// OnTarget reports whether the target defines it or can install it as an extension.
+	OnTarget bool
+}
+
+// TargetSchema is a source schema that already exists on the target.
+type TargetSchema struct {
+	Name      string
+	CanCreate bool
+}
+
+// Evaluate applies every readiness rule to the facts. It is pure: the same facts always give
+// the same findings, in the same order (severity, then code, then object).
+func Evaluate(f Facts) []Finding {
+	var out []Finding
+	add := func(code string, sev Severity, object, msg, fix string) {
+		out = append(out, Finding{Code: code, Severity: sev, Object: object, Message: msg, Fix: fix})
+	}
+	src := f.Source
+	user := pgtypes.QuoteIdent(src.User)
+
+	// Logical decoding and room for pgshift's slots and senders.
+	if src.WalLevel != "logical" {
+		add(CodeWalLevel, Blocker, "server",
+			fmt.Sprintf("wal_level is %q on the source; logical decoding needs \"logical\"", src.WalLevel),
+			"ALTER SYSTEM SET wal_level = logical; then restart the source (on RDS/Aurora: set rds.logical_replication = 1 in the parameter group and reboot; Cloud SQL: cloudsql.logical_decoding = on)")
+	}
+	if free := src.MaxSlots - src.UsedSlots; free < SlotsNeeded {
+		add(CodeReplicationSlots, Blocker, "server",
+			fmt.Sprintf("%d of max_replication_slots = %d are free; pgshift needs %d (one for follow, one temporary for copy resume and verify)", max(free, 0), src.MaxSlots, SlotsNeeded),
+			fmt.Sprintf("raise max_replication_slots to at least %d and restart the source, or drop unused slots (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active AND ...)", src.UsedSlots+SlotsNeeded))
+	}
+	if free := src.MaxSenders - src.ActiveSenders; free < SendersNeeded {
+		add(CodeWalSenders, Blocker, "server",
+			fmt.Sprintf("%d of max_wal_senders = %d are free; pgshift needs %d", max(free, 0), src.MaxSenders, SendersNeeded),
+			fmt.Sprintf("raise max_wal_senders to at least %d and restart the source", src.ActiveSenders+SendersNeeded))
+	}
+
+	// Privileges of the source user.
+	if src.Replication == "" {
+		add(CodeReplicationPriv, Blocker, "role "+src.User,
+			fmt.Sprintf("user %s may not open a replication connection (not superuser, no REPLICATION attribute, not in rds_replication)", src.User),
+			fmt.Sprintf("ALTER ROLE %s REPLICATION; (on RDS/Aurora: GRANT rds_replication TO %s;)", user, user))
+	}
+	if !src.CreateOnDatabase && !src.Superuser {
+		add(CodeCreatePriv, Blocker, "database "+src.Database,
+			fmt.Sprintf("user %s may not CREATE in database %s, which creating the publication requires", src.User, src.Database),
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s;", pgtypes.QuoteIdent(src.Database), user))
+	}
+	notOwned := map[string][]string{} // owner → tables
+	noSelect := map[string][]string{} // schema → tables
+	for _, t := range f.Tables {
+		if t.Kind != "table" && t.Kind != "partitioned" {
+			continue
+		}
+		if !t.OwnedByUser && !src.Superuser {
+			notOwned[t.Owner] = append(notOwned[t.Owner], t.ID())
+		}
+		if !t.CanSelect && !src.Superuser {
+			noSelect[t.Schema] = append(noSelect[t.Schema], t.ID())
+		}
+	}
+	for _, owner := range sortedKeys(notOwned) {
+		tables := notOwned[owner]
+		add(CodeTableOwnership, Blocker, "role "+owner,
+			fmt.Sprintf("user %s does not own %s owned by %s (%s); PostgreSQL %d requires ownership to add a table to a publication",
+				src.User, plural(len(tables), "table", "tables"), owner, listSome(tables, 8), src.VersionNum/10000),
+			fmt.Sprintf("GRANT %s TO %s; (membership is enough), or run pgshift as a superuser", pgtypes.QuoteIdent(owner), user))
+	}
+	for _, schema := range sortedKeys(noSelect) {
+		tables := noSelect[schema]
+		add(CodeSelectPriv, Blocker, "schema "+schema,
+			fmt.Sprintf("user %s may not SELECT from %s in schema %s (%s); the copy reads every table",
+				src.User, plural(len(tables), "table", "tables"), schema, listSome(tables, 8)),
+			fmt.Sprintf("GRANT USAGE ON SCHEMA %[1]s TO %[2]s; GRANT SELECT ON ALL TABLES IN SCHEMA %[1]s TO %[2]s;", pgtypes.QuoteIdent(schema), user))
+	}
+
+	for _, schema := range sortedKeys(f.UnreadableSequences) {
+		seqs := f.UnreadableSequences[schema]
+		add(CodeSelectPriv, Blocker, "sequences in schema "+schema,
+			fmt.Sprintf("user %s may not read %s in schema %s (%s); their values are synced to the target at cutover",
+				src.User, plural(len(seqs), "sequence", "sequences"), schema, listSome(seqs, 8)),
+			fmt.Sprintf("GRANT USAGE ON SCHEMA %[1]s TO %[2]s; GRANT SELECT ON ALL SEQUENCES IN SCHEMA %[1]s TO %[2]s;", pgtypes.QuoteIdent(schema), user))
+	}
+
+	// Tables that logical replication cannot follow as they are.
+	for _, t := range f.Tables {
+		id := t.ID()
+		switch {
+		case t.Kind == "table" && t.Unlogged:
+			add(CodeUnloggedTable, Blocker, id,
+				fmt.Sprintf("unlogged table (%s): its changes never reach the WAL, so they cannot be followed, and a publication refuses it", humanBytes(t.TotalBytes)),
+				fmt.Sprintf("ALTER TABLE %s SET LOGGED; (rewrites the table), or --exclude %s if its contents are disposable", sanitize(t), id))
+		case t.Kind == "table" && !t.UsableIdentity:
+			why := "no primary key and no replica identity"
+			if t.ReplicaIdentity == "nothing" {
+				why = "REPLICA IDENTITY NOTHING"
+			}
+			add(CodeNoReplicaIdentity, Blocker, id,
+				fmt.Sprintf("%s: once published, every UPDATE and DELETE on it fails on the source (SQLSTATE 55000), breaking the application", why),
+				fmt.Sprintf("add a primary key (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns", sanitize(t), humanBytes(avgRow(t))))
+		case t.Kind == "table" && t.ReplicaIdentity == "full":
+			changes := t.Updates + t.Deletes
+			add(CodeReplicaIdentityFull, Warning, id,
+				fmt.Sprintf("REPLICA IDENTITY FULL without a key: each UPDATE/DELETE logs the whole old row (about %s; %s updates+deletes since the last stats reset ≈ %s of extra WAL) and the target must find rows by all %d columns — a sequential scan per change unless an index matches",
+					humanBytes(avgRow(t)), humanCount(changes), humanBytes(changes*avgRow(t)), t.Columns),
+				fmt.Sprintf("add a primary key or a unique NOT NULL index (ALTER TABLE %s REPLICA IDENTITY USING INDEX ...) if the rows have one", sanitize(t)))
+		case t.Kind == "foreign":
+			add(CodeForeignTable, Warning, id,
+				"foreign table: its definition is copied but its rows live on the remote server and are neither copied nor followed",
+				"create the foreign server and user mapping on the target (CREATE SERVER ... / CREATE USER MAPPING ...), and make sure the target can reach the remote server")
+		case t.Kind == "materialized_view":
+			add(CodeMaterializedView, Info, id,
+				fmt.Sprintf("materialized view (%s): not followed; pgshift refreshes it on the target at cutover", humanBytes(t.TotalBytes)),
+				"")
+		}
+	}
+	if f.LargeObjects > 0 {
+		add(CodeLargeObjects, Warning, "database "+src.Database,
+			fmt.Sprintf("%s (%s): logical replication does not carry large objects, so pgshift neither copies nor follows them", plural(int(f.LargeObjects), "large object", "large objects"), humanBytes(f.LargeObjectBytes)),
+			"move them into bytea columns before migrating, or copy them while writes are stopped at cutover (pg_dump --large-objects --data-only | psql)")
+	}
+	if n := len(f.Sequences); n > 0 {
+		add(CodeSequences, Info, "database "+src.Database,
+			fmt.Sprintf("%s (%s): sequence values do not travel with row changes; pgshift syncs them at cutover", plural(n, "sequence", "sequences"), listSome(f.Sequences, 5)),
+			"")
+	}
+	for _, e := range f.EventTriggers {
+		add(CodeEventTrigger, Warning, "event trigger "+e.Name,
+			fmt.Sprintf("event trigger on %s owned by %s (enabled: %t); creating it on the target needs superuser, and managed services often refuse it", e.Event, e.Owner, e.Enabled),
+			"recreate it on the target after the copy if it is still needed (it is part of pg_dump's schema; with a non-superuser target, remove it from the schema load)")
+	}
+	// Unused indexes are grouped per schema: a database of many tables would otherwise bury
+	// the findings that matter under one note per index. Each table's list is in the report.
+	unused := unusedIndexes(f.Tables)
+	for _, schema := range sortedKeys(unused) {
+		ixs := unused[schema]
+		var names, sanitized []string
+		var bytes int64
+		for _, ix := range ixs {
+			names = append(names, ix.name+" on "+ix.table)
+			sanitized = append(sanitized, ix.sanitized)
+			bytes += ix.bytes
+		}
+		fix := fmt.Sprintf("if nothing needs them, drop them before migrating to shorten the copy: DROP INDEX %s;", strings.Join(sanitized, ", "))
+		if len(sanitized) > 8 {
+			fix = fmt.Sprintf("if nothing needs them, drop them before migrating to shorten the copy (DROP INDEX %s, ...; the full list is in the JSON report's unused_indexes)", strings.Join(sanitized[:8], ", "))
+		}
+		add(CodeUnusedIndex, Info, "schema "+schema,
+			fmt.Sprintf("%s never scanned since the last stats reset (%s): %s; they are rebuilt on the target all the same",
+				plural(len(ixs), "index", "indexes"), humanBytes(bytes), listSome(names, 8)), fix)
+	}
+
+	out = append(out, targetFindings(f)...)
+	sortFindings(out)
+	return out
+}
+
+// targetFindings are the rules that compare the source with the target.
+func targetFindings(f Facts) []Finding {
+	var out []Finding
+	add := func(code string, sev Severity, object, msg, fix string) {
+		out = append(out, Finding{Code: code, Severity: sev, Object: object, Message: msg, Fix: fix})
+	}
+	src, dst := f.Source, f.Target
+	if dst == nil {
+		add(CodeNoTarget, Info, "target", "no target given: version, extension, settings, privilege and space checks of the target were skipped",
+			"run again with --target DSN")
+		for _, e := range f.Extensions {
+			add(CodeExtension, Info, "extension "+e.Name,
+				fmt.Sprintf("extension %s %s is installed on the source; the target must be able to install it", e.Name, e.Version), "")
+		}
+		return out
+	}
+	tuser := pgtypes.QuoteIdent(dst.User)
+
+	srcMajor, dstMajor := src.VersionNum/10000, dst.VersionNum/10000
+	switch {
+	case dstMajor < srcMajor:
+		add(CodeServerVersion, Blocker, "server",
+			fmt.Sprintf("target runs PostgreSQL %s, older than the source's %s; schema and data from a newer major version may not load", dst.Version, src.Version),
+			fmt.Sprintf("use a target of PostgreSQL %d or newer", srcMajor))
+	case dstMajor > srcMajor:
+		add(CodeMajorUpgrade, Info, "server",
+			fmt.Sprintf("major version upgrade %s → %s", src.Version, dst.Version),
+			"read the release notes of every major version in between; pgshift runs ANALYZE on the target after the copy")
+	}
+
+	if !dst.CreateOnDatabase && !dst.Superuser {
+		add(CodeTargetCreatePriv, Blocker, "database "+dst.Database,
+			fmt.Sprintf("target user %s may not CREATE in database %s: the schemas and pgshift's state schema cannot be created", dst.User, dst.Database),
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s; (on the target)", pgtypes.QuoteIdent(dst.Database), tuser))
+	}
+	for _, s := range f.TargetSchemas {
+		if !s.CanCreate && !dst.Superuser {
+			add(CodeTargetCreatePriv, Blocker, "schema "+s.Name,
+				fmt.Sprintf("schema %s exists on the target but user %s may not create tables in it", s.Name, dst.User),
+				fmt.Sprintf("GRANT USAGE, CREATE ON SCHEMA %s TO %s; (on the target)", pgtypes.QuoteIdent(s.Name), tuser))
+		}
+	}
+	if n := sumValues(f.TargetTables); n > 0 {
+		add(CodeTargetNotEmpty, Warning, "database "+dst.Database,
+			fmt.Sprintf("the target database already holds %s (%s); copying into existing tables would fail or mix data", plural(n, "user table", "user tables"), schemaCounts(f.TargetTables)),
+			"point --target at an empty database (CREATE DATABASE ... TEMPLATE template0), or drop the leftovers of an earlier attempt")
+	}
+	if dst.WalLevel != "logical" {
+		add(CodeTargetWalLevel, Warning, "server",
+			fmt.Sprintf("wal_level is %q on the target: reverse replication after cutover (what makes rollback lossless) needs \"logical\"", dst.WalLevel),
+			"ALTER SYSTEM SET wal_level = logical; and restart the target before cutover")
+	}
+
+	for _, e := range f.Extensions {
+		switch {
+		case len(e.TargetVersions) == 0:
+			add(CodeMissingExtension, Blocker, "extension "+e.Name,
+				fmt.Sprintf("extension %s %s is installed on the source but not available on the target (pg_available_extensions)", e.Name, e.Version),
+				fmt.Sprintf("install the package that provides %s on the target server (or enable it in the provider's allow-list), or drop it on the source if unused", e.Name))
+		case !contains(e.TargetVersions, e.Version):
+			add(CodeExtensionVersion, Warning, "extension "+e.Name,
+				fmt.Sprintf("extension %s is version %s on the source; the target offers %s", e.Name, e.Version, strings.Join(e.TargetVersions, ", ")),
+				fmt.Sprintf("install version %s on the target, or check that the available version reads the source's data the same way", e.Version))
+		}
+	}
+	for _, l := range f.Languages {
+		if !l.OnTarget {
+			add(CodeMissingLanguage, Blocker, "language "+l.Name,
+				fmt.Sprintf("procedural language %s (used by %s) is not available on the target", l.Name, plural(l.Functions, "function", "functions")),
+				fmt.Sprintf("install %s on the target (e.g. the postgresql-<version>-%s package, then CREATE EXTENSION %s), or rewrite those functions", l.Name, strings.TrimPrefix(l.Name, "pl"), l.Name))
+		}
+	}
+	for _, ts := range usedTablespaces(f) {
+		if !contains(f.TargetTablespaces, ts.name) {
+			add(CodeTablespace, Warning, "tablespace "+ts.name,
+				fmt.Sprintf("%s on the source uses tablespace %s, which does not exist on the target", ts.what, ts.name),
+				fmt.Sprintf("CREATE TABLESPACE %s LOCATION '...' on the target, or accept that these objects land in the target's default tablespace", pgtypes.QuoteIdent(ts.name)))
+		}
+	}
+
+	if src.Encoding != dst.Encoding {
+		sev := Blocker
+		msg := fmt.Sprintf("source encoding %s, target %s: text may not convert, or convert differently", src.Encoding, dst.Encoding)
+		if dst.Encoding == "UTF8" && src.Encoding != "SQL_ASCII" {
+			sev = Warning
+			msg = fmt.Sprintf("source encoding %s, target UTF8: every character converts, but lengths in bytes change (octet_length, varchar limits in bytes elsewhere)", src.Encoding)
+		}
+		add(CodeEncoding, sev, "database "+dst.Database, msg,
+			fmt.Sprintf("create the target database with ENCODING '%s' TEMPLATE template0", src.Encoding))
+	}
+	if src.Collate != dst.Collate {
+		add(CodeCollation, Warning, "database "+dst.Database,
+			fmt.Sprintf("LC_COLLATE is %q on the source and %q on the target: text sorts differently, so ORDER BY results, index order and range conditions on text change", src.Collate, dst.Collate),
+			fmt.Sprintf("create the target database with LC_COLLATE '%s' TEMPLATE template0, unless the new order is intended", src.Collate))
+	}
+	if src.Ctype != dst.Ctype {
+		add(CodeCtype, Warning, "database "+dst.Database,
+			fmt.Sprintf("LC_CTYPE is %q on the source and %q on the target: upper(), lower(), ILIKE and regular expressions classify characters differently", src.Ctype, dst.Ctype),
+			fmt.Sprintf("create the target database with LC_CTYPE '%s' TEMPLATE template0", src.Ctype))
+	}
+	for _, name := range dataSettings {
+		sv, sok := src.Settings[name]
+		dv, dok := dst.Settings[name]
+		if sok && dok && sv != dv {
+			add(CodeSetting, Warning, "setting "+name,
+				fmt.Sprintf("%s is %q on the source and %q on the target: clients that rely on the default read and write these values differently", name, sv, dv),
+				fmt.Sprintf("ALTER DATABASE %s SET %s = '%s'; on the target, unless the change is intended", pgtypes.QuoteIdent(dst.Database), name, strings.ReplaceAll(sv, "'", "''")))
+		}
+	}
+
+	need := int64(float64(src.DatabaseBytes) * SpaceFactor)
+	add(CodeTargetSpace, Info, "database "+dst.Database,
+		fmt.Sprintf("the target's free disk space cannot be read over SQL; it needs at least %s (source %s × %.1f for indexes, WAL and growth during the migration)", humanBytes(need), humanBytes(src.DatabaseBytes), SpaceFactor),
+		fmt.Sprintf("check the target volume or allocated storage has %s free", humanBytes(need)))
+	return out
+}
+
+type tablespaceUse struct{ name, what string }
+
+// usedTablespaces lists non-default tablespaces the source's database or tables live in.
+func usedTablespaces(f Facts) []tablespaceUse {
+	counts := map[string]int{}
+	for _, t := range f.Tables {
+		if t.Tablespace != "" && t.Tablespace != "pg_default" {
+			counts[t.Tablespace]++
+		}
+	}
+	var out []tablespaceUse
+	if ts := f.Source.Tablespace; ts != "" && ts != "pg_default" {
+		out = append(out, tablespaceUse{ts, "database " + f.Source.Database})
+		delete(counts, ts)
+	}
+	for _, name := range sortedKeys(counts) {
+		out = append(out, tablespaceUse{name, plural(counts[name], "table", "tables")})
+	}
+	return out
+}
+
+type unusedIndex struct {
+	name, table, sanitized string
+	bytes                  int64
+}
+
+// unusedIndexes returns the never-scanned, non-enforcing indexes per schema.
+func unusedIndexes(tables []Table) map[string][]unusedIndex {
+	out := map[string][]unusedIndex{}
+	for _, t := range tables {
+		for _, ix := range t.UnusedIndexes {
+			id := pgtypes.TableID{Schema: t.Schema, Name: ix.Name}
+			out[t.Schema] = append(out[t.Schema], unusedIndex{name: maybeQuoted(ix.Name), table: t.ID(), sanitized: id.Sanitize(), bytes: ix.Bytes})
+		}
+	}
+	return out
+}
+
+// maybeQuoted prints an identifier the way TableID.String does: quoted only when needed.
+func maybeQuoted(name string) string {
+	s := pgtypes.TableID{Schema: "x", Name: name}.String()
+	return s[2:]
+}
+
+func sortFindings(fs []Finding) {
+	sort.SliceStable(fs, func(i, j int) bool {
+		a, b := fs[i], fs[j]
+		if a.Severity.rank() != b.Severity.rank() {
+			return a.Severity.rank() < b.Severity.rank()
+		}
+		if a.Code != b.Code {
+			return a.Code < b.Code
+		}
+		return a.Object < b.Object
+	})
+}
+
+// avgRow is the table's average on-disk row size (heap + TOAST), at least 1 byte when it has rows.
+func avgRow(t Table) int64 {
+	rows := t.RowsEstimate
+	if rows <= 0 {
+		return 0
+	}
+	return max((t.HeapBytes+t.ToastBytes)/rows, 1)
+}
+
+func sanitize(t Table) string { return pgtypes.TableID{Schema: t.Schema, Name: t.Name}.Sanitize() }
+
+func tableID(schema, name string) string { return pgtypes.TableID{Schema: schema, Name: name}.String() }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func sumValues(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func schemaCounts(m map[string]int) string {
+	parts := make([]string, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// listSome joins the first n items and says how many more there are.
+func listSome(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, ", ")
+	}
+	return strings.Join(items[:n], ", ") + fmt.Sprintf(" and %d more", len(items)-n)
+}

@@ -1,0 +1,143 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/pgshift/pgshift/internal/pgtypes"
+)
+
+// Tx describes one source transaction. CommitLSN is known from its first event; EndLSN (the
+// position to store and confirm) only from its commit event.
+type Tx struct {
+	Xid        uint32
+	CommitLSN  pgtypes.LSN
+	EndLSN     pgtypes.LSN
+	CommitTime time.Time
+	Origin     string
+	Streamed   bool // arrived in protocol-v2 streamed blocks before it committed
+}
+
+// ChangeKind is what a change does.
+type ChangeKind byte
+
+const (
+	Insert ChangeKind = 'I'
+	Update ChangeKind = 'U'
+	Delete ChangeKind = 'D'
+	Trunc  ChangeKind = 'T'
+)
+
+func (k ChangeKind) String() string {
+	switch k {
+	case Insert:
+		return "INSERT"
+	case Update:
+		return "UPDATE"
+	case Delete:
+		return "DELETE"
+	case Trunc:
+		return "TRUNCATE"
+	}
+	return fmt.Sprintf("change(%q)", byte(k))
+}
+
+// Change is one row change (or one TRUNCATE) of a source transaction.
+type Change struct {
+	Kind    ChangeKind
+	Rel     *Relation // the relation as described when the change was encoded (Insert/Update/Delete)
+	OldKind byte      // 'K', 'O' or 0; see Update
+	Old     []Value
+	New     []Value
+
+	Truncated       []*Relation
+	Cascade         bool
+	RestartIdentity bool
+}
+
+// Event is one step of the ordered stream: exactly one of Begin, Change and Commit is set.
+// Every transaction delivered is Begin, zero or more Changes, Commit, never interleaved.
+type Event struct {
+	Begin  *Tx
+	Change *Change
+	Commit *Tx
+}
+
+// Chunk is a run of events handed from the stream to the applier in one queue operation.
+type Chunk struct {
+	Events []Event
+	Bytes  int64 // approximate memory held, for the queue's byte budget
+}
+
+// Queue is the bounded hand-off between the stream reader and the applier: at most MaxChunks
+// chunks and about MaxBytes bytes are in flight. The applier calls Release when it is done with
+// a chunk; until then the reader waits (and keeps answering the server).
+type Queue struct {
+	ch       chan *Chunk
+	budget   *semaphore.Weighted
+	maxBytes int64
+}
+
+// NewQueue makes a queue bounded by count and bytes.
+func NewQueue(maxChunks int, maxBytes int64) *Queue {
+	return &Queue{ch: make(chan *Chunk, maxChunks), budget: semaphore.NewWeighted(maxBytes), maxBytes: maxBytes}
+}
+
+// C is the applier's side.
+func (q *Queue) C() <-chan *Chunk { return q.ch }
+
+// Release returns a chunk's bytes to the budget.
+func (q *Queue) Release(c *Chunk) { q.budget.Release(q.weight(c)) }
+
+func (q *Queue) weight(c *Chunk) int64 { return min(max(c.Bytes, 1), q.maxBytes) }
+
+// errStall is returned when the applier takes no chunk for longer than the stall deadline.
+var errStall = errors.New("applier made no progress")
+
+// send hands c to the applier. While it waits it calls tick every interval so the reader can
+// keep answering the server; it gives up after stall without progress.
+func (q *Queue) send(ctx context.Context, c *Chunk, interval, stall time.Duration, tick func() error) error {
+	deadline := time.Now().Add(stall)
+	w := q.weight(c)
+	for {
+		actx, cancel := context.WithTimeout(ctx, interval)
+		err := q.budget.Acquire(actx, w)
+		cancel()
+		if err == nil {
+			break
+		}
+		if err := q.check(ctx, deadline, tick); err != nil {
+			return err
+		}
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case q.ch <- c:
+			return nil
+		case <-ctx.Done():
+			q.budget.Release(w)
+			return ctx.Err()
+		case <-t.C:
+			if err := q.check(ctx, deadline, tick); err != nil {
+				q.budget.Release(w)
+				return err
+			}
+		}
+	}
+}
+
+func (q *Queue) check(ctx context.Context, deadline time.Time, tick func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if time.Now().After(deadline) {
+		return fmt.Errorf("%w for the stall deadline; the target is too slow or blocked (check locks on the target)", errStall)
+	}
+	return tick()
+}

@@ -1,0 +1,587 @@
+package cdc
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshift/pgshift/internal/pgtypes"
+)
+
+// HeartbeatPrefix is the pg_logical_emit_message prefix of pgshift's own heartbeats.
+const HeartbeatPrefix = "pgshift"
+
+// SessionParams are the settings the replication session renders values with. The applier's
+// target session uses the same, so every value's text form is read back exactly.
+var SessionParams = map[string]string{
+	"DateStyle":          "ISO, MDY",
+	"IntervalStyle":      "postgres",
+	"TimeZone":           "UTC",
+	"extra_float_digits": "3",
+	"bytea_output":       "hex",
+}
+
+// Options configure a Stream.
+type Options struct {
+	Slot        string
+	Publication string
+	// StartLSN is where streaming starts: the applied position, or the slot's consistent point.
+	StartLSN pgtypes.LSN
+	// SkipBelow drops transactions whose commit LSN is below it: they end at or before the
+	// applied position, so the target already has them.
+	SkipBelow pgtypes.LSN
+	// ServerVersion is server_version_num; protocol 2 (streaming of large transactions) needs 14+.
+	ServerVersion int
+	// StatusInterval is how often a standby status update is sent even when nothing changes.
+	StatusInterval time.Duration
+	// StallTimeout turns an applier that takes nothing for this long into an error.
+	StallTimeout time.Duration
+	// SpillDir holds the on-disk buffers of large in-progress (streamed) transactions.
+	SpillDir string
+}
+
+func (o *Options) defaults() {
+	if o.StatusInterval <= 0 {
+		o.StatusInterval = 10 * time.Second
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 10 * time.Minute
+	}
+	if o.SpillDir == "" {
+		o.SpillDir = os.TempDir()
+	}
+}
+
+// Stats are counters a Stream keeps for status and lag reporting.
+type Stats struct {
+	ServerWALEnd atomic.Uint64 // the last WAL end the server reported (for lag display only, never confirmed)
+	Received     atomic.Uint64 // transactions received
+	Delivered    atomic.Uint64 // transactions handed to the applier (received minus those already applied)
+	Changes      atomic.Uint64 // row changes received
+	Confirmed    atomic.Uint64 // the last position confirmed to the server
+}
+
+// Stream reads one replication connection and feeds a Queue. It is used by one goroutine.
+type Stream struct {
+	conn      *pgconn.PgConn
+	opts      Options
+	queue     *Queue
+	durable   func() pgtypes.LSN // what the target has durably committed: the only LSN ever confirmed
+	log       *slog.Logger
+	stats     *Stats
+	rels      map[uint32]*Relation
+	inTx      bool
+	skip      bool
+	cur       Tx
+	inStream  bool
+	streamXid uint32
+	streams   map[uint32]*spill
+	pending   *Chunk
+	spillDir  string
+
+	lastStatus    time.Time
+	lastConfirmed pgtypes.LSN
+}
+
+// NewStream prepares a stream on an open replication connection. durable reports the end LSN of
+// the last transaction the target has committed durably.
+func NewStream(conn *pgconn.PgConn, opts Options, q *Queue, durable func() pgtypes.LSN, stats *Stats, log *slog.Logger) *Stream {
+	opts.defaults()
+	if stats == nil {
+		stats = &Stats{}
+	}
+	return &Stream{conn: conn, opts: opts, queue: q, durable: durable, log: log, stats: stats,
+		rels: map[uint32]*Relation{}, streams: map[uint32]*spill{}}
+}
+
+// pluginArgs are pgoutput's options for this server version.
+func (s *Stream) pluginArgs() []string {
+	pub := strings.ReplaceAll(pgtypes.QuoteIdent(s.opts.Publication), "'", "''")
+	args := []string{"publication_names '" + pub + "'", "messages 'true'"}
+	if s.opts.ServerVersion >= 140000 {
+		args = append(args, "proto_version '2'", "streaming 'on'")
+	} else {
+		args = append(args, "proto_version '1'")
+	}
+	return args
+}
+
+// Run starts replication and streams until ctx ends or an error occurs. Transactions are
+// delivered to the queue in commit order; nothing is confirmed beyond durable().
+func (s *Stream) Run(ctx context.Context) (err error) {
+	dir, err := os.MkdirTemp(s.opts.SpillDir, "pgshift-spill-")
+	if err != nil {
+		return fmt.Errorf("create spill directory for large transactions: %w", err)
+	}
+	s.spillDir = dir
+	defer func() {
+		for _, sp := range s.streams {
+			sp.close()
+		}
+		os.RemoveAll(dir)
+	}()
+
+	err = pglogrepl.StartReplication(ctx, s.conn, pgtypes.QuoteIdent(s.opts.Slot), pglogrepl.LSN(s.opts.StartLSN),
+		pglogrepl.StartReplicationOptions{PluginArgs: s.pluginArgs()})
+	if err != nil {
+		return fmt.Errorf("start replication from slot %s at %s: %w", s.opts.Slot, s.opts.StartLSN, err)
+	}
+	s.log.Info("streaming changes", "slot", s.opts.Slot, "publication", s.opts.Publication, "from", s.opts.StartLSN.String())
+	// Applied positions are confirmed about every second; an idle stream still reports every StatusInterval.
+	const ackEvery = time.Second
+	for {
+		if err := s.maybeStatus(ackEvery); err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, ackEvery)
+		msg, err := s.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive from slot %s: %w", s.opts.Slot, err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.copyData(ctx, m.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("slot %s: %w", s.opts.Slot, pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone:
+			return fmt.Errorf("slot %s: the server ended the replication stream", s.opts.Slot)
+		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
+		default:
+			return fmt.Errorf("slot %s: unexpected protocol message %T", s.opts.Slot, msg)
+		}
+	}
+}
+
+func (s *Stream) copyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return errors.New("empty replication message")
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		k, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("slot %s: %w", s.opts.Slot, err)
+		}
+		s.stats.ServerWALEnd.Store(uint64(k.ServerWALEnd))
+		if k.ReplyRequested {
+			return s.status()
+		}
+		return nil
+	case pglogrepl.XLogDataByteID:
+		x, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("slot %s: %w", s.opts.Slot, err)
+		}
+		if uint64(x.ServerWALEnd) > s.stats.ServerWALEnd.Load() {
+			s.stats.ServerWALEnd.Store(uint64(x.ServerWALEnd))
+		}
+		// pgconn reuses its read buffer: keep a private copy the decoded values can point into.
+		buf := append([]byte(nil), x.WALData...)
+		if err := s.handle(ctx, buf); err != nil {
+			return fmt.Errorf("slot %s at %s: %w", s.opts.Slot, pgtypes.LSN(x.WALStart), err)
+		}
+		return nil
+	}
+	return fmt.Errorf("slot %s: unknown replication message %q", s.opts.Slot, data[0])
+}
+
+// maybeStatus confirms a newly durable position at most every ackEvery, and otherwise sends a
+// status update every StatusInterval so the server knows the client is alive.
+func (s *Stream) maybeStatus(ackEvery time.Duration) error {
+	since := time.Since(s.lastStatus)
+	if (s.durable() > s.lastConfirmed && since >= ackEvery) || since >= s.opts.StatusInterval {
+		return s.status()
+	}
+	return nil
+}
+
+// status sends a standby status update. Write, flush and apply are all the durably applied
+// transaction end: pgshift has no separate "received" position worth reporting, and reporting
+// the server's WAL end would confirm changes that were never applied.
+func (s *Stream) status() error {
+	lsn := s.durable()
+	if lsn < s.opts.StartLSN {
+		lsn = s.opts.StartLSN
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(lsn), WALFlushPosition: pglogrepl.LSN(lsn), WALApplyPosition: pglogrepl.LSN(lsn),
+	})
+	if err != nil {
+		return fmt.Errorf("send status update to slot %s: %w", s.opts.Slot, err)
+	}
+	s.lastStatus = time.Now()
+	s.lastConfirmed = lsn
+	s.stats.Confirmed.Store(uint64(lsn))
+	return nil
+}
+
+// handle processes one pgoutput message.
+func (s *Stream) handle(ctx context.Context, buf []byte) error {
+	if s.inStream {
+		return s.handleInStream(buf)
+	}
+	msg, err := Decode(buf, false)
+	if err != nil {
+		return err
+	}
+	switch m := msg.(type) {
+	case *BeginMsg:
+		if s.inTx {
+			return fmt.Errorf("BEGIN of xid %d inside transaction %d", m.Xid, s.cur.Xid)
+		}
+		s.inTx = true
+		s.cur = Tx{Xid: m.Xid, CommitLSN: m.FinalLSN, CommitTime: m.CommitTime}
+		s.skip = m.FinalLSN < s.opts.SkipBelow
+		if !s.skip {
+			tx := s.cur
+			return s.emit(ctx, Event{Begin: &tx}, 64)
+		}
+		return nil
+	case *CommitMsg:
+		if !s.inTx {
+			return fmt.Errorf("COMMIT at %s outside a transaction", m.CommitLSN)
+		}
+		if m.CommitLSN != s.cur.CommitLSN {
+			return fmt.Errorf("COMMIT at %s does not match BEGIN's commit position %s (xid %d)", m.CommitLSN, s.cur.CommitLSN, s.cur.Xid)
+		}
+		s.inTx = false
+		s.stats.Received.Add(1)
+		if s.skip {
+			return nil
+		}
+		tx := s.cur
+		tx.EndLSN, tx.CommitTime = m.EndLSN, m.CommitTime
+		s.stats.Delivered.Add(1)
+		if err := s.emit(ctx, Event{Commit: &tx}, 64); err != nil {
+			return err
+		}
+		return s.flush(ctx)
+	case *OriginMsg:
+		s.cur.Origin = m.Name
+		return nil
+	case *RelationMsg:
+		s.rels[m.Rel.OID] = m.Rel
+		return nil
+	case *TypeMsg:
+		// Types are resolved by name from the relation's columns on both servers; the message
+		// only announces that a non-built-in type is used.
+		return nil
+	case *LogicalMsg:
+		// Heartbeats and applications' messages carry no row changes. A transactional one is
+		// part of its transaction, whose Begin and Commit move the applied position.
+		return nil
+	case *StreamStartMsg:
+		if s.inTx {
+			return fmt.Errorf("STREAM START of xid %d inside transaction %d", m.Xid, s.cur.Xid)
+		}
+		sp := s.streams[m.Xid]
+		if sp == nil {
+			if !m.FirstSegment {
+				return fmt.Errorf("streamed transaction %d continues, but its first segment was never received", m.Xid)
+			}
+			if sp, err = newSpill(s.spillDir, m.Xid); err != nil {
+				return err
+			}
+			s.streams[m.Xid] = sp
+		}
+		s.inStream, s.streamXid = true, m.Xid
+		return nil
+	case *StreamAbortMsg:
+		sp := s.streams[m.Xid]
+		if sp == nil {
+			return nil // aborted before anything of it was streamed to us
+		}
+		if m.SubXid == m.Xid {
+			sp.close()
+			delete(s.streams, m.Xid)
+			return nil
+		}
+		sp.aborted[m.SubXid] = true // ROLLBACK TO SAVEPOINT: that subtransaction's changes vanish
+		return nil
+	case *StreamCommitMsg:
+		return s.streamCommit(ctx, m)
+	case *InsertMsg, *UpdateMsg, *DeleteMsg, *TruncateMsg:
+		if !s.inTx {
+			return fmt.Errorf("row change outside a transaction")
+		}
+		s.stats.Changes.Add(1)
+		if s.skip {
+			return nil
+		}
+		ch, err := s.change(msg, relMap(s.rels))
+		if err != nil {
+			return err
+		}
+		return s.emit(ctx, Event{Change: ch}, int64(len(buf))+96)
+	case *StreamStopMsg:
+		return errors.New("STREAM STOP outside a streamed block")
+	}
+	return fmt.Errorf("%w: %T", ErrUnknownMessage, msg)
+}
+
+// handleInStream buffers a message of the open streamed block in its transaction's spill file.
+func (s *Stream) handleInStream(buf []byte) error {
+	msg, err := Decode(buf, true)
+	if err != nil {
+		return err
+	}
+	switch msg.(type) {
+	case *StreamStopMsg:
+		s.inStream = false
+		return nil
+	case *RelationMsg, *TypeMsg, *InsertMsg, *UpdateMsg, *DeleteMsg, *TruncateMsg, *LogicalMsg:
+		return s.streams[s.streamXid].append(buf)
+	}
+	return fmt.Errorf("message %T inside the streamed block of xid %d", msg, s.streamXid)
+}
+
+// streamCommit replays a committed streamed transaction from its spill file, leaving out the
+// changes of aborted subtransactions, with relation messages applying from where they appear.
+func (s *Stream) streamCommit(ctx context.Context, m *StreamCommitMsg) error {
+	sp := s.streams[m.Xid]
+	if sp == nil {
+		return fmt.Errorf("STREAM COMMIT of xid %d that was never streamed", m.Xid)
+	}
+	defer func() { sp.close(); delete(s.streams, m.Xid) }()
+	s.stats.Received.Add(1)
+	if m.CommitLSN < s.opts.SkipBelow {
+		return nil
+	}
+	tx := Tx{Xid: m.Xid, CommitLSN: m.CommitLSN, EndLSN: m.EndLSN, CommitTime: m.CommitTime, Streamed: true}
+	if err := s.emit(ctx, Event{Begin: &tx}, 64); err != nil {
+		return err
+	}
+	// Relation messages inside the transaction take effect for its own later changes, and for
+	// everything after it once it has committed (pgoutput does not resend them).
+	local := map[uint32]*Relation{}
+	rels := overlay{local: local, base: s.rels}
+	err := sp.replay(func(buf []byte) error {
+		msg, err := Decode(buf, true)
+		if err != nil {
+			return err
+		}
+		switch mm := msg.(type) {
+		case *RelationMsg:
+			local[mm.Rel.OID] = mm.Rel
+			return nil
+		case *TypeMsg, *LogicalMsg:
+			return nil
+		}
+		if sp.aborted[xidOf(msg)] {
+			return nil
+		}
+		s.stats.Changes.Add(1)
+		ch, err := s.change(msg, rels)
+		if err != nil {
+			return err
+		}
+		return s.emit(ctx, Event{Change: ch}, int64(len(buf))+96)
+	})
+	if err != nil {
+		return fmt.Errorf("streamed transaction %d: %w", m.Xid, err)
+	}
+	for oid, r := range local {
+		s.rels[oid] = r
+	}
+	end := tx
+	s.stats.Delivered.Add(1)
+	if err := s.emit(ctx, Event{Commit: &end}, 64); err != nil {
+		return err
+	}
+	return s.flush(ctx)
+}
+
+func xidOf(msg any) uint32 {
+	switch m := msg.(type) {
+	case *InsertMsg:
+		return m.Xid
+	case *UpdateMsg:
+		return m.Xid
+	case *DeleteMsg:
+		return m.Xid
+	case *TruncateMsg:
+		return m.Xid
+	}
+	return 0
+}
+
+type relLookup interface{ get(oid uint32) *Relation }
+
+type overlay struct{ local, base map[uint32]*Relation }
+
+func (o overlay) get(oid uint32) *Relation {
+	if r := o.local[oid]; r != nil {
+		return r
+	}
+	return o.base[oid]
+}
+
+type relMap map[uint32]*Relation
+
+func (m relMap) get(oid uint32) *Relation { return m[oid] }
+
+// change turns a decoded row message into a Change, checking it against its relation.
+func (s *Stream) change(msg any, lookup relLookup) (*Change, error) {
+	rel := func(oid uint32) (*Relation, error) {
+		r := lookup.get(oid)
+		if r == nil {
+			return nil, fmt.Errorf("change for relation OID %d, which was never described by a relation message", oid)
+		}
+		return r, nil
+	}
+	check := func(r *Relation, what string, t []Value) error {
+		if t != nil && len(t) != len(r.Columns) {
+			return fmt.Errorf("%s of %s has %d columns, its relation message %d", what, r.Table, len(t), len(r.Columns))
+		}
+		return nil
+	}
+	switch m := msg.(type) {
+	case *InsertMsg:
+		r, err := rel(m.RelID)
+		if err != nil {
+			return nil, err
+		}
+		if err := check(r, "INSERT", m.New); err != nil {
+			return nil, err
+		}
+		return &Change{Kind: Insert, Rel: r, New: m.New}, nil
+	case *UpdateMsg:
+		r, err := rel(m.RelID)
+		if err != nil {
+			return nil, err
+		}
+		if err := check(r, "UPDATE new row", m.New); err != nil {
+			return nil, err
+		}
+		if err := check(r, "UPDATE old row", m.Old); err != nil {
+			return nil, err
+		}
+		return &Change{Kind: Update, Rel: r, OldKind: m.OldKind, Old: m.Old, New: m.New}, nil
+	case *DeleteMsg:
+		r, err := rel(m.RelID)
+		if err != nil {
+			return nil, err
+		}
+		if err := check(r, "DELETE", m.Old); err != nil {
+			return nil, err
+		}
+		return &Change{Kind: Delete, Rel: r, OldKind: m.OldKind, Old: m.Old}, nil
+	case *TruncateMsg:
+		c := &Change{Kind: Trunc, Cascade: m.Cascade, RestartIdentity: m.RestartIdentity}
+		for _, oid := range m.RelIDs {
+			r, err := rel(oid)
+			if err != nil {
+				return nil, err
+			}
+			c.Truncated = append(c.Truncated, r)
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w: %T where a row change was expected", ErrUnknownMessage, msg)
+}
+
+// emit adds an event to the pending chunk, handing the chunk over when it is full.
+func (s *Stream) emit(ctx context.Context, ev Event, size int64) error {
+	if s.pending == nil {
+		s.pending = &Chunk{Events: make([]Event, 0, 64)}
+	}
+	s.pending.Events = append(s.pending.Events, ev)
+	s.pending.Bytes += size
+	if len(s.pending.Events) >= 2048 || s.pending.Bytes >= 4<<20 {
+		return s.flush(ctx)
+	}
+	return nil
+}
+
+// flush hands the pending chunk to the applier, answering the server while it waits.
+func (s *Stream) flush(ctx context.Context) error {
+	if s.pending == nil || len(s.pending.Events) == 0 {
+		return nil
+	}
+	c := s.pending
+	s.pending = nil
+	return s.queue.send(ctx, c, time.Second, s.opts.StallTimeout, func() error { return s.maybeStatus(time.Second) })
+}
+
+// spill is the on-disk buffer of one streamed transaction: length-prefixed raw messages.
+// Keeping them on disk bounds memory for transactions of any size.
+type spill struct {
+	f       *os.File
+	w       *bufio.Writer
+	aborted map[uint32]bool
+}
+
+func newSpill(dir string, xid uint32) (*spill, error) {
+	f, err := os.CreateTemp(dir, fmt.Sprintf("xid-%d-", xid))
+	if err != nil {
+		return nil, fmt.Errorf("spill file for streamed transaction %d: %w", xid, err)
+	}
+	return &spill{f: f, w: bufio.NewWriterSize(f, 1<<20), aborted: map[uint32]bool{}}, nil
+}
+
+func (sp *spill) append(buf []byte) error {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(buf)))
+	if _, err := sp.w.Write(hdr[:]); err != nil {
+		return fmt.Errorf("write spill file %s: %w", sp.f.Name(), err)
+	}
+	if _, err := sp.w.Write(buf); err != nil {
+		return fmt.Errorf("write spill file %s: %w", sp.f.Name(), err)
+	}
+	return nil
+}
+
+// replay calls fn for every buffered message in order. Each buffer passed to fn is fresh,
+// because decoded changes keep pointing into it after fn returns.
+func (sp *spill) replay(fn func([]byte) error) error {
+	if err := sp.w.Flush(); err != nil {
+		return fmt.Errorf("write spill file %s: %w", sp.f.Name(), err)
+	}
+	if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("read spill file %s: %w", sp.f.Name(), err)
+	}
+	r := bufio.NewReaderSize(sp.f, 1<<20)
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read spill file %s: %w", sp.f.Name(), err)
+		}
+		buf := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return fmt.Errorf("read spill file %s: %w", sp.f.Name(), err)
+		}
+		if err := fn(buf); err != nil {
+			return err
+		}
+	}
+}
+
+func (sp *spill) close() {
+	name := sp.f.Name()
+	sp.f.Close()
+	os.Remove(name)
+}

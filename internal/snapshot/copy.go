@@ -1,0 +1,440 @@
+package snapshot
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgshift/pgshift/internal/catalog"
+	"github.com/pgshift/pgshift/internal/db"
+	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/progress"
+	"github.com/pgshift/pgshift/internal/state"
+)
+
+// firstNormalOID is FirstNormalObjectId: types with smaller OIDs are built in and have the
+// same OID on every server, so their binary COPY form is portable. User types (enums,
+// domains, composites, extension types) get OIDs from here up, which differ between servers
+// and are embedded in the binary form of arrays and records.
+const firstNormalOID = 16384
+
+// pipeBuffer is the per-worker buffer between the source's COPY OUT and the target's COPY IN:
+// it batches the source's one-message-per-row writes, and bounds memory per worker.
+const pipeBuffer = 256 << 10
+
+// sessionSettings make both sides read and write text values identically: ISO dates
+// regardless of the servers' defaults, floats with every digit (servers before 12 round
+// without extra_float_digits = 3), no statement or idle timeouts cutting a long COPY.
+var sessionSettings = []string{
+	"SET DateStyle = ISO, YMD", "SET IntervalStyle = postgres", "SET extra_float_digits = 3",
+	"SET TimeZone = 'UTC'", "SET statement_timeout = 0", "SET lock_timeout = 0",
+	"SET idle_in_transaction_session_timeout = 0",
+}
+
+// CopyOptions control Copy.
+type CopyOptions struct {
+	Jobs int
+	// Snapshot is the exported snapshot every worker imports. The connection that exported it
+	// must stay open and idle until Copy returns: a worker whose source session is lost
+	// re-imports it to redo its chunk.
+	Snapshot string
+	// Binary allows COPY's binary format for tables whose columns are all built-in types; only
+	// valid when both servers have the same major version.
+	Binary bool
+	// Retries is how often a failed work item is redone (in the same snapshot) when the
+	// failure is a lost connection rather than the server rejecting the data.
+	Retries int
+	Tracker *progress.Tracker
+	Log     *slog.Logger
+}
+
+// Result sums what Copy moved.
+type Result struct {
+	Rows, Bytes int64
+	Tables      int // tables finished by this call
+}
+
+// tableState follows one table across the work items that hold its chunks.
+type tableState struct {
+	mu      sync.Mutex
+	done    int // chunks committed
+	of      int
+	started bool
+	task    *progress.Task
+}
+
+// Copy copies the work items' chunks from src to dst with opts.Jobs workers, every worker
+// reading in the exported snapshot opts.Snapshot. Each work item is one target transaction that
+// also records its chunks in pgshift.chunks, so a chunk's rows and the record that it is done
+// commit together; a failed item is rolled back whole and redone alone. When the last chunk
+// of a table commits, the table is marked done in pgshift.tables with a synchronous commit,
+// which also makes every earlier (asynchronously committed) chunk durable.
+func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts CopyOptions) (Result, error) {
+	if opts.Jobs < 1 {
+		opts.Jobs = 1
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if !snapshotNameRE.MatchString(opts.Snapshot) {
+		return Result{}, fmt.Errorf("invalid exported snapshot name %q", opts.Snapshot)
+	}
+	tables := map[pgtypes.TableID]*tableState{}
+	for _, it := range items {
+		for _, c := range it.Chunks {
+			ts := tables[c.Table.ID]
+			if ts == nil {
+				ts = &tableState{of: c.Of}
+				if opts.Tracker != nil {
+					ts.task = opts.Tracker.Task(c.Table.ID.String(), tableBytes(c.Table), max(c.Table.RowsEstimate, 0))
+				}
+				tables[c.Table.ID] = ts
+			}
+		}
+	}
+	var rows, bytes, finished atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	queue := make(chan WorkItem)
+	g.Go(func() error {
+		defer close(queue)
+		for _, it := range items {
+			select {
+			case queue <- it:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for i := 0; i < opts.Jobs; i++ {
+		g.Go(func() error {
+			w := &worker{src: src, dst: dst, opts: opts, tables: tables}
+			defer w.close()
+			for it := range queue {
+				r, b, err := w.copyItemRetrying(gctx, it)
+				if err != nil {
+					return err
+				}
+				rows.Add(r)
+				bytes.Add(b)
+				n, err := w.finishTables(gctx, it)
+				if err != nil {
+					return err
+				}
+				finished.Add(int64(n))
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	return Result{Rows: rows.Load(), Bytes: bytes.Load(), Tables: int(finished.Load())}, err
+}
+
+var snapshotNameRE = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)
+
+// worker owns one source session (inside the snapshot transaction) and one target session.
+type worker struct {
+	src, dst db.Endpoint
+	opts     CopyOptions
+	tables   map[pgtypes.TableID]*tableState
+
+	srcConn, dstConn *pgx.Conn
+}
+
+func (w *worker) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if w.srcConn != nil {
+		w.srcConn.Close(ctx)
+	}
+	if w.dstConn != nil {
+		w.dstConn.Close(ctx)
+	}
+}
+
+// ensureSource opens the source session and imports the snapshot, once per session.
+func (w *worker) ensureSource(ctx context.Context) error {
+	if w.srcConn != nil && !w.srcConn.IsClosed() {
+		return nil
+	}
+	conn, err := w.src.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	stmts := append(append([]string{}, sessionSettings...),
+		"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+		"SET TRANSACTION SNAPSHOT '"+w.opts.Snapshot+"'")
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			conn.Close(ctx)
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "22023" {
+				return fmt.Errorf("import the copy snapshot %s on the source: %w (the session that exported it has ended; run pgshift copy again: unfinished tables are then copied again in a new snapshot)",
+					w.opts.Snapshot, w.src.Describe(err))
+			}
+			return fmt.Errorf("start the copy snapshot on the source: %w", w.src.Describe(err))
+		}
+	}
+	w.srcConn = conn
+	return nil
+}
+
+// ensureTarget opens the target session. Data sessions commit asynchronously: a chunk's rows
+// and its pgshift.chunks record share a transaction, so a commit lost in a target crash loses
+// both and the chunk is simply copied again; finishing a table commits synchronously.
+func (w *worker) ensureTarget(ctx context.Context) error {
+	if w.dstConn != nil && !w.dstConn.IsClosed() {
+		return nil
+	}
+	conn, err := w.dst.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range append(append([]string{}, sessionSettings...), "SET synchronous_commit = off") {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			conn.Close(ctx)
+			return fmt.Errorf("prepare a copy session on the target: %w", w.dst.Describe(err))
+		}
+	}
+	w.dstConn = conn
+	return nil
+}
+
+// copyItemRetrying copies an item, redoing it (in the same snapshot) after a lost connection.
+func (w *worker) copyItemRetrying(ctx context.Context, it WorkItem) (int64, int64, error) {
+	for attempt := 0; ; attempt++ {
+		rows, bytes, err := w.copyItem(ctx, it)
+		if err == nil {
+			return rows, bytes, nil
+		}
+		if ctx.Err() != nil || attempt >= w.opts.Retries || !retryable(err) {
+			return 0, 0, err
+		}
+		w.opts.Log.Warn("copy chunk failed; copying it again in the same snapshot", "chunk", describeItem(it), "attempt", attempt+1, "error", err)
+		w.close()
+		w.srcConn, w.dstConn = nil, nil
+	}
+}
+
+// retryable: the server did not reject the data (that would fail again); the session was lost.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57") || pgErr.Code == "40001" || pgErr.Code == "40P01"
+	}
+	return !errors.Is(err, context.Canceled)
+}
+
+func describeItem(it WorkItem) string {
+	var parts []string
+	for _, c := range it.Chunks {
+		parts = append(parts, fmt.Sprintf("%s %d/%d", c.Table.ID, c.No+1, c.Of))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// copyItem copies every chunk of the item in one target transaction.
+func (w *worker) copyItem(ctx context.Context, it WorkItem) (rows, bytes int64, err error) {
+	if err := w.ensureSource(ctx); err != nil {
+		return 0, 0, err
+	}
+	if err := w.ensureTarget(ctx); err != nil {
+		return 0, 0, err
+	}
+	for _, c := range it.Chunks {
+		if err := w.startTable(ctx, c); err != nil {
+			return 0, 0, err
+		}
+	}
+	tx, err := w.dstConn.Begin(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("copy %s: %w", describeItem(it), w.dst.Describe(err))
+	}
+	var counted []*progress.Task
+	var countedBytes []int64
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			for i, k := range counted { // the rows were not kept: take them off the progress
+				k.Add(-countedBytes[i], 0)
+			}
+		}
+	}()
+	for _, c := range it.Chunks {
+		r, b, cerr := w.copyChunk(ctx, c)
+		counted = append(counted, w.tables[c.Table.ID].task)
+		countedBytes = append(countedBytes, b)
+		if cerr != nil {
+			return 0, 0, cerr
+		}
+		if err = state.RecordChunk(ctx, tx, c.Table.ID, c.No, r, b); err != nil {
+			return 0, 0, err
+		}
+		rows += r
+		bytes += b
+	}
+	if err = tx.Commit(ctx); err != nil {
+		return 0, 0, fmt.Errorf("copy %s: commit on the target: %w", describeItem(it), w.dst.Describe(err))
+	}
+	for _, c := range it.Chunks {
+		ts := w.tables[c.Table.ID]
+		ts.mu.Lock()
+		ts.done++
+		ts.mu.Unlock()
+	}
+	return rows, bytes, nil
+}
+
+func (w *worker) startTable(ctx context.Context, c Chunk) error {
+	ts := w.tables[c.Table.ID]
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.started {
+		return nil
+	}
+	if err := state.StartTable(ctx, w.dstConn, c.Table.ID, c.Of); err != nil {
+		return err
+	}
+	ts.started = true
+	return nil
+}
+
+// finishTables marks the item's tables done when their last chunk has committed.
+func (w *worker) finishTables(ctx context.Context, it WorkItem) (int, error) {
+	n := 0
+	for _, c := range it.Chunks {
+		ts := w.tables[c.Table.ID]
+		ts.mu.Lock()
+		complete := ts.done == ts.of
+		if complete {
+			ts.done++ // finish once
+		}
+		ts.mu.Unlock()
+		if !complete {
+			continue
+		}
+		err := pgx.BeginFunc(ctx, w.dstConn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
+				return err
+			}
+			return state.FinishTable(ctx, tx, c.Table.ID)
+		})
+		if err != nil {
+			return n, fmt.Errorf("finish copy of %s: %w", c.Table.ID, w.dst.Describe(err))
+		}
+		ts.task.Done()
+		w.opts.Log.Debug("table copied", "table", c.Table.ID.String())
+		n++
+	}
+	return n, nil
+}
+
+// CopySQL returns the COPY statements for a chunk: out on the source, in on the target.
+// Columns are always listed (generated columns are left to the target, dropped ones do not
+// exist); identity columns keep their values because COPY never applies identity defaults
+// to supplied columns, GENERATED ALWAYS included.
+func CopySQL(c Chunk, binary bool) (out, in string) {
+	t := c.Table
+	var names []string
+	useBinary := binary
+	for _, col := range t.CopyColumns() {
+		names = append(names, col.Name)
+		if col.TypeOID >= firstNormalOID {
+			useBinary = false
+		}
+	}
+	cols := ""
+	if len(names) > 0 {
+		cols = " (" + pgtypes.QuoteIdents(names) + ")"
+	}
+	format := ""
+	if useBinary {
+		format = " WITH (FORMAT binary)"
+	}
+	switch {
+	case c.Whole && len(names) > 0:
+		out = "COPY " + t.ID.Sanitize() + cols + " TO STDOUT" + format
+	case len(names) > 0:
+		out = "COPY (SELECT " + pgtypes.QuoteIdents(names) + " FROM ONLY " + t.ID.Sanitize() + " WHERE " + c.Where() + ") TO STDOUT" + format
+	default: // a table without copyable columns still has rows (their count matters)
+		where := ""
+		if !c.Whole {
+			where = " WHERE " + c.Where()
+		}
+		out = "COPY (SELECT FROM ONLY " + t.ID.Sanitize() + where + ") TO STDOUT" + format
+	}
+	in = "COPY " + t.ID.Sanitize() + cols + " FROM STDIN" + format
+	return out, in
+}
+
+// copyChunk streams one chunk: COPY TO STDOUT on the source into COPY FROM STDIN on the
+// target, through a bounded buffer. Either side failing stops the other.
+func (w *worker) copyChunk(ctx context.Context, c Chunk) (rows, bytes int64, err error) {
+	out, in := CopySQL(c, w.opts.Binary)
+	task := w.tables[c.Table.ID].task
+	pr, pw := io.Pipe()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		bw := bufio.NewWriterSize(&countingWriter{w: pw, task: task, n: &bytes}, pipeBuffer)
+		_, err := w.srcConn.PgConn().CopyTo(gctx, bw, out)
+		if err == nil {
+			err = bw.Flush()
+		}
+		if err != nil {
+			pw.CloseWithError(err)
+			return fmt.Errorf("copy %s chunk %d/%d out of the source: %w", c.Table.ID, c.No+1, c.Of, w.src.Describe(err))
+		}
+		return pw.Close()
+	})
+	g.Go(func() error {
+		tag, err := w.dstConn.PgConn().CopyFrom(gctx, pr, in)
+		if err != nil {
+			pr.CloseWithError(err)
+			return fmt.Errorf("copy %s chunk %d/%d into the target: %w", c.Table.ID, c.No+1, c.Of, w.dst.Describe(err))
+		}
+		rows = tag.RowsAffected()
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return 0, atomic.LoadInt64(&bytes), err
+	}
+	task.Add(0, rows)
+	return rows, bytes, nil
+}
+
+// countingWriter counts the bytes passing to the pipe, for the result and the progress bar.
+type countingWriter struct {
+	w    io.Writer
+	task *progress.Task
+	n    *int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	atomic.AddInt64(c.n, int64(n))
+	c.task.Add(int64(n), 0)
+	return n, err
+}
+
+// DataTables returns the tables whose rows Copy moves (plain tables and leaf partitions).
+func DataTables(tables []catalog.Table) []*catalog.Table {
+	var out []*catalog.Table
+	for i := range tables {
+		if tables[i].HoldsData() {
+			out = append(out, &tables[i])
+		}
+	}
+	return out
+}

@@ -1,0 +1,196 @@
+// Package snapshot copies table data from the source to the target in ONE consistent
+// snapshot: the one exported by the logical replication slot the follow phase streams from, so
+// every change committed before the slot's consistent point is in the copy and every change
+// after it is in the slot — none lost, none doubled.
+//
+// It creates the publication and the slot, plans the copy (big tables split into ctid ranges
+// so several workers copy them at once, small tables packed together), and streams COPY TO
+// STDOUT on the source straight into COPY FROM STDIN on the target through a bounded pipe per
+// worker: no intermediate files, memory independent of table size.
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgshift/pgshift/internal/catalog"
+	"github.com/pgshift/pgshift/internal/pgtypes"
+)
+
+// DefaultName is the default slot and publication name for a source database: pgshift_ and
+// the database name reduced to what slot names allow (lower-case letters, digits, underscore),
+// at most 63 bytes.
+func DefaultName(database string) string {
+	var b strings.Builder
+	b.WriteString("pgshift_")
+	for _, r := range strings.ToLower(database) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	s := b.String()
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return s
+}
+
+var slotNameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+// ValidSlotName reports whether name is a legal replication slot name.
+func ValidSlotName(name string) error {
+	if !slotNameRE.MatchString(name) {
+		return fmt.Errorf("replication slot name %q is invalid: use 1-63 lower-case letters, digits and underscores", name)
+	}
+	return nil
+}
+
+// PublicationTables returns the tables to publish: every migrated table that can be followed.
+// Partition trees are published through their root only (with publish_via_partition_root the
+// leaves' changes arrive under the root's name); unlogged tables are not WAL-logged and
+// cannot be published; foreign tables and materialized views hold no local rows to follow.
+func PublicationTables(tables []catalog.Table) []pgtypes.TableID {
+	var out []pgtypes.TableID
+	for _, t := range tables {
+		if t.IsPartition || t.Persistence == 'u' {
+			continue
+		}
+		if t.Kind == catalog.KindTable || t.Kind == catalog.KindPartitioned {
+			out = append(out, t.ID)
+		}
+	}
+	return out
+}
+
+// PublicationExists reports whether the source has a publication of that name.
+func PublicationExists(ctx context.Context, q catalog.Querier, name string) (bool, error) {
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, name).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look up publication %s on the source: %w", name, err)
+	}
+	return ok, nil
+}
+
+// CreatePublication creates the publication FOR TABLE the given tables WITH
+// (publish_via_partition_root = true). It must exist before the slot is created: a slot
+// decodes with the publication as of each change's position, and pgoutput fails on changes
+// decoded before the publication existed.
+func CreatePublication(ctx context.Context, q catalog.Querier, name string, tables []pgtypes.TableID) error {
+	var sql string
+	if len(tables) == 0 {
+		// An empty publication still lets the slot stream; tables can be added later.
+		sql = "CREATE PUBLICATION " + pgtypes.QuoteIdent(name) + " WITH (publish_via_partition_root = true)"
+	} else {
+		names := make([]string, len(tables))
+		for i, t := range tables {
+			names[i] = t.Sanitize()
+		}
+		sql = "CREATE PUBLICATION " + pgtypes.QuoteIdent(name) + " FOR TABLE " + strings.Join(names, ", ") +
+			" WITH (publish_via_partition_root = true)"
+	}
+	if _, err := q.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("create publication %s on the source: %w", name, err)
+	}
+	return nil
+}
+
+// DropPublication drops the publication if it exists.
+func DropPublication(ctx context.Context, q catalog.Querier, name string) error {
+	if _, err := q.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgtypes.QuoteIdent(name)); err != nil {
+		return fmt.Errorf("drop publication %s on the source: %w", name, err)
+	}
+	return nil
+}
+
+// Slot describes a slot just created with an exported snapshot.
+type Slot struct {
+	Name          string
+	ConsistentLSN pgtypes.LSN // changes committed at or after this LSN are streamed; earlier ones are in the snapshot
+	SnapshotName  string      // valid while the creating connection stays open and runs no other command
+}
+
+// CreateSlot creates a logical slot with the pgoutput plugin on a replication connection and
+// exports its snapshot. The snapshot can be imported (SET TRANSACTION SNAPSHOT) only while
+// conn stays open and idle: the caller must keep it so until every copy worker has imported
+// it. A temporary slot disappears with conn; pgshift uses one on resume only to obtain a
+// fresh snapshot and its consistent point.
+func CreateSlot(ctx context.Context, conn *pgconn.PgConn, name string, temporary bool) (Slot, error) {
+	if err := ValidSlotName(name); err != nil {
+		return Slot{}, err
+	}
+	sql := "CREATE_REPLICATION_SLOT " + pgtypes.QuoteIdent(name)
+	if temporary {
+		sql += " TEMPORARY"
+	}
+	sql += " LOGICAL pgoutput EXPORT_SNAPSHOT"
+	res, err := pglogrepl.ParseCreateReplicationSlot(conn.Exec(ctx, sql))
+	if err != nil {
+		return Slot{}, fmt.Errorf("create replication slot %s on the source: %w", name, err)
+	}
+	lsn, err := pgtypes.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return Slot{}, fmt.Errorf("create replication slot %s: consistent point: %w", name, err)
+	}
+	if res.SnapshotName == "" {
+		return Slot{}, fmt.Errorf("create replication slot %s: the server exported no snapshot", name)
+	}
+	return Slot{Name: name, ConsistentLSN: lsn, SnapshotName: res.SnapshotName}, nil
+}
+
+// SlotInfo is what the source says about an existing slot.
+type SlotInfo struct {
+	Exists     bool
+	Plugin     string
+	Database   string
+	Active     bool
+	WALStatus  string // reserved, extended, unreserved, lost
+	ConfirmLSN pgtypes.LSN
+}
+
+// LookupSlot reads a slot's state from pg_replication_slots.
+func LookupSlot(ctx context.Context, q catalog.Querier, name string) (SlotInfo, error) {
+	var si SlotInfo
+	var plugin, database, walStatus, confirm *string
+	err := q.QueryRow(ctx, `SELECT plugin, database, active, wal_status, confirmed_flush_lsn::text
+		FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&plugin, &database, &si.Active, &walStatus, &confirm)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return si, nil
+	}
+	if err != nil {
+		return si, fmt.Errorf("look up replication slot %s on the source: %w", name, err)
+	}
+	si.Exists = true
+	si.Plugin, si.Database, si.WALStatus = deref(plugin), deref(database), deref(walStatus)
+	if confirm != nil {
+		if si.ConfirmLSN, err = pgtypes.ParseLSN(*confirm); err != nil {
+			return si, fmt.Errorf("replication slot %s: %w", name, err)
+		}
+	}
+	return si, nil
+}
+
+// DropSlot drops a slot if it exists (and is not in use).
+func DropSlot(ctx context.Context, q catalog.Querier, name string) error {
+	_, err := q.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name)
+	if err != nil {
+		return fmt.Errorf("drop replication slot %s on the source: %w", name, err)
+	}
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

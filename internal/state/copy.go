@@ -1,0 +1,243 @@
+package state
+
+// Copy progress: one row per migrated table in pgshift.tables, one row per finished chunk in
+// pgshift.chunks, one row per finished post-data step in pgshift.post_data.
+//
+// Contract with the follow phase: every row of pgshift.tables carries snapshot_lsn, the source
+// LSN at which that table's copy is consistent. A change to table T belongs on the target only
+// if its source transaction committed at or after T's snapshot_lsn; everything committed
+// before is already in the copied rows. A partition tree is one unit: the root (changes are
+// published under the root's name) and all its partitions share one snapshot_lsn, and
+// root_schema/root_name name that unit on every member row.
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshift/pgshift/internal/catalog"
+	"github.com/pgshift/pgshift/internal/pgtypes"
+)
+
+// Table copy states in pgshift.tables.state.
+const (
+	TablePending = "pending" // not copied yet (or to be copied again in a new snapshot)
+	TableCopying = "copying" // chunks being copied; finished chunks are in pgshift.chunks
+	TableDone    = "done"    // every chunk committed; never copied again by this migration
+)
+
+// Table kinds in pgshift.tables.kind.
+const (
+	KindData        = "table"       // holds rows: a plain table or a leaf partition
+	KindPartitioned = "partitioned" // a partitioned table (root or intermediate): rows live in its leaves
+)
+
+// copyDDL adds what only the copy phase needs; idempotent like the rest of the state schema.
+var copyDDL = []string{
+	`CREATE TABLE IF NOT EXISTS pgshift.post_data (
+		step_key    text PRIMARY KEY,
+		description text NOT NULL,
+		finished_at timestamptz NOT NULL DEFAULT now()
+	)`,
+}
+
+// EnsureCopy creates the copy phase's state tables; call it after Ensure.
+func EnsureCopy(ctx context.Context, q catalog.Querier) error {
+	for _, stmt := range copyDDL {
+		if _, err := q.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("create pgshift copy state on target: %w", err)
+		}
+	}
+	return nil
+}
+
+// TableProgress is one row of pgshift.tables.
+type TableProgress struct {
+	ID          pgtypes.TableID
+	Root        pgtypes.TableID // the partition tree this table belongs to; ID itself for a plain table
+	Kind        string          // KindData or KindPartitioned
+	Chunks      int             // chunks planned in the current snapshot; 0 until planned
+	State       string
+	SnapshotLSN pgtypes.LSN
+	Rows        int64
+	Bytes       int64
+	StartedAt   time.Time // zero until the copy starts
+	FinishedAt  time.Time // zero until done
+}
+
+// RegisterTables records the migrated tables, all pending at snapshot_lsn lsn. Tables already
+// registered keep their row: RegisterTables is safe to call again on resume.
+func RegisterTables(ctx context.Context, q catalog.Querier, tables []TableProgress, lsn pgtypes.LSN) error {
+	for _, t := range tables {
+		_, err := q.Exec(ctx, `INSERT INTO pgshift.tables (schema_name, table_name, root_schema, root_name, kind, state, snapshot_lsn)
+			VALUES ($1, $2, $3, $4, $5, 'pending', $6::pg_lsn) ON CONFLICT (schema_name, table_name) DO NOTHING`,
+			t.ID.Schema, t.ID.Name, t.Root.Schema, t.Root.Name, t.Kind, lsn.String())
+		if err != nil {
+			return fmt.Errorf("register table %s: %w", t.ID, err)
+		}
+	}
+	return nil
+}
+
+// LoadTables reads every row of pgshift.tables, ordered by name.
+func LoadTables(ctx context.Context, q catalog.Querier) ([]TableProgress, error) {
+	rows, err := q.Query(ctx, `SELECT schema_name, table_name, root_schema, root_name, kind, chunks, state,
+		coalesce(snapshot_lsn::text, '0/0'), rows_copied, bytes_copied, started_at, finished_at
+		FROM pgshift.tables ORDER BY schema_name, table_name`)
+	if err != nil {
+		return nil, fmt.Errorf("read table copy state: %w", err)
+	}
+	defer rows.Close()
+	var out []TableProgress
+	for rows.Next() {
+		var t TableProgress
+		var lsn string
+		var started, finished *time.Time
+		if err := rows.Scan(&t.ID.Schema, &t.ID.Name, &t.Root.Schema, &t.Root.Name, &t.Kind, &t.Chunks, &t.State,
+			&lsn, &t.Rows, &t.Bytes, &started, &finished); err != nil {
+			return nil, fmt.Errorf("read table copy state: %w", err)
+		}
+		if t.SnapshotLSN, err = pgtypes.ParseLSN(lsn); err != nil {
+			return nil, fmt.Errorf("read table copy state of %s: %w", t.ID, err)
+		}
+		if started != nil {
+			t.StartedAt = *started
+		}
+		if finished != nil {
+			t.FinishedAt = *finished
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read table copy state: %w", err)
+	}
+	return out, nil
+}
+
+// TableSnapshots returns each migrated table's snapshot_lsn: apply a source change to table T
+// only if its transaction's commit LSN is >= the returned value for T. Partitioned tables
+// (changes arrive under the root's name) are included with the LSN their partitions share.
+func TableSnapshots(ctx context.Context, q catalog.Querier) (map[pgtypes.TableID]pgtypes.LSN, error) {
+	rows, err := q.Query(ctx, `SELECT schema_name, table_name, snapshot_lsn::text FROM pgshift.tables WHERE snapshot_lsn IS NOT NULL`)
+	if err != nil {
+		return nil, fmt.Errorf("read table snapshot LSNs: %w", err)
+	}
+	defer rows.Close()
+	out := map[pgtypes.TableID]pgtypes.LSN{}
+	for rows.Next() {
+		var id pgtypes.TableID
+		var s string
+		if err := rows.Scan(&id.Schema, &id.Name, &s); err != nil {
+			return nil, fmt.Errorf("read table snapshot LSNs: %w", err)
+		}
+		lsn, err := pgtypes.ParseLSN(s)
+		if err != nil {
+			return nil, fmt.Errorf("read snapshot LSN of %s: %w", id, err)
+		}
+		out[id] = lsn
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read table snapshot LSNs: %w", err)
+	}
+	return out, nil
+}
+
+// ResetTables marks tables to be copied again from scratch in a snapshot consistent at lsn:
+// state pending, counters zero, their chunks forgotten. Call it in the same transaction that
+// truncates those tables on the target, so the data and the state can never disagree.
+func ResetTables(ctx context.Context, tx pgx.Tx, ids []pgtypes.TableID, lsn pgtypes.LSN) error {
+	for _, id := range ids {
+		if _, err := tx.Exec(ctx, `DELETE FROM pgshift.chunks WHERE schema_name = $1 AND table_name = $2`, id.Schema, id.Name); err != nil {
+			return fmt.Errorf("reset copy state of %s: %w", id, err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE pgshift.tables SET state = 'pending', snapshot_lsn = $3::pg_lsn, chunks = 0,
+			rows_copied = 0, bytes_copied = 0, started_at = NULL, finished_at = NULL
+			WHERE schema_name = $1 AND table_name = $2`, id.Schema, id.Name, lsn.String()); err != nil {
+			return fmt.Errorf("reset copy state of %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// StartTable records that a table's copy began with the given number of planned chunks.
+func StartTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID, chunks int) error {
+	_, err := q.Exec(ctx, `UPDATE pgshift.tables SET state = 'copying', chunks = $3, started_at = coalesce(started_at, now())
+		WHERE schema_name = $1 AND table_name = $2 AND state <> 'done'`, id.Schema, id.Name, chunks)
+	if err != nil {
+		return fmt.Errorf("record copy start of %s: %w", id, err)
+	}
+	return nil
+}
+
+// RecordChunk records a finished chunk. Call it in the target transaction that wrote the
+// chunk's rows: both commit or neither does, so a chunk is never counted without its rows nor
+// its rows kept without the record that stops it being copied again.
+func RecordChunk(ctx context.Context, tx pgx.Tx, id pgtypes.TableID, chunkNo int, rows, bytes int64) error {
+	_, err := tx.Exec(ctx, `INSERT INTO pgshift.chunks (schema_name, table_name, chunk_no, rows_copied, bytes_copied)
+		VALUES ($1, $2, $3, $4, $5)`, id.Schema, id.Name, chunkNo, rows, bytes)
+	if err != nil {
+		return fmt.Errorf("record chunk %d of %s: %w", chunkNo, id, err)
+	}
+	return nil
+}
+
+// FinishTable marks a table done, with its totals summed from its chunks.
+func FinishTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID) error {
+	_, err := q.Exec(ctx, `UPDATE pgshift.tables t SET state = 'done', finished_at = now(),
+			rows_copied = coalesce(c.r, 0), bytes_copied = coalesce(c.b, 0)
+		FROM (SELECT sum(rows_copied) AS r, sum(bytes_copied) AS b FROM pgshift.chunks
+		      WHERE schema_name = $1 AND table_name = $2) c
+		WHERE t.schema_name = $1 AND t.table_name = $2`, id.Schema, id.Name)
+	if err != nil {
+		return fmt.Errorf("record copy end of %s: %w", id, err)
+	}
+	return nil
+}
+
+// FinishPartitioned marks every partitioned table done whose partition tree has all its
+// partitions done (or has none), with the totals of the whole tree. Partitioned tables hold no
+// rows themselves; their row is there so the follow phase finds the snapshot LSN of changes
+// published under the root's name.
+func FinishPartitioned(ctx context.Context, q catalog.Querier) error {
+	_, err := q.Exec(ctx, `UPDATE pgshift.tables p SET state = 'done', finished_at = now(),
+			rows_copied = coalesce(s.r, 0), bytes_copied = coalesce(s.b, 0), started_at = coalesce(p.started_at, s.st, now())
+		FROM (SELECT pp.schema_name, pp.table_name, sum(d.rows_copied) AS r, sum(d.bytes_copied) AS b,
+		             min(d.started_at) AS st, coalesce(bool_and(d.state = 'done'), true) AS all_done
+		      FROM pgshift.tables pp
+		      LEFT JOIN pgshift.tables d ON d.kind = 'table' AND d.root_schema = pp.root_schema AND d.root_name = pp.root_name
+		      WHERE pp.kind = 'partitioned'
+		      GROUP BY pp.schema_name, pp.table_name) s
+		WHERE p.schema_name = s.schema_name AND p.table_name = s.table_name AND p.state <> 'done' AND s.all_done`)
+	if err != nil {
+		return fmt.Errorf("record copy end of partitioned tables: %w", err)
+	}
+	return nil
+}
+
+// PostDataDone returns the keys of the post-data steps already applied.
+func PostDataDone(ctx context.Context, q catalog.Querier) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `SELECT step_key FROM pgshift.post_data`)
+	if err != nil {
+		return nil, fmt.Errorf("read post-data state: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("read post-data state: %w", err)
+		}
+		out[k] = true
+	}
+	return out, rows.Err()
+}
+
+// RecordPostData records a finished post-data step; call it in the transaction that applied it.
+func RecordPostData(ctx context.Context, tx pgx.Tx, key, description string) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO pgshift.post_data (step_key, description) VALUES ($1, $2)`, key, description); err != nil {
+		return fmt.Errorf("record post-data step %s: %w", description, err)
+	}
+	return nil
+}

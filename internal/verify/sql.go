@@ -1,0 +1,317 @@
+package verify
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/pgshift/pgshift/internal/pgtypes"
+)
+
+// sessionSettings fix every setting that changes how values print, so both servers render a
+// row as the same text whatever their configuration: the row text is what gets hashed.
+const sessionSettings = `SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; ` +
+	`SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1; ` +
+	`SET LOCAL bytea_output = 'hex'; SET LOCAL statement_timeout = 0`
+
+// hashKind selects the row digest.
+type hashKind int
+
+const (
+	// hashFast is hashtextextended(row text): a 64-bit hash computed by the server's own hash
+	// partitioning code, which PostgreSQL keeps stable across major versions (pg_upgrade keeps
+	// hash-partitioned data in place) and which hashes the text's bytes for deterministic
+	// collations. Used when both databases have the same encoding.
+	hashFast hashKind = iota
+	// hashPortable is the first 64 bits of md5 over the row text converted to UTF-8: the same
+	// characters give the same digest even when the two databases' encodings differ.
+	hashPortable
+)
+
+// tableSQL builds the statements for one table on one side. Columns are the ones both sides
+// have, in source order; types are this side's, so literals are cast to what this side stores.
+type tableSQL struct {
+	table      string   // quoted schema.table
+	cols       []string // quoted column names
+	keyCols    []string // quoted key columns, in key order
+	keyTypes   []string // this side's type of each key column
+	collatable []bool   // key column has a collatable type: compare it with COLLATE "C"
+	hash       hashKind
+}
+
+// rowText is the canonical text of a row: the record's output form over the compared columns.
+func (q *tableSQL) rowText() string {
+	return "ROW(" + strings.Join(q.cols, ", ") + ")::text"
+}
+
+// rowHash is a bigint digest of the row.
+func (q *tableSQL) rowHash() string {
+	if q.hash == hashPortable {
+		return "('x' || left(md5(convert_to(" + q.rowText() + ", 'UTF8')), 16))::bit(64)::bigint"
+	}
+	return "hashtextextended(" + q.rowText() + ` COLLATE "C", 0)`
+}
+
+// rowDigest is the full 128-bit digest used by rows mode, where every row is compared alone.
+func (q *tableSQL) rowDigest() string {
+	if q.hash == hashPortable {
+		return "md5(convert_to(" + q.rowText() + ", 'UTF8'))"
+	}
+	return "md5(" + q.rowText() + ")"
+}
+
+// keyExpr returns the key for comparisons: one column, or a row constructor, collatable parts in byte order.
+func (q *tableSQL) keyExpr() string {
+	parts := make([]string, len(q.keyCols))
+	for i, c := range q.keyCols {
+		parts[i] = "x." + c
+		if q.collatable[i] {
+			parts[i] += ` COLLATE "C"`
+		}
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// keyOrder is the ORDER BY list for the key in byte order.
+func (q *tableSQL) keyOrder() string {
+	parts := make([]string, len(q.keyCols))
+	for i, c := range q.keyCols {
+		parts[i] = "x." + c
+		if q.collatable[i] {
+			parts[i] += ` COLLATE "C"`
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// keyText selects the key columns as text.
+func (q *tableSQL) keyText() string {
+	parts := make([]string, len(q.keyCols))
+	for i, c := range q.keyCols {
+		parts[i] = "x." + c + "::text"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// args collects query parameters; every value travels as text and is cast on the server.
+type args struct{ vals []any }
+
+func (a *args) add(v any) string {
+	a.vals = append(a.vals, v)
+	return "$" + strconv.Itoa(len(a.vals))
+}
+
+// keyLit renders a key value list as parameters cast to this side's key types.
+func (q *tableSQL) keyLit(a *args, key []string) string {
+	parts := make([]string, len(key))
+	for i, v := range key {
+		parts[i] = a.add(v) + "::text::" + q.keyTypes[i]
+		if q.collatable[i] {
+			parts[i] += ` COLLATE "C"`
+		}
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// rangeWhere restricts to keys in (lo, hi]; nil bounds are open.
+func (q *tableSQL) rangeWhere(a *args, lo, hi []string) string {
+	var conds []string
+	if lo != nil {
+		conds = append(conds, q.keyExpr()+" > "+q.keyLit(a, lo))
+	}
+	if hi != nil {
+		conds = append(conds, q.keyExpr()+" <= "+q.keyLit(a, hi))
+	}
+	if len(conds) == 0 {
+		return "true"
+	}
+	return strings.Join(conds, " AND ")
+}
+
+// bucketExpr assigns each row the index of the range it falls in among bounds (ascending):
+// bucket i holds keys in (bounds[i-1], bounds[i]]. It is a balanced CASE tree, so a row costs
+// log2(len(bounds)) key comparisons.
+func (q *tableSQL) bucketExpr(a *args, bounds [][]string) string {
+	var tree func(i, j int) string
+	tree = func(i, j int) string {
+		if i == j {
+			return strconv.Itoa(i)
+		}
+		mid := (i + j) / 2
+		return "CASE WHEN " + q.keyExpr() + " <= " + q.keyLit(a, bounds[mid]) + " THEN " + tree(i, mid) + " ELSE " + tree(mid+1, j) + " END"
+	}
+	return tree(0, len(bounds))
+}
+
+// bucketHashSQL hashes every row in (lo, hi] and sums the hashes per bucket of bounds. The sum
+// of per-row hashes is independent of row order, so neither side has to sort.
+func (q *tableSQL) bucketHashSQL(lo, hi []string, bounds [][]string) (string, []any) {
+	var a args
+	where := q.rangeWhere(&a, lo, hi)
+	bucket := "0"
+	if len(bounds) > 0 {
+		bucket = q.bucketExpr(&a, bounds)
+	}
+	sql := fmt.Sprintf(`SELECT b, count(*), sum(h)::text FROM (SELECT %s AS b, %s AS h FROM %s AS x WHERE %s) s GROUP BY b`,
+		bucket, q.rowHash(), q.table, where)
+	return sql, a.vals
+}
+
+// quantilesSQL returns every step-th key of (lo, hi] in byte order: boundaries that split the
+// range into pieces of step rows.
+func (q *tableSQL) quantilesSQL(lo, hi []string, step int64) (string, []any) {
+	var a args
+	where := q.rangeWhere(&a, lo, hi)
+	st := a.add(step)
+	outer := make([]string, len(q.keyCols))
+	for i := range q.keyCols {
+		outer[i] = "k.k" + strconv.Itoa(i)
+	}
+	return fmt.Sprintf(`SELECT %s FROM (SELECT %s, row_number() OVER (ORDER BY %s) AS rn FROM %s AS x WHERE %s) k
+		WHERE k.rn %% %s::bigint = 0 ORDER BY k.rn`, strings.Join(outer, ", "), q.keyTextAliased(), q.keyOrder(), q.table, where, st), a.vals
+}
+
+func (q *tableSQL) keyTextAliased() string {
+	parts := make([]string, len(q.keyCols))
+	for i, c := range q.keyCols {
+		parts[i] = "x." + c + "::text AS k" + strconv.Itoa(i)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// sampleSQL draws keys from a block sample of the table, in byte order, for chunk boundaries.
+func (q *tableSQL) sampleSQL(percent float64) (string, []any) {
+	return fmt.Sprintf(`SELECT %s FROM %s AS x TABLESAMPLE SYSTEM ($1::float8) ORDER BY %s`,
+		q.keyText(), q.table, q.keyOrder()), []any{percent}
+}
+
+// leafSQL lists key and digest of every row in (lo, hi].
+func (q *tableSQL) leafSQL(lo, hi []string, full bool) (string, []any) {
+	var a args
+	where := q.rangeWhere(&a, lo, hi)
+	d := q.rowHash() + "::text"
+	if full {
+		d = q.rowDigest()
+	}
+	return fmt.Sprintf(`SELECT %s, %s FROM %s AS x WHERE %s`, q.keyText(), d, q.table, where), a.vals
+}
+
+// byKeysJoin joins the table to a list of keys given as parallel text arrays.
+func (q *tableSQL) byKeysJoin(a *args, keys [][]string) string {
+	params, names, on := q.keyArrays(a, keys)
+	return fmt.Sprintf(`%s AS x JOIN unnest(%s) AS u(%s) ON %s`, q.table, params, names, on)
+}
+
+// keyArrays passes keys as one text array per key column and returns the unnest arguments,
+// the column aliases and the condition matching x's key to u's.
+func (q *tableSQL) keyArrays(a *args, keys [][]string) (params, names, on string) {
+	cols := make([][]string, len(q.keyCols))
+	for _, k := range keys {
+		for i := range q.keyCols {
+			cols[i] = append(cols[i], k[i])
+		}
+	}
+	ps := make([]string, len(q.keyCols))
+	ns := make([]string, len(q.keyCols))
+	conds := make([]string, len(q.keyCols))
+	for i := range q.keyCols {
+		ps[i] = a.add(cols[i]) + "::text[]"
+		ns[i] = "k" + strconv.Itoa(i)
+		conds[i] = "x." + q.keyCols[i] + " = u.k" + strconv.Itoa(i) + "::" + q.keyTypes[i]
+	}
+	return strings.Join(ps, ", "), strings.Join(ns, ", "), strings.Join(conds, " AND ")
+}
+
+// deleteByKeysSQL deletes the rows with the given keys.
+func (q *tableSQL) deleteByKeysSQL(keys [][]string) (string, []any) {
+	var a args
+	params, names, on := q.keyArrays(&a, keys)
+	return fmt.Sprintf(`DELETE FROM %s AS x USING unnest(%s) AS u(%s) WHERE %s`, q.table, params, names, on), a.vals
+}
+
+// valuesByKeySQL fetches the key and every compared column as text for the given keys.
+func (q *tableSQL) valuesByKeySQL(keys [][]string) (string, []any) {
+	var a args
+	from := q.byKeysJoin(&a, keys)
+	return fmt.Sprintf(`SELECT %s, %s FROM %s`, q.keyText(), q.colsText(), from), a.vals
+}
+
+// recheckSQL fetches key, digest and (withXmin) the row version's xmin for the given keys.
+func (q *tableSQL) recheckSQL(keys [][]string, withXmin bool) (string, []any) {
+	var a args
+	from := q.byKeysJoin(&a, keys)
+	x := "''"
+	if withXmin {
+		x = "x.xmin::text"
+	}
+	return fmt.Sprintf(`SELECT %s, %s::text, %s FROM %s`, q.keyText(), q.rowHash(), x, from), a.vals
+}
+
+func (q *tableSQL) colsText() string {
+	parts := make([]string, len(q.cols))
+	for i, c := range q.cols {
+		parts[i] = "x." + c + "::text"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Tables without a key are compared as multisets of rows, grouped by their 64-bit row hash.
+// Level buckets use successive groups of the hash's bits: a filter (h & mask) = val picks the
+// rows of one bucket, and ((h >> shift) & 15) splits it in 16.
+
+// multisetBucketSQL counts and sums row hashes per sub-bucket of the rows matching the filter.
+func (q *tableSQL) multisetBucketSQL(mask, val int64, shift uint, width uint) (string, []any) {
+	sub := fmt.Sprintf("((h >> %d) & %d)", shift, int64(1)<<width-1)
+	return fmt.Sprintf(`SELECT %s AS b, count(*), sum(h)::text FROM (SELECT %s AS h FROM %s AS x) s
+		WHERE (h & $1::bigint) = $2::bigint GROUP BY 1`, sub, q.rowHash(), q.table), []any{mask, val}
+}
+
+// multisetLeafSQL counts every distinct row hash matching the filter (full digests in rows mode).
+func (q *tableSQL) multisetLeafSQL(mask, val int64, full bool) (string, []any) {
+	d := "h::text"
+	if full {
+		d = "d"
+	}
+	return fmt.Sprintf(`SELECT %s, count(*), min(h)::text FROM (SELECT %s AS h, %s AS d FROM %s AS x) s
+		WHERE (h & $1::bigint) = $2::bigint GROUP BY 1`, d, q.rowHash(), q.rowDigestOrNull(full), q.table), []any{mask, val}
+}
+
+func (q *tableSQL) rowDigestOrNull(full bool) string {
+	if full {
+		return q.rowDigest()
+	}
+	return "NULL::text"
+}
+
+// multisetRowsSQL fetches one copy of each row whose 64-bit hash is in the list, with how
+// often it occurs and (withXmin) its row versions' xmins.
+func (q *tableSQL) multisetRowsSQL(hashes []int64, withXmin bool) (string, []any) {
+	x := "''"
+	if withXmin {
+		x = "string_agg(x.xmin::text, ',' ORDER BY x.xmin::text)"
+	}
+	return fmt.Sprintf(`SELECT h::text, count(*), %s, min(r) FROM (SELECT %s AS h, x.xmin, ARRAY[%s] AS r FROM %s AS x) x
+		WHERE h = ANY($1::bigint[]) GROUP BY h`, x, q.rowHash(), q.colsText(), q.table), []any{hashes}
+}
+
+// countSQL counts rows.
+func (q *tableSQL) countSQL() string { return "SELECT count(*) FROM " + q.table }
+
+// newTableSQL builds the per-side statement builder.
+func newTableSQL(id pgtypes.TableID, cols, keyCols, keyTypes []string, collatable []bool, h hashKind) *tableSQL {
+	qc := make([]string, len(cols))
+	for i, c := range cols {
+		qc[i] = pgtypes.QuoteIdent(c)
+	}
+	qk := make([]string, len(keyCols))
+	for i, c := range keyCols {
+		qk[i] = pgtypes.QuoteIdent(c)
+	}
+	return &tableSQL{table: id.Sanitize(), cols: qc, keyCols: qk, keyTypes: keyTypes, collatable: collatable, hash: h}
+}
