@@ -144,7 +144,7 @@ func check(t *testing.T, rep Report, sc scenario) {
 func TestFindings(t *testing.T) {
 	src, dst, _, _ := pgtest.Pair(t, "unused")
 	weak := pgtest.New(t, pgtest.Options{Name: "weak", Settings: map[string]string{
-		"wal_level": "replica", "max_replication_slots": "1", "max_wal_senders": "1",
+		"wal_level": "replica", "max_replication_slots": "1", "max_wal_senders": "1", "max_prepared_transactions": "2",
 	}})
 	ctx := context.Background()
 
@@ -264,6 +264,24 @@ func TestFindings(t *testing.T) {
 			{CodeWalSenders, Blocker, "server"},
 		}}
 		check(t, run(t, weak, dst, sc), sc)
+	})
+	t.Run("prepared transaction", func(t *testing.T) {
+		// Runs after "replication off" on the same cluster: prepared transactions are cluster-wide.
+		if _, err := weak.Psql(ctx, "postgres", `CREATE TABLE pending (x int); BEGIN; INSERT INTO pending VALUES (1); PREPARE TRANSACTION 'invoice-batch-7'`); err != nil {
+			t.Fatal(err)
+		}
+		defer weak.Psql(ctx, "postgres", `ROLLBACK PREPARED 'invoice-batch-7'`)
+		sc := scenario{source: clean, want: []want{
+			{CodeWalLevel, Blocker, "server"},
+			{CodeReplicationSlots, Blocker, "server"},
+			{CodeWalSenders, Blocker, "server"},
+			{CodePreparedXacts, Warning, "server"},
+		}}
+		rep := run(t, weak, dst, sc)
+		check(t, rep, sc)
+		if !slices.Equal(rep.Source.PreparedXacts, []string{"invoice-batch-7"}) {
+			t.Errorf("prepared transactions: %v", rep.Source.PreparedXacts)
+		}
 	})
 	t.Run("slots in use", func(t *testing.T) {
 		// 31 of the 32 slots taken: one is free, pgshift needs two.

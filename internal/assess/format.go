@@ -100,9 +100,10 @@ var sections = []struct {
 func WriteText(w io.Writer, r Report) error {
 	ew := &errWriter{w: w}
 	ew.printf("pgshift assessment\n")
-	ew.printf("  source: %s\n", serverLine(r.Source))
+	// Endpoints read "source user@host:port/db" already.
+	ew.printf("  %s\n", serverLine(r.Source))
 	if r.Target != nil {
-		ew.printf("  target: %s\n", serverLine(*r.Target))
+		ew.printf("  %s\n", serverLine(*r.Target))
 	}
 	ew.printf("\nResult: %s\n", verdict(r))
 	for _, sec := range sections {
@@ -154,9 +155,9 @@ func WriteText(w io.Writer, r Report) error {
 func WriteMarkdown(w io.Writer, r Report) error {
 	ew := &errWriter{w: w}
 	ew.printf("# pgshift assessment\n\n")
-	ew.printf("- **Source:** %s\n", md(serverLine(r.Source)))
+	ew.printf("- %s\n", md(serverLine(r.Source)))
 	if r.Target != nil {
-		ew.printf("- **Target:** %s\n", md(serverLine(*r.Target)))
+		ew.printf("- %s\n", md(serverLine(*r.Target)))
 	}
 	ew.printf("- **Result:** %s\n", verdict(r))
 	ew.printf("- **Generated:** %s\n", r.GeneratedAt.UTC().Format(time.RFC3339))
@@ -225,7 +226,7 @@ func keyLabel(t Table) string {
 func md(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\\`)
 	s = strings.ReplaceAll(s, "|", `\|`)
-	return strings.ReplaceAll(s, "\n", " ")
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
 }
 
 func statsSince(t *time.Time) string {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/db"
 )
 
 // serverSQL reads one server's identity, privileges of the current user, database locale and
@@ -50,6 +51,25 @@ func readServer(ctx context.Context, q catalog.Querier) (Server, error) {
 		s.Replication = "REPLICATION"
 	case rds:
 		s.Replication = "rds_replication"
+	}
+	// Prepared transactions and long-open transactions anywhere in the cluster delay creating
+	// a logical slot: it waits until every transaction running at that moment has ended.
+	if err := collect(ctx, q, `SELECT gid FROM pg_prepared_xacts ORDER BY prepared`, nil, func(r scanner) error {
+		var gid string
+		if err := r.Scan(&gid); err != nil {
+			return err
+		}
+		s.PreparedXacts = append(s.PreparedXacts, gid)
+		return nil
+	}); err != nil {
+		return s, fmt.Errorf("list prepared transactions: %w", err)
+	}
+	// pgshift's own sessions (a copy holding its snapshot) are not the user's problem.
+	if err := q.QueryRow(ctx, `SELECT coalesce(extract(epoch FROM max(now() - xact_start)), 0)::float8
+		FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+		  AND application_name NOT LIKE $1 || '%'`, db.ApplicationName).
+		Scan(&s.OldestXactSeconds); err != nil {
+		return s, fmt.Errorf("read transaction ages: %w", err)
 	}
 	rows, err := q.Query(ctx, settingsSQL, dataSettings)
 	if err != nil {

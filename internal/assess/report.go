@@ -69,6 +69,8 @@ const (
 	CodeTargetWalLevel      = "target_wal_level"
 	CodeNoTarget            = "no_target"
 	CodeUnusedIndex         = "unused_index"
+	CodePreparedXacts       = "prepared_transactions"
+	CodeLongTransaction     = "long_transaction"
 )
 
 // Finding is one readiness observation: what, about which object, and what to do.
@@ -108,20 +110,24 @@ type Server struct {
 	User       string `json:"user"`
 	Superuser  bool   `json:"superuser"`
 	// Replication is how the user may replicate: "superuser", "REPLICATION", "rds_replication", or "".
-	Replication      string            `json:"replication"`
-	CreateOnDatabase bool              `json:"create_on_database"`
-	Encoding         string            `json:"encoding"`
-	Collate          string            `json:"collate"`
-	Ctype            string            `json:"ctype"`
-	Tablespace       string            `json:"tablespace"`
-	WalLevel         string            `json:"wal_level"`
-	MaxSlots         int               `json:"max_replication_slots"`
-	UsedSlots        int               `json:"used_replication_slots"`
-	MaxSenders       int               `json:"max_wal_senders"`
-	ActiveSenders    int               `json:"active_wal_senders"`
-	DatabaseBytes    int64             `json:"database_bytes"`
-	StatsReset       *time.Time        `json:"stats_reset,omitempty"`
-	Settings         map[string]string `json:"settings"`
+	Replication      string `json:"replication"`
+	CreateOnDatabase bool   `json:"create_on_database"`
+	Encoding         string `json:"encoding"`
+	Collate          string `json:"collate"`
+	Ctype            string `json:"ctype"`
+	Tablespace       string `json:"tablespace"`
+	WalLevel         string `json:"wal_level"`
+	MaxSlots         int    `json:"max_replication_slots"`
+	UsedSlots        int    `json:"used_replication_slots"`
+	MaxSenders       int    `json:"max_wal_senders"`
+	ActiveSenders    int    `json:"active_wal_senders"`
+	DatabaseBytes    int64  `json:"database_bytes"`
+	// PreparedXacts are two-phase transactions waiting for COMMIT/ROLLBACK PREPARED (gid list).
+	PreparedXacts []string `json:"prepared_transactions,omitempty"`
+	// OldestXactSeconds is the age of the oldest open transaction of a client session, 0 if none.
+	OldestXactSeconds float64           `json:"oldest_transaction_seconds"`
+	StatsReset        *time.Time        `json:"stats_reset,omitempty"`
+	Settings          map[string]string `json:"settings"`
 }
 
 // Table is one relation's size and activity, with what the rules need to know about it.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
@@ -15,6 +16,9 @@ const (
 	SlotsNeeded   = 2
 	SendersNeeded = 2
 )
+
+// LongTransaction is the age from which an open transaction on the source is worth a warning.
+const LongTransaction = 10 * time.Minute
 
 // SpaceFactor is the headroom the target needs over the source's size: copied data, indexes
 // rebuilt, WAL during the load and growth while following (the case study's 50% buffer).
@@ -98,12 +102,24 @@ func Evaluate(f Facts) []Finding {
 	if free := src.MaxSlots - src.UsedSlots; free < SlotsNeeded {
 		add(CodeReplicationSlots, Blocker, "server",
 			fmt.Sprintf("%d of max_replication_slots = %d are free; pgshift needs %d (one for follow, one temporary for copy resume and verify)", max(free, 0), src.MaxSlots, SlotsNeeded),
-			fmt.Sprintf("raise max_replication_slots to at least %d and restart the source, or drop unused slots (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active AND ...)", src.UsedSlots+SlotsNeeded))
+			fmt.Sprintf("raise max_replication_slots to at least %d and restart the source, or drop slots nothing uses any more (see pg_replication_slots; an inactive slot also holds WAL on the source)", src.UsedSlots+SlotsNeeded))
 	}
 	if free := src.MaxSenders - src.ActiveSenders; free < SendersNeeded {
 		add(CodeWalSenders, Blocker, "server",
 			fmt.Sprintf("%d of max_wal_senders = %d are free; pgshift needs %d", max(free, 0), src.MaxSenders, SendersNeeded),
 			fmt.Sprintf("raise max_wal_senders to at least %d and restart the source", src.ActiveSenders+SendersNeeded))
+	}
+
+	if n := len(src.PreparedXacts); n > 0 {
+		add(CodePreparedXacts, Warning, "server",
+			fmt.Sprintf("%s waiting for COMMIT/ROLLBACK PREPARED (%s): creating pgshift's replication slot waits until they end, however long that is",
+				plural(n, "prepared transaction", "prepared transactions"), listSome(src.PreparedXacts, 5)),
+			"finish them before starting the copy: COMMIT PREPARED 'gid'; or ROLLBACK PREPARED 'gid'; (ask their owner which)")
+	}
+	if age := time.Duration(src.OldestXactSeconds * float64(time.Second)); age >= LongTransaction {
+		add(CodeLongTransaction, Warning, "server",
+			fmt.Sprintf("a transaction has been open for %s: creating the replication slot waits for it to end, and it keeps vacuum from cleaning up", age.Round(time.Second)),
+			"find it with SELECT pid, usename, application_name, xact_start, query FROM pg_stat_activity ORDER BY xact_start LIMIT 5; and end it (or start the copy when it has finished)")
 	}
 
 	// Privileges of the source user.

@@ -70,6 +70,13 @@ func TestRules(t *testing.T) {
 			f.Tables = append(f.Tables, Table{Schema: "public", Name: "events", Kind: "partitioned", ReplicaIdentity: "default",
 				CanSelect: true, OwnedByUser: true})
 		}, map[string]Severity{}},
+		{"prepared transaction", func(f *Facts) { f.Source.PreparedXacts = []string{"tx-1"} },
+			map[string]Severity{CodePreparedXacts: Warning}},
+		{"transaction open 11 minutes", func(f *Facts) { f.Source.OldestXactSeconds = 660 },
+			map[string]Severity{CodeLongTransaction: Warning}},
+		{"transaction open 9 minutes", func(f *Facts) { f.Source.OldestXactSeconds = 540 }, map[string]Severity{}},
+		{"long transaction on the target is not the source's problem", func(f *Facts) { f.Target.OldestXactSeconds = 3600 },
+			map[string]Severity{}},
 		{"tablespace of the database", func(f *Facts) { f.Source.Tablespace = "fast_ssd"; f.TargetTablespaces = []string{"pg_default"} },
 			map[string]Severity{CodeTablespace: Warning}},
 		{"tablespace exists on target", func(f *Facts) { f.Source.Tablespace = "fast_ssd"; f.TargetTablespaces = []string{"fast_ssd"} },
