@@ -71,6 +71,9 @@ Exit status: 0 identical (or every difference repaired), 1 differences, 2 could 
 			if opts.Live != "auto" && opts.Live != "off" {
 				return withCode(2, fmt.Errorf("--live %q: want auto or off", opts.Live))
 			}
+			if opts.ChunkRows < 1 || opts.LeafRows < 1 || opts.MaxRowsPerTable < 1 || opts.RecheckRounds < 1 {
+				return withCode(2, fmt.Errorf("--chunk-rows, --leaf-rows, --max-rows and --recheck-rounds must be at least 1"))
+			}
 			opts.FollowSlot = f.slot
 			switch progressMode {
 			case "auto":
@@ -119,5 +122,7 @@ Exit status: 0 identical (or every difference repaired), 1 differences, 2 could 
 	fs.IntVar(&opts.RecheckRounds, "recheck-rounds", 5, "live mode: re-check rounds before a still-changing row is called unstable")
 	fs.DurationVar(&opts.RecheckTimeout, "recheck-timeout", 2*time.Minute, "live mode: total time allowed for re-checking")
 	fs.StringVar(&progressMode, "progress", "auto", "auto, bars, log or none")
+	fs.Lookup("slot").Usage = "live mode without pgshift run: the source slot of the follower (e.g. a native subscription's); " +
+		"its confirmed_flush_lsn is taken as the target's applied position"
 	return cmd
 }

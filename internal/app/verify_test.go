@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtest"
 	"github.com/pgshift/pgshift/internal/state"
@@ -118,5 +119,68 @@ func TestVerifyLiveWhileFollowing(t *testing.T) {
 	}
 	if err := a.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("agent: %v", err)
+	}
+}
+
+// TestVerifyLiveNativeSubscription is the live re-check with a follower that is not pgshift:
+// native logical replication (CREATE SUBSCRIPTION), named with --slot. The subscription's slot
+// confirms what the subscriber has applied, which is the position the re-check waits for.
+func TestVerifyLiveNativeSubscription(t *testing.T) {
+	src, dst, srcDSN, dstDSN := pgtest.Pair(t, "native")
+	ctx := context.Background()
+	for _, c := range []*pgtest.Cluster{src, dst} {
+		if out, err := c.Psql(ctx, "native", pgbenchSchema); err != nil {
+			t.Fatal(err, out)
+		}
+	}
+	if out, err := src.Psql(ctx, "native", `CREATE PUBLICATION pub FOR ALL TABLES`); err != nil {
+		t.Fatal(err, out)
+	}
+	conn := strings.ReplaceAll(srcDSN, "'", "''")
+	if out, err := dst.Psql(ctx, "native", `CREATE SUBSCRIPTION sub CONNECTION '`+conn+`' PUBLICATION pub WITH (copy_data = false)`); err != nil {
+		t.Fatal(err, out)
+	}
+	t.Cleanup(func() { _, _ = dst.Psql(context.Background(), "native", `DROP SUBSCRIPTION sub`) })
+
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bench := exec.CommandContext(wctx, filepath.Join(src.BinDir(), "pgbench"), "-n", "-c", "2", "-j", "1", "-T", "120", "-R", "200", srcDSN)
+	var benchOut strings.Builder
+	bench.Stdout, bench.Stderr = &benchOut, &benchOut
+	if err := bench.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = bench.Wait() }()
+	time.Sleep(2 * time.Second)
+
+	cfg := config.Defaults()
+	cfg.Source, cfg.Target, cfg.Jobs = srcDSN, dstDSN, 2
+	opts := VerifyOptions{Mode: verify.ModeChecksum, ChunkRows: 20_000, Live: "auto", FollowSlot: "sub", NoSave: true,
+		RecheckRounds: 6, RecheckTimeout: time.Minute}
+	for i := 0; i < 2; i++ {
+		rep, err := Verify(ctx, cfg, opts, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Live == nil || rep.ExitCode() != 0 {
+			var b strings.Builder
+			_ = rep.WriteText(&b, 20)
+			t.Fatalf("verify %d with a native follower:\n%s\npgbench: %s", i, b.String(), benchOut.String())
+		}
+		t.Logf("verify %d: re-check %d rounds, %d resolved, %d unstable", i, rep.Live.Rounds, rep.Live.Resolved, rep.Live.Unstable)
+	}
+	// A difference injected into the target, in a row the workload never touches.
+	if out, err := dst.Psql(ctx, "native", `INSERT INTO pgbench_accounts VALUES (10000000, 1, 7, 'only on the target')`); err != nil {
+		t.Fatal(err, out)
+	}
+	rep, err := Verify(ctx, cfg, opts, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	_ = rep.WriteText(&b, 20)
+	if rep.ExitCode() != 1 || !strings.Contains(b.String(), "public.pgbench_accounts: 1 differences (1 extra)") ||
+		!strings.Contains(b.String(), "aid=10000000: extra") {
+		t.Fatalf("injected difference not found:\n%s", b.String())
 	}
 }

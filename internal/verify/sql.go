@@ -12,27 +12,55 @@ import (
 // row as the same text whatever their configuration: the row text is what gets hashed.
 const sessionSettings = `SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; ` +
 	`SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1; ` +
-	`SET LOCAL bytea_output = 'hex'; SET LOCAL statement_timeout = 0`
+	`SET LOCAL bytea_output = 'hex'; SET LOCAL statement_timeout = 0; ` +
+	// Chunk statements repeat with different boundaries: plan each with its values, so the
+	// range is seen and the key index used, never a generic plan that guesses.
+	`SET LOCAL plan_cache_mode = force_custom_plan`
 
 // hashKind selects the row digest.
 type hashKind int
 
 const (
-	// hashFast is hashtextextended(row text): a 64-bit hash computed by the server's own hash
-	// partitioning code, which PostgreSQL keeps stable across major versions (pg_upgrade keeps
-	// hash-partitioned data in place) and which hashes the text's bytes for deterministic
-	// collations. Used when both databases have the same encoding.
+	// hashFast hashes each column's binary value with its type's own extended hash function
+	// (the one hash partitioning uses, which PostgreSQL keeps stable across major versions
+	// because pg_upgrade keeps hash-partitioned rows in place), each column with its own seed,
+	// combined with XOR. It is used only for types whose equality is byte-for-byte identity of
+	// their text form (integers, text in byte order, uuid, timestamps...) and whose declared
+	// type is the same on both sides; every other column (numeric, floats, intervals, enums,
+	// json, arrays, domains, or a column whose type differs between the sides) is hashed
+	// through its canonical text instead, as one more term. Skipping the text conversion for
+	// the common types is what makes the scan cost close to a plain read.
 	hashFast hashKind = iota
-	// hashPortable is the first 64 bits of md5 over the row text converted to UTF-8: the same
-	// characters give the same digest even when the two databases' encodings differ.
+	// hashPortable is the first 64 bits of md5 over the whole row's text converted to UTF-8:
+	// the same characters give the same digest even when the two databases' encodings differ.
 	hashPortable
 )
+
+// binaryHash maps type OIDs to an expression hashing a value of that type with a seed. Types
+// are listed only if two values are equal under the hash exactly when their text forms (in
+// verify's session settings) are equal; text-like types are hashed in byte order.
+var binaryHash = map[uint32]string{
+	16:   "hashint4extended(%s::int, %d)",                      // bool
+	19:   `hashnameextended(%s COLLATE "C", %d)`,               // name
+	20:   "hashint8extended(%s, %d)",                           // bigint
+	21:   "hashint2extended(%s, %d)",                           // smallint
+	23:   "hashint4extended(%s, %d)",                           // integer
+	25:   `hashtextextended(%s COLLATE "C", %d)`,               // text
+	26:   "hashoidextended(%s, %d)",                            // oid
+	1042: `hashbpcharextended(%s COLLATE "C", %d)`,             // character(n): same n on both sides, so same padding
+	1043: `hashtextextended(%s COLLATE "C", %d)`,               // character varying
+	1083: "time_hash_extended(%s, %d)",                         // time
+	1114: "timestamp_hash_extended(%s, %d)",                    // timestamp
+	1184: "timestamp_hash_extended(%s AT TIME ZONE 'UTC', %d)", // timestamptz: the instant
+	2950: "uuid_hash_extended(%s, %d)",                         // uuid
+}
 
 // tableSQL builds the statements for one table on one side. Columns are the ones both sides
 // have, in source order; types are this side's, so literals are cast to what this side stores.
 type tableSQL struct {
 	table      string   // quoted schema.table
 	cols       []string // quoted column names
+	colHash    []string // per column: binaryHash expression, or "" to hash its text
 	keyCols    []string // quoted key columns, in key order
 	keyTypes   []string // this side's type of each key column
 	collatable []bool   // key column has a collatable type: compare it with COLLATE "C"
@@ -49,8 +77,24 @@ func (q *tableSQL) rowHash() string {
 	if q.hash == hashPortable {
 		return "('x' || left(md5(convert_to(" + q.rowText() + ", 'UTF8')), 16))::bit(64)::bigint"
 	}
-	return "hashtextextended(" + q.rowText() + ` COLLATE "C", 0)`
+	var terms, viaText []string
+	for i, c := range q.cols {
+		if i < len(q.colHash) && q.colHash[i] != "" {
+			// NULL gets a per-position constant: a strict hash function returns NULL for it,
+			// which would otherwise erase the whole row from the sum.
+			terms = append(terms, fmt.Sprintf("coalesce(%s, %d)", fmt.Sprintf(q.colHash[i], "x."+c, i+1), nullHash-int64(i)))
+			continue
+		}
+		viaText = append(viaText, "x."+c)
+	}
+	if len(viaText) > 0 {
+		terms = append(terms, "hashtextextended(ROW("+strings.Join(viaText, ", ")+`)::text COLLATE "C", 0)`)
+	}
+	return "(" + strings.Join(terms, " # ") + ")"
 }
+
+// nullHash is the hash term of a NULL in the first column (minus the position for the others).
+const nullHash = int64(-7046029254386353131)
 
 // rowDigest is the full 128-bit digest used by rows mode, where every row is compared alone.
 func (q *tableSQL) rowDigest() string {
@@ -154,10 +198,11 @@ func (q *tableSQL) bucketExpr(a *args, bounds [][]string) string {
 func (q *tableSQL) bucketHashSQL(lo, hi []string, bounds [][]string) (string, []any) {
 	var a args
 	where := q.rangeWhere(&a, lo, hi)
-	bucket := "0"
-	if len(bounds) > 0 {
-		bucket = q.bucketExpr(&a, bounds)
+	if len(bounds) == 0 {
+		// One range: a plain aggregate, which a range scan on the key's index can feed.
+		return fmt.Sprintf(`SELECT 0, count(*), coalesce(sum(%s), 0)::text FROM %s AS x WHERE %s`, q.rowHash(), q.table, where), a.vals
 	}
+	bucket := q.bucketExpr(&a, bounds)
 	sql := fmt.Sprintf(`SELECT b, count(*), sum(h)::text FROM (SELECT %s AS b, %s AS h FROM %s AS x WHERE %s) s GROUP BY b`,
 		bucket, q.rowHash(), q.table, where)
 	return sql, a.vals
@@ -304,7 +349,7 @@ func (q *tableSQL) multisetRowsSQL(hashes []int64, withXmin bool) (string, []any
 func (q *tableSQL) countSQL() string { return "SELECT count(*) FROM " + q.table }
 
 // newTableSQL builds the per-side statement builder.
-func newTableSQL(id pgtypes.TableID, cols, keyCols, keyTypes []string, collatable []bool, h hashKind) *tableSQL {
+func newTableSQL(id pgtypes.TableID, cols, colHash, keyCols, keyTypes []string, collatable []bool, h hashKind) *tableSQL {
 	qc := make([]string, len(cols))
 	for i, c := range cols {
 		qc[i] = pgtypes.QuoteIdent(c)
@@ -313,5 +358,5 @@ func newTableSQL(id pgtypes.TableID, cols, keyCols, keyTypes []string, collatabl
 	for i, c := range keyCols {
 		qk[i] = pgtypes.QuoteIdent(c)
 	}
-	return &tableSQL{table: id.Sanitize(), cols: qc, keyCols: qk, keyTypes: keyTypes, collatable: collatable, hash: h}
+	return &tableSQL{table: id.Sanitize(), cols: qc, colHash: colHash, keyCols: qk, keyTypes: keyTypes, collatable: collatable, hash: h}
 }

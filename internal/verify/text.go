@@ -100,11 +100,10 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// tree writes an indented tree: each item is a line and its children.
+// tree writes an indented tree (├── / └──): each node is a line and its children.
 type tree struct {
-	w      io.Writer
-	err    error
-	prefix []bool // for each open level: whether it was the last item
+	w   io.Writer
+	err error
 }
 
 type node struct {

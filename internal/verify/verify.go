@@ -249,6 +249,9 @@ func (v *verifier) run(ctx context.Context) (*Report, error) {
 		}
 		live.SourceLSN0, live.SourceLSN1 = lsn0.String(), lsn1.String()
 		rep.Live = live
+	} else if v.opts.Applied != nil {
+		rep.Notes = append(rep.Notes, "count mode cannot re-check rows: while the target is being followed, counts may "+
+			"differ by changes not applied yet; use --mode checksum for a live comparison")
 	} else if xid1 != xid0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("the source was written to during verify (%d transactions; WAL moved from %s to %s): "+
 			"each side was read in one snapshot, but a target that is not followed by pgshift run shows the source's later writes "+
@@ -463,8 +466,14 @@ func (v *verifier) pair(ctx context.Context, srcTables, tgtTables []catalog.Tabl
 		if p.res.Error != "" {
 			continue
 		}
-		p.src = newTableSQL(s.ID, colNames, s.PrimaryKey, keyTypesS, coll, v.hash)
-		p.tgt = newTableSQL(s.ID, colNames, s.PrimaryKey, keyTypesT, coll, v.hash)
+		colHash := make([]string, len(p.cols))
+		for i, c := range p.cols {
+			if c.Type == p.tgtTypes[c.Name] { // same declared type: the same hash function applies on both sides
+				colHash[i] = binaryHash[c.TypeOID]
+			}
+		}
+		p.src = newTableSQL(s.ID, colNames, colHash, s.PrimaryKey, keyTypesS, coll, v.hash)
+		p.tgt = newTableSQL(s.ID, colNames, colHash, s.PrimaryKey, keyTypesT, coll, v.hash)
 	}
 	return plans, notes, nil
 }
@@ -513,6 +522,13 @@ func (s *side) exportSnapshot(ctx context.Context) (*snapshotHolder, string, err
 	}
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
+		conn.Release()
+		return nil, "", s.Endpoint.Describe(err)
+	}
+	// The holder sits idle while the workers read; a server-wide idle timeout must not end it,
+	// or workers starting later could no longer import the snapshot.
+	if _, err := tx.Exec(ctx, `SET LOCAL idle_in_transaction_session_timeout = 0`); err != nil {
+		_ = tx.Rollback(ctx)
 		conn.Release()
 		return nil, "", s.Endpoint.Describe(err)
 	}
@@ -650,8 +666,13 @@ func (v *verifier) firstPass(ctx context.Context, plans []*tablePlan, rep *Repor
 				u.plan.task.Done()
 				u.plan.finished = time.Now()
 				r := u.plan.result()
-				v.log.Info("table verified", "table", r.Name, "source_rows", r.SourceRows, "target_rows", r.TargetRows,
-					"chunks", r.Chunks, "differences", r.Differences, "seconds", math.Round(time.Duration(r.Duration).Seconds()*1000)/1000)
+				level := slog.LevelDebug
+				if r.Differences > 0 || r.SourceRows != r.TargetRows {
+					level = slog.LevelWarn
+				}
+				v.log.Log(gctx, level, "table verified", "table", r.Name, "source_rows", r.SourceRows, "target_rows", r.TargetRows,
+					"chunks", r.Chunks, "chunks_differing", r.ChunksDiff, "differences", r.Differences,
+					"seconds", math.Round(time.Duration(r.Duration).Seconds()*1000)/1000)
 			}
 			return nil
 		})
@@ -713,8 +734,29 @@ func (v *verifier) planUnits(ctx context.Context, p *tablePlan) ([]unit, error) 
 		bounds = quantileBounds(sample, int(nchunks))
 	}
 	p.res.Chunks = len(bounds) + 1
-	// Slices of consecutive chunks, one query per side each: at most Jobs slices per table,
-	// so one big table keeps every worker busy.
+	// When no key column is collatable, the byte-order range predicates are the key index's
+	// own order, so each chunk is one query that an index range scan feeds, and chunks are the
+	// units of parallel work. A collatable key compared in COLLATE "C" order cannot use an index
+	// built in another collation: then each worker scans a slice of the table once and sums
+	// per chunk with a CASE tree over the boundaries, instead of one full scan per chunk.
+	indexable := true
+	for _, c := range p.src.collatable {
+		indexable = indexable && !c
+	}
+	if indexable {
+		units := make([]unit, 0, len(bounds)+1)
+		for i := 0; i <= len(bounds); i++ {
+			u := unit{plan: p}
+			if i > 0 {
+				u.lo = bounds[i-1]
+			}
+			if i < len(bounds) {
+				u.hi = bounds[i]
+			}
+			units = append(units, u)
+		}
+		return units, nil
+	}
 	nslices := min(len(bounds)+1, v.opts.Jobs)
 	per := (len(bounds) + 1 + nslices - 1) / nslices
 	var units []unit

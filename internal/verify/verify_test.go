@@ -9,9 +9,11 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtest"
+	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
 // typesSchema has a column of every type family, a keyless table, a text-keyed table big
@@ -49,6 +51,16 @@ INSERT INTO words VALUES ('abc', 1);
 CREATE TABLE pairs (a text, b int, c text, PRIMARY KEY (a, b));
 INSERT INTO pairs SELECT 'k' || (g % 50), g, 'c' FROM generate_series(1, 5000) g;
 
+CREATE TABLE parts (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE parts_eu PARTITION OF parts FOR VALUES IN ('eu');
+CREATE TABLE parts_us PARTITION OF parts FOR VALUES IN ('us');
+INSERT INTO parts SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 1000) g;
+
+CREATE SCHEMA "My Schema";
+CREATE TABLE "My Schema"."Order" ("select" int PRIMARY KEY, "Value" text, dropped int, "from" date);
+ALTER TABLE "My Schema"."Order" DROP COLUMN dropped;
+INSERT INTO "My Schema"."Order" SELECT g, 'v' || g, date '2024-01-01' + g FROM generate_series(1, 100) g;
+
 CREATE TABLE orders (id serial PRIMARY KEY, note text);
 INSERT INTO orders (note) SELECT 'o' FROM generate_series(1, 10) g;
 ANALYZE;`
@@ -74,6 +86,9 @@ UPDATE types SET u = '00000000-0000-0000-0000-000000000000' WHERE id = 15;
 UPDATE types SET iv = iv + interval '1 s' WHERE id = 16;
 UPDATE types SET m = 'happy' WHERE id = 17 AND m <> 'happy';
 UPDATE types SET m = 'sad' WHERE id = 17 AND m = 'happy';
+UPDATE types SET t = repeat('long ', 2000) WHERE id = 18;
+UPDATE parts SET v = -v WHERE id = 4;
+UPDATE "My Schema"."Order" SET "from" = 'infinity' WHERE "select" = 5;
 INSERT INTO events SELECT * FROM events WHERE payload = 'p7';
 DELETE FROM events WHERE payload = 'p8';
 INSERT INTO events VALUES ('new', 'extra', now());
@@ -110,6 +125,9 @@ var expected = []expectation{
 	{"public.types", "id=15", KindDifferent, ClassValue},
 	{"public.types", "id=16", KindDifferent, ClassValue},
 	{"public.types", "id=17", KindDifferent, ClassValue},
+	{"public.types", "id=18", KindDifferent, ClassValue},
+	{"public.parts_eu", "(id, region)=(4, eu)", KindDifferent, ClassValue},
+	{`"My Schema"."Order"`, "select=5", KindDifferent, ClassValue},
 	{"public.events", "(k, p7, 2024-01-01 00:00:07+00)", KindDuplicate, ClassDuplicateRow},
 	{"public.events", "(k, p8, 2024-01-01 00:00:08+00)", KindMissing, ClassMissingRow},
 	{"public.words", "w=abc", KindMissing, ClassCollation},
@@ -238,7 +256,7 @@ func TestVerify(t *testing.T) {
 				_ = rep.WriteText(&b, 10)
 				t.Fatalf("%s mode: identical databases reported different:\n%s", mode, b.String())
 			}
-			if rep.Summary.TablesCompared != 5 || rep.Summary.SourceRows != 3000+2040+20001+5000+10 {
+			if rep.Summary.TablesCompared != 8 || rep.Summary.SourceRows != 3000+2040+20001+5000+1000+100+10 {
 				t.Errorf("%s mode: compared %d tables, %d rows", mode, rep.Summary.TablesCompared, rep.Summary.SourceRows)
 			}
 			if rep.Schema == nil || rep.Schema.Compared < 40 || len(rep.Schema.Diffs) != 0 {
@@ -282,6 +300,10 @@ func TestVerify(t *testing.T) {
 				*r.Cols[0].Source != "2024-01-01 10:07:00.125787" || *r.Cols[0].Target != "2024-01-01 10:07:00.125" {
 				t.Errorf("%s mode: timestamp columns: %+v", mode, r.Cols)
 			}
+			if r, _ := findRow(rep, "public.types", "id=18"); len(r.Cols) != 1 || !strings.HasSuffix(*r.Cols[0].Target, "…(10000 bytes)") ||
+				len(*r.Cols[0].Target) > 250 {
+				t.Errorf("%s mode: long value not truncated: %+v", mode, r.Cols)
+			}
 			if r, _ := findRow(rep, "public.types", "id=6"); len(r.Cols) != 1 || r.Cols[0].Source == nil || *r.Cols[0].Source != "" || r.Cols[0].Target != nil {
 				t.Errorf("%s mode: NULL vs empty columns: %+v", mode, r.Cols)
 			}
@@ -310,7 +332,7 @@ func TestVerify(t *testing.T) {
 				t.Errorf("repair %s: %+v", r.Table, r)
 			}
 		}
-		if len(rep.Repair) != 4 || rep.ExitCode() != 0 || !rep.Sequences.Diffs[0].Repaired {
+		if len(rep.Repair) != 6 || rep.ExitCode() != 0 || !rep.Sequences.Diffs[0].Repaired {
 			t.Errorf("repair: %d tables, exit %d, sequences %+v", len(rep.Repair), rep.ExitCode(), rep.Sequences)
 		}
 		// Independent proof: every table's fingerprint is now the same on both sides.
@@ -369,6 +391,42 @@ ALTER TABLE orders ADD CONSTRAINT note_check CHECK (note <> '');`)
 		}
 		if rep.ExitCode() != 1 || rep.Summary.RowDifferences != 0 {
 			t.Errorf("exit %d, row differences %d", rep.ExitCode(), rep.Summary.RowDifferences)
+		}
+	})
+
+	t.Run("LiveRecheckConfirmsUnstableAndLagging", func(t *testing.T) {
+		e := newPairEnv(t, src, dst, "live", `CREATE TABLE hot (id int PRIMARY KEY, v int);
+INSERT INTO hot SELECT g, 0 FROM generate_series(1, 100) g;`)
+		e.target(`UPDATE hot SET v = -1 WHERE id IN (1, 2)`)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		writer := make(chan struct{})
+		go func() { // row 1 keeps changing on the source
+			defer close(writer)
+			for ctx.Err() == nil {
+				_, _ = e.srcSide.Pool.Exec(ctx, `UPDATE hot SET v = v + 1 WHERE id = 1`)
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+		defer func() { cancel(); <-writer }()
+		// A follower that is always caught up, and takes a while to say so: every round spans
+		// many writes to row 1, while row 2 stays put and keeps differing.
+		caughtUp := func(ctx context.Context) (pgtypes.LSN, error) {
+			time.Sleep(50 * time.Millisecond)
+			return pgtypes.LSN(1 << 62), nil
+		}
+		rep := e.run(Options{Applied: caughtUp, Following: true, RecheckRounds: 3, RecheckTimeout: 30 * time.Second})
+		hot, _ := findRow(rep, "public.hot", "id=1")
+		static, _ := findRow(rep, "public.hot", "id=2")
+		if hot.Kind != KindUnstable || hot.Class != ClassUnstable || static.Kind != KindDifferent ||
+			rep.Live.Rounds != 3 || rep.Live.Confirmed != 1 || rep.Live.Unstable != 1 || rep.ExitCode() != 1 || rep.Summary.RowsUnstable != 1 {
+			t.Errorf("re-check: hot %+v, static %+v, live %+v, exit %d", hot, static, rep.Live, rep.ExitCode())
+		}
+		// A follower that never catches up: nothing can be confirmed, and verify says it is incomplete.
+		stuck := func(context.Context) (pgtypes.LSN, error) { return 0, nil }
+		rep = e.run(Options{Applied: stuck, Following: true, RecheckTimeout: time.Second})
+		if !rep.Live.Lagging || rep.Summary.RowsUnconfirmed != 2 || rep.Summary.RowDifferences != 0 || rep.ExitCode() != 2 {
+			t.Errorf("lagging follower: live %+v, summary %+v, exit %d", rep.Live, rep.Summary, rep.ExitCode())
 		}
 	})
 
