@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -53,7 +50,7 @@ Exit status: 0 done, 2 failed.`,
 			case "log":
 				opts.Progress, opts.ProgressTTY = c.stderr, false
 			case "none":
-				opts.Progress, opts.ProgressInterval = nil, 24*time.Hour
+				opts.NoProgress = true
 			default:
 				return withCode(2, fmt.Errorf("--progress %q: want auto, bars, log or none", progressMode))
 			}
@@ -61,7 +58,7 @@ Exit status: 0 done, 2 failed.`,
 			if err != nil {
 				return withCode(2, err)
 			}
-			printCopySummary(c.stdout, sum)
+			sum.WriteSummary(c.stdout)
 			return nil
 		},
 	}
@@ -73,31 +70,4 @@ Exit status: 0 done, 2 failed.`,
 	fs.StringVar(&opts.IndexMemory, "index-memory", "512MB", "maintenance_work_mem of each index-building session on the target")
 	fs.StringVar(&progressMode, "progress", "auto", "progress display: auto (bars on a terminal, log lines otherwise), bars, log, none")
 	return cmd
-}
-
-// printCopySummary writes the human summary of a copy.
-func printCopySummary(w io.Writer, s app.CopySummary) {
-	if s.AlreadyCopied {
-		fmt.Fprintf(w, "copy already complete (slot %s, consistent at %s); nothing to do — run `pgshift run` to follow changes\n",
-			s.Slot, s.ConsistentLSN)
-		return
-	}
-	var b strings.Builder
-	verb := "copied"
-	if s.Resumed {
-		verb = "copied (resumed)"
-	}
-	fmt.Fprintf(&b, "%s %d tables, %s rows, %s in %s (%s/s during the data phase)\n", verb, s.Tables,
-		progress.HumanCount(s.Rows), progress.HumanBytes(s.Bytes), s.Total.Round(time.Millisecond), progress.HumanBytes(int64(s.Throughput())))
-	fmt.Fprintf(&b, "  schema %s · data %s · indexes and constraints %s (%d steps) · sequences %s (%d) · materialized views %s (%d)\n",
-		s.Schema.Round(time.Millisecond), s.Data.Round(time.Millisecond), s.PostData.Round(time.Millisecond), s.Indexes,
-		s.SequenceTime.Round(time.Millisecond), s.Sequences, s.MatViewTime.Round(time.Millisecond), s.MatViews)
-	fmt.Fprintf(&b, "  slot %s and publication %s hold every change since %s\n", s.Slot, s.Publication, s.ConsistentLSN)
-	if len(s.Recopied) > 0 {
-		fmt.Fprintf(&b, "  %d unfinished table(s) were copied again in a new snapshot consistent at %s\n", len(s.Recopied), s.RecopyLSN)
-	}
-	for _, warn := range s.Warnings {
-		fmt.Fprintf(&b, "  warning: %s\n", warn)
-	}
-	_, _ = io.WriteString(w, b.String())
 }

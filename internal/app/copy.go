@@ -46,6 +46,8 @@ type CopyOptions struct {
 	ProgressTTY bool
 	// ProgressInterval between log lines when not on a terminal (default 10s).
 	ProgressInterval time.Duration
+	// NoProgress shows no progress at all: no bars and no periodic log lines.
+	NoProgress bool
 	// ChunkBytes is the target size of one copy chunk (default 256 MiB).
 	ChunkBytes int64
 	// IndexMemory is maintenance_work_mem for the target sessions that build indexes and
@@ -677,17 +679,18 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 	t0 := time.Now()
 	var tables []*catalog.Table
 	for _, t := range snapshot.DataTables(r.tables) {
-		if t.Kind == catalog.KindForeign {
-			continue
-		}
 		if only == nil || only[t.ID] {
 			tables = append(tables, t)
 		}
 	}
 	items := snapshot.Plan(tables, snapshot.PlanOptions{ChunkBytes: r.opts.ChunkBytes, Jobs: r.cfg.Jobs})
 	r.log.Info("copying data", "tables", len(tables), "work_items", len(items), "jobs", r.cfg.Jobs, "snapshot_lsn", exp.slot.ConsistentLSN.String())
-	tracker := progress.New(progress.Options{Out: r.opts.Progress, TTY: r.opts.ProgressTTY && r.opts.Progress != nil,
-		Interval: r.opts.ProgressInterval, Log: r.log, Title: "copy"})
+	popts := progress.Options{Out: r.opts.Progress, TTY: r.opts.ProgressTTY && r.opts.Progress != nil,
+		Interval: r.opts.ProgressInterval, Log: r.log, Title: "copy"}
+	if r.opts.NoProgress {
+		popts = progress.Options{Title: "copy", Interval: time.Hour} // counts only; draws and logs nothing
+	}
+	tracker := progress.New(popts)
 	pctx, stopProgress := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(pctx)
 	var res snapshot.Result
@@ -872,4 +875,62 @@ func SyncSequences(ctx context.Context, src, dst *pgx.Conn, f config.TableFilter
 		n++
 	}
 	return n, nil
+}
+
+// WriteSummary writes the human summary of a copy: tables, rows, bytes, time, throughput, the
+// time of each phase, where the change stream starts, and the warnings.
+func (s CopySummary) WriteSummary(w io.Writer) {
+	var b strings.Builder
+	if s.AlreadyCopied {
+		fmt.Fprintf(&b, "copy already complete (slot %s, consistent at %s); nothing to do — run `pgshift run` to follow changes\n",
+			s.Slot, s.ConsistentLSN)
+		_, _ = io.WriteString(w, b.String())
+		return
+	}
+	verb := "copied"
+	if s.Resumed {
+		verb = "copied (resumed)"
+	}
+	fmt.Fprintf(&b, "%s %d tables, %s rows, %s in %s (%s/s during the data phase)\n", verb, s.Tables,
+		progress.HumanCount(s.Rows), progress.HumanBytes(s.Bytes), s.Total.Round(time.Millisecond), progress.HumanBytes(int64(s.Throughput())))
+	fmt.Fprintf(&b, "  schema %s · data %s · indexes and constraints %s (%d steps) · sequences %s (%d) · materialized views %s (%d)\n",
+		s.Schema.Round(time.Millisecond), s.Data.Round(time.Millisecond), s.PostData.Round(time.Millisecond), s.Indexes,
+		s.SequenceTime.Round(time.Millisecond), s.Sequences, s.MatViewTime.Round(time.Millisecond), s.MatViews)
+	fmt.Fprintf(&b, "  slot %s and publication %s hold every change since %s\n", s.Slot, s.Publication, s.ConsistentLSN)
+	if len(s.Recopied) > 0 {
+		fmt.Fprintf(&b, "  %d unfinished table(s) were copied again in a new snapshot consistent at %s\n", len(s.Recopied), s.RecopyLSN)
+	}
+	for _, warn := range s.Warnings {
+		fmt.Fprintf(&b, "  warning: %s\n", warn)
+	}
+	_, _ = io.WriteString(w, b.String())
+}
+
+// CopyDemoStep is the demo's copy stage: the sample database copied in the slot's snapshot,
+// with its summary printed.
+func CopyDemoStep() DemoStep {
+	return DemoStep{Name: "copy the database in the replication slot's snapshot", Run: copyDemo}
+}
+
+func copyDemo(ctx context.Context, d *Demo) error {
+	cfg := config.Defaults()
+	cfg.Source, cfg.Target = d.SourceDSN, d.TargetDSN
+	opts := CopyOptions{Progress: d.Opts.Out, ProgressTTY: progress.IsTerminal(d.Opts.Out), ProgressInterval: 2 * time.Second}
+	sum, err := Copy(ctx, cfg, opts, d.Opts.Logger)
+	if err != nil {
+		return err
+	}
+	sum.WriteSummary(indent{d.Opts.Out})
+	return nil
+}
+
+// indent prefixes every line written through it with four spaces, like the demo's other output.
+type indent struct{ w io.Writer }
+
+func (i indent) Write(p []byte) (int, error) {
+	s := "    " + strings.ReplaceAll(strings.TrimSuffix(string(p), "\n"), "\n", "\n    ") + "\n"
+	if _, err := io.WriteString(i.w, s); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -666,3 +666,25 @@ func testCopyChunkRetry(t *testing.T, src, dst *pgtest.Cluster) {
 		t.Errorf("chunk records do not add up to the table: %s", got)
 	}
 }
+
+func TestCopyDemoStep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: needs PostgreSQL (skipped with -short)")
+	}
+	var out strings.Builder
+	steps := []DemoStep{{"start", startClusters}, {"sample", createSample}, CopyDemoStep(),
+		{"check", func(ctx context.Context, d *Demo) error {
+			sc, tc := cpConnect(t, d.SourceDSN), cpConnect(t, d.TargetDSN)
+			cpCompareDigests(t, cpTableDigests(t, sc), cpTableDigests(t, tc))
+			return nil
+		}}}
+	if err := RunDemo(context.Background(), DemoOptions{Scale: 0.02, Out: &out, Logger: testLogger(t)}, steps); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	if testing.Verbose() {
+		t.Log(out.String())
+	}
+	if s := out.String(); !strings.Contains(s, "    copied 7 tables") || !strings.Contains(s, "MiB/s during the data phase") {
+		t.Errorf("demo output:\n%s", s)
+	}
+}

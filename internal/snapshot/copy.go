@@ -56,8 +56,11 @@ type CopyOptions struct {
 	// Retries is how often a failed work item is redone (in the same snapshot) when the
 	// failure is a lost connection rather than the server rejecting the data.
 	Retries int
-	Tracker *progress.Tracker
-	Log     *slog.Logger
+	// StallTimeout fails a chunk through which no byte has flowed for this long (default 10
+	// minutes): a half-open connection must become an error (and a retry), never a hang.
+	StallTimeout time.Duration
+	Tracker      *progress.Tracker
+	Log          *slog.Logger
 }
 
 // Result sums what Copy moved.
@@ -87,6 +90,9 @@ func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts Copy
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = 10 * time.Minute
 	}
 	if !snapshotNameRE.MatchString(opts.Snapshot) {
 		return Result{}, fmt.Errorf("invalid exported snapshot name %q", opts.Snapshot)
@@ -262,20 +268,22 @@ func (w *worker) copyItem(ctx context.Context, it WorkItem) (rows, bytes int64, 
 	if err != nil {
 		return 0, 0, fmt.Errorf("copy %s: %w", describeItem(it), w.dst.Describe(err))
 	}
-	var counted []*progress.Task
-	var countedBytes []int64
+	type counted struct {
+		task        *progress.Task
+		bytes, rows int64
+	}
+	var progressed []counted
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
-			for i, k := range counted { // the rows were not kept: take them off the progress
-				k.Add(-countedBytes[i], 0)
+			for _, p := range progressed { // the rows were not kept: take them off the progress
+				p.task.Add(-p.bytes, -p.rows)
 			}
 		}
 	}()
 	for _, c := range it.Chunks {
 		r, b, cerr := w.copyChunk(ctx, c)
-		counted = append(counted, w.tables[c.Table.ID].task)
-		countedBytes = append(countedBytes, b)
+		progressed = append(progressed, counted{w.tables[c.Table.ID].task, b, r})
 		if cerr != nil {
 			return 0, 0, cerr
 		}
@@ -386,6 +394,26 @@ func (w *worker) copyChunk(ctx context.Context, c Chunk) (rows, bytes int64, err
 	task := w.tables[c.Table.ID].task
 	pr, pw := io.Pipe()
 	g, gctx := errgroup.WithContext(ctx)
+	streamed := make(chan struct{})
+	g.Go(func() error { // stall watchdog
+		tick := time.NewTicker(min(w.opts.StallTimeout/4, 15*time.Second))
+		defer tick.Stop()
+		last, since := int64(-1), time.Now()
+		for {
+			select {
+			case <-streamed:
+				return nil
+			case <-gctx.Done():
+				return nil
+			case <-tick.C:
+				if n := atomic.LoadInt64(&bytes); n != last {
+					last, since = n, time.Now()
+				} else if time.Since(since) >= w.opts.StallTimeout {
+					return fmt.Errorf("copy %s chunk %d/%d: no data moved for %s (connection stalled?)", c.Table.ID, c.No+1, c.Of, w.opts.StallTimeout)
+				}
+			}
+		}
+	})
 	g.Go(func() error {
 		bw := bufio.NewWriterSize(&countingWriter{w: pw, task: task, n: &bytes}, pipeBuffer)
 		_, err := w.srcConn.PgConn().CopyTo(gctx, bw, out)
@@ -400,6 +428,7 @@ func (w *worker) copyChunk(ctx context.Context, c Chunk) (rows, bytes int64, err
 	})
 	g.Go(func() error {
 		tag, err := w.dstConn.PgConn().CopyFrom(gctx, pr, in)
+		close(streamed)
 		if err != nil {
 			pr.CloseWithError(err)
 			return fmt.Errorf("copy %s chunk %d/%d into the target: %w", c.Table.ID, c.No+1, c.Of, w.dst.Describe(err))
