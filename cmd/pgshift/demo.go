@@ -13,7 +13,7 @@ import (
 )
 
 func (c *cli) demoCommand() *cobra.Command {
-	opts := app.DemoOptions{Scale: 1, Warmup: 3 * time.Second, Rate: 0}
+	opts := app.DemoOptions{Scale: 1, Warmup: 3 * time.Second, Rate: 0, FollowFor: 10 * time.Second}
 	var format string
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -36,6 +36,9 @@ Needs the PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/pos
 			if opts.Warmup < 0 || opts.Rate < 0 {
 				return withCode(2, fmt.Errorf("--warmup and --rate must not be negative"))
 			}
+			if opts.FollowFor <= 0 {
+				return withCode(2, fmt.Errorf("--follow-for must be positive, got %s", opts.FollowFor))
+			}
 			log, err := c.logger()
 			if err != nil {
 				return withCode(2, err)
@@ -53,6 +56,7 @@ Needs the PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/pos
 	fs := cmd.Flags()
 	fs.Float64Var(&opts.Scale, "scale", opts.Scale, "size of the sample database (1 ≈ 60 MB, 50k orders)")
 	fs.BoolVar(&opts.Keep, "keep", false, "keep the clusters running after the demo, print their DSNs, and wait for Ctrl-C")
+	fs.DurationVar(&opts.FollowFor, "follow-for", opts.FollowFor, "how long the workload writes to the source while the agent follows it")
 	fs.DurationVar(&opts.Warmup, "warmup", opts.Warmup, "how long the sample workload runs before the assessment (0 to skip)")
 	fs.Float64Var(&opts.Rate, "rate", opts.Rate, "workload transactions per second (0: as fast as possible)")
 	fs.StringVar(&format, "format", "text", "assessment output format: text, json or markdown")

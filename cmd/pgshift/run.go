@@ -18,7 +18,7 @@ const killHookEnv = "PGSHIFT_TEST_KILL_AT"
 
 func (c *cli) runCommand() *cobra.Command {
 	var flags connFlags
-	var httpAddr, proxyAddr string
+	var httpAddr string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "The migration agent: copy if not done, then follow the source's changes until stopped",
@@ -33,9 +33,6 @@ cleanly; running it again resumes from the position stored on the target.`,
 			}
 			if changed(cmd.Flags(), "http") {
 				cfg.HTTP = httpAddr
-			}
-			if changed(cmd.Flags(), "proxy") {
-				cfg.Proxy = proxyAddr
 			}
 			log, err := c.logger()
 			if err != nil {
@@ -58,6 +55,5 @@ cleanly; running it again resumes from the position stored on the target.`,
 	}
 	addConnFlags(cmd, &flags, true)
 	cmd.Flags().StringVar(&httpAddr, "http", "", "serve the JSON status API and /metrics on this address")
-	cmd.Flags().StringVar(&proxyAddr, "proxy", "", "run the routing proxy on this address")
 	return cmd
 }

@@ -30,9 +30,11 @@ type DemoOptions struct {
 	// Warmup is how long the sample workload runs before the assessment, so activity and
 	// index use show in the report; 0 skips it.
 	Warmup time.Duration
-	// Rate is the workload's transactions per second during warm-up (0: as fast as possible).
-	Rate   float64
-	Format assess.Format
+	// Rate is the workload's transactions per second during warm-up and follow (0: as fast as possible).
+	Rate float64
+	// FollowFor is how long the workload writes to the source while the agent follows it.
+	FollowFor time.Duration
+	Format    assess.Format
 	// BinDir holds the PostgreSQL server binaries; empty means search PATH and /usr/lib/postgresql.
 	BinDir string
 	Out    io.Writer
@@ -49,6 +51,8 @@ type Demo struct {
 	Sizes                sampledb.Sizes
 	Workload             sampledb.Counts
 	Report               assess.Report
+
+	agent *demoAgent // the background `run` agent between the follow and stop steps
 }
 
 // DemoStep is one named stage of the demo.
@@ -64,6 +68,10 @@ func DemoSteps() []DemoStep {
 		{"create the sample supply-chain database", createSample},
 		{"run the sample workload", warmup},
 		{"assess the source and target", assessDemo},
+		CopyDemoStep(),
+		{"follow the source's changes under a live workload", followDemo},
+		{"verify source and target while the agent follows", verifyDemo},
+		{"stop the agent", stopAgentDemo},
 	}
 }
 
@@ -107,6 +115,10 @@ func RunDemo(ctx context.Context, opts DemoOptions, steps []DemoStep) error {
 
 // stop removes both clusters; pgtest.Stop uses its own timeout, so it works after ctx is cancelled.
 func (d *Demo) stop() {
+	// The agent goes first: it holds connections to both clusters.
+	if err := d.agent.stop(); err != nil {
+		d.Opts.Logger.Warn("demo: stopping the agent", "err", err)
+	}
 	for _, c := range []*pgtest.Cluster{d.Source, d.Target} {
 		if c != nil {
 			if err := c.Stop(); err != nil {

@@ -39,13 +39,15 @@ func TestDemo(t *testing.T) {
 			dirs = []string{d.Source.Dir, d.Target.Dir}
 			return nil
 		}})
-		opts := DemoOptions{Scale: 0.02, Warmup: 700 * time.Millisecond, Format: assess.FormatText, Out: &out}
+		opts := DemoOptions{Scale: 0.02, Warmup: 700 * time.Millisecond, FollowFor: 2 * time.Second, Format: assess.FormatText, Out: &out}
 		if err := RunDemo(context.Background(), opts, steps); err != nil {
 			t.Fatalf("demo: %v\n%s", err, out.String())
 		}
 		text := out.String()
-		for _, s := range []string{"[1/5] start source and target clusters", "create the sample supply-chain database",
-			"Result: READY", "[replica_identity_full] public.inventory_transactions", "public.order_items", "demo finished"} {
+		for _, s := range []string{"[1/9] start source and target clusters", "create the sample supply-chain database",
+			"Result: READY", "[replica_identity_full] public.inventory_transactions", "public.order_items",
+			"copied 7 tables", "target caught up", "Tables identical: 7/7", "Result: IDENTICAL (exit 0)",
+			"stopped cleanly", "demo finished"} {
 			if !strings.Contains(text, s) {
 				t.Errorf("demo output lacks %q:\n%s", s, text)
 			}

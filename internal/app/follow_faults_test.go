@@ -175,6 +175,41 @@ func TestFollowFaults(t *testing.T) {
 		e.compare()
 	})
 
+	t.Run("BlockedTargetKeepsReplicationAlive", func(t *testing.T) {
+		e := newFollowEnv(t, src, dst, "blocked", workloadSchema)
+		e.exec(`ALTER SYSTEM SET wal_sender_timeout = '2s'`)
+		e.exec(`SELECT pg_reload_conf()`)
+		t.Cleanup(func() {
+			e.exec(`ALTER SYSTEM RESET wal_sender_timeout`)
+			e.exec(`SELECT pg_reload_conf()`)
+		})
+		// A tiny queue, so the reader is blocked handing over chunks while the target waits.
+		a := e.start(RunOptions{QueueChunks: 2, QueueBytes: 64 << 10})
+		e.waitApplied(a)
+		pid := e.query(src, `SELECT pid FROM pg_stat_replication WHERE application_name = 'pgshift'`)
+		lockCtx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		locker, err := db.Endpoint{Role: db.Target, DSN: e.cfg.Target}.Connect(lockCtx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer locker.Close(context.Background())
+		if _, err := locker.Exec(lockCtx, `BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE`); err != nil {
+			t.Fatal(err)
+		}
+		w := e.startWriter(2)
+		time.Sleep(6 * time.Second) // three times wal_sender_timeout with the applier stuck
+		if _, err := locker.Exec(lockCtx, `COMMIT`); err != nil {
+			t.Fatal(err)
+		}
+		w.halt()
+		e.waitApplied(a)
+		e.compare()
+		if after := e.query(src, `SELECT pid FROM pg_stat_replication WHERE application_name = 'pgshift'`); after != pid {
+			t.Fatalf("the replication connection was replaced (walsender %s, now %s): the server timed the agent out while the target was blocked", pid, after)
+		}
+	})
+
 	t.Run("IdleTablesBusyServerSlotAdvances", func(t *testing.T) {
 		e := newFollowEnv(t, src, dst, "idle", workloadSchema)
 		if _, err := src.CreateDB(context.Background(), "busy_elsewhere"); err != nil {

@@ -100,6 +100,11 @@ type agent struct {
 }
 
 func (e *followEnv) start(opts RunOptions) *agent {
+	return e.launch(func(ctx context.Context, opts RunOptions) error { return Follow(ctx, e.cfg, opts, testLogger(e.t)) }, opts)
+}
+
+// launch runs fn (Follow or Run) in the background with test-friendly intervals.
+func (e *followEnv) launch(fn func(context.Context, RunOptions) error, opts RunOptions) *agent {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &agent{cancel: cancel, done: make(chan struct{})}
 	if opts.HeartbeatInterval == 0 {
@@ -113,7 +118,7 @@ func (e *followEnv) start(opts RunOptions) *agent {
 	}
 	go func() {
 		defer close(a.done)
-		a.err = Follow(ctx, e.cfg, opts, testLogger(e.t))
+		a.err = fn(ctx, opts)
 	}()
 	e.t.Cleanup(func() { a.stop() })
 	return a

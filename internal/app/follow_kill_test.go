@@ -3,10 +3,14 @@ package app
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -33,8 +37,9 @@ func TestRunKillResumeLoop(t *testing.T) {
 	bin := buildBinary(t)
 	e := newFollowEnv(t, src, dst, "killloop", workloadSchema)
 	var logs bytes.Buffer
-	start := func(extraEnv ...string) *exec.Cmd {
-		cmd := exec.Command(bin, "run", "--source", e.cfg.Source, "--target", e.cfg.Target, "--log-level", "debug")
+	startArgs := func(extra []string, extraEnv ...string) *exec.Cmd {
+		args := append([]string{"run", "--source", e.cfg.Source, "--target", e.cfg.Target, "--log-level", "debug"}, extra...)
+		cmd := exec.Command(bin, args...)
 		cmd.Env = append(os.Environ(), extraEnv...)
 		cmd.Stderr = &logs
 		if err := cmd.Start(); err != nil {
@@ -42,6 +47,7 @@ func TestRunKillResumeLoop(t *testing.T) {
 		}
 		return cmd
 	}
+	start := func(extraEnv ...string) *exec.Cmd { return startArgs(nil, extraEnv...) }
 	w := e.startWriter(4)
 	kills := 0
 	for round := range 12 {
@@ -71,7 +77,13 @@ func TestRunKillResumeLoop(t *testing.T) {
 	if err := timeout.Run(); timeout.ProcessState == nil || timeout.ProcessState.ExitCode() != 1 {
 		t.Fatalf("pgshift wait with no agent: %v, want exit code 1", err)
 	}
-	agent := start()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := ln.Addr().String()
+	ln.Close()
+	agent := startArgs([]string{"--http", httpAddr})
 	wait := exec.Command(bin, "wait", "--source", e.cfg.Source, "--target", e.cfg.Target, "--timeout", "90s")
 	if out, err := wait.CombinedOutput(); err != nil {
 		t.Fatalf("pgshift wait: %v\n%s\nagent log:\n%s", err, out, logs.String())
@@ -92,6 +104,22 @@ func TestRunKillResumeLoop(t *testing.T) {
 	}
 	if st.Phase != "following" || st.AppliedLSN == "0/0" || st.Slot != "pgshift_killloop" {
 		t.Fatalf("status = %+v", st)
+	}
+	// The agent's own API: status from the agent, and Prometheus metrics.
+	out, err = exec.Command(bin, "status", "--http", httpAddr).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "phase:") || !strings.Contains(string(out), "following") {
+		t.Fatalf("pgshift status --http: %v\n%s", err, out)
+	}
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"pgshift_transactions_applied_total", "pgshift_lag_seconds", "pgshift_slot_retained_wal_bytes"} {
+		if !strings.Contains(string(metrics), m) {
+			t.Fatalf("/metrics lacks %s:\n%s", m, metrics)
+		}
 	}
 	// SIGTERM is a clean stop: exit 0.
 	if err := agent.Process.Signal(syscall.SIGTERM); err != nil {

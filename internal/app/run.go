@@ -21,6 +21,7 @@ import (
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
+	"github.com/pgshift/pgshift/internal/web"
 )
 
 // RunOptions tune the follow phase. Zero values take the defaults.
@@ -90,10 +91,29 @@ func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logg
 // resuming from the durable position on the target; fatal conditions end it with an explanation.
 func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
 	opts.defaults()
+	m := &followMetrics{}
+	if cfg.HTTP == "" {
+		return followLoop(ctx, cfg, opts, m, log)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		status := func(ctx context.Context) (any, error) { return ReadStatus(ctx, cfg, log) }
+		return web.Serve(gctx, cfg.HTTP, status, m.registry(), log)
+	})
+	g.Go(func() error {
+		defer cancel() // the API goes when following ends
+		return followLoop(gctx, cfg, opts, m, log)
+	})
+	return g.Wait()
+}
+
+func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, log *slog.Logger) error {
 	delay := time.Second
 	for {
 		started := time.Now()
-		err := followOnce(ctx, cfg, opts, log)
+		err := followOnce(ctx, cfg, opts, m, log)
 		if ctx.Err() != nil {
 			log.Info("stopped; run pgshift run again to resume")
 			return nil
@@ -104,6 +124,7 @@ func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.L
 		if time.Since(started) > time.Minute {
 			delay = time.Second
 		}
+		m.reconnects.Add(1)
 		log.Warn("replication interrupted; resuming from the target's applied position", "err", err, "retry_in", delay.String())
 		select {
 		case <-ctx.Done():
@@ -135,7 +156,7 @@ func retryable(err error) bool {
 		return false
 	}
 	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
+	if errors.Is(err, cdc.ErrStreamEnded) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
 		return true
 	}
 	var connErr *pgconn.ConnectError
@@ -172,10 +193,11 @@ type session struct {
 	applyCon *pgx.Conn
 	mig      state.Migration
 	pos      state.Position
+	metrics  *followMetrics
 }
 
-func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
-	s := &session{cfg: cfg, opts: opts, log: log,
+func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, log *slog.Logger) error {
+	s := &session{cfg: cfg, opts: opts, log: log, metrics: m,
 		source: db.Endpoint{Role: db.Source, DSN: cfg.Source}, target: db.Endpoint{Role: db.Target, DSN: cfg.Target}}
 	var err error
 	if s.dstPool, err = s.target.Pool(ctx, 2); err != nil {
@@ -214,7 +236,7 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, log *sl
 	aopts := opts.Apply
 	aopts.SkipBelow = s.pos.AppliedLSN
 	aopts.Snapshots = snaps
-	astats := &apply.Stats{}
+	astats := &m.apply
 	applier, err := apply.New(ctx, s.applyCon, s.srcPool, aopts, astats, log)
 	if err != nil {
 		return s.target.Describe(err)
@@ -224,11 +246,21 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, log *sl
 			return s.target.Describe(err)
 		}
 	}
+	// Status updates must reach the server well within its wal_sender_timeout, also while the
+	// reader waits for a slow target; otherwise the server drops the connection.
+	statusEvery := 10 * time.Second
+	var senderTimeout float64
+	if err := s.srcPool.QueryRow(ctx, `SELECT extract(epoch FROM current_setting('wal_sender_timeout')::interval)::float8`).Scan(&senderTimeout); err != nil {
+		return s.source.Describe(fmt.Errorf("read wal_sender_timeout: %w", err))
+	}
+	if senderTimeout > 0 {
+		statusEvery = min(statusEvery, max(time.Duration(senderTimeout*float64(time.Second)/4), 100*time.Millisecond))
+	}
 	q := cdc.NewQueue(opts.QueueChunks, opts.QueueBytes)
-	sstats := &cdc.Stats{}
+	sstats := &m.stream
 	stream := cdc.NewStream(repl, cdc.Options{
 		Slot: s.mig.Slot, Publication: s.mig.Publication, StartLSN: start, SkipBelow: s.pos.AppliedLSN,
-		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir,
+		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir, StatusInterval: statusEvery,
 	}, q, applier.Durable, sstats, log)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -374,6 +406,9 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 	var prevSource pgtypes.LSN
 	var prevAt time.Time
 	var lastWarn time.Time
+	// Transactions delivered but not yet applied mean lag; count from this attempt's start,
+	// because an earlier attempt's undelivered work is delivered again.
+	d0, a0 := ss.Delivered.Load(), as.Txs.Load()
 	for {
 		select {
 		case <-ctx.Done():
@@ -409,7 +444,7 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 		st.AppliedLSN = pgtypes.LSN(as.AppliedLSN.Load())
 		st.LagBytes = max(int64(st.SourceLSN)-int64(st.AppliedLSN), 0)
 		st.RetainedBytes = max(int64(st.SourceLSN)-int64(st.RestartLSN), 0)
-		caughtUp := ss.Delivered.Load() == as.Txs.Load()
+		caughtUp := ss.Delivered.Load()-d0 == as.Txs.Load()-a0
 		if ct := as.CommitTimeUS.Load(); ct != 0 && !caughtUp {
 			st.LagSeconds = max(now.Sub(time.UnixMicro(ct)).Seconds(), 0)
 		}
@@ -426,6 +461,7 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 			}
 		}
 		prevApplied, prevSource, prevAt = st.AppliedLSN, st.SourceLSN, now
+		s.metrics.setLast(st)
 		if err := state.SaveFollowStatus(ctx, s.dstPool, st); err != nil {
 			if ctx.Err() != nil {
 				return nil

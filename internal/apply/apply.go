@@ -35,10 +35,11 @@ import (
 
 // Options tune batching. Zero values take the defaults.
 type Options struct {
-	MaxTxs      int           // source transactions per target transaction (default 2000)
+	MaxTxs      int           // source transactions per target transaction (default 5000)
 	MaxBytes    int64         // approximate change bytes per target transaction (default 32 MiB)
-	MaxDelay    time.Duration // longest a target transaction stays open (default 200 ms)
+	MaxDelay    time.Duration // longest a target transaction stays open (default 50 ms)
 	MaxPipeline int           // statements sent before results are read (default 1000)
+	IdleCommit  time.Duration // commit when no input arrives for this long (default 5 ms)
 
 	// SkipBelow is the applied position at start: transactions committed before it are on the
 	// target already (the stream drops them too; this is a second guard).
@@ -54,16 +55,19 @@ type Options struct {
 
 func (o *Options) defaults() {
 	if o.MaxTxs <= 0 {
-		o.MaxTxs = 2000
+		o.MaxTxs = 5000
 	}
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = 32 << 20
 	}
 	if o.MaxDelay <= 0 {
-		o.MaxDelay = 200 * time.Millisecond
+		o.MaxDelay = 50 * time.Millisecond
 	}
 	if o.MaxPipeline <= 0 {
 		o.MaxPipeline = 1000
+	}
+	if o.IdleCommit <= 0 {
+		o.IdleCommit = 5 * time.Millisecond
 	}
 }
 
@@ -86,6 +90,7 @@ type Applier struct {
 	stats  *Stats
 
 	plans   map[string]*plan
+	byRel   map[*cdc.Relation]*plan
 	stmtSeq int
 
 	tx        pgx.Tx
@@ -98,12 +103,21 @@ type Applier struct {
 	lastEnd   pgtypes.LSN
 	lastTime  time.Time
 	pendingCh uint64
+
+	// Compaction state of the open target transaction (compact.go).
+	entries    map[string]*entry
+	entryPlans map[pgtypes.TableID]*plan
+	seq        int
+	raw        []rawChange
+	compacted  bool // some changes were merged: a constraint conflict means redo
+	noCompact  bool // redoing: apply change by change
+	gen        int  // bumped by redo, so an interrupted flushEntries stops
 }
 
-// expect is what one pipelined statement must do: affect exactly one row, or anything.
+// expect is what one pipelined statement must do: affect exactly rows rows (-1: any number).
 type expect struct {
 	what string // for error messages: "UPDATE of public.t (id=5)"
-	one  bool
+	rows int64
 }
 
 // New prepares an applier on conn, a dedicated session to the target, and source, a plain
@@ -125,7 +139,8 @@ func New(ctx context.Context, conn *pgx.Conn, source catalog.Querier, opts Optio
 			return nil, fmt.Errorf("prepare apply session on the target (%s): %w", s, err)
 		}
 	}
-	a := &Applier{conn: conn, source: source, opts: opts, log: log, stats: stats, plans: map[string]*plan{}, lastEnd: opts.SkipBelow}
+	a := &Applier{conn: conn, source: source, opts: opts, log: log, stats: stats, plans: map[string]*plan{}, byRel: map[*cdc.Relation]*plan{}, lastEnd: opts.SkipBelow,
+		entries: map[string]*entry{}, entryPlans: map[pgtypes.TableID]*plan{}}
 	a.stats.AppliedLSN.Store(uint64(opts.SkipBelow))
 	return a, nil
 }
@@ -142,21 +157,29 @@ func (a *Applier) Run(ctx context.Context, q *cdc.Queue) (err error) {
 			a.tx = nil
 		}
 	}()
-	var timer *time.Timer
+	// Between source transactions with a target transaction open, the applier commits when
+	// no more input arrives for IdleCommit, when the batch is full, or MaxDelay after it began.
+	// Waiting a moment for more input lets a busy stream share one target commit among many
+	// source transactions; an idle stream commits (and confirms) within IdleCommit.
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
 		var c *cdc.Chunk
 		if a.tx != nil && a.cur == nil {
-			// Between source transactions with a target transaction open: commit when the
-			// delay runs out if nothing more arrives.
-			if timer == nil {
-				timer = time.NewTimer(time.Until(a.txStart.Add(a.opts.MaxDelay)))
+			if a.full() {
+				if err := a.commit(ctx); err != nil {
+					return err
+				}
+				continue
 			}
+			wait := min(a.opts.IdleCommit, time.Until(a.txStart.Add(a.opts.MaxDelay)))
+			timer.Reset(max(wait, 0))
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case c = <-q.C():
+				timer.Stop()
 			case <-timer.C:
-				timer = nil
 				if err := a.commit(ctx); err != nil {
 					return err
 				}
@@ -169,20 +192,10 @@ func (a *Applier) Run(ctx context.Context, q *cdc.Queue) (err error) {
 			case c = <-q.C():
 			}
 		}
-		if err := a.chunk(ctx, c); err != nil {
-			q.Release(c)
-			return err
-		}
+		err := a.chunk(ctx, c)
 		q.Release(c)
-		// Idle, or a full batch: commit now rather than wait for more.
-		if a.tx != nil && a.cur == nil && (len(q.C()) == 0 || a.full()) {
-			if timer != nil {
-				timer.Stop()
-				timer = nil
-			}
-			if err := a.commit(ctx); err != nil {
-				return err
-			}
+		if err != nil {
+			return err
 		}
 	}
 }
@@ -199,6 +212,12 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 			if a.cur != nil {
 				return fmt.Errorf("transaction %d begins inside transaction %d", ev.Begin.Xid, a.cur.Xid)
 			}
+			if ev.Begin.Streamed && a.tx != nil {
+				// A large transaction starts a target transaction of its own.
+				if err := a.commit(ctx); err != nil {
+					return err
+				}
+			}
 			if ev.Begin.CommitLSN < a.lastEnd {
 				return fmt.Errorf("transaction %d committed at %s arrives after position %s: the stream is out of order", ev.Begin.Xid, ev.Begin.CommitLSN, a.lastEnd)
 			}
@@ -210,12 +229,23 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 				a.tx, a.txStart, a.txCount, a.txBytes = tx, time.Now(), 0, 0
 			}
 			a.cur = ev.Begin
+			if a.cur.Streamed {
+				// Too large to keep for a redo: this target transaction is applied change by
+				// change, without compaction, to its end.
+				a.noCompact = true
+			}
 		case ev.Change != nil:
 			if a.cur == nil {
 				return errors.New("row change outside a transaction")
 			}
 			if err := a.change(ctx, ev.Change); err != nil {
 				return fmt.Errorf("transaction %d (commit %s): %w", a.cur.Xid, a.cur.CommitLSN, err)
+			}
+			// Bounded pipeline: a transaction of any size streams through in slices.
+			if len(a.queued) >= a.opts.MaxPipeline {
+				if err := a.flush(ctx); err != nil {
+					return err
+				}
 			}
 		case ev.Commit != nil:
 			if a.cur == nil || a.cur.Xid != ev.Commit.Xid {
@@ -224,17 +254,13 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 			a.cur = nil
 			a.lastEnd, a.lastTime = ev.Commit.EndLSN, ev.Commit.CommitTime
 			a.txCount++
-			if len(a.queued) >= a.opts.MaxPipeline {
-				if err := a.flush(ctx); err != nil {
-					return err
-				}
-			}
 		}
 	}
 	return nil
 }
 
-// change queues the statements of one change.
+// change applies one change: compacted with earlier changes to the same row of this target
+// transaction when that is safe, or queued as its own statement.
 func (a *Applier) change(ctx context.Context, ch *cdc.Change) error {
 	if ch.Kind == cdc.Trunc {
 		return a.truncate(ctx, ch)
@@ -253,13 +279,24 @@ func (a *Applier) change(ctx context.Context, ch *cdc.Change) error {
 		return &ErrSchema{Table: p.table, Msg: fmt.Sprintf("%s on a table without replica identity columns cannot be applied", ch.Kind),
 			Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL; (on the source)", p.table.Sanitize())}
 	}
+	if a.recording() {
+		a.raw = append(a.raw, rawChange{p: p, ch: ch})
+	}
+	if a.compactable(p, ch) {
+		return a.compact(ctx, p, ch)
+	}
+	if err := a.barrier(ctx, p.table); err != nil {
+		return err
+	}
+	return a.direct(ctx, p, ch)
+}
+
+// direct queues one change as its own statement.
+func (a *Applier) direct(ctx context.Context, p *plan, ch *cdc.Change) error {
+	a.pendingCh++
 	switch ch.Kind {
 	case cdc.Insert:
-		vals, err := values(ch.New, nil, p, "INSERT")
-		if err != nil {
-			return err
-		}
-		return a.queue(ctx, p, "I", p.insertSQL, vals, expect{what: "INSERT into " + p.table.String(), one: true})
+		return a.insertRows(ctx, p, [][]cdc.Value{ch.New})
 	case cdc.Update:
 		keySrc := ch.New
 		if ch.Old != nil {
@@ -269,26 +306,11 @@ func (a *Applier) change(ctx context.Context, ch *cdc.Change) error {
 		if p.full {
 			where = present(ch.Old, allIndexes(len(p.rel.Columns)))
 		}
-		var set []int
-		for i, v := range ch.New {
-			if v.Kind != cdc.ValueUnchanged && !p.always[i] {
-				set = append(set, i)
-			}
-		}
-		if len(set) == 0 {
-			return nil // only unchanged TOAST values: nothing to write
-		}
-		vals, err := values(ch.New, set, p, "UPDATE")
-		if err != nil {
-			return err
-		}
 		wv, err := values(keySrc, where, p, "UPDATE key")
 		if err != nil {
 			return err
 		}
-		shape := "U" + mask(set) + "/" + mask(where)
-		return a.queue(ctx, p, shape, func() string { return p.updateSQL(set, where) }, append(vals, wv...),
-			expect{what: "UPDATE of " + p.table.String() + describeKey(p, keySrc, where), one: true})
+		return a.updateRow(ctx, p, ch.New, where, wv, describeKey(p, keySrc, where))
 	case cdc.Delete:
 		where := p.keys
 		if p.full {
@@ -298,10 +320,65 @@ func (a *Applier) change(ctx context.Context, ch *cdc.Change) error {
 		if err != nil {
 			return err
 		}
-		return a.queue(ctx, p, "D"+mask(where), func() string { return p.deleteSQL(where) }, wv,
-			expect{what: "DELETE from " + p.table.String() + describeKey(p, ch.Old, where), one: true})
+		return a.deleteRow(ctx, p, where, wv, describeKey(p, ch.Old, where))
 	}
 	return fmt.Errorf("unknown change kind %s", ch.Kind)
+}
+
+// insertRows inserts rows with as few statements as possible: runs of 64 and 8 rows share one
+// multi-row INSERT, the rest go one by one.
+func (a *Applier) insertRows(ctx context.Context, p *plan, rows [][]cdc.Value) error {
+	gen := a.gen
+	for len(rows) > 0 && a.gen == gen { // a redo replaces what is left
+		n := 1
+		for _, size := range []int{64, 8} {
+			if len(rows) >= size && size*len(p.rel.Columns) <= 65535 {
+				n = size
+				break
+			}
+		}
+		vals := make([][]byte, 0, n*len(p.rel.Columns))
+		for _, r := range rows[:n] {
+			v, err := values(r, nil, p, "INSERT")
+			if err != nil {
+				return err
+			}
+			vals = append(vals, v...)
+		}
+		err := a.queue(ctx, p, "I"+strconv.Itoa(n), func() string { return p.insertSQL(n) }, vals,
+			expect{what: "INSERT into " + p.table.String(), rows: int64(n)})
+		if err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
+// updateRow sets the sent columns of row (unchanged TOAST values and identity ALWAYS columns
+// left out) on the row whose identity columns where have the values wv.
+func (a *Applier) updateRow(ctx context.Context, p *plan, row []cdc.Value, where []int, wv [][]byte, key string) error {
+	var set []int
+	for i, v := range row {
+		if v.Kind != cdc.ValueUnchanged && !p.always[i] {
+			set = append(set, i)
+		}
+	}
+	if len(set) == 0 {
+		return nil // only unchanged TOAST values: nothing to write
+	}
+	vals, err := values(row, set, p, "UPDATE")
+	if err != nil {
+		return err
+	}
+	shape := "U" + mask(set) + "/" + mask(where)
+	return a.queue(ctx, p, shape, func() string { return p.updateSQL(set, where) }, append(vals, wv...),
+		expect{what: "UPDATE of " + p.table.String() + key, rows: 1})
+}
+
+func (a *Applier) deleteRow(ctx context.Context, p *plan, where []int, wv [][]byte, key string) error {
+	return a.queue(ctx, p, "D"+mask(where), func() string { return p.deleteSQL(where) }, wv,
+		expect{what: "DELETE from " + p.table.String() + key, rows: 1})
 }
 
 func (a *Applier) truncate(ctx context.Context, ch *cdc.Change) error {
@@ -325,9 +402,22 @@ func (a *Applier) truncate(ctx context.Context, ch *cdc.Change) error {
 	if a.batch == nil {
 		a.batch = &pgconn.Batch{}
 	}
-	a.batch.ExecParams(sql, nil, nil, nil, nil)
-	a.queued = append(a.queued, expect{what: sql})
+	if a.recording() {
+		a.raw = append(a.raw, rawChange{truncate: sql})
+	}
+	if err := a.flushEntries(ctx); err != nil {
+		return err
+	}
 	a.pendingCh++
+	if a.batch == nil {
+		a.batch = &pgconn.Batch{}
+	}
+	return a.queueTruncate(sql)
+}
+
+func (a *Applier) queueTruncate(sql string) error {
+	a.batch.ExecParams(sql, nil, nil, nil, nil)
+	a.queued = append(a.queued, expect{what: sql, rows: -1})
 	return nil
 }
 
@@ -335,8 +425,12 @@ func (a *Applier) truncate(ctx context.Context, ch *cdc.Change) error {
 func (a *Applier) queue(ctx context.Context, p *plan, shape string, sqlFn func() string, vals [][]byte, e expect) error {
 	name, ok := p.stmts[shape]
 	if !ok {
+		gen := a.gen
 		if err := a.flush(ctx); err != nil { // Prepare needs the connection to itself
 			return err
+		}
+		if a.gen != gen {
+			return nil // the batch was redone in source order, this statement included
 		}
 		a.stmtSeq++
 		name = "pgshift_apply_" + strconv.Itoa(a.stmtSeq)
@@ -351,7 +445,6 @@ func (a *Applier) queue(ctx context.Context, p *plan, shape string, sqlFn func()
 	}
 	a.batch.ExecPrepared(name, vals, nil, nil)
 	a.queued = append(a.queued, e)
-	a.pendingCh++
 	return nil
 }
 
@@ -364,21 +457,32 @@ func (a *Applier) flush(ctx context.Context) error {
 	a.batch, a.queued = &pgconn.Batch{}, a.queued[:0:0]
 	res, err := a.conn.PgConn().ExecBatch(ctx, b).ReadAll()
 	if err != nil {
-		return fmt.Errorf("apply on the target: %w", err)
+		err = fmt.Errorf("apply on the target: %w", err)
 	}
-	for i, r := range res {
-		if r.Err != nil {
-			return fmt.Errorf("%s: %w", queued[i].what, r.Err)
-		}
-		if queued[i].one && r.CommandTag.RowsAffected() != 1 {
-			return fmt.Errorf("%s affected %d rows on the target, want exactly 1: the target has diverged from the source (was it written to directly?); run pgshift verify", queued[i].what, r.CommandTag.RowsAffected())
+	if err == nil {
+		for i, r := range res {
+			if r.Err != nil {
+				err = fmt.Errorf("%s: %w", queued[i].what, r.Err)
+				break
+			}
+			if n := r.CommandTag.RowsAffected(); queued[i].rows >= 0 && n != queued[i].rows {
+				return fmt.Errorf("%s affected %d rows on the target, want %d: the target has diverged from the source (was it written to directly?); run pgshift verify", queued[i].what, n, queued[i].rows)
+			}
 		}
 	}
-	return nil
+	if err != nil && a.compacted && conflict(err) {
+		// Compaction reordered changes and a unique or exclusion constraint saw an
+		// intermediate state the source never had: apply this batch again in source order.
+		return a.redo(ctx, err)
+	}
+	return err
 }
 
 // commit flushes the pipeline, stores the position and commits the target transaction.
 func (a *Applier) commit(ctx context.Context) error {
+	if err := a.flushEntries(ctx); err != nil {
+		return err
+	}
 	if err := a.flush(ctx); err != nil {
 		return err
 	}
@@ -389,6 +493,7 @@ func (a *Applier) commit(ctx context.Context) error {
 		return fmt.Errorf("commit target transaction up to %s: %w", a.lastEnd, err)
 	}
 	a.tx = nil
+	a.resetCompaction()
 	if a.opts.AfterCommit != nil {
 		if err := a.opts.AfterCommit(a.lastEnd); err != nil {
 			return err
@@ -405,8 +510,12 @@ func (a *Applier) commit(ctx context.Context) error {
 
 // plan returns the plan for a relation description, building it on first use.
 func (a *Applier) plan(ctx context.Context, r *cdc.Relation) (*plan, error) {
+	if p := a.byRel[r]; p != nil {
+		return p, nil
+	}
 	k := relKey(r)
 	if p := a.plans[k]; p != nil {
+		a.rememberRel(r, p)
 		return p, nil
 	}
 	if err := a.flush(ctx); err != nil {
@@ -417,7 +526,18 @@ func (a *Applier) plan(ctx context.Context, r *cdc.Relation) (*plan, error) {
 		return nil, err
 	}
 	a.plans[k] = p
+	a.rememberRel(r, p)
 	return p, nil
+}
+
+// rememberRel caches the plan of a relation description by identity: the stream hands every
+// change of one description the same pointer. The cache is bounded; descriptions come and go
+// as the source re-sends relation messages.
+func (a *Applier) rememberRel(r *cdc.Relation, p *plan) {
+	if len(a.byRel) >= 4096 {
+		clear(a.byRel)
+	}
+	a.byRel[r] = p
 }
 
 // values picks the columns idx (all when nil) of t as text parameters.

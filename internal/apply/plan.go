@@ -208,19 +208,26 @@ func (a *Applier) addColumn(ctx context.Context, r *cdc.Relation, c cdc.Column) 
 	return &targetColumn{Name: c.Name, Type: typ}, nil
 }
 
-// insertSQL inserts all sent columns; identity ALWAYS columns take the source's value.
-func (p *plan) insertSQL() string {
-	names := make([]string, len(p.rel.Columns))
-	params := make([]string, len(p.rel.Columns))
+// insertSQL inserts rows rows of all sent columns; identity ALWAYS columns take the source's value.
+func (p *plan) insertSQL(rows int) string {
+	ncol := len(p.rel.Columns)
+	names := make([]string, ncol)
 	override := ""
 	for i, c := range p.rel.Columns {
 		names[i] = pgtypes.QuoteIdent(c.Name)
-		params[i] = "$" + strconv.Itoa(i+1)
 		if p.always[i] {
 			override = " OVERRIDING SYSTEM VALUE"
 		}
 	}
-	return fmt.Sprintf("INSERT INTO %s (%s)%s VALUES (%s)", p.table.Sanitize(), strings.Join(names, ", "), override, strings.Join(params, ", "))
+	tuples := make([]string, rows)
+	params := make([]string, ncol)
+	for r := range tuples {
+		for i := range params {
+			params[i] = "$" + strconv.Itoa(r*ncol+i+1)
+		}
+		tuples[r] = "(" + strings.Join(params, ", ") + ")"
+	}
+	return fmt.Sprintf("INSERT INTO %s (%s)%s VALUES %s", p.table.Sanitize(), strings.Join(names, ", "), override, strings.Join(tuples, ", "))
 }
 
 // whereSQL matches the old row: by key columns, or under REPLICA IDENTITY FULL by every sent
@@ -265,4 +272,38 @@ func (p *plan) deleteSQL(where []int) string {
 	}
 	return fmt.Sprintf("DELETE FROM %s AS t USING (SELECT tableoid AS pgshift_oid, ctid AS pgshift_ctid FROM %s WHERE %s LIMIT 1) AS m WHERE t.tableoid = m.pgshift_oid AND t.ctid = m.pgshift_ctid",
 		t, t, p.whereSQL(where, 1))
+}
+
+// updateManySQL updates rows distinct rows by key in one statement: each VALUES row carries the
+// new values of the columns in set, then the key. Parameters are cast to the column types, as
+// a single-row UPDATE's would be by assignment.
+func (p *plan) updateManySQL(set []int, rows int) string {
+	cols := make([]string, 0, len(set)+len(p.keys))
+	assign := make([]string, len(set))
+	for j, i := range set {
+		assign[j] = fmt.Sprintf("%s = v.s%d", pgtypes.QuoteIdent(p.rel.Columns[i].Name), j)
+		cols = append(cols, fmt.Sprintf("s%d", j))
+	}
+	match := make([]string, len(p.keys))
+	for j, i := range p.keys {
+		match[j] = fmt.Sprintf("pgshift_t.%s = v.k%d", pgtypes.QuoteIdent(p.rel.Columns[i].Name), j)
+		cols = append(cols, fmt.Sprintf("k%d", j))
+	}
+	types := make([]string, 0, len(cols))
+	for _, i := range set {
+		types = append(types, p.types[i])
+	}
+	for _, i := range p.keys {
+		types = append(types, p.types[i])
+	}
+	tuples := make([]string, rows)
+	params := make([]string, len(types))
+	for r := range tuples {
+		for c, t := range types {
+			params[c] = fmt.Sprintf("$%d::%s", r*len(types)+c+1, t)
+		}
+		tuples[r] = "(" + strings.Join(params, ", ") + ")"
+	}
+	return fmt.Sprintf("UPDATE %s AS pgshift_t SET %s FROM (VALUES %s) AS v(%s) WHERE %s",
+		p.table.Sanitize(), strings.Join(assign, ", "), strings.Join(tuples, ", "), strings.Join(cols, ", "), strings.Join(match, " AND "))
 }

@@ -22,12 +22,16 @@ func TestStatementSQL(t *testing.T) {
 	cases := []struct {
 		name, got, want string
 	}{
-		{"insert", testPlan('d').insertSQL(),
+		{"insert", testPlan('d').insertSQL(1),
 			`INSERT INTO "My Schema"."we""ird" ("id", "Body", "n") VALUES ($1, $2, $3)`},
-		{"insert identity always", testPlan('d', true).insertSQL(),
+		{"insert two rows", testPlan('d').insertSQL(2),
+			`INSERT INTO "My Schema"."we""ird" ("id", "Body", "n") VALUES ($1, $2, $3), ($4, $5, $6)`},
+		{"insert identity always", testPlan('d', true).insertSQL(1),
 			`INSERT INTO "My Schema"."we""ird" ("id", "Body", "n") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3)`},
 		{"update by key, toast column left out", testPlan('d').updateSQL([]int{0, 2}, []int{0}),
 			`UPDATE "My Schema"."we""ird" SET "id" = $1, "n" = $2 WHERE "id" = $3`},
+		{"update many rows by key", testPlan('d').updateManySQL([]int{1, 2}, 2),
+			`UPDATE "My Schema"."we""ird" AS pgshift_t SET "Body" = v.s0, "n" = v.s1 FROM (VALUES ($1::text, $2::character(5), $3::integer), ($4::text, $5::character(5), $6::integer)) AS v(s0, s1, k0) WHERE pgshift_t."id" = v.k0`},
 		{"delete by key", testPlan('d').deleteSQL([]int{0}),
 			`DELETE FROM "My Schema"."we""ird" WHERE "id" = $1`},
 		{"update full: exactly one row by text form", testPlan('f').updateSQL([]int{1}, []int{0, 2}),

@@ -5,6 +5,13 @@
 // stops the stream with an error; nothing is skipped and acknowledged. The stream never confirms a
 // position itself: it reports to the server only the LSN its caller says is durably applied.
 //
+// Memory is bounded whatever the source does: the stream hands events to the applier through a
+// Queue bounded by chunk count and bytes, and transactions the server streams before they
+// commit (protocol 2, larger than logical_decoding_work_mem) are buffered on disk, one spill
+// file per transaction, then replayed in order at STREAM COMMIT with the changes of aborted
+// subtransactions (ROLLBACK TO SAVEPOINT) left out. Spill files live in a per-process temporary
+// directory removed when the stream ends (a SIGKILLed process leaves it behind).
+//
 // This file is the decoding layer: pgoutput message bytes (protocol versions 1 and 2, including
 // the streamed-transaction messages) to typed structs. It is bounds-checked everywhere, because
 // the bytes come from the network, and it is fuzzed (FuzzDecode).

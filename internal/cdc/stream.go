@@ -64,6 +64,10 @@ func (o *Options) defaults() {
 	}
 }
 
+// ErrStreamEnded means the server ended the replication stream (it is shutting down or was told
+// to stop); reconnecting resumes it.
+var ErrStreamEnded = errors.New("the server ended the replication stream")
+
 // Stats are counters a Stream keeps for status and lag reporting.
 type Stats struct {
 	ServerWALEnd atomic.Uint64 // the last WAL end the server reported (for lag display only, never confirmed)
@@ -141,13 +145,16 @@ func (s *Stream) Run(ctx context.Context) (err error) {
 	s.log.Info("streaming changes", "slot", s.opts.Slot, "publication", s.opts.Publication, "from", s.opts.StartLSN.String())
 	// Applied positions are confirmed about every second; an idle stream still reports every StatusInterval.
 	const ackEvery = time.Second
+	// One receive deadline serves many messages: a context per message costs more than the
+	// decoding on a busy stream.
+	dl := &deadline{parent: ctx, every: ackEvery}
+	defer dl.stop()
 	for {
 		if err := s.maybeStatus(ackEvery); err != nil {
 			return err
 		}
-		rctx, cancel := context.WithTimeout(ctx, ackEvery)
+		rctx := dl.ctx()
 		msg, err := s.conn.ReceiveMessage(rctx)
-		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -164,12 +171,35 @@ func (s *Stream) Run(ctx context.Context) (err error) {
 			}
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("slot %s: %w", s.opts.Slot, pgconn.ErrorResponseToPgError(m))
-		case *pgproto3.CopyDone:
-			return fmt.Errorf("slot %s: the server ended the replication stream", s.opts.Slot)
+		case *pgproto3.CopyDone, *pgproto3.CommandComplete, *pgproto3.ReadyForQuery:
+			// The server stops streaming when it shuts down; what was not confirmed is sent again.
+			return fmt.Errorf("slot %s: %w", s.opts.Slot, ErrStreamEnded)
 		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
 		default:
 			return fmt.Errorf("slot %s: unexpected protocol message %T", s.opts.Slot, msg)
 		}
+	}
+}
+
+// deadline hands out a context that expires every interval, renewing it once expired.
+type deadline struct {
+	parent context.Context
+	every  time.Duration
+	cur    context.Context
+	cancel context.CancelFunc
+}
+
+func (d *deadline) ctx() context.Context {
+	if d.cur == nil || d.cur.Err() != nil {
+		d.stop()
+		d.cur, d.cancel = context.WithTimeout(d.parent, d.every)
+	}
+	return d.cur
+}
+
+func (d *deadline) stop() {
+	if d.cancel != nil {
+		d.cancel()
 	}
 }
 
@@ -521,7 +551,8 @@ func (s *Stream) flush(ctx context.Context) error {
 	}
 	c := s.pending
 	s.pending = nil
-	return s.queue.send(ctx, c, time.Second, s.opts.StallTimeout, func() error { return s.maybeStatus(time.Second) })
+	tick := min(time.Second, s.opts.StatusInterval)
+	return s.queue.send(ctx, c, tick, s.opts.StallTimeout, func() error { return s.maybeStatus(time.Second) })
 }
 
 // spill is the on-disk buffer of one streamed transaction: length-prefixed raw messages.
