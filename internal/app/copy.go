@@ -231,9 +231,12 @@ func (r *copyRun) run(ctx context.Context) (CopySummary, error) {
 		if err := r.checkFresh(ctx); err != nil {
 			return r.sum, err
 		}
-		if err := state.Ensure(ctx, r.dstConn); err != nil {
-			return r.sum, r.dst.Describe(err)
-		}
+	}
+	// Both paths need the full state schema: a resumed migration may predate some of its tables.
+	if err := state.Ensure(ctx, r.dstConn); err != nil {
+		return r.sum, r.dst.Describe(err)
+	}
+	if !exists {
 		if err := state.Create(ctx, r.dstConn, state.Migration{SourceSystemID: r.srcInfo.SystemID,
 			SourceDatabase: r.srcInfo.Database, Slot: r.slotName, Publication: r.pubName, Phase: pgtypes.PhaseNew}); err != nil {
 			return r.sum, r.dst.Describe(err)
@@ -242,12 +245,6 @@ func (r *copyRun) run(ctx context.Context) (CopySummary, error) {
 	} else {
 		r.sum.Resumed = true
 		r.log.Info("resuming an interrupted copy", "phase", m.Phase.String(), "slot", r.slotName)
-		if err := state.Ensure(ctx, r.dstConn); err != nil {
-			return r.sum, r.dst.Describe(err)
-		}
-	}
-	if err := state.EnsureCopy(ctx, r.dstConn); err != nil {
-		return r.sum, r.dst.Describe(err)
 	}
 
 	if !m.Phase.AtLeast(pgtypes.PhaseData) {

@@ -223,7 +223,7 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 	if err != nil {
 		return s.source.Describe(err)
 	}
-	repl, err := s.source.ReplicationWithParams(ctx, cdc.SessionParams)
+	repl, err := s.source.ReplicationWithParams(ctx, cdc.SessionParams())
 	if err != nil {
 		return err
 	}
@@ -278,7 +278,7 @@ func (s *session) preflight(ctx context.Context) error {
 	if s.mig, err = state.Load(ctx, s.dstPool); err != nil {
 		return s.target.Describe(err)
 	}
-	if err := state.EnsureFollow(ctx, s.dstPool); err != nil {
+	if err := state.Ensure(ctx, s.dstPool); err != nil {
 		return s.target.Describe(err)
 	}
 	if s.pos, err = state.LoadPosition(ctx, s.dstPool); err != nil {

@@ -131,7 +131,7 @@ func New(ctx context.Context, conn *pgx.Conn, source catalog.Querier, opts Optio
 	// effects the source already streamed. synchronous_commit on: a confirmed position must
 	// survive a crash of the target.
 	settings := []string{"SET session_replication_role = replica", "SET synchronous_commit = on"}
-	for k, v := range cdc.SessionParams {
+	for k, v := range cdc.SessionParams() {
 		settings = append(settings, fmt.Sprintf("SET %s = '%s'", k, v))
 	}
 	for _, s := range settings {

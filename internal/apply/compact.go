@@ -22,6 +22,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -195,7 +196,7 @@ func (a *Applier) flushEntries(ctx context.Context) error {
 			set := setColumns(e.p, e.row)
 			j := i
 			var rows []*entry
-			for ; j < len(list) && list[j].state == 'U' && list[j].p == e.p && sameInts(setColumns(e.p, list[j].row), set); j++ {
+			for ; j < len(list) && list[j].state == 'U' && list[j].p == e.p && slices.Equal(setColumns(e.p, list[j].row), set); j++ {
 				rows = append(rows, list[j])
 			}
 			if err := a.updateRows(ctx, e.p, set, rows); err != nil {
@@ -281,18 +282,6 @@ func setColumns(p *plan, row []cdc.Value) []int {
 		}
 	}
 	return set
-}
-
-func sameInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // updateRows updates distinct rows (merged entries never share a key) that set the same

@@ -23,14 +23,17 @@ import (
 // HeartbeatPrefix is the pg_logical_emit_message prefix of pgshift's own heartbeats.
 const HeartbeatPrefix = "pgshift"
 
-// SessionParams are the settings the replication session renders values with. The applier's
-// target session uses the same, so every value's text form is read back exactly.
-var SessionParams = map[string]string{
-	"DateStyle":          "ISO, MDY",
-	"IntervalStyle":      "postgres",
-	"TimeZone":           "UTC",
-	"extra_float_digits": "3",
-	"bytea_output":       "hex",
+// SessionParams returns the settings the replication session renders values with. The applier's
+// target session uses the same, so every value's text form is read back exactly. Each call
+// returns a new map, so callers may add to it.
+func SessionParams() map[string]string {
+	return map[string]string{
+		"DateStyle":          "ISO, MDY",
+		"IntervalStyle":      "postgres",
+		"TimeZone":           "UTC",
+		"extra_float_digits": "3",
+		"bytea_output":       "hex",
+	}
 }
 
 // Options configure a Stream.

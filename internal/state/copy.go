@@ -34,23 +34,13 @@ const (
 	KindPartitioned = "partitioned" // a partitioned table (root or intermediate): rows live in its leaves
 )
 
-// copyDDL adds what only the copy phase needs; idempotent like the rest of the state schema.
+// copyDDL adds what only the copy phase needs; Ensure runs it with the rest of the state schema.
 var copyDDL = []string{
 	`CREATE TABLE IF NOT EXISTS pgshift.post_data (
 		step_key    text PRIMARY KEY,
 		description text NOT NULL,
 		finished_at timestamptz NOT NULL DEFAULT now()
 	)`,
-}
-
-// EnsureCopy creates the copy phase's state tables; call it after Ensure.
-func EnsureCopy(ctx context.Context, q catalog.Querier) error {
-	for _, stmt := range copyDDL {
-		if _, err := q.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("create pgshift copy state on target: %w", err)
-		}
-	}
-	return nil
 }
 
 // TableProgress is one row of pgshift.tables.

@@ -15,6 +15,7 @@ import (
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
+// followDDL adds the follow phase's table; Ensure runs it with the rest of the state schema.
 var followDDL = []string{
 	`CREATE TABLE IF NOT EXISTS pgshift.follow_status (
 		id             int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
@@ -31,16 +32,6 @@ var followDDL = []string{
 		changes_applied bigint NOT NULL,
 		measured_at    timestamptz NOT NULL
 	)`,
-}
-
-// EnsureFollow creates the follow phase's state table; call it after Ensure.
-func EnsureFollow(ctx context.Context, q catalog.Querier) error {
-	for _, stmt := range followDDL {
-		if _, err := q.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("create pgshift follow state on target: %w", err)
-		}
-	}
-	return nil
 }
 
 // FollowStatus is one lag measurement by the running agent.

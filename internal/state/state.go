@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -75,9 +76,11 @@ var ddl = []string{
 	)`,
 }
 
-// Ensure creates the state schema and tables on the target if they are missing.
+// Ensure creates the state schema and all its tables on the target if they are missing: the
+// core tables above, and those each phase declares beside its code (copyDDL, followDDL). It is
+// cheap and idempotent, so every command that writes state calls it first.
 func Ensure(ctx context.Context, q catalog.Querier) error {
-	for _, stmt := range ddl {
+	for _, stmt := range slices.Concat(ddl, copyDDL, followDDL) {
 		if _, err := q.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("create pgshift state schema on target: %w", err)
 		}

@@ -61,6 +61,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -789,24 +790,12 @@ func quantileBounds(sample [][]string, n int) [][]string {
 			continue
 		}
 		k := sample[idx]
-		if len(out) > 0 && equalKey(out[len(out)-1], k) {
+		if len(out) > 0 && slices.Equal(out[len(out)-1], k) {
 			continue
 		}
 		out = append(out, k)
 	}
 	return out
-}
-
-func equalKey(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // scanKeys reads rows of n text columns.
@@ -965,7 +954,7 @@ func (v *verifier) bisect(ctx context.Context, p *tablePlan, lo, hi []string, sc
 	if err != nil {
 		return from.Endpoint.Describe(err)
 	}
-	if hi != nil && len(bounds) > 0 && equalKey(bounds[len(bounds)-1], hi) {
+	if hi != nil && len(bounds) > 0 && slices.Equal(bounds[len(bounds)-1], hi) {
 		bounds = bounds[:len(bounds)-1]
 	}
 	if len(bounds) == 0 {

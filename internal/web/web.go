@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,7 +66,7 @@ func Serve(ctx context.Context, addr string, status StatusFunc, reg *prometheus.
 // FetchStatus reads /status from a running agent at addr (host:port or a URL) into v.
 func FetchStatus(ctx context.Context, addr string, v any) error {
 	url := addr
-	if len(url) < 7 || (url[:7] != "http://" && (len(url) < 8 || url[:8] != "https://")) {
+	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		url = "http://" + url
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/status", nil)
