@@ -72,6 +72,13 @@ func Run(ctx context.Context, src, dst *pgx.Conn, opts Options) (Report, error) 
 		if err := readTargetObjects(ctx, dst, &f); err != nil {
 			return Report{}, fmt.Errorf("%s: %w", dstName, err)
 		}
+		if f.TargetMigration, err = readTargetMigration(ctx, dst); err != nil {
+			return Report{}, fmt.Errorf("%s: %w", dstName, err)
+		}
+	}
+	// After the target: a migration recorded there may name a slot without pgshift's prefix.
+	if err := readPgshiftObjects(ctx, src, &f); err != nil {
+		return Report{}, fmt.Errorf("%s: %w", srcName, err)
 	}
 	log.Debug("assess: facts read", "tables", len(f.Tables), "extensions", len(f.Extensions))
 
@@ -105,6 +112,9 @@ func Build(f Facts, est Estimate, at time.Time) Report {
 	r := Report{GeneratedAt: at.UTC(), Source: f.Source, Target: f.Target, Estimate: est}
 	r.Tables = slices.Clone(f.Tables)
 	slices.SortStableFunc(r.Tables, func(a, b Table) int { return cmp.Compare(b.TotalBytes, a.TotalBytes) }) // largest first
+	if f.CopySeconds == 0 {
+		f.CopySeconds = est.HighSeconds
+	}
 	r.Findings = Evaluate(f)
 	for _, fd := range r.Findings {
 		switch fd.Severity {

@@ -10,10 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshift/pgshift/internal/pgtest"
+	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/state"
 )
 
 // want is one expected finding.
@@ -40,7 +43,9 @@ type scenario struct {
 }
 
 // baseline findings appear in every assessment of their kind; scenarios assert everything else exactly.
-var baseline = map[string]bool{CodeTargetSpace: true, CodeNoTarget: true}
+// max_slot_wal_keep_size is a note about the source cluster's setting, the same for every
+// database; its own subtest checks it.
+var baseline = map[string]bool{CodeTargetSpace: true, CodeNoTarget: true, CodeMaxSlotWALKeepSize: true}
 
 func connect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
 	t.Helper()
@@ -239,6 +244,9 @@ func TestFindings(t *testing.T) {
 				{CodeSetting, Warning, "setting DateStyle"},
 				{CodeSetting, Warning, "setting bytea_output"},
 			}},
+		// Publications live in one database: the scenario's own, named as pgshift would name it.
+		{name: "leftover publication", source: clean + `CREATE PUBLICATION pgshift_a_leftover_publication FOR ALL TABLES;`,
+			want: []want{{CodeLeftoverPublication, Warning, "publication pgshift_a_leftover_publication"}}},
 		{name: "no target", source: clean + `CREATE EXTENSION file_fdw;`, noTarget: true,
 			want: []want{{CodeExtension, Info, "extension file_fdw"}}},
 	}
@@ -296,6 +304,77 @@ func TestFindings(t *testing.T) {
 		sc := scenario{source: clean, want: []want{{CodeReplicationSlots, Blocker, "server"}}}
 		check(t, run(t, src, dst, sc), sc)
 	})
+	t.Run("leftover slot", func(t *testing.T) {
+		// Slots are cluster-wide: this one is dropped again before the next subtest.
+		if _, err := src.Psql(ctx, "postgres", `SELECT pg_create_logical_replication_slot('pgshift_shop', 'pgoutput')`); err != nil {
+			t.Fatal(err)
+		}
+		defer src.Psql(ctx, "postgres", `SELECT pg_drop_replication_slot('pgshift_shop')`)
+		// The scenario's inserts are written after the slot's restart_lsn: it holds them.
+		sc := scenario{source: clean, want: []want{{CodeLeftoverSlot, Warning, "replication slot pgshift_shop"}}}
+		rep := run(t, src, dst, sc)
+		check(t, rep, sc)
+		var retained int64
+		out, err := src.Psql(ctx, "postgres", `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'pgshift_shop'`)
+		if err == nil {
+			retained, err = strconv.ParseInt(out, 10, 64)
+		}
+		if err != nil || retained <= 0 {
+			t.Fatalf("retained WAL: %q, %v", out, err)
+		}
+		for _, f := range rep.Findings {
+			if f.Code == CodeLeftoverSlot && (strings.Contains(f.Message, "holds 0 B") || !strings.Contains(f.Message, "of WAL on the source") ||
+				!strings.Contains(f.Fix, "SELECT pg_drop_replication_slot('pgshift_shop');")) {
+				t.Errorf("leftover slot finding: %+v", f)
+			}
+		}
+	})
+	t.Run("migration in progress", func(t *testing.T) {
+		const name = "pgshift_a_migration_in_progress"
+		if _, err := src.Psql(ctx, "postgres", `SELECT pg_create_logical_replication_slot('`+name+`', 'pgoutput')`); err != nil {
+			t.Fatal(err)
+		}
+		defer src.Psql(ctx, "postgres", `SELECT pg_drop_replication_slot('`+name+`')`)
+		srcDSN := mustCreate(t, src, "a_migration_in_progress")
+		exec(t, ctx, srcDSN, clean+`CREATE PUBLICATION `+name+` FOR ALL TABLES;`)
+		dstDSN := mustCreate(t, dst, "a_migration_in_progress")
+		conn := connect(t, ctx, dstDSN)
+		if err := state.Ensure(ctx, conn); err != nil {
+			t.Fatal(err)
+		}
+		if err := state.Create(ctx, conn, state.Migration{SourceSystemID: "1", SourceDatabase: "a_migration_in_progress",
+			Slot: name, Publication: name, Phase: pgtypes.PhaseFollowing}); err != nil {
+			t.Fatal(err)
+		}
+		rep := assessDSNs(t, srcDSN, dstDSN)
+		check(t, rep, scenario{want: []want{{CodeMigrationInProgress, Info, "replication slot " + name}}})
+	})
+	t.Run("max_slot_wal_keep_size", func(t *testing.T) {
+		note := func(rep Report) Finding {
+			t.Helper()
+			for _, f := range rep.Findings {
+				if f.Code == CodeMaxSlotWALKeepSize {
+					return f
+				}
+			}
+			t.Fatalf("no %s finding: %+v", CodeMaxSlotWALKeepSize, rep.Findings)
+			return Finding{}
+		}
+		sc := scenario{source: clean}
+		rep := run(t, src, dst, sc)
+		check(t, rep, sc)
+		if f := note(rep); f.Severity != Info || !strings.Contains(f.Message, "-1 (unlimited)") || !strings.Contains(f.Fix, "ALTER SYSTEM SET max_slot_wal_keep_size") {
+			t.Errorf("unlimited: %+v", f)
+		}
+
+		setKeep(t, src, "'2GB'")
+		defer setKeep(t, src, "DEFAULT")
+		name := dbName(t)
+		rep = assessDSNs(t, src.DSN(name), dst.DSN(name))
+		if f := note(rep); f.Severity != Info || !strings.Contains(f.Message, "is 2.0 GB") || !strings.Contains(f.Message, "fatal error") {
+			t.Errorf("2GB: %+v", f)
+		}
+	})
 	t.Run("target without logical wal", func(t *testing.T) {
 		sc := scenario{source: clean, want: []want{{CodeTargetWalLevel, Warning, "server"}}}
 		check(t, run(t, src, weak, sc), sc)
@@ -340,6 +419,32 @@ func TestFindings(t *testing.T) {
 		rep := assessDSNs(t, dsn, mustCreate(t, dst, "a_extension_version"))
 		check(t, rep, scenario{want: []want{{CodeExtensionVersion, Warning, "extension " + name}}})
 	})
+}
+
+// setKeep sets max_slot_wal_keep_size on c and waits until new sessions see it (the reload
+// is asynchronous).
+func setKeep(t *testing.T, c *pgtest.Cluster, value string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.Psql(ctx, "postgres", "ALTER SYSTEM SET max_slot_wal_keep_size = "+value); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Psql(ctx, "postgres", "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	want := "-1"
+	if value != "DEFAULT" {
+		want = strings.Trim(value, "'")
+	}
+	var got string
+	for range 100 {
+		got, _ = c.Psql(ctx, "postgres", "SHOW max_slot_wal_keep_size")
+		if got == want {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("max_slot_wal_keep_size is %q after reload, want %q", got, want)
 }
 
 func mustCreate(t *testing.T, c *pgtest.Cluster, name string) string {

@@ -87,6 +87,10 @@ func readServer(ctx context.Context, q catalog.Querier) (Server, error) {
 	if err := rows.Err(); err != nil {
 		return s, fmt.Errorf("read server settings: %w", err)
 	}
+	rows.Close()
+	if err := readSlotLimits(ctx, q, &s); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 

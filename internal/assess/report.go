@@ -71,6 +71,10 @@ const (
 	CodeUnusedIndex         = "unused_index"
 	CodePreparedXacts       = "prepared_transactions"
 	CodeLongTransaction     = "long_transaction"
+	CodeLeftoverSlot        = "leftover_slot"
+	CodeLeftoverPublication = "leftover_publication"
+	CodeMigrationInProgress = "migration_in_progress"
+	CodeMaxSlotWALKeepSize  = "max_slot_wal_keep_size"
 )
 
 // Finding is one readiness observation: what, about which object, and what to do.
@@ -128,6 +132,12 @@ type Server struct {
 	OldestXactSeconds float64           `json:"oldest_transaction_seconds"`
 	StatsReset        *time.Time        `json:"stats_reset,omitempty"`
 	Settings          map[string]string `json:"settings"`
+	// MaxSlotWALKeepBytes is max_slot_wal_keep_size in bytes, -1 for unlimited; nil before
+	// PostgreSQL 13, which has no such limit.
+	MaxSlotWALKeepBytes *int64 `json:"max_slot_wal_keep_bytes,omitempty"`
+	// WALBytesPerSec is the average rate WAL was written since pg_stat_wal was last reset
+	// (PostgreSQL 14 and later); 0 when unknown.
+	WALBytesPerSec float64 `json:"wal_bytes_per_sec,omitempty"`
 }
 
 // Table is one relation's size and activity, with what the rules need to know about it.

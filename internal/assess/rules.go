@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/snapshot"
 )
 
 // SlotsNeeded and SendersNeeded are what pgshift uses on the source: one logical slot and one
@@ -53,6 +54,16 @@ type Facts struct {
 	TargetSchemas []TargetSchema
 	// TargetTables counts user tables already on the target, per schema.
 	TargetTables map[string]int
+	// TargetMigration is the pgshift migration recorded on the target; nil when there is none
+	// or no target was given.
+	TargetMigration *TargetMigration
+	// PgshiftSlots and PgshiftPublications are the source's slots and publications named
+	// pgshift_*, or named by TargetMigration.
+	PgshiftSlots        []Slot
+	PgshiftPublications []string
+	// CopySeconds is the slow end of the copy-time estimate (Build fills it from the
+	// Estimate when zero); 0 when unknown.
+	CopySeconds float64
 }
 
 // EventTrigger is one user event trigger on the source.
@@ -237,6 +248,7 @@ func Evaluate(f Facts) []Finding {
 				plural(len(ixs), "index", "indexes"), humanBytes(bytes), listSome(names, 8)), fix)
 	}
 
+	out = append(out, slotFindings(f)...)
 	out = append(out, targetFindings(f)...)
 	sortFindings(out)
 	return out
@@ -476,4 +488,122 @@ func listSome(items []string, n int) string {
 		return strings.Join(items, ", ")
 	}
 	return strings.Join(items[:n], ", ") + fmt.Sprintf(" and %d more", len(items)-n)
+}
+
+// slotFindings are the rules about pgshift's own objects on the source: slots and publications
+// left by an earlier migration, a migration still in progress, and how much WAL a slot may
+// hold before the source gives up on it.
+func slotFindings(f Facts) []Finding {
+	var out []Finding
+	add := func(code string, sev Severity, object, msg, fix string) {
+		out = append(out, Finding{Code: code, Severity: sev, Object: object, Message: msg, Fix: fix})
+	}
+	src, m := f.Source, f.TargetMigration
+	// Why a pgshift object counts as left over: nothing on the target claims it.
+	orphan := "the target holds no pgshift migration state"
+	finish := "or run pgshift finish for the migration it belongs to"
+	switch {
+	case f.Target == nil:
+		orphan = "no target was given, so no migration could be found that still uses it"
+		finish = "after checking with --target that no migration uses it, or run pgshift finish for the migration it belongs to"
+	case m != nil:
+		orphan = fmt.Sprintf("the migration recorded on the target uses slot %s and publication %s", m.Slot, m.Publication)
+	}
+	// What a stopped slot costs: the source's WAL limit decides whether it is the disk or the slot.
+	limit := "until the source's disk fills (max_slot_wal_keep_size is unlimited)"
+	if k := src.MaxSlotWALKeepBytes; k == nil {
+		limit = "until the source's disk fills"
+	} else if *k >= 0 {
+		limit = fmt.Sprintf("until it passes max_slot_wal_keep_size = %s and the source invalidates it", humanBytes(*k))
+	}
+
+	for _, s := range f.PgshiftSlots {
+		object := "replication slot " + s.Name
+		where := s.Type
+		if s.Database != "" {
+			where += ", database " + s.Database
+		}
+		if m != nil && s.Name == m.Slot && s.WALStatus == "lost" {
+			add(CodeMigrationInProgress, Warning, object,
+				fmt.Sprintf("the pgshift migration of database %s recorded on the target (phase %s) cannot continue: the source invalidated its slot %s (wal_status lost) after it fell too far behind",
+					m.SourceDatabase, m.Phase, s.Name),
+				"start the migration over: pgshift copy --force (it drops the old slot, publication and copied data first)")
+			continue
+		}
+		if m != nil && s.Name == m.Slot {
+			state := "not streaming now: the agent is stopped"
+			if s.Active {
+				state = fmt.Sprintf("streaming to process %d", s.ActivePID)
+			}
+			add(CodeMigrationInProgress, Info, object,
+				fmt.Sprintf("a pgshift migration of database %s is in progress (phase %s): slot %s (%s) and publication %s are its own; the slot holds %s of WAL on the source, %s",
+					m.SourceDatabase, m.Phase, s.Name, where, m.Publication, humanBytes(s.RetainedBytes), state),
+				"")
+			continue
+		}
+		drop := fmt.Sprintf("SELECT pg_drop_replication_slot(%s); on the source", sqlLiteral(s.Name))
+		var msg string
+		switch {
+		case s.WALStatus == "lost":
+			msg = fmt.Sprintf("replication slot %s (%s) was left by an earlier pgshift migration and %s; the source has already invalidated it (wal_status lost): it holds no WAL but counts against max_replication_slots",
+				s.Name, where, orphan)
+		case s.Active:
+			msg = fmt.Sprintf("replication slot %s (%s) was left by an earlier pgshift migration and %s, yet process %d is streaming from it; it holds %s of WAL on the source (pg_current_wal_lsn() - restart_lsn)",
+				s.Name, where, orphan, s.ActivePID, humanBytes(s.RetainedBytes))
+			drop = fmt.Sprintf("stop the process streaming from it (SELECT pg_terminate_backend(%d); if it is a forgotten pgshift agent), then %s", s.ActivePID, drop)
+		default:
+			msg = fmt.Sprintf("replication slot %s (%s) was left by an earlier pgshift migration and %s; nothing reads it, so it holds %s of WAL on the source (pg_current_wal_lsn() - restart_lsn) and keeps all WAL written from now on, %s",
+				s.Name, where, orphan, humanBytes(s.RetainedBytes), limit)
+		}
+		add(CodeLeftoverSlot, Warning, object, msg, fmt.Sprintf("if no migration uses it any more: %s, %s", drop, finish))
+	}
+
+	defaultName := snapshot.DefaultName(src.Database)
+	for _, p := range f.PgshiftPublications {
+		if m != nil && p == m.Publication {
+			continue // part of the migration in progress, reported with its slot
+		}
+		msg := fmt.Sprintf("publication %s was left by an earlier pgshift migration and %s", p, orphan)
+		if p == defaultName {
+			msg += "; pgshift copy with its default names refuses to start while it exists"
+		} else {
+			msg += "; it costs nothing by itself, but it keeps its tables published to whatever subscribes to it"
+		}
+		add(CodeLeftoverPublication, Warning, "publication "+p, msg,
+			fmt.Sprintf("if no migration uses it any more: DROP PUBLICATION %s; on the source, %s", pgtypes.QuoteIdent(p), finish))
+	}
+
+	if k := src.MaxSlotWALKeepBytes; k != nil {
+		// WAL the source writes while the copy runs: the slot holds all of it until follow starts.
+		copyWAL := int64(src.WALBytesPerSec * f.CopySeconds)
+		rate := "the source's WAL write rate is unknown (pg_stat_wal needs PostgreSQL 14 and some history)"
+		if src.WALBytesPerSec > 0 {
+			rate = fmt.Sprintf("the source writes about %s of WAL per hour on average", humanBytes(int64(src.WALBytesPerSec*3600)))
+			if copyWAL > 0 {
+				rate += fmt.Sprintf(", about %s during a copy of up to %s", humanBytes(copyWAL), humanDuration(secs(f.CopySeconds)))
+			}
+		}
+		suggest := "'...'"
+		if copyWAL > 0 {
+			suggest = fmt.Sprintf("'%dGB'", max((3*copyWAL+(1<<30)-1)>>30, 1)) // three times the copy's WAL, in whole GB
+		}
+		set := fmt.Sprintf("ALTER SYSTEM SET max_slot_wal_keep_size = %s; SELECT pg_reload_conf(); on the source", suggest)
+		switch {
+		case *k < 0:
+			add(CodeMaxSlotWALKeepSize, Info, "setting max_slot_wal_keep_size",
+				fmt.Sprintf("max_slot_wal_keep_size is -1 (unlimited): if pgshift's agent stops (crash, lost connection, a paused run), its slot keeps every WAL segment the source writes until the agent catches up, however long that takes, until the source's disk fills; %s", rate),
+				fmt.Sprintf("%s — a size the source's WAL disk can afford, e.g. a few times the WAL written during the expected copy time", set))
+		case copyWAL > *k:
+			add(CodeMaxSlotWALKeepSize, Warning, "setting max_slot_wal_keep_size",
+				fmt.Sprintf("max_slot_wal_keep_size is %s, but %s: the slot holds that WAL until the copy ends, so the source would invalidate it during the copy and the migration would have to start over",
+					humanBytes(*k), rate),
+				fmt.Sprintf("raise it above the copy's WAL, if the source's disk can afford it: %s", set))
+		default:
+			add(CodeMaxSlotWALKeepSize, Info, "setting max_slot_wal_keep_size",
+				fmt.Sprintf("max_slot_wal_keep_size is %s: pgshift's agent may fall up to %s of WAL behind; beyond that the source invalidates the slot, pgshift stops with a fatal error and the migration must start over from the copy; %s",
+					humanBytes(*k), humanBytes(*k), rate),
+				"")
+		}
+	}
+	return out
 }
