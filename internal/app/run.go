@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -91,6 +92,13 @@ func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logg
 // resuming from the durable position on the target; fatal conditions end it with an explanation.
 func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
 	opts.defaults()
+	// A killed agent leaves its spill files of large in-progress transactions behind; they can
+	// be big, and nothing else would ever remove them.
+	if n, err := cdc.SweepSpillDirs(opts.SpillDir); err != nil {
+		log.Warn("could not remove spill directories of earlier agents", "err", err)
+	} else if n > 0 {
+		log.Info("removed spill directories left by earlier agents that were killed", "count", n)
+	}
 	m := &followMetrics{}
 	if cfg.HTTP == "" {
 		return followLoop(ctx, cfg, opts, m, log)
@@ -111,9 +119,11 @@ func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.L
 
 func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, log *slog.Logger) error {
 	delay := time.Second
+	// A missing heartbeat privilege is reported once per run, not at every reconnect.
+	var heartbeatWarned atomic.Bool
 	for {
 		started := time.Now()
-		err := followOnce(ctx, cfg, opts, m, log)
+		err := followOnce(ctx, cfg, opts, m, &heartbeatWarned, log)
 		if ctx.Err() != nil {
 			log.Info("stopped; run pgshift run again to resume")
 			return nil
@@ -194,10 +204,13 @@ type session struct {
 	mig      state.Migration
 	pos      state.Position
 	metrics  *followMetrics
+	// heartbeatWarned is shared by the attempts of one run: set once the missing privilege
+	// to write heartbeats has been reported.
+	heartbeatWarned *atomic.Bool
 }
 
-func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, log *slog.Logger) error {
-	s := &session{cfg: cfg, opts: opts, log: log, metrics: m,
+func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, heartbeatWarned *atomic.Bool, log *slog.Logger) error {
+	s := &session{cfg: cfg, opts: opts, log: log, metrics: m, heartbeatWarned: heartbeatWarned,
 		source: db.Endpoint{Role: db.Source, DSN: cfg.Source}, target: db.Endpoint{Role: db.Target, DSN: cfg.Target}}
 	var err error
 	if s.dstPool, err = s.target.Pool(ctx, 2); err != nil {
@@ -268,7 +281,27 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 	g.Go(func() error { return applier.Run(gctx, q) })
 	g.Go(func() error { return s.heartbeat(gctx) })
 	g.Go(func() error { return s.monitor(gctx, sstats, astats) })
-	return g.Wait()
+	err = g.Wait()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55000" && ctx.Err() == nil {
+		// The server refuses to stream from a slot invalidated between preflight and
+		// START_REPLICATION ("can no longer get changes from replication slot"); say why.
+		if lost, lerr := s.slotLost(ctx); lerr == nil && lost {
+			return s.walLost(pgtypes.LSN(astats.AppliedLSN.Load()))
+		}
+	}
+	return err
+}
+
+// slotLost reports whether the migration's slot has lost WAL.
+func (s *session) slotLost(ctx context.Context) (bool, error) {
+	var lost bool
+	err := s.srcPool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND wal_status = 'lost')`,
+		s.mig.Slot).Scan(&lost)
+	if err != nil {
+		return false, s.source.Describe(fmt.Errorf("read replication slot %s: %w", s.mig.Slot, err))
+	}
+	return lost, nil
 }
 
 // preflight refuses to stream when the source is not the one the migration started from, or
@@ -317,8 +350,7 @@ func (s *session) preflight(ctx context.Context) error {
 			s.mig.Slot, *plugin, *database, s.mig.SourceDatabase)
 	}
 	if walStatus != nil && *walStatus == "lost" {
-		return fatalf("replication slot %q has lost WAL it needed (wal_status = lost, max_slot_wal_keep_size exceeded): changes are gone. "+
-			"Raise max_slot_wal_keep_size and start the migration again (pgshift finish, then pgshift run)", s.mig.Slot)
+		return s.walLost(0)
 	}
 	curLSN, err := pgtypes.ParseLSN(cur)
 	if err != nil {
@@ -342,6 +374,17 @@ func (s *session) preflight(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// walLost is the fatal error for a slot whose WAL the source removed (wal_status = lost). The
+// changes since the target's position no longer exist anywhere, so following cannot be resumed:
+// only a new copy makes the target whole again.
+func (s *session) walLost(applied pgtypes.LSN) error {
+	return fatalf("replication slot %q on the source lost WAL it still needed (wal_status = lost: the slot fell more than "+
+		"max_slot_wal_keep_size behind and a checkpoint removed the WAL), so the changes after %s are gone and the target "+
+		"can no longer be brought up to date. Copy again: raise max_slot_wal_keep_size (or set it to -1) on the source, run "+
+		"pgshift copy --force (it drops pgshift's state, slot and publication and the target's copies) or pgshift finish and "+
+		"then pgshift run into an empty target database", s.mig.Slot, max(applied, s.pos.AppliedLSN, s.mig.ConsistentLSN))
 }
 
 // nullString scans a nullable text column into a string ("" for NULL).
@@ -379,6 +422,12 @@ func (s *session) heartbeat(ctx context.Context) error {
 		if err := EmitHeartbeat(ctx, s.srcPool); err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+				// Not fatal: heartbeats only keep an idle slot moving. Each attempt tries again
+				// (the privilege may have been granted since), but says so only once.
+				if s.heartbeatWarned.Swap(true) {
+					s.log.Debug("heartbeats still not permitted on the source", "err", err)
+					return nil
+				}
 				s.log.Warn("cannot write heartbeats on the source; while the published tables are idle the slot will hold WAL",
 					"fix", "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO the pgshift user", "err", err)
 				return nil
@@ -406,6 +455,7 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 	var prevSource pgtypes.LSN
 	var prevAt time.Time
 	var lastWarn time.Time
+	warnedUnreserved := false
 	// Transactions delivered but not yet applied mean lag; count from this attempt's start,
 	// because an earlier attempt's undelivered work is delivered again.
 	d0, a0 := ss.Delivered.Load(), as.Txs.Load()
@@ -434,7 +484,13 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 			return fatalf("replication slot %q vanished from the source while streaming", s.mig.Slot)
 		}
 		if walStatus != nil && *walStatus == "lost" {
-			return fatalf("replication slot %q lost WAL it needed (max_slot_wal_keep_size exceeded): changes are gone; start the migration again", s.mig.Slot)
+			return s.walLost(pgtypes.LSN(as.AppliedLSN.Load()))
+		}
+		if walStatus != nil && *walStatus == "unreserved" && !warnedUnreserved {
+			// The next checkpoint may remove WAL the slot still needs: the last chance to act.
+			warnedUnreserved = true
+			s.log.Warn("the replication slot holds more WAL than max_slot_wal_keep_size allows; the next checkpoint can remove WAL it needs, which ends the migration",
+				"slot", s.mig.Slot, "fix", "raise max_slot_wal_keep_size on the source, or let the target catch up")
 		}
 		now := time.Now()
 		st := state.FollowStatus{MeasuredAt: now, TxsApplied: int64(as.Txs.Load()), Changes: int64(as.Changes.Load())}

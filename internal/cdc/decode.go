@@ -10,7 +10,8 @@
 // commit (protocol 2, larger than logical_decoding_work_mem) are buffered on disk, one spill
 // file per transaction, then replayed in order at STREAM COMMIT with the changes of aborted
 // subtransactions (ROLLBACK TO SAVEPOINT) left out. Spill files live in a per-process temporary
-// directory removed when the stream ends (a SIGKILLed process leaves it behind).
+// directory removed when the stream ends; directories of killed agents are removed by the next
+// agent to start (SweepSpillDirs).
 //
 // This file is the decoding layer: pgoutput message bytes (protocol versions 1 and 2, including
 // the streamed-transaction messages) to typed structs. It is bounds-checked everywhere, because

@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -128,7 +131,9 @@ func (s *Stream) pluginArgs() []string {
 // Run starts replication and streams until ctx ends or an error occurs. Transactions are
 // delivered to the queue in commit order; nothing is confirmed beyond durable().
 func (s *Stream) Run(ctx context.Context) (err error) {
-	dir, err := os.MkdirTemp(s.opts.SpillDir, "pgshift-spill-")
+	// The owner's PID is part of the name, so SweepSpillDirs can tell an abandoned directory
+	// (its process was killed) from one a running agent is using.
+	dir, err := os.MkdirTemp(s.opts.SpillDir, fmt.Sprintf("%s%d-", spillDirPrefix, os.Getpid()))
 	if err != nil {
 		return fmt.Errorf("create spill directory for large transactions: %w", err)
 	}
@@ -556,6 +561,51 @@ func (s *Stream) flush(ctx context.Context) error {
 	s.pending = nil
 	tick := min(time.Second, s.opts.StatusInterval)
 	return s.queue.send(ctx, c, tick, s.opts.StallTimeout, func() error { return s.maybeStatus(time.Second) })
+}
+
+// spillDirPrefix starts the name of every spill directory: pgshift-spill-<owner pid>-<random>.
+const spillDirPrefix = "pgshift-spill-"
+
+// SweepSpillDirs removes spill directories under dir (the system temp directory when empty) left
+// by agents that were killed before they could clean up, and returns how many it removed. Only
+// directories whose owning process is no longer alive are touched: several agents may share a
+// temp directory. Directories not named by this version's scheme are left alone.
+func SweepSpillDirs(dir string) (int, error) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	matches, err := filepath.Glob(filepath.Join(dir, spillDirPrefix+"*-*"))
+	if err != nil {
+		return 0, fmt.Errorf("list spill directories in %s: %w", dir, err)
+	}
+	removed := 0
+	var errs []error
+	for _, d := range matches {
+		pidText, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), spillDirPrefix), "-")
+		if !ok {
+			continue
+		}
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, fmt.Errorf("remove stale spill directory %s: %w", d, err))
+			continue
+		}
+		removed++
+	}
+	return removed, errors.Join(errs...)
+}
+
+// processAlive reports whether a process with this PID exists (EPERM: it exists, owned by
+// another user).
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // spill is the on-disk buffer of one streamed transaction: length-prefixed raw messages.
