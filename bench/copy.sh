@@ -21,34 +21,13 @@ set -euo pipefail
 SCALE=${SCALE:-100}
 JOBS=${JOBS:-4}
 ROUNDS=${ROUNDS:-3}
-PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
 SRC_PORT=${SRC_PORT:-56432}
 DST_PORT=${DST_PORT:-56433}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/pgshift-bench-copy.XXXXXX)
-chmod 755 "$WORK"
-RUNAS=()
-if [ "$(id -u)" = 0 ]; then RUNAS=(runuser -u postgres --); chown postgres "$WORK"; fi
+. "$(dirname "$0")/lib.sh"
+bench_init copy
 
-log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-
-cleanup() {
-	for d in src dst; do
-		[ -f "$WORK/$d/postmaster.pid" ] && "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/$d" -m immediate stop >/dev/null 2>&1 || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-start_cluster() { # name port
-	"${RUNAS[@]}" "$PGBIN/initdb" -D "$WORK/$1" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
-	cat >>"$WORK/$1/postgresql.conf" <<CONF
-port = $2
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK/$1'
-wal_level = logical
+start_cluster_bench() { # name port: the same settings for every contender
+	start_cluster "$1" "$2" <<CONF
 max_replication_slots = 20
 max_wal_senders = 20
 max_worker_processes = 20
@@ -58,10 +37,7 @@ shared_buffers = 1GB
 max_wal_size = 16GB
 checkpoint_timeout = 30min
 maintenance_work_mem = 512MB
-logging_collector = off
 CONF
-	# The lock's descriptor must not leak into the server, or it would hold the lock forever.
-	"${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/$1" -l "$WORK/$1.log" -w start >/dev/null 9>&-
 }
 
 SRC="host=127.0.0.1 port=$SRC_PORT user=postgres dbname=bench"
@@ -69,12 +45,9 @@ dst() { echo "host=127.0.0.1 port=$DST_PORT user=postgres dbname=$1"; }
 psql_src() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -At -d "$SRC" "$@"; }
 psql_dst() { local db=$1; shift; "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -At -d "$(dst "$db")" "$@"; }
 
-log "building pgshift"
-(cd "$ROOT" && go build -o "$WORK/pgshift" ./cmd/pgshift)
-
 log "starting clusters ($PGBIN) in $WORK"
-start_cluster src "$SRC_PORT"
-start_cluster dst "$DST_PORT"
+start_cluster_bench src "$SRC_PORT"
+start_cluster_bench dst "$DST_PORT"
 "$PGBIN/psql" -X -q -d "host=127.0.0.1 port=$SRC_PORT user=postgres dbname=postgres" -c "CREATE DATABASE bench"
 
 log "pgbench -i -s $SCALE"

@@ -22,49 +22,24 @@ set -euo pipefail
 SCALE=${SCALE:-100}
 JOBS=${JOBS:-2}
 RUNS=${RUNS:-3}
-PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
 SRC_PORT=${SRC_PORT:-56532}
 DST_PORT=${DST_PORT:-56533}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/pgshift-bench-verify.XXXXXX)
-chmod 755 "$WORK"
-RUNAS=()
-if [ "$(id -u)" = 0 ]; then RUNAS=(runuser -u postgres --); chown postgres "$WORK"; fi
-
-log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+. "$(dirname "$0")/lib.sh"
+bench_init verify
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-cleanup() {
-	for d in src dst; do
-		[ -f "$WORK/$d/postmaster.pid" ] && "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/$d" -m immediate stop >/dev/null 2>&1 || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-log "building pgshift"
-(cd "$ROOT" && go build -o "$WORK/pgshift" ./cmd/pgshift)
-
-start_cluster() { # name port
-	"${RUNAS[@]}" "$PGBIN/initdb" -D "$WORK/$1" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
-	cat >>"$WORK/$1/postgresql.conf" <<EOF
-port = $2
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
+start_cluster_bench() { # name port: everything in memory, no hidden parallel workers
+	start_cluster "$1" "$2" <<CONF
 fsync = off
 full_page_writes = off
 shared_buffers = 3GB
 max_wal_size = 8GB
-wal_level = logical
 max_connections = 50
 max_parallel_workers_per_gather = 0
-EOF
-	"${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/$1" -l "$WORK/$1.log" -w start >/dev/null
+CONF
 }
-start_cluster src "$SRC_PORT"
-start_cluster dst "$DST_PORT"
+start_cluster_bench src "$SRC_PORT"
+start_cluster_bench dst "$DST_PORT"
 SRC="host=127.0.0.1 port=$SRC_PORT user=postgres dbname=bench sslmode=disable"
 DST="host=127.0.0.1 port=$DST_PORT user=postgres dbname=bench sslmode=disable"
 psql_on() { local dsn=$1; shift; "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -At -d "$dsn" "$@"; }
