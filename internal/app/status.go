@@ -3,16 +3,19 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"text/tabwriter"
 	"time"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
+	"github.com/pgshift/pgshift/internal/verify"
 )
 
 // Status is what `pgshift status` reports, read from the target's pgshift schema (and, when a
@@ -34,6 +37,15 @@ type Status struct {
 	// source rather than read from the agent's last record.
 	MeasuredAt *time.Time `json:"measured_at,omitempty"`
 	Live       bool       `json:"live"`
+	// LastVerify is the headline of the most recent saved `pgshift verify`, if any.
+	LastVerify *VerifyStatus `json:"last_verify,omitempty"`
+}
+
+// VerifyStatus is the saved result of the latest verify run, as status shows it.
+type VerifyStatus struct {
+	FinishedAt time.Time      `json:"finished_at"`
+	Mode       string         `json:"mode"`
+	Summary    verify.Summary `json:"summary"`
 }
 
 // TableStatus is one table's copy progress.
@@ -87,6 +99,9 @@ func ReadStatus(ctx context.Context, cfg config.Config, log *slog.Logger) (Statu
 		at := fs.MeasuredAt
 		st.MeasuredAt = &at
 	}
+	if st.LastVerify, err = lastVerify(ctx, conn); err != nil {
+		return st, target.Describe(err)
+	}
 	if cfg.Source == "" {
 		return st, nil
 	}
@@ -113,6 +128,40 @@ func ReadStatus(ctx context.Context, cfg config.Config, log *slog.Logger) (Statu
 	now := time.Now()
 	st.MeasuredAt, st.Live = &now, true
 	return st, nil
+}
+
+// lastVerify reads the latest saved verify result's headline; nil when verify never ran.
+func lastVerify(ctx context.Context, q catalog.Querier) (*VerifyStatus, error) {
+	run, err := state.LatestVerifyRun(ctx, q)
+	if errors.Is(err, state.ErrNoVerifyRun) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var saved struct {
+		Summary verify.Summary `json:"summary"`
+	}
+	if err := json.Unmarshal(run.Result, &saved); err != nil {
+		return nil, fmt.Errorf("read saved verify result %d: %w", run.ID, err)
+	}
+	return &VerifyStatus{FinishedAt: run.FinishedAt, Mode: run.Mode, Summary: saved.Summary}, nil
+}
+
+// verifyHeadline is the one-line form of a verify result.
+func verifyHeadline(v *VerifyStatus) string {
+	s := v.Summary
+	var verdict string
+	switch {
+	case s.Identical:
+		verdict = fmt.Sprintf("IDENTICAL, %d/%d tables", s.TablesIdentical, s.TablesCompared)
+	case s.Differences > 0:
+		verdict = fmt.Sprintf("%d differences (%d rows, %d schema, %d sequences)", s.Differences, s.RowDifferences, s.SchemaDiffs, s.SequenceDiffs)
+	default:
+		verdict = fmt.Sprintf("incomplete: %d of %d tables could not be compared", s.TablesFailed, s.TablesCompared)
+	}
+	return fmt.Sprintf("%s — %s mode, %s (%s ago)", verdict, v.Mode,
+		v.FinishedAt.UTC().Format(time.RFC3339), time.Since(v.FinishedAt).Round(time.Second))
 }
 
 // PrintStatus writes st as text or JSON.
@@ -144,6 +193,11 @@ func PrintStatus(w io.Writer, st Status, asJSON bool) error {
 		}
 	} else {
 		fmt.Fprintf(tw, "lag:\tnot measured yet (is pgshift run running?)\n")
+	}
+	if st.LastVerify != nil {
+		fmt.Fprintf(tw, "last verify:\t%s\n", verifyHeadline(st.LastVerify))
+	} else {
+		fmt.Fprintf(tw, "last verify:\tnever (run pgshift verify)\n")
 	}
 	if err := tw.Flush(); err != nil {
 		return err

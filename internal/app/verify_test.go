@@ -1,8 +1,10 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -116,6 +118,20 @@ func TestVerifyLiveWhileFollowing(t *testing.T) {
 	run, err := state.LatestVerifyRun(context.Background(), tc)
 	if err != nil || run.Differences != 2 || run.Mode != "checksum" || !strings.Contains(string(run.Result), "aid=10000000") {
 		t.Fatalf("saved verify run: %+v %v", run.Differences, err)
+	}
+	st, err := ReadStatus(context.Background(), e.cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LastVerify == nil || st.LastVerify.Summary.RowDifferences != 2 || st.LastVerify.Summary.Identical || st.LastVerify.Mode != "checksum" {
+		t.Fatalf("status does not show the last verify: %+v", st.LastVerify)
+	}
+	var out bytes.Buffer
+	if err := PrintStatus(&out, st, false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "last verify:") || !strings.Contains(out.String(), "2 differences (2 rows, 0 schema, 0 sequences)") {
+		t.Errorf("status text lacks the last verify:\n%s", out.String())
 	}
 	if err := a.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("agent: %v", err)
