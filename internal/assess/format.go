@@ -95,6 +95,17 @@ var sections = []struct {
 	title string
 }{{Blocker, "Blockers"}, {Warning, "Warnings"}, {Info, "Notes"}}
 
+// withSeverity returns the findings of one severity, in report order.
+func withSeverity(findings []Finding, sev Severity) []Finding {
+	var out []Finding
+	for _, f := range findings {
+		if f.Severity == sev {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // WriteText writes the report for a terminal: verdict, findings grouped by severity with
 // their fixes, then sizes and activity per table (largest first), then the estimate.
 func WriteText(w io.Writer, r Report) error {
@@ -107,12 +118,7 @@ func WriteText(w io.Writer, r Report) error {
 	}
 	ew.printf("\nResult: %s\n", verdict(r))
 	for _, sec := range sections {
-		var fs []Finding
-		for _, f := range r.Findings {
-			if f.Severity == sec.sev {
-				fs = append(fs, f)
-			}
-		}
+		fs := withSeverity(r.Findings, sec.sev)
 		if len(fs) == 0 {
 			continue
 		}
@@ -162,12 +168,7 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	ew.printf("- **Result:** %s\n", verdict(r))
 	ew.printf("- **Generated:** %s\n", r.GeneratedAt.UTC().Format(time.RFC3339))
 	for _, sec := range sections {
-		var fs []Finding
-		for _, f := range r.Findings {
-			if f.Severity == sec.sev {
-				fs = append(fs, f)
-			}
-		}
+		fs := withSeverity(r.Findings, sec.sev)
 		if len(fs) == 0 {
 			continue
 		}

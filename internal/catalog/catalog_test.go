@@ -35,15 +35,7 @@ CREATE SCHEMA pgshift; CREATE TABLE pgshift.hidden (x int);
 func TestTablesAndSequences(t *testing.T) {
 	c := pgtest.New(t, pgtest.Options{})
 	ctx := context.Background()
-	dsn, err := c.CreateDB(ctx, "cat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	_, conn := c.NewDB(t, "cat")
 	if _, err := conn.Exec(ctx, fixture); err != nil {
 		t.Fatal(err)
 	}

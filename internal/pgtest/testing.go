@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -60,4 +61,21 @@ func Pair(t testing.TB, dbname string) (src, dst *Cluster, srcDSN, dstDSN string
 		t.Fatal(err)
 	}
 	return src, dst, srcDSN, dstDSN
+}
+
+// NewDB creates database name on the cluster and returns its DSN and a connection to it that is
+// closed when the test ends.
+func (c *Cluster) NewDB(t testing.TB, name string) (string, *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	dsn, err := c.CreateDB(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", name, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return dsn, conn
 }

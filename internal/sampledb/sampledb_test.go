@@ -45,15 +45,7 @@ func TestCreateAndWorkload(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("bad scale", func(t *testing.T) {
-		dsn, err := c.CreateDB(ctx, "badscale")
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
+		_, conn := c.NewDB(t, "badscale")
 		for _, s := range []float64{0, -1} {
 			if _, err := Create(ctx, conn, s); err == nil || !strings.Contains(err.Error(), "scale") {
 				t.Errorf("scale %v: %v", s, err)
@@ -61,15 +53,7 @@ func TestCreateAndWorkload(t *testing.T) {
 		}
 	})
 
-	dsn, err := c.CreateDB(ctx, "shop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	dsn, conn := c.NewDB(t, "shop")
 	start := time.Now()
 	sz, err := Create(ctx, conn, 0.2)
 	if err != nil {

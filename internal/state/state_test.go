@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/pgshift/pgshift/internal/pgtest"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
@@ -15,15 +13,7 @@ import (
 func TestMigrationLifecycle(t *testing.T) {
 	c := pgtest.New(t, pgtest.Options{})
 	ctx := context.Background()
-	dsn, err := c.CreateDB(ctx, "st")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	_, conn := c.NewDB(t, "st")
 
 	if _, err := Load(ctx, conn); !errors.Is(err, ErrNoMigration) {
 		t.Fatalf("empty database: want ErrNoMigration, got %v", err)
