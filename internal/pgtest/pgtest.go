@@ -62,6 +62,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if os.Geteuid() == 0 {
 		asUser = "postgres"
 	}
+	if err := reachable(ctx, os.TempDir(), asUser); err != nil {
+		return nil, err
+	}
 	tmpl, err := template(ctx, bin, asUser)
 	if err != nil {
 		return nil, err
@@ -279,6 +282,9 @@ func (c *Cluster) chown(path string) error {
 	return chownTo(path, c.asUser)
 }
 
+// chownTo gives path and everything below it to asUser. It never touches path's parent: the
+// directories pgtest creates live in shared places (the system's temp directory) whose owner
+// is not pgtest's to change.
 func chownTo(path, asUser string) error {
 	if asUser == "" {
 		return nil
@@ -289,15 +295,25 @@ func chownTo(path, asUser string) error {
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	if err := os.Chown(filepath.Dir(path), uid, gid); err != nil {
-		return fmt.Errorf("pgtest: chown: %w", err)
-	}
 	return filepath.Walk(path, func(p string, _ os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
 		return os.Lchown(p, uid, gid)
 	})
+}
+
+// reachable checks that asUser can enter dir, where the clusters' directories are made: pgtest
+// gives the server's user only what it creates, never the shared directory above.
+func reachable(ctx context.Context, dir, asUser string) error {
+	if asUser == "" {
+		return nil
+	}
+	if out, err := runAs(ctx, asUser, "test", "-x", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("pgtest: the server runs as OS user %s, which cannot enter the temporary directory %s (%v %s): set TMPDIR to a directory it can reach, such as /tmp",
+			asUser, dir, err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 // template returns a data directory initdb'ed once per machine and server binary directory.
@@ -320,7 +336,7 @@ func template(ctx context.Context, bin, asUser string) (string, error) {
 	if err := os.Mkdir(data, 0o700); err != nil {
 		return "", fmt.Errorf("pgtest: %w", err)
 	}
-	if err := chownTo(data, asUser); err != nil {
+	if err := chownTo(work, asUser); err != nil { // work is ours; data inside it must be reachable
 		return "", err
 	}
 	cmd := runAs(ctx, asUser, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust",
