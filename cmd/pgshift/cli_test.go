@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,5 +128,29 @@ func TestPasswordOnCommandLineWarns(t *testing.T) {
 		if strings.Contains(out, "Sekr3tPw") {
 			t.Errorf("%v: the password reached stderr: %s", tc.args, out)
 		}
+	}
+}
+
+// TestVersionNamesCommit builds the binary the way the Makefile does and checks that `version`
+// names the commit it was built from, not "(devel)".
+func TestVersionNamesCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skip("not in a git checkout")
+	}
+	bin := filepath.Join(t.TempDir(), "pgshift")
+	build := exec.Command("make", "-s", "-C", "../..", "build", "BIN="+bin)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "commit " + strings.TrimSpace(string(head))[:12]; !strings.Contains(string(out), want) || strings.Contains(string(out), "(devel)") {
+		t.Errorf("version printed %q, want it to contain %q", out, want)
 	}
 }
