@@ -1,0 +1,354 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/pgtest"
+	"github.com/pgshift/pgshift/internal/state"
+)
+
+// bulkSchema makes a copy last long enough (many 1 MiB chunks) for a second agent to arrive
+// while the first is still copying.
+const bulkSchema = `
+CREATE TABLE bulk (id int PRIMARY KEY, v text NOT NULL);
+INSERT INTO bulk SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 600000) g;`
+
+// emptyTargetEnv is a source with schema and an empty target database, as before `pgshift copy`.
+func emptyTargetEnv(t *testing.T, src, dst *pgtest.Cluster, name, schema string) *followEnv {
+	t.Helper()
+	ctx := context.Background()
+	srcDSN, err := src.CreateDB(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstDSN, err := dst.CreateDB(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &followEnv{t: t, src: src, dst: dst, name: name, cfg: config.Defaults()}
+	e.cfg.Source, e.cfg.Target, e.cfg.Jobs = srcDSN, dstDSN, 1
+	e.exec(schema)
+	return e
+}
+
+// until polls cond every 20 ms and fails the test when it is not true within d.
+func until(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// targetInt runs a query returning one number on the target; -1 when it fails (for example
+// because pgshift's state tables do not exist yet).
+func (e *followEnv) targetInt(sql string) int {
+	out, err := e.dst.Psql(context.Background(), e.name, sql)
+	if err != nil {
+		return -1
+	}
+	var n int
+	if _, err := fmt.Sscan(out, &n); err != nil {
+		return -1
+	}
+	return n
+}
+
+// copying reports whether the target's copy has committed at least one chunk.
+func (e *followEnv) copying() bool { return e.targetInt(`SELECT count(*) FROM pgshift.chunks`) > 0 }
+
+func (e *followEnv) phase() string {
+	out, _ := e.dst.Psql(context.Background(), e.name, `SELECT phase FROM pgshift.migration`)
+	return out
+}
+
+const heldMessage = "another pgshift agent holds this migration"
+
+// TestAgentTwoCopiesInProcess starts a second Copy while the first is copying: the second is
+// refused and changes nothing, the first completes, and after follow the target is identical
+// to the source.
+func TestAgentTwoCopiesInProcess(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := emptyTargetEnv(t, src, dst, "twocopies", workloadSchema+bulkSchema)
+	w := e.startWriter(2)
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() {
+		_, err := Copy(ctx, e.cfg, CopyOptions{ChunkBytes: 1 << 20, NoProgress: true}, testLogger(t))
+		first <- err
+	}()
+	until(t, 60*time.Second, "the first copy to commit a chunk", e.copying)
+	_, err := Copy(ctx, e.cfg, CopyOptions{ChunkBytes: 1 << 20, NoProgress: true}, testLogger(t))
+	if err == nil || !strings.Contains(err.Error(), heldMessage) || !strings.Contains(err.Error(), "running `copy`") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) || !strings.Contains(err.Error(), "stop it first") {
+		t.Fatalf("second copy: %v; want it refused, naming the first agent", err)
+	}
+	// --force is refused too: it would drop the running agent's state and slot.
+	_, err = Copy(ctx, e.cfg, CopyOptions{Force: true, NoProgress: true}, testLogger(t))
+	if err == nil || !strings.Contains(err.Error(), heldMessage) {
+		t.Fatalf("copy --force during a copy: %v; want it refused", err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first copy: %v", err)
+	}
+	a := e.start(RunOptions{})
+	time.Sleep(500 * time.Millisecond)
+	w.halt()
+	e.waitApplied(a)
+	e.compare()
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a pgshift process started by a test.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error
+}
+
+func (e *followEnv) startProc(bin string, args ...string) *proc {
+	e.t.Helper()
+	full := append(append([]string{}, args...), "--source", e.cfg.Source, "--target", e.cfg.Target)
+	p := &proc{cmd: exec.Command(bin, full...), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stderr = p.stderr
+	p.cmd.Stdout = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	e.t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// wait waits for the process to end and returns its exit code.
+func (p *proc) wait(t *testing.T, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(d):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Fatalf("%v did not end within %s\n%s", p.cmd.Args[:2], d, p.stderr.String())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func (p *proc) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// binStatus runs `pgshift status --json` and decodes it.
+func (e *followEnv) binStatus(bin string) Status {
+	e.t.Helper()
+	out, err := exec.Command(bin, "status", "--target", e.cfg.Target, "--json").Output()
+	if err != nil {
+		e.t.Fatalf("pgshift status: %v", err)
+	}
+	var st Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		e.t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	return st
+}
+
+// TestAgentLeaseBinary runs the real binary: a second `copy` during a copy, a second `run`
+// while one follows and `copy --force` while it runs are all refused with exit code 2 and the
+// holder's identity; the holder killed with SIGKILL is taken over at once; and the story ends
+// with the target identical to the source.
+func TestAgentLeaseBinary(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	bin := buildBinary(t)
+	e := emptyTargetEnv(t, src, dst, "leasebin", workloadSchema+bulkSchema)
+	w := e.startWriter(2)
+
+	first := e.startProc(bin, "copy", "--chunk-size", "1", "--jobs", "1", "--progress", "none")
+	until(t, 60*time.Second, "the first copy to commit a chunk", e.copying)
+	second := e.startProc(bin, "copy", "--progress", "none")
+	if code := second.wait(t, 60*time.Second); code != 2 {
+		t.Fatalf("second copy exited %d, want 2\n%s", code, second.stderr.String())
+	}
+	msg := second.stderr.String()
+	for _, want := range []string{heldMessage, fmt.Sprintf("pid %d", first.cmd.Process.Pid), "running `copy`", "stop it first"} {
+		if !strings.Contains(msg, want) {
+			t.Fatalf("second copy's error lacks %q:\n%s", want, msg)
+		}
+	}
+	if code := first.wait(t, 120*time.Second); code != 0 {
+		t.Fatalf("first copy exited %d\n%s", code, first.stderr.String())
+	}
+
+	agent := e.startProc(bin, "run")
+	until(t, 30*time.Second, "the agent to follow", func() bool { return e.phase() == "following" })
+	rival := e.startProc(bin, "run")
+	if code := rival.wait(t, 60*time.Second); code != 2 {
+		t.Fatalf("second run exited %d, want 2\n%s", code, rival.stderr.String())
+	}
+	if msg := rival.stderr.String(); !strings.Contains(msg, heldMessage) || !strings.Contains(msg, fmt.Sprintf("pid %d", agent.cmd.Process.Pid)) ||
+		!strings.Contains(msg, "running `run`") {
+		t.Fatalf("second run's error does not name the agent:\n%s", msg)
+	}
+	force := e.startProc(bin, "copy", "--force", "--progress", "none")
+	if code := force.wait(t, 60*time.Second); code != 2 || !strings.Contains(force.stderr.String(), heldMessage) {
+		t.Fatalf("copy --force while run follows exited %d, want 2 and refused:\n%s", code, force.stderr.String())
+	}
+	if p := e.phase(); p != "following" {
+		t.Fatalf("after the refused copy --force the phase is %q", p)
+	}
+	if !agent.running() {
+		t.Fatalf("the agent stopped:\n%s", agent.stderr.String())
+	}
+	// status names the holder and says it is alive (from the lease lock).
+	if st := e.binStatus(bin); st.Agent == nil || st.Agent.PID != agent.cmd.Process.Pid || !st.Agent.Alive || st.Agent.Command != "run" {
+		t.Fatalf("status agent = %+v, want pid %d alive running run", st.Agent, agent.cmd.Process.Pid)
+	}
+
+	// SIGKILL: the lease dies with the agent's session, so the next agent takes over at once.
+	time.Sleep(500 * time.Millisecond)
+	if err := agent.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-agent.done
+	if st := e.binStatus(bin); st.Agent == nil || st.Agent.Alive {
+		t.Fatalf("status after SIGKILL: agent %+v, want recorded and not alive", st.Agent)
+	}
+	next := e.startProc(bin, "run")
+	until(t, 10*time.Second, "the next agent to take the lease", func() bool {
+		st := e.binStatus(bin)
+		return st.Agent != nil && st.Agent.Alive && st.Agent.PID == next.cmd.Process.Pid
+	})
+	time.Sleep(time.Second)
+	if !next.running() {
+		t.Fatalf("the agent started after a SIGKILL ended:\n%s", next.stderr.String())
+	}
+	w.halt()
+	wait := e.startProc(bin, "wait", "--timeout", "90s")
+	if code := wait.wait(t, 120*time.Second); code != 0 {
+		t.Fatalf("wait exited %d\n%s\nagent:\n%s", code, wait.stderr.String(), next.stderr.String())
+	}
+	e.compare()
+	if err := next.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := next.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("agent after SIGTERM exited %d\n%s", code, next.stderr.String())
+	}
+}
+
+// leasePID returns the target backend pid of the running agent's lease session, from status.
+func (e *followEnv) leasePID() int {
+	e.t.Helper()
+	st, err := ReadStatus(context.Background(), e.cfg, testLogger(e.t))
+	if err != nil || st.Agent == nil || !st.Agent.Alive || !st.Agent.Identified {
+		return 0
+	}
+	return st.Agent.LeasePID
+}
+
+// TestAgentLeaseSessionLost ends the agent's lease session on the target while it applies
+// writes. Alone, the agent stops writing, takes the lease again and goes on. With a rival
+// agent starting at that moment, exactly one of the two keeps the migration — the other stops
+// with the holder's identity — and the target still ends identical to the source.
+func TestAgentLeaseSessionLost(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	opts := RunOptions{LeaseInterval: 200 * time.Millisecond}
+
+	t.Run("Alone", func(t *testing.T) {
+		e := newFollowEnv(t, src, dst, "leaselost", workloadSchema)
+		a := e.start(opts)
+		w := e.startWriter(2)
+		for round := range 3 {
+			var pid int
+			until(t, 30*time.Second, "the agent to hold the lease", func() bool { pid = e.leasePID(); return pid != 0 })
+			e.query(dst, fmt.Sprintf(`SELECT pg_terminate_backend(%d)`, pid))
+			until(t, 30*time.Second, "the agent to take the lease again", func() bool {
+				p := e.leasePID()
+				return p != 0 && p != pid
+			})
+			select {
+			case <-a.done:
+				t.Fatalf("round %d: the agent stopped after losing its lease session: %v", round, a.err)
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		w.halt()
+		e.waitApplied(a)
+		e.compare()
+	})
+
+	t.Run("RivalTakesOver", func(t *testing.T) {
+		e := newFollowEnv(t, src, dst, "leaserival", workloadSchema)
+		first := e.start(opts)
+		w := e.startWriter(2)
+		var pid int
+		until(t, 30*time.Second, "the agent to hold the lease", func() bool { pid = e.leasePID(); return pid != 0 })
+		time.Sleep(500 * time.Millisecond)
+		e.query(dst, fmt.Sprintf(`SELECT pg_terminate_backend(%d)`, pid))
+		second := e.start(opts)
+		var survivor, loser *agent
+		select {
+		case <-first.done:
+			survivor, loser = second, first
+		case <-second.done:
+			survivor, loser = first, second
+		case <-time.After(60 * time.Second):
+			t.Fatal("both agents still run a minute after the lease session was lost")
+		}
+		var held *state.HeldError
+		if !errors.As(loser.err, &held) || !strings.Contains(loser.err.Error(), heldMessage) {
+			t.Fatalf("the agent that gave up ended with %v, want a HeldError", loser.err)
+		}
+		t.Logf("first agent survived: %v; the other ended with: %v", survivor == first, loser.err)
+		time.Sleep(time.Second)
+		w.halt()
+		e.waitApplied(survivor)
+		e.compare()
+		if got := e.query(dst, `SELECT count(*) - count(DISTINCT id) FROM history`); got != "0" {
+			t.Fatalf("%s duplicate rows in history", got)
+		}
+	})
+}
