@@ -352,3 +352,87 @@ func TestAgentLeaseSessionLost(t *testing.T) {
 		}
 	})
 }
+
+// TestWaitCoversAsyncCommits commits rows with synchronous_commit = off on the source, each
+// followed at once by a Wait: every row visible on the source when Wait began must be on the
+// target when Wait returns (checked with a query of the test's own).
+func TestWaitCoversAsyncCommits(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := newFollowEnv(t, src, dst, "asyncwait", `CREATE TABLE marks (id int PRIMARY KEY, at timestamptz DEFAULT now());`)
+	a := e.start(RunOptions{})
+	ctx := context.Background()
+	sconn := cpConnect(t, e.cfg.Source)
+	if _, err := sconn.Exec(ctx, `SET synchronous_commit = off`); err != nil {
+		t.Fatal(err)
+	}
+	tconn := cpConnect(t, e.cfg.Target)
+	e.waitApplied(a)
+	missing := 0
+	const rounds = 200
+	for i := 1; i <= rounds; i++ {
+		if _, err := sconn.Exec(ctx, `INSERT INTO marks (id) VALUES ($1)`, i); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := Wait(wctx, e.cfg, 0, testLogger(t))
+		cancel()
+		if err != nil {
+			t.Fatalf("wait after row %d: %v", i, err)
+		}
+		var there bool
+		if err := tconn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM marks WHERE id = $1)`, i).Scan(&there); err != nil {
+			t.Fatal(err)
+		}
+		if !there {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d of %d rows committed (synchronous_commit = off) before wait began were not on the target when wait returned", missing, rounds)
+	}
+	e.compare()
+}
+
+// TestWaitWithoutAgent: wait gives up with ErrNoAgent when no agent runs for the grace period,
+// waits for an agent that starts during it, and the binary exits 1 with the message.
+func TestWaitWithoutAgent(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := newFollowEnv(t, src, dst, "noagent", workloadSchema)
+	e.exec(`UPDATE accounts SET balance = 7 WHERE id = 1`)
+	ctx := context.Background()
+
+	start := time.Now()
+	_, err := WaitWith(ctx, e.cfg, WaitOptions{AgentGrace: 2 * time.Second}, testLogger(t))
+	if !errors.Is(err, ErrNoAgent) || !strings.Contains(err.Error(), "no agent is running: start pgshift run") {
+		t.Fatalf("wait without an agent: %v, want ErrNoAgent", err)
+	}
+	if d := time.Since(start); d < 2*time.Second || d > 10*time.Second {
+		t.Fatalf("wait without an agent gave up after %s, want about the 2 s grace", d)
+	}
+	if _, err := WaitWith(ctx, e.cfg, WaitOptions{Timeout: -time.Second}, testLogger(t)); err == nil || !strings.Contains(err.Error(), "negative") {
+		t.Fatalf("negative timeout: %v, want it refused", err)
+	}
+
+	// An agent that starts a moment after wait is waited for.
+	done := make(chan error, 1)
+	go func() {
+		_, err := WaitWith(ctx, e.cfg, WaitOptions{AgentGrace: 20 * time.Second, Timeout: 60 * time.Second}, testLogger(t))
+		done <- err
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	a := e.start(RunOptions{})
+	if err := <-done; err != nil {
+		t.Fatalf("wait with an agent started after it: %v", err)
+	}
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.compare()
+
+	bin := buildBinary(t)
+	e.exec(`UPDATE accounts SET balance = 8 WHERE id = 1`)
+	p := e.startProc(bin, "wait", "--agent-grace", "1s")
+	if code := p.wait(t, 30*time.Second); code != 1 || !strings.Contains(p.stderr.String(), "no agent is running: start pgshift run") {
+		t.Fatalf("pgshift wait without an agent: exit %d\n%s", code, p.stderr.String())
+	}
+}
