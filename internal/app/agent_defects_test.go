@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -435,4 +436,141 @@ func TestWaitWithoutAgent(t *testing.T) {
 	if code := p.wait(t, 30*time.Second); code != 1 || !strings.Contains(p.stderr.String(), "no agent is running: start pgshift run") {
 		t.Fatalf("pgshift wait without an agent: exit %d\n%s", code, p.stderr.String())
 	}
+}
+
+// replicaTriggerSchema has triggers and a rule that fire in session_replication_role =
+// replica: an audit trigger ENABLE ALWAYS, a REPLICA trigger, an ENABLE ALWAYS rule, and on a
+// partitioned table an ALWAYS trigger whose clones differ per partition (REPLICA on one,
+// ordinary on another), which pg_dump restores with statements in order.
+const replicaTriggerSchema = `
+CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);
+CREATE TABLE audit (n bigserial PRIMARY KEY, item int, op text, via text);
+CREATE TABLE rule_log (n bigserial PRIMARY KEY, item int);
+CREATE FUNCTION audit_always() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN INSERT INTO audit (item, op, via) VALUES (NEW.id, TG_OP, 'always'); RETURN NEW; END$$;
+CREATE FUNCTION audit_replica() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN INSERT INTO audit (item, op, via) VALUES (NEW.id, TG_OP, 'replica'); RETURN NEW; END$$;
+CREATE TRIGGER items_audit AFTER INSERT OR UPDATE ON items FOR EACH ROW EXECUTE FUNCTION audit_always();
+ALTER TABLE items ENABLE ALWAYS TRIGGER items_audit;
+CREATE TRIGGER "Items Replica" AFTER INSERT OR UPDATE ON items FOR EACH ROW EXECUTE FUNCTION audit_replica();
+ALTER TABLE items ENABLE REPLICA TRIGGER "Items Replica";
+CREATE RULE items_log AS ON UPDATE TO items DO ALSO INSERT INTO rule_log (item) VALUES (NEW.id);
+ALTER TABLE items ENABLE ALWAYS RULE items_log;
+CREATE TABLE parts (id int PRIMARY KEY, v int) PARTITION BY RANGE (id);
+CREATE TABLE parts_a PARTITION OF parts FOR VALUES FROM (0) TO (1000);
+CREATE TABLE parts_b PARTITION OF parts FOR VALUES FROM (1000) TO (2000);
+CREATE TABLE parts_c PARTITION OF parts FOR VALUES FROM (2000) TO (3000);
+CREATE TRIGGER parts_audit AFTER INSERT ON parts FOR EACH ROW EXECUTE FUNCTION audit_always();
+ALTER TABLE parts ENABLE ALWAYS TRIGGER parts_audit;
+ALTER TABLE parts_b ENABLE REPLICA TRIGGER parts_audit;
+ALTER TABLE parts_c ENABLE TRIGGER parts_audit;
+INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g;
+INSERT INTO parts SELECT g, 0 FROM generate_series(1, 2999, 7) g;`
+
+// enableStates lists every user trigger's and rule's enable state (pg_trigger.tgenabled,
+// pg_rewrite.ev_enabled) on one side.
+const enableStatesSQL = `SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+	SELECT 'trigger ' || tgrelid::regclass::text || ' ' || tgname || ' ' || tgenabled::text AS x FROM pg_trigger WHERE NOT tgisinternal
+	UNION ALL
+	SELECT 'rule ' || ev_class::regclass::text || ' ' || rulename || ' ' || ev_enabled::text FROM pg_rewrite
+	WHERE rulename <> '_RETURN' AND ev_class::regclass::text NOT LIKE 'pg_%') s`
+
+// TestReplicaModeTriggersDeferred: triggers and rules that fire in replica mode stay disabled on
+// the target while pgshift applies, so the audit table is not doubled; they are recorded and
+// shown by status, and state.ApplyDeferred gives the target the source's trigger states.
+func TestReplicaModeTriggersDeferred(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := emptyTargetEnv(t, src, dst, "replicatrg", replicaTriggerSchema)
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		conn := cpConnect(t, e.cfg.Source)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := conn.Exec(ctx, `UPDATE items SET v = v + 1 WHERE id = $1`, i%100+1); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := conn.Exec(ctx, `INSERT INTO parts VALUES ($1, 1) ON CONFLICT DO NOTHING`, i%2999+1); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	a := e.launch(func(ctx context.Context, opts RunOptions) error { return Run(ctx, e.cfg, opts, testLogger(t)) }, RunOptions{})
+	until(t, 60*time.Second, "the agent to follow", func() bool { return e.phase() == "following" })
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	e.waitApplied(a)
+	e.compare() // audit and rule_log included: not doubled
+	if got := e.query(src, `SELECT count(*) FROM audit`); got == "0" {
+		t.Fatal("the source's audit trigger wrote nothing: the test exercised nothing")
+	}
+
+	st, err := ReadStatus(ctx, e.cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objects []string
+	for _, d := range st.Deferred {
+		objects = append(objects, d.Object)
+	}
+	list := strings.Join(objects, "\n")
+	for _, want := range []string{`trigger items_audit on public.items`, `trigger "Items Replica" on public.items`,
+		`rule items_log on public.items`, `trigger parts_audit on public.parts`, `trigger parts_audit on public.parts_b`} {
+		if !strings.Contains(list, want) {
+			t.Errorf("status lists as deferred:\n%s\nwant %s", list, want)
+		}
+	}
+	if srcStates, dstStates := e.query(src, enableStatesSQL), e.query(dst, enableStatesSQL); srcStates == dstStates {
+		t.Fatalf("trigger states already equal the source's during follow:\n%s", dstStates)
+	}
+
+	// Cutover's step: apply has stopped for good, then the deferred statements run.
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	tc := cpConnect(t, e.cfg.Target)
+	n, err := state.ApplyDeferred(ctx, tc)
+	if err != nil || n != len(st.Deferred) {
+		t.Fatalf("ApplyDeferred: %d, %v; want %d", n, err, len(st.Deferred))
+	}
+	if again, err := state.ApplyDeferred(ctx, tc); err != nil || again != 0 {
+		t.Fatalf("ApplyDeferred again: %d, %v; want nothing to do", again, err)
+	}
+	if s, d := e.query(src, enableStatesSQL), e.query(dst, enableStatesSQL); s != d {
+		t.Fatalf("trigger and rule states after ApplyDeferred:\nsource:\n%s\ntarget:\n%s", s, d)
+	}
+	if s, d := e.schemaDump(src), e.schemaDump(dst); s != d {
+		t.Fatalf("pg_dump --schema-only differs after ApplyDeferred:\nsource:\n%s\ntarget:\n%s", s, d)
+	}
+}
+
+// schemaDump is pg_dump --schema-only of the test's tables, without the lines that differ by
+// run (the \restrict key, version comments).
+func (e *followEnv) schemaDump(c *pgtest.Cluster) string {
+	e.t.Helper()
+	args := []string{"--schema-only", "--no-owner", "--no-publications", "--no-subscriptions", "-N", "pgshift",
+		"--dbname", c.DSN(e.name)}
+	out, err := exec.Command(filepath.Join(c.BinDir(), "pg_dump"), args...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("pg_dump: %v\n%s", err, out)
+	}
+	var keep []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, `\restrict`) || strings.HasPrefix(line, `\unrestrict`) || strings.HasPrefix(line, "-- Dumped") {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n")
 }

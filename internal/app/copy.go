@@ -190,7 +190,10 @@ type copyRun struct {
 	pgDump           schema.PgDump
 	tables           []catalog.Table // selected source tables
 	postPlan         *schema.PostDataPlan
-	sum              CopySummary
+	// deferred are the enable-state statements of post-data kept back until cutover, by the
+	// key of the post-data item that carried them (see schema.DeferReplicaEnables).
+	deferred map[string][]schema.EnableState
+	sum      CopySummary
 }
 
 func (r *copyRun) close() {
@@ -790,6 +793,9 @@ func (r *copyRun) postDataPlan(ctx context.Context) (schema.PostDataPlan, error)
 		sizes[t.ID] = t.TotalBytes
 	}
 	plan := schema.PlanPostData(post, func(id pgtypes.TableID) int64 { return sizes[id] })
+	// Triggers and rules that fire in replica mode would fire during apply: keep them disabled
+	// on the target and record their statements for cutover (state.ApplyDeferred).
+	plan, r.deferred = schema.DeferReplicaEnables(plan)
 	r.postPlan = &plan
 	return plan, nil
 }
@@ -837,6 +843,14 @@ func (r *copyRun) postDataOptions(done map[string]bool) schema.PostDataOptions {
 		SessionSettings: []string{"SET LOCAL maintenance_work_mem = '" + r.opts.IndexMemory + "'", "SET LOCAL synchronous_commit = on"},
 		Done:            func(it schema.Item) bool { return done[it.Key()] },
 		Record: func(ctx context.Context, tx pgx.Tx, it schema.Item) error {
+			for _, d := range r.deferred[it.Key()] {
+				err := state.RecordDeferred(ctx, tx, state.DeferredStatement{Kind: d.Kind, Table: d.Table, Name: d.Name,
+					Object: d.Object(), Statement: d.Statement, Reason: d.Reason})
+				if err != nil {
+					return err
+				}
+				r.log.Warn("kept back until cutover: the target keeps it disabled while pgshift applies changes", "object", d.Object(), "statement", d.Statement)
+			}
 			return state.RecordPostData(ctx, tx, it.Key(), it.Describe())
 		},
 		Progress: func(it schema.Item, took time.Duration) {
