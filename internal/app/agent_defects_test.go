@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/pgtest"
 	"github.com/pgshift/pgshift/internal/state"
+	"github.com/pgshift/pgshift/internal/verify"
 )
 
 // bulkSchema makes a copy last long enough (many 1 MiB chunks) for a second agent to arrive
@@ -539,6 +541,19 @@ func TestReplicaModeTriggersDeferred(t *testing.T) {
 	if err := a.stop(); err != nil {
 		t.Fatal(err)
 	}
+	// verify does not count the kept-back states as differences; it lists them as deferred,
+	// the partitions whose clones the partitioned table's statement changes included.
+	rep := e.verifySchema()
+	var deferredNames []string
+	for _, d := range rep.Schema.Deferred {
+		deferredNames = append(deferredNames, d.Kind+" "+d.Name)
+	}
+	for _, want := range []string{"trigger public.items.items_audit", `trigger public.items."Items Replica"`, "rule public.items.items_log",
+		"trigger public.parts.parts_audit", "trigger public.parts_a.parts_audit", "trigger public.parts_b.parts_audit"} {
+		if !slices.Contains(deferredNames, want) {
+			t.Errorf("verify's deferred list %q lacks %s", deferredNames, want)
+		}
+	}
 	tc := cpConnect(t, e.cfg.Target)
 	n, err := state.ApplyDeferred(ctx, tc)
 	if err != nil || n != len(st.Deferred) {
@@ -553,6 +568,25 @@ func TestReplicaModeTriggersDeferred(t *testing.T) {
 	if s, d := e.schemaDump(src), e.schemaDump(dst); s != d {
 		t.Fatalf("pg_dump --schema-only differs after ApplyDeferred:\nsource:\n%s\ntarget:\n%s", s, d)
 	}
+	if rep := e.verifySchema(); len(rep.Schema.Deferred) > 0 {
+		t.Errorf("verify after ApplyDeferred still lists deferred objects: %+v", rep.Schema.Deferred)
+	}
+}
+
+// verifySchema runs verify (counts, schema) and fails on any schema difference.
+func (e *followEnv) verifySchema() *verify.Report {
+	e.t.Helper()
+	rep, err := Verify(context.Background(), e.cfg, VerifyOptions{Mode: verify.ModeCount, Live: "off", NoSequences: true, NoSave: true}, testLogger(e.t))
+	if err != nil {
+		e.t.Fatalf("verify: %v", err)
+	}
+	if rep.Schema == nil {
+		e.t.Fatal("verify compared no schema")
+	}
+	for _, d := range rep.Schema.Diffs {
+		e.t.Errorf("verify reports a schema difference: %+v", d)
+	}
+	return rep
 }
 
 // schemaDump is pg_dump --schema-only of the test's tables, without the lines that differ by
