@@ -259,9 +259,16 @@ func PostDataDone(ctx context.Context, q catalog.Querier) (map[string]bool, erro
 }
 
 // RecordPostData records a finished post-data step; call it in the transaction that applied it.
+// Only the post-data phase records steps (a compare-and-set like the table transitions).
 func RecordPostData(ctx context.Context, tx pgx.Tx, key, description string) error {
-	if _, err := tx.Exec(ctx, `INSERT INTO pgshift.post_data (step_key, description) VALUES ($1, $2)`, key, description); err != nil {
+	tag, err := tx.Exec(ctx, `INSERT INTO pgshift.post_data (step_key, description) SELECT $1::text, $2::text
+		WHERE EXISTS (SELECT 1 FROM pgshift.migration WHERE id = 1 AND phase = 'post-data')`, key, description)
+	if err != nil {
 		return fmt.Errorf("record post-data step %s: %w", description, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: record post-data step %s: the migration is not in the post-data phase; another pgshift agent may be running (pgshift status shows it) — stop it, then run this command again",
+			ErrStateConflict, description)
 	}
 	return nil
 }

@@ -137,6 +137,7 @@ type Lease struct {
 type generation struct {
 	pid     uint32 // target backend pid of the lease session
 	cancels []context.CancelCauseFunc
+	fenced  map[uint32]bool // target backend pids of the sessions fenced in this generation
 }
 
 // AcquireLease takes the migration's lease through a new session opened with connect, or
@@ -159,16 +160,18 @@ func AcquireLease(ctx context.Context, connect func(context.Context) (*pgx.Conn,
 	}
 	l := &Lease{connect: connect, opts: opts, touch: make(chan struct{}, 1), changed: make(chan struct{}),
 		holder: Holder{Host: host, PID: os.Getpid(), Command: command, StartedAt: time.Now()}}
-	if err := l.take(ctx, 0); err != nil {
+	if err := l.take(ctx, nil); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
 // take opens a lease session and takes leaseLock and then, briefly, fenceLock exclusively.
-// stale is the backend pid of this agent's own previous lease session (0 if none): when that
-// session still holds the lock (its connection broke on our side only), it is terminated.
-func (l *Lease) take(ctx context.Context, stale uint32) error {
+// stale is this agent's own previous generation (nil if none): when its lease session still
+// holds the lock, or its fenced sessions still hold the fence, on the server (their
+// connections broke on this side only, and the server has not noticed yet), they are
+// terminated — this agent has already stopped using them.
+func (l *Lease) take(ctx context.Context, stale *generation) error {
 	conn, err := l.connect(ctx)
 	if err != nil {
 		return err
@@ -197,10 +200,10 @@ func (l *Lease) take(ctx context.Context, stale uint32) error {
 		}
 		var holderPID uint32
 		_ = conn.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE `+lockWhere+` AND objid = 1::oid AND granted`).Scan(&holderPID)
-		if stale != 0 && holderPID == stale {
+		if stale != nil && holderPID == stale.pid {
 			// Our own previous lease session, still alive on the server: end it.
-			l.opts.Log.Warn("the previous lease session of this agent still holds the lease on the target; terminating it", "backend_pid", stale)
-			_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend($1::int4)`, int32(stale))
+			l.opts.Log.Warn("the previous lease session of this agent still holds the lease on the target; terminating it", "backend_pid", stale.pid)
+			_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend($1::int4)`, int32(stale.pid))
 			deadline = time.Now().Add(5 * time.Second)
 		} else if time.Now().After(deadline) {
 			return heldError(ctx, conn)
@@ -222,8 +225,17 @@ func (l *Lease) take(ctx context.Context, stale uint32) error {
 		if got {
 			break
 		}
-		var pids string
-		_ = conn.QueryRow(ctx, `SELECT coalesce(string_agg(pid::text, ', ' ORDER BY pid), '') FROM pg_locks WHERE `+lockWhere+` AND objid = 2::oid AND granted`).Scan(&pids)
+		var holders []int32
+		if rows, err := conn.Query(ctx, `SELECT pid FROM pg_locks WHERE `+lockWhere+` AND objid = 2::oid AND granted ORDER BY pid`); err == nil {
+			holders, _ = pgx.CollectRows(rows, pgx.RowTo[int32])
+		}
+		pids := fmt.Sprint(holders)
+		for _, pid := range holders {
+			if stale != nil && stale.fenced[uint32(pid)] {
+				l.opts.Log.Warn("a session this agent stopped using still holds the fence on the target; terminating it", "backend_pid", pid)
+				_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend($1::int4)`, pid)
+			}
+		}
 		if time.Now().After(fenceDeadline) {
 			return fmt.Errorf("the target sessions %s of an earlier pgshift agent still hold the migration's fence after %s: is that agent still running? Stop it, or end those sessions with SELECT pg_terminate_backend(pid) on the target, then start again",
 				pids, l.opts.FenceTimeout)
@@ -247,7 +259,7 @@ func (l *Lease) take(ctx context.Context, stale uint32) error {
 	l.conn = conn
 	l.connMu.Unlock()
 	l.mu.Lock()
-	l.gen = &generation{pid: pid}
+	l.gen = &generation{pid: pid, fenced: map[uint32]bool{}}
 	l.holder.LeasePID = int(pid)
 	l.signal()
 	l.mu.Unlock()
@@ -326,6 +338,9 @@ func (l *Lease) Fence(ctx context.Context, conn *pgx.Conn) error {
 	if !ours {
 		return ErrLeaseLost
 	}
+	l.mu.Lock()
+	gen.fenced[conn.PgConn().PID()] = true
+	l.mu.Unlock()
 	return nil
 }
 
@@ -404,8 +419,8 @@ func (l *Lease) Keep(ctx context.Context) error {
 }
 
 // lose records that the current lease session is gone and cancels everything bound to it. It
-// returns that session's backend pid.
-func (l *Lease) lose(cause error) uint32 {
+// returns the generation that ended.
+func (l *Lease) lose(cause error) *generation {
 	l.opts.Log.Warn("the agent's lease session on the target was lost; stopping all writes before taking the lease again", "err", cause)
 	l.connMu.Lock()
 	l.conn.Close(context.Background())
@@ -416,17 +431,17 @@ func (l *Lease) lose(cause error) uint32 {
 	l.signal()
 	l.mu.Unlock()
 	if gen == nil {
-		return 0
+		return nil
 	}
 	for _, cancel := range gen.cancels {
 		cancel(ErrLeaseLost)
 	}
-	return gen.pid
+	return gen
 }
 
 // retake takes the lease again after a loss, retrying with backoff while the target cannot be
 // reached; it gives up only when another agent holds it.
-func (l *Lease) retake(ctx context.Context, stale uint32) error {
+func (l *Lease) retake(ctx context.Context, stale *generation) error {
 	delay := 200 * time.Millisecond
 	for {
 		err := l.take(ctx, stale)
