@@ -128,6 +128,7 @@ type Lease struct {
 	conn   *pgx.Conn
 
 	mu      sync.Mutex
+	nextID  uint64      // numbers bound contexts
 	gen     *generation // nil while the lease is not held
 	changed chan struct{}
 	fatal   error // set when the lease cannot be retaken: another agent has it
@@ -135,9 +136,9 @@ type Lease struct {
 
 // generation is one continuous holding of the lease by one lease session.
 type generation struct {
-	pid     uint32 // target backend pid of the lease session
-	cancels []context.CancelCauseFunc
-	fenced  map[uint32]bool // target backend pids of the sessions fenced in this generation
+	pid     uint32                             // target backend pid of the lease session
+	cancels map[uint64]context.CancelCauseFunc // contexts bound to this generation, until released
+	fenced  map[uint32]bool                    // target backend pids of the sessions fenced in this generation
 }
 
 // AcquireLease takes the migration's lease through a new session opened with connect, or
@@ -259,7 +260,7 @@ func (l *Lease) take(ctx context.Context, stale *generation) error {
 	l.conn = conn
 	l.connMu.Unlock()
 	l.mu.Lock()
-	l.gen = &generation{pid: pid, fenced: map[uint32]bool{}}
+	l.gen = &generation{pid: pid, cancels: map[uint64]context.CancelCauseFunc{}, fenced: map[uint32]bool{}}
 	l.holder.LeasePID = int(pid)
 	l.signal()
 	l.mu.Unlock()
@@ -349,13 +350,21 @@ func (l *Lease) Fence(ctx context.Context, conn *pgx.Conn) error {
 func (l *Lease) Bind(ctx context.Context) (context.Context, context.CancelFunc) {
 	c, cancel := context.WithCancelCause(ctx)
 	l.mu.Lock()
-	if l.gen == nil {
+	defer l.mu.Unlock()
+	gen := l.gen
+	if gen == nil {
 		cancel(ErrLeaseLost)
-	} else {
-		l.gen.cancels = append(l.gen.cancels, cancel)
+		return c, func() {}
 	}
-	l.mu.Unlock()
-	return c, func() { cancel(context.Canceled) }
+	l.nextID++
+	id := l.nextID
+	gen.cancels[id] = cancel
+	return c, func() {
+		cancel(context.Canceled)
+		l.mu.Lock()
+		delete(gen.cancels, id)
+		l.mu.Unlock()
+	}
 }
 
 // WaitHeld blocks until the lease is held again after a loss, and returns the error that ends
@@ -426,10 +435,10 @@ func (l *Lease) lose(cause error) *generation {
 	l.conn.Close(context.Background())
 	l.connMu.Unlock()
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	gen := l.gen
 	l.gen = nil
 	l.signal()
-	l.mu.Unlock()
 	if gen == nil {
 		return nil
 	}
