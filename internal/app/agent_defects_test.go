@@ -608,3 +608,35 @@ func (e *followEnv) schemaDump(c *pgtest.Cluster) string {
 	}
 	return strings.Join(keep, "\n")
 }
+
+// TestFollowRefusesReplicaModeTriggers: a target whose migrated table has an ENABLE ALWAYS
+// trigger that pgshift did not take in hand (copied by other means, or changed by hand) is
+// refused with the fix before anything is applied; once disabled, follow converges.
+func TestFollowRefusesReplicaModeTriggers(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := newFollowEnv(t, src, dst, "activetrg", `
+		CREATE TABLE items (id int PRIMARY KEY, v int);
+		CREATE TABLE audit (n bigserial PRIMARY KEY, item int);
+		CREATE FUNCTION aud() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN INSERT INTO audit (item) VALUES (NEW.id); RETURN NEW; END$$;
+		CREATE TRIGGER "Audit" AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION aud();
+		ALTER TABLE items ENABLE ALWAYS TRIGGER "Audit";`)
+	// pgshift.tables as copy leaves it.
+	e.query(dst, `INSERT INTO pgshift.tables (schema_name, table_name, root_schema, root_name, state, snapshot_lsn)
+		SELECT 'public', t, 'public', t, 'done', (SELECT consistent_lsn FROM pgshift.migration) FROM unnest(ARRAY['items', 'audit']) t`)
+	e.exec(`INSERT INTO items VALUES (1, 1)`)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := Follow(ctx, e.cfg, RunOptions{}, testLogger(t))
+	var fe *FatalError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), `trigger "Audit" on public.items (ENABLE ALWAYS)`) ||
+		!strings.Contains(err.Error(), `ALTER TABLE public.items DISABLE TRIGGER "Audit";`) {
+		t.Fatalf("follow with an active ALWAYS trigger on the target: %v", err)
+	}
+	if got := e.query(dst, `SELECT count(*) FROM items`); got != "0" {
+		t.Fatalf("%s rows applied before the refusal", got)
+	}
+	e.query(dst, `ALTER TABLE public.items DISABLE TRIGGER "Audit"`)
+	a := e.start(RunOptions{})
+	e.waitApplied(a)
+	e.compare()
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -265,6 +266,10 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 	if err := s.preflight(ctx); err != nil {
 		return err
 	}
+	lease.Touch() // the state schema exists now: record the holder at once
+	if err := s.checkReplicaModeTriggers(ctx); err != nil {
+		return err
+	}
 	if s.applyCon, err = s.target.Connect(ctx); err != nil {
 		return err
 	}
@@ -415,6 +420,50 @@ func (s *session) preflight(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// checkReplicaModeTriggers refuses to apply while a migrated table on the target has a trigger
+// or rule set ENABLE ALWAYS or ENABLE REPLICA that pgshift has not taken in hand: those fire in
+// the apply sessions (session_replication_role = replica) and would repeat on the target what
+// the source's own trigger already did. Copy keeps them disabled (see
+// schema.DeferReplicaEnables); this catches targets copied otherwise, or changed since.
+func (s *session) checkReplicaModeTriggers(ctx context.Context) error {
+	rows, err := s.dstPool.Query(ctx, `
+SELECT kind, format('%I.%I', schema_name, table_name), name, state FROM (
+  SELECT 'trigger' AS kind, n.nspname AS schema_name, c.relname AS table_name, t.tgname AS name,
+         CASE t.tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END AS state
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')
+  UNION ALL
+  SELECT 'rule', n.nspname, c.relname, r.rulename, CASE r.ev_enabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END
+  FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE r.ev_enabled IN ('A', 'R') AND r.rulename <> '_RETURN'
+) o
+WHERE EXISTS (SELECT 1 FROM pgshift.tables m WHERE m.schema_name = o.schema_name AND m.table_name = o.table_name)
+ORDER BY 2, 3`)
+	if err != nil {
+		return s.target.Describe(fmt.Errorf("read triggers that fire in replica mode: %w", err))
+	}
+	type obj struct{ kind, table, name, state string }
+	objs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (obj, error) {
+		var o obj
+		err := r.Scan(&o.kind, &o.table, &o.name, &o.state)
+		return o, err
+	})
+	if err != nil {
+		return s.target.Describe(fmt.Errorf("read triggers that fire in replica mode: %w", err))
+	}
+	if len(objs) == 0 {
+		return nil
+	}
+	var names, fixes []string
+	for _, o := range objs {
+		names = append(names, fmt.Sprintf("%s %s on %s (ENABLE %s)", o.kind, pgtypes.QuoteIdent(o.name), o.table, o.state))
+		fixes = append(fixes, fmt.Sprintf("ALTER TABLE %s DISABLE %s %s;", o.table, strings.ToUpper(o.kind), pgtypes.QuoteIdent(o.name)))
+	}
+	return fatalf("on the target, %s fire while pgshift applies changes (session_replication_role = replica) and would repeat what the source's triggers and rules already did. "+
+		"Disable them on the target (%s), re-enable them after cutover with the same state as on the source, then run pgshift run again",
+		strings.Join(names, ", "), strings.Join(fixes, " "))
 }
 
 // walLost is the fatal error for a slot whose WAL the source removed (wal_status = lost). The
