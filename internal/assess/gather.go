@@ -258,6 +258,10 @@ ORDER BY 1, 2`, nil, func(r scanner) error {
 		return fmt.Errorf("list event triggers: %w", err)
 	}
 
+	if err := readReplicaModeTriggers(ctx, q, f, filter); err != nil {
+		return err
+	}
+
 	// plpgsql is part of every installation; it is neither reported nor checked.
 	rows, err = q.Query(ctx, `SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)
 	if err != nil {
@@ -411,4 +415,39 @@ func collect(ctx context.Context, q catalog.Querier, sql string, args []any, fn 
 		}
 	}
 	return rows.Err()
+}
+
+// readReplicaModeTriggers lists user triggers and rules set ENABLE ALWAYS or ENABLE REPLICA on
+// migrated tables. A trigger cloned onto a partition is listed only when its state differs
+// from its parent's: the parent's finding covers the others.
+func readReplicaModeTriggers(ctx context.Context, q catalog.Querier, f *Facts, filter config.TableFilter) error {
+	err := collect(ctx, q, `
+SELECT 'trigger', n.nspname, c.relname, t.tgname, CASE t.tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END
+FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_trigger parent ON parent.oid = t.tgparentid
+WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R') AND (parent.oid IS NULL OR parent.tgenabled <> t.tgenabled)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
+  AND `+fmt.Sprintf(notExtensionMember, "'pg_trigger'", "t.oid")+`
+UNION ALL
+SELECT 'rule', n.nspname, c.relname, r.rulename, CASE r.ev_enabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END
+FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE r.ev_enabled IN ('A', 'R') AND r.rulename <> '_RETURN'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
+  AND `+fmt.Sprintf(notExtensionMember, "'pg_rewrite'", "r.oid")+`
+ORDER BY 2, 3, 1, 4`, nil, func(r scanner) error {
+		var tr ReplicaModeTrigger
+		var schema, table string
+		if err := r.Scan(&tr.Kind, &schema, &table, &tr.Name, &tr.State); err != nil {
+			return err
+		}
+		if filter.Match(schema, table) {
+			tr.Table = tableID(schema, table)
+			f.ReplicaModeTriggers = append(f.ReplicaModeTriggers, tr)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list triggers and rules that fire in replica mode: %w", err)
+	}
+	return nil
 }

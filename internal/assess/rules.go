@@ -46,8 +46,11 @@ type Facts struct {
 	LargeObjects     int64
 	LargeObjectBytes int64
 	EventTriggers    []EventTrigger
-	Extensions       []Extension
-	Languages        []Language
+	// ReplicaModeTriggers are the source's triggers and rules set ENABLE ALWAYS or ENABLE
+	// REPLICA: they would fire during pgshift's apply, so the target keeps them disabled.
+	ReplicaModeTriggers []ReplicaModeTrigger
+	Extensions          []Extension
+	Languages           []Language
 	// TargetTablespaces are the tablespace names that exist on the target.
 	TargetTablespaces []string
 	// TargetSchemas are the source's schemas that already exist on the target, with whether the target user may CREATE in them.
@@ -71,6 +74,17 @@ type EventTrigger struct {
 	Name, Event, Owner string
 	Enabled            bool
 }
+
+// ReplicaModeTrigger is a trigger or rule that fires in session_replication_role = replica.
+type ReplicaModeTrigger struct {
+	Kind  string // "trigger" or "rule"
+	Table string // schema.name, quoted where needed
+	Name  string
+	State string // "ALWAYS" or "REPLICA"
+}
+
+// CodeReplicaModeTrigger is the finding for a ReplicaModeTrigger.
+const CodeReplicaModeTrigger = "replica_mode_trigger"
 
 // Extension is one extension installed on the source, with what the target offers.
 type Extension struct {
@@ -226,6 +240,17 @@ func Evaluate(f Facts) []Finding {
 		add(CodeEventTrigger, Warning, "event trigger "+e.Name,
 			fmt.Sprintf("event trigger on %s owned by %s (enabled: %t); creating it on the target needs superuser, and managed services often refuse it", e.Event, e.Owner, e.Enabled),
 			"recreate it on the target after the copy if it is still needed (it is part of pg_dump's schema; with a non-superuser target, remove it from the schema load)")
+	}
+	for _, tr := range f.ReplicaModeTriggers {
+		name := maybeQuoted(tr.Name)
+		when := "it fires in every session, replication included"
+		if tr.State == "REPLICA" {
+			when = "it fires only in replication sessions — exactly while pgshift applies changes"
+		}
+		add(CodeReplicaModeTrigger, Warning, tr.Kind+" "+name+" on "+tr.Table,
+			fmt.Sprintf("%s %s on %s is ENABLE %s: pgshift keeps it disabled on the target until cutover (%s, so on the target it would repeat what the source's %s already did: an audit row written twice); pgshift status lists it, and cutover restores its state",
+				tr.Kind, name, tr.Table, tr.State, when, tr.Kind),
+			fmt.Sprintf("nothing to change for the migration; if the %s acts outside the database (queues, notifications, other servers), check that this should happen on the target once it takes traffic", tr.Kind))
 	}
 	// Unused indexes are grouped per schema: a database of many tables would otherwise bury
 	// the findings that matter under one note per index. Each table's list is in the report.

@@ -36,6 +36,9 @@ const (
 type Endpoint struct {
 	Role Role
 	DSN  string
+	// Session, when set, runs on every new plain or pooled session before it is used (the
+	// agent's lease fence); an error closes the session and fails the connect.
+	Session func(ctx context.Context, conn *pgx.Conn) error
 }
 
 // String describes the endpoint without its password: "source user@host:port/db".
@@ -77,6 +80,12 @@ func (e Endpoint) Connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, e.describe(err)
 	}
+	if e.Session != nil {
+		if err := e.Session(ctx, conn); err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("%s: %w", e, err)
+		}
+	}
 	return conn, nil
 }
 
@@ -89,6 +98,9 @@ func (e Endpoint) Pool(ctx context.Context, maxConns int) (*pgxpool.Pool, error)
 	applyDefaults(pcfg.ConnConfig.ConnectTimeout, &pcfg.ConnConfig.Config)
 	if maxConns > 0 {
 		pcfg.MaxConns = int32(maxConns)
+	}
+	if e.Session != nil {
+		pcfg.AfterConnect = e.Session
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {

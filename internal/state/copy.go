@@ -134,60 +134,93 @@ func TableSnapshots(ctx context.Context, q catalog.Querier) (map[pgtypes.TableID
 	return out, nil
 }
 
+// Every table-state transition below is a compare-and-set: it names the state (and phase) it
+// expects and fails with ErrStateConflict, changing nothing, when the row is not in it. Only
+// the data phase moves tables.
+
+// inDataPhase is the condition, in SQL, that the migration is in the data phase.
+const inDataPhase = `EXISTS (SELECT 1 FROM pgshift.migration WHERE id = 1 AND phase = 'data')`
+
+func tableConflict(id pgtypes.TableID, what, want string) error {
+	return fmt.Errorf("%w: %s of %s: the table is not %s or the migration is not in the data phase; another pgshift agent may be running (pgshift status shows it) — stop it, then run this command again",
+		ErrStateConflict, what, id, want)
+}
+
 // ResetTables marks tables to be copied again from scratch in a snapshot consistent at lsn:
 // state pending, counters zero, their chunks forgotten. Call it in the same transaction that
-// truncates those tables on the target, so the data and the state can never disagree.
+// truncates those tables on the target, so the data and the state can never disagree. Any
+// table of the unit may be reset (a finished partition of an unfinished tree included), but
+// only in the data phase.
 func ResetTables(ctx context.Context, tx pgx.Tx, ids []pgtypes.TableID, lsn pgtypes.LSN) error {
 	for _, id := range ids {
-		if _, err := tx.Exec(ctx, `DELETE FROM pgshift.chunks WHERE schema_name = $1 AND table_name = $2`, id.Schema, id.Name); err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM pgshift.chunks WHERE schema_name = $1::text AND table_name = $2::text`, id.Schema, id.Name); err != nil {
 			return fmt.Errorf("reset copy state of %s: %w", id, err)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE pgshift.tables SET state = 'pending', snapshot_lsn = $3::pg_lsn, chunks = 0,
+		tag, err := tx.Exec(ctx, `UPDATE pgshift.tables SET state = 'pending', snapshot_lsn = $3::pg_lsn, chunks = 0,
 			rows_copied = 0, bytes_copied = 0, started_at = NULL, finished_at = NULL
-			WHERE schema_name = $1 AND table_name = $2`, id.Schema, id.Name, lsn.String()); err != nil {
+			WHERE schema_name = $1::text AND table_name = $2::text AND `+inDataPhase, id.Schema, id.Name, lsn.String())
+		if err != nil {
 			return fmt.Errorf("reset copy state of %s: %w", id, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return tableConflict(id, "reset copy state", "registered")
 		}
 	}
 	return nil
 }
 
-// StartTable records that a table's copy began with the given number of planned chunks.
+// StartTable records that a table's copy began with the given number of planned chunks:
+// pending (or copying, when a copy resumes it) → copying.
 func StartTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID, chunks int) error {
-	_, err := q.Exec(ctx, `UPDATE pgshift.tables SET state = 'copying', chunks = $3, started_at = coalesce(started_at, now())
-		WHERE schema_name = $1 AND table_name = $2 AND state <> 'done'`, id.Schema, id.Name, chunks)
+	tag, err := q.Exec(ctx, `UPDATE pgshift.tables SET state = 'copying', chunks = $3::int4, started_at = coalesce(started_at, now())
+		WHERE schema_name = $1::text AND table_name = $2::text AND state IN ('pending', 'copying') AND `+inDataPhase,
+		id.Schema, id.Name, chunks)
 	if err != nil {
 		return fmt.Errorf("record copy start of %s: %w", id, err)
 	}
-	return nil
-}
-
-// RecordChunk records a finished chunk. Call it in the target transaction that wrote the
-// chunk's rows: both commit or neither does, so a chunk is never counted without its rows nor
-// its rows kept without the record that stops it being copied again.
-func RecordChunk(ctx context.Context, tx pgx.Tx, id pgtypes.TableID, chunkNo int, rows, bytes int64) error {
-	_, err := tx.Exec(ctx, `INSERT INTO pgshift.chunks (schema_name, table_name, chunk_no, rows_copied, bytes_copied)
-		VALUES ($1, $2, $3, $4, $5)`, id.Schema, id.Name, chunkNo, rows, bytes)
-	if err != nil {
-		return fmt.Errorf("record chunk %d of %s: %w", chunkNo, id, err)
+	if tag.RowsAffected() == 0 {
+		return tableConflict(id, "record copy start", "pending")
 	}
 	return nil
 }
 
-// FinishTable marks a table done, with its totals summed from its chunks.
+// RecordChunk records a finished chunk of a table that is copying. Call it in the target
+// transaction that wrote the chunk's rows: both commit or neither does, so a chunk is never
+// counted without its rows nor its rows kept without the record that stops it being copied
+// again.
+func RecordChunk(ctx context.Context, tx pgx.Tx, id pgtypes.TableID, chunkNo int, rows, bytes int64) error {
+	tag, err := tx.Exec(ctx, `INSERT INTO pgshift.chunks (schema_name, table_name, chunk_no, rows_copied, bytes_copied)
+		SELECT $1::text, $2::text, $3::int4, $4::int8, $5::int8
+		WHERE EXISTS (SELECT 1 FROM pgshift.tables WHERE schema_name = $1::text AND table_name = $2::text AND state = 'copying')
+		  AND `+inDataPhase, id.Schema, id.Name, chunkNo, rows, bytes)
+	if err != nil {
+		return fmt.Errorf("record chunk %d of %s: %w", chunkNo, id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return tableConflict(id, fmt.Sprintf("record chunk %d", chunkNo), "copying")
+	}
+	return nil
+}
+
+// FinishTable marks a copying table done, with its totals summed from its chunks.
 func FinishTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID) error {
-	_, err := q.Exec(ctx, `UPDATE pgshift.tables t SET state = 'done', finished_at = now(),
+	tag, err := q.Exec(ctx, `UPDATE pgshift.tables t SET state = 'done', finished_at = now(),
 			rows_copied = coalesce(c.r, 0), bytes_copied = coalesce(c.b, 0)
 		FROM (SELECT sum(rows_copied) AS r, sum(bytes_copied) AS b FROM pgshift.chunks
-		      WHERE schema_name = $1 AND table_name = $2) c
-		WHERE t.schema_name = $1 AND t.table_name = $2`, id.Schema, id.Name)
+		      WHERE schema_name = $1::text AND table_name = $2::text) c
+		WHERE t.schema_name = $1::text AND t.table_name = $2::text AND t.state = 'copying' AND `+inDataPhase, id.Schema, id.Name)
 	if err != nil {
 		return fmt.Errorf("record copy end of %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return tableConflict(id, "record copy end", "copying")
 	}
 	return nil
 }
 
 // FinishPartitioned marks every partitioned table done whose partition tree has all its
-// partitions done (or has none), with the totals of the whole tree. Partitioned tables hold no
+// partitions done (or has none), with the totals of the whole tree; only in the data phase
+// (the caller then checks that every table is done). Partitioned tables hold no
 // rows themselves; their row is there so the follow phase finds the snapshot LSN of changes
 // published under the root's name.
 func FinishPartitioned(ctx context.Context, q catalog.Querier) error {
@@ -199,7 +232,8 @@ func FinishPartitioned(ctx context.Context, q catalog.Querier) error {
 		      LEFT JOIN pgshift.tables d ON d.kind = 'table' AND d.root_schema = pp.root_schema AND d.root_name = pp.root_name
 		      WHERE pp.kind = 'partitioned'
 		      GROUP BY pp.schema_name, pp.table_name) s
-		WHERE p.schema_name = s.schema_name AND p.table_name = s.table_name AND p.state <> 'done' AND s.all_done`)
+		WHERE p.schema_name = s.schema_name AND p.table_name = s.table_name AND p.state <> 'done' AND s.all_done
+		  AND `+inDataPhase)
 	if err != nil {
 		return fmt.Errorf("record copy end of partitioned tables: %w", err)
 	}
@@ -225,9 +259,16 @@ func PostDataDone(ctx context.Context, q catalog.Querier) (map[string]bool, erro
 }
 
 // RecordPostData records a finished post-data step; call it in the transaction that applied it.
+// Only the post-data phase records steps (a compare-and-set like the table transitions).
 func RecordPostData(ctx context.Context, tx pgx.Tx, key, description string) error {
-	if _, err := tx.Exec(ctx, `INSERT INTO pgshift.post_data (step_key, description) VALUES ($1, $2)`, key, description); err != nil {
+	tag, err := tx.Exec(ctx, `INSERT INTO pgshift.post_data (step_key, description) SELECT $1::text, $2::text
+		WHERE EXISTS (SELECT 1 FROM pgshift.migration WHERE id = 1 AND phase = 'post-data')`, key, description)
+	if err != nil {
 		return fmt.Errorf("record post-data step %s: %w", description, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: record post-data step %s: the migration is not in the post-data phase; another pgshift agent may be running (pgshift status shows it) — stop it, then run this command again",
+			ErrStateConflict, description)
 	}
 	return nil
 }

@@ -53,6 +53,7 @@ const (
 	ClassSequence     = "sequence drift"
 	ClassValue        = "value changed"
 	ClassSchema       = "schema"
+	ClassDeferred     = "kept back until cutover"
 	ClassUnstable     = "unstable (still changing on the source)"
 	ClassLagging      = "unconfirmed (the target did not catch up in time)"
 )
@@ -143,6 +144,9 @@ type ColumnDiff struct {
 type SchemaResult struct {
 	Compared int          `json:"objects_compared"`
 	Diffs    []SchemaDiff `json:"differences,omitempty"`
+	// Deferred are triggers and rules whose enable state pgshift keeps back on the target until
+	// cutover (pgshift.deferred_ddl): expected, not differences.
+	Deferred []SchemaDiff `json:"deferred,omitempty"`
 }
 
 // SchemaDiff is one schema object missing on a side or defined differently.

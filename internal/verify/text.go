@@ -160,6 +160,9 @@ func (r *Report) WriteText(w io.Writer, rowsPerTable int) error {
 		for _, d := range r.Schema.Diffs {
 			n.children = append(n.children, node{text: schemaLine(d)})
 		}
+		for _, d := range r.Schema.Deferred {
+			n.children = append(n.children, node{text: fmt.Sprintf("%s %s: deferred — %s (source %s, target %s)", d.Kind, d.Name, d.Issue, d.Source, d.Target)})
+		}
 		top = append(top, n)
 	}
 	if r.Sequences != nil {
