@@ -415,6 +415,12 @@ func (s *Stream) streamCommit(ctx context.Context, m *StreamCommitMsg) error {
 	local := map[uint32]*Relation{}
 	rels := overlay{local: local, base: s.rels}
 	err := sp.replay(func(buf []byte) error {
+		// The replay reads no message from the server for as long as the transaction takes to
+		// decode and apply, which may be far longer than wal_sender_timeout: keep telling the
+		// server the client is alive (with the durable position only, as always).
+		if err := s.maybeStatus(time.Second); err != nil {
+			return err
+		}
 		msg, err := Decode(buf, true)
 		if err != nil {
 			return err
@@ -552,7 +558,10 @@ func (s *Stream) emit(ctx context.Context, ev Event, size int64) error {
 	return nil
 }
 
-// flush hands the pending chunk to the applier, answering the server while it waits.
+// flush hands the pending chunk to the applier, answering the server while it waits. The queue
+// calls back only when one wait lasts a whole tick; a reader that waits a little for every one of
+// many chunks (a transaction much larger than the queue, with an applier that keeps up) would
+// otherwise send nothing for the whole transaction, so the status is also due after each hand-off.
 func (s *Stream) flush(ctx context.Context) error {
 	if s.pending == nil || len(s.pending.Events) == 0 {
 		return nil
@@ -560,7 +569,10 @@ func (s *Stream) flush(ctx context.Context) error {
 	c := s.pending
 	s.pending = nil
 	tick := min(time.Second, s.opts.StatusInterval)
-	return s.queue.send(ctx, c, tick, s.opts.StallTimeout, func() error { return s.maybeStatus(time.Second) })
+	if err := s.queue.send(ctx, c, tick, s.opts.StallTimeout, func() error { return s.maybeStatus(time.Second) }); err != nil {
+		return err
+	}
+	return s.maybeStatus(time.Second)
 }
 
 // spillDirPrefix starts the name of every spill directory: pgshift-spill-<owner pid>-<random>.
