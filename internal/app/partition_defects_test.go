@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgshift/pgshift/internal/assess"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/pgtest"
 )
@@ -103,4 +104,167 @@ func TestStreamedReplayKeepsWalsenderAlive(t *testing.T) {
 	if strings.Contains(logs.String(), "replication interrupted") {
 		t.Errorf("the agent reconnected:\n%s", logs.String())
 	}
+}
+
+// partitionSchema has every partitioning shape: range with a default partition and a
+// sub-partitioned (hash) branch, list, and hash; plus a plain table to truncate alongside.
+const partitionSchema = `
+CREATE TABLE events (id bigint NOT NULL, at date NOT NULL, payload text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE events_2023 PARTITION OF events FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01') PARTITION BY HASH (id);
+CREATE TABLE events_2024_h0 PARTITION OF events_2024 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE events_2024_h1 PARTITION OF events_2024 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE events_other PARTITION OF events DEFAULT;
+INSERT INTO events SELECT i, date '2023-01-01' + (i % 900), 'e' || i FROM generate_series(1, 3000) i;
+CREATE TABLE regions (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE regions_eu PARTITION OF regions FOR VALUES IN ('eu');
+CREATE TABLE regions_us PARTITION OF regions FOR VALUES IN ('us', 'ca');
+INSERT INTO regions SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 100) g;
+CREATE TABLE buckets (id int PRIMARY KEY, v text) PARTITION BY HASH (id);
+CREATE TABLE buckets_0 PARTITION OF buckets FOR VALUES WITH (MODULUS 3, REMAINDER 0);
+CREATE TABLE buckets_1 PARTITION OF buckets FOR VALUES WITH (MODULUS 3, REMAINDER 1);
+CREATE TABLE buckets_2 PARTITION OF buckets FOR VALUES WITH (MODULUS 3, REMAINDER 2);
+INSERT INTO buckets SELECT g, 'b' || g FROM generate_series(1, 300) g;
+CREATE TABLE plain (id int PRIMARY KEY);
+INSERT INTO plain SELECT generate_series(1, 10);`
+
+// leafCounts is the row count of every leaf partition of the given roots, in one line: an
+// independent check that each row sits in the same partition on both sides.
+const leafCountsSQL = `SELECT string_agg(format('%s=%s', c.relid::regclass::text,
+	(xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM ONLY %s', c.relid::regclass), false, true, '')))[1]::text), ' ' ORDER BY c.relid::regclass::text)
+FROM (SELECT relid FROM pg_partition_tree('events') UNION ALL SELECT relid FROM pg_partition_tree('regions')
+      UNION ALL SELECT relid FROM pg_partition_tree('buckets')) c
+JOIN pg_class k ON k.oid = c.relid WHERE k.relkind = 'r'`
+
+// TestPartitionFollow covers defects 4 and 15 and the partition cases around them, against a
+// real copy and follow. The source decodes with logical_decoding_work_mem = 64kB, so
+// transactions of a few hundred rows are streamed.
+func TestPartitionFollow(t *testing.T) {
+	src := pgtest.New(t, pgtest.Options{Name: t.Name() + "-src", Settings: map[string]string{"logical_decoding_work_mem": "'64kB'"}})
+	dst := pgtest.New(t, pgtest.Options{Name: t.Name() + "-dst"})
+
+	// Defect 4: a TRUNCATE of one partition (of a leaf, of a sub-partitioned branch, ONLY of a
+	// leaf together with a plain table) reaches the target; so does a TRUNCATE of the root.
+	t.Run("TruncatePartitions", func(t *testing.T) {
+		e := copiedEnv(t, src, dst, "trunc", partitionSchema)
+		a := e.start(RunOptions{})
+		e.exec(`TRUNCATE events_2023`)
+		e.exec(`TRUNCATE events_2024`) // a partitioned branch: its leaves are listed
+		e.exec(`BEGIN; TRUNCATE ONLY regions_eu, plain; INSERT INTO regions VALUES (1000, 'eu', 1); INSERT INTO plain VALUES (42); COMMIT`)
+		e.exec(`TRUNCATE buckets`) // the root: every leaf is listed
+		e.exec(`INSERT INTO buckets VALUES (1, 'again')`)
+		e.waitApplied(a)
+		e.compare()
+		if s, d := e.query(src, leafCountsSQL), e.query(dst, leafCountsSQL); s != d {
+			t.Errorf("rows per partition differ:\nsource %s\ntarget %s", s, d)
+		}
+		if got := e.query(dst, `SELECT count(*) FROM events_2023`); got != "0" {
+			t.Errorf("events_2023 on the target has %s rows after TRUNCATE on the source", got)
+		}
+	})
+
+	// Rows move between partitions (partition key updates, into and out of the default
+	// partition, across a sub-partitioned branch), in every partitioning method.
+	t.Run("RowsMoveBetweenPartitions", func(t *testing.T) {
+		e := copiedEnv(t, src, dst, "moves", partitionSchema)
+		a := e.start(RunOptions{})
+		e.exec(`UPDATE events SET at = '2024-06-01' WHERE id BETWEEN 1 AND 50`)  // 2023 → 2024 (hash leaves)
+		e.exec(`UPDATE events SET at = '2030-01-01' WHERE id BETWEEN 51 AND 60`) // → default
+		e.exec(`UPDATE events SET at = '2023-02-02', payload = 'back' WHERE at = '2030-01-01' AND id < 55`)
+		e.exec(`UPDATE events SET id = id + 100000 WHERE id BETWEEN 1 AND 10`) // hash key: h0 ↔ h1
+		e.exec(`UPDATE regions SET region = 'ca' WHERE id <= 20; UPDATE regions SET region = 'eu' WHERE id BETWEEN 21 AND 30`)
+		e.exec(`UPDATE buckets SET id = id + 1000 WHERE id <= 30; DELETE FROM buckets WHERE id BETWEEN 100 AND 120`)
+		e.exec(`INSERT INTO events VALUES (999999, '1999-01-01', 'default')`)
+		e.waitApplied(a)
+		e.compare()
+		if s, d := e.query(src, leafCountsSQL), e.query(dst, leafCountsSQL); s != d {
+			t.Errorf("rows per partition differ:\nsource %s\ntarget %s", s, d)
+		}
+	})
+
+	// Defect 15: identities that differ between the root and its leaves. pgoutput publishes a
+	// leaf's changes with the leaf's own identity, so both shapes follow cleanly.
+	t.Run("RootWithoutKeyLeavesWithKeys", func(t *testing.T) {
+		e := copiedEnv(t, src, dst, "nokey", `
+CREATE TABLE nokey (id int NOT NULL, v text) PARTITION BY RANGE (id);
+CREATE TABLE nokey_a PARTITION OF nokey FOR VALUES FROM (0) TO (100);
+CREATE TABLE nokey_b PARTITION OF nokey FOR VALUES FROM (100) TO (200);
+ALTER TABLE nokey_a ADD PRIMARY KEY (id);
+ALTER TABLE nokey_b ADD PRIMARY KEY (id);
+INSERT INTO nokey SELECT g, 'v' || g FROM generate_series(0, 199) g;`)
+		a := e.start(RunOptions{})
+		e.exec(`UPDATE nokey SET v = 'changed' WHERE id % 3 = 0; DELETE FROM nokey WHERE id % 7 = 0`)
+		e.exec(`DELETE FROM nokey WHERE id BETWEEN 101 AND 105; UPDATE nokey SET id = id + 100 WHERE id BETWEEN 1 AND 5`) // across leaves
+		e.waitApplied(a)
+		e.compare()
+	})
+	t.Run("RootReplicaIdentityFullLeavesWithKeys", func(t *testing.T) {
+		e := copiedEnv(t, src, dst, "fullroot", `
+CREATE TABLE fullroot (id int PRIMARY KEY, v text, w text) PARTITION BY RANGE (id);
+CREATE TABLE fullroot_a PARTITION OF fullroot FOR VALUES FROM (0) TO (100);
+CREATE TABLE fullroot_b PARTITION OF fullroot FOR VALUES FROM (100) TO (200);
+ALTER TABLE fullroot REPLICA IDENTITY FULL;
+INSERT INTO fullroot SELECT g, 'v' || g, NULL FROM generate_series(0, 199) g;`)
+		if got := e.query(src, `SELECT string_agg(relname || ':' || relreplident::text, ' ' ORDER BY relname) FROM pg_class WHERE relname LIKE 'fullroot%' AND relkind IN ('r', 'p')`); got != "fullroot:f fullroot_a:d fullroot_b:d" {
+			t.Fatalf("replica identities on the source: %s; the test needs a FULL root over keyed leaves", got)
+		}
+		a := e.start(RunOptions{})
+		e.exec(`UPDATE fullroot SET v = 'changed', w = 'w' WHERE id % 3 = 0; DELETE FROM fullroot WHERE id % 7 = 0`)
+		e.exec(`DELETE FROM fullroot WHERE id BETWEEN 101 AND 105; UPDATE fullroot SET id = id + 100 WHERE id BETWEEN 1 AND 5`) // across leaves
+		e.waitApplied(a)
+		e.compare()
+	})
+
+	// A leaf without a usable identity under a root: refused before anything is created, by
+	// copy and by assess alike, naming the leaf and the fix.
+	t.Run("LeafWithoutIdentityRefused", func(t *testing.T) {
+		ctx := context.Background()
+		cfg := cpDB(t, src, dst, "lacks", `
+CREATE TABLE lacks (id int NOT NULL, v text) PARTITION BY LIST (v);
+CREATE TABLE lacks_a PARTITION OF lacks FOR VALUES IN ('a');
+CREATE TABLE lacks_b PARTITION OF lacks FOR VALUES IN ('b');
+ALTER TABLE lacks_a ADD PRIMARY KEY (id);
+CREATE TABLE fine (id int PRIMARY KEY);`)
+		_, err := Copy(ctx, cfg, CopyOptions{NoProgress: true}, testLogger(t))
+		if err == nil {
+			t.Fatal("copy accepted a partition without replica identity")
+		}
+		msg := err.Error()
+		for _, want := range []string{"public.lacks_b", `ALTER TABLE "public"."lacks_b" REPLICA IDENTITY FULL`, "--exclude public.lacks", "nothing was created"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("copy error does not say %q:\n%s", want, msg)
+			}
+		}
+		if strings.Contains(msg, "public.lacks_a") {
+			t.Errorf("copy error names the partition that has a key:\n%s", msg)
+		}
+		sc, tc := cpConnect(t, cfg.Source), cpConnect(t, cfg.Target)
+		if got := cpQuery(t, sc, `SELECT (SELECT count(*) FROM pg_publication) || '/' || (SELECT count(*) FROM pg_replication_slots WHERE database = 'lacks')`); got != "0/0" {
+			t.Errorf("publications/slots on the source after the refusal: %s", got)
+		}
+		if got := cpQuery(t, tc, `SELECT (to_regnamespace('pgshift') IS NULL AND to_regclass('public.lacks') IS NULL)::text`); got != "true" {
+			t.Error("the refused copy created something on the target")
+		}
+
+		var out strings.Builder
+		rep, err := Assess(ctx, cfg, AssessOptions{}, &out, testLogger(t))
+		if err != nil {
+			t.Fatalf("assess: %v", err)
+		}
+		var found bool
+		for _, f := range rep.Findings {
+			if f.Object == "public.lacks_a" && f.Code == assess.CodeNoReplicaIdentity {
+				t.Errorf("assess blocks the partition that has a key: %+v", f)
+			}
+			if f.Object == "public.lacks_b" && f.Code == assess.CodeNoReplicaIdentity && f.Severity == assess.Blocker {
+				found = true
+				if !strings.Contains(f.Fix, `ALTER TABLE "public"."lacks_b" REPLICA IDENTITY FULL`) || !strings.Contains(f.Message, "public.lacks") {
+					t.Errorf("assess finding does not name the root and the fix: %+v", f)
+				}
+			}
+		}
+		if !found || rep.Ready {
+			t.Errorf("assess did not block the partition without identity (ready %v):\n%s", rep.Ready, out.String())
+		}
+	})
 }

@@ -154,6 +154,12 @@ type Table struct {
 	ReplicaIdentity string   `json:"replica_identity"`
 	PrimaryKey      []string `json:"primary_key,omitempty"`
 	UsableIdentity  bool     `json:"usable_identity"`
+	// IdentityColumns are the columns the replica identity logs of an old row (the key, or the
+	// identity index's columns); empty for FULL and NOTHING.
+	IdentityColumns []string `json:"identity_columns,omitempty"`
+	// Root is the top of the partition tree a partition belongs to (schema.name as ID prints
+	// it); empty for tables that are not partitions.
+	Root string `json:"partition_root,omitempty"`
 	Columns         int      `json:"columns"`
 	RowsEstimate    int64    `json:"rows_estimate"`
 	TotalBytes      int64    `json:"total_bytes"`

@@ -56,7 +56,27 @@ type Options struct {
 	StallTimeout time.Duration
 	// SpillDir holds the on-disk buffers of large in-progress (streamed) transactions.
 	SpillDir string
+	// Tables, when not empty, are the relations the migration follows. A change of any other
+	// relation (a partition created or attached on the source after the copy, whose changes its
+	// root's publication now sends under its own name) stops the stream with ErrNotMigrated:
+	// nothing of that transaction is applied or confirmed.
+	Tables map[pgtypes.TableID]bool
 }
+
+// ErrNotMigrated is returned for a change of a relation that is not in Options.Tables.
+var ErrNotMigrated = errors.New("change of a table that is not part of the migration")
+
+// NotMigratedError names the relation and transaction of an ErrNotMigrated stop.
+type NotMigratedError struct {
+	Table     pgtypes.TableID
+	CommitLSN pgtypes.LSN
+}
+
+func (e *NotMigratedError) Error() string {
+	return fmt.Sprintf("%s: %s in the transaction committed at %s", ErrNotMigrated, e.Table, e.CommitLSN)
+}
+
+func (e *NotMigratedError) Unwrap() error { return ErrNotMigrated }
 
 func (o *Options) defaults() {
 	if o.StatusInterval <= 0 {
@@ -103,6 +123,7 @@ type Stream struct {
 
 	lastStatus    time.Time
 	lastConfirmed pgtypes.LSN
+	replayCommit  pgtypes.LSN // commit LSN of the streamed transaction being replayed
 }
 
 // NewStream prepares a stream on an open replication connection. durable reports the end LSN of
@@ -406,6 +427,7 @@ func (s *Stream) streamCommit(ctx context.Context, m *StreamCommitMsg) error {
 	if m.CommitLSN < s.opts.SkipBelow {
 		return nil
 	}
+	s.replayCommit = m.CommitLSN
 	tx := Tx{Xid: m.Xid, CommitLSN: m.CommitLSN, EndLSN: m.EndLSN, CommitTime: m.CommitTime, Streamed: true}
 	if err := s.emit(ctx, Event{Begin: &tx}, 64); err != nil {
 		return err
@@ -456,6 +478,14 @@ func (s *Stream) streamCommit(ctx context.Context, m *StreamCommitMsg) error {
 	return s.flush(ctx)
 }
 
+// commitLSN is the commit position of the transaction being decoded or replayed.
+func (s *Stream) commitLSN() pgtypes.LSN {
+	if s.inTx {
+		return s.cur.CommitLSN
+	}
+	return s.replayCommit
+}
+
 func xidOf(msg any) uint32 {
 	switch m := msg.(type) {
 	case *InsertMsg:
@@ -491,6 +521,9 @@ func (s *Stream) change(msg any, lookup relLookup) (*Change, error) {
 		r := lookup.get(oid)
 		if r == nil {
 			return nil, fmt.Errorf("change for relation OID %d, which was never described by a relation message", oid)
+		}
+		if len(s.opts.Tables) > 0 && !s.opts.Tables[r.Table] {
+			return nil, &NotMigratedError{Table: r.Table, CommitLSN: s.commitLSN()}
 		}
 		return r, nil
 	}
