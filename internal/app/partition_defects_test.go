@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -265,6 +266,170 @@ CREATE TABLE fine (id int PRIMARY KEY);`)
 		}
 		if !found || rep.Ready {
 			t.Errorf("assess did not block the partition without identity (ready %v):\n%s", rep.Ready, out.String())
+		}
+	})
+
+	// Streamed transactions and partitions: the first relation messages of leaves arrive inside
+	// streamed blocks (of a transaction that aborts, and of one that commits), a TRUNCATE in a
+	// rolled-back subtransaction must vanish, one in a released subtransaction must apply.
+	t.Run("StreamedTransactions", func(t *testing.T) {
+		e := copiedEnv(t, src, dst, "streamed", partitionSchema)
+		a := e.start(RunOptions{})
+		e.exec(`BEGIN; INSERT INTO buckets SELECT g, repeat('a', 200) FROM generate_series(10000, 12000) g; ROLLBACK`)
+		e.exec(`INSERT INTO buckets VALUES (5000, 'after the aborted stream')`)
+		e.exec(`BEGIN;
+INSERT INTO regions SELECT g, 'eu', g FROM generate_series(1000, 5000) g;
+SAVEPOINT s1;
+TRUNCATE regions_us;
+INSERT INTO events SELECT g, date '2024-03-01', repeat('r', 200) FROM generate_series(100000, 102000) g;
+ROLLBACK TO SAVEPOINT s1;
+SAVEPOINT s2;
+TRUNCATE events_2023;
+INSERT INTO events SELECT g, date '2023-05-01', repeat('k', 200) FROM generate_series(200000, 201000) g;
+RELEASE SAVEPOINT s2;
+UPDATE buckets SET v = 'in stream' WHERE id < 50;
+COMMIT`)
+		e.exec(`UPDATE regions SET v = -v WHERE region = 'eu' AND id < 1100; INSERT INTO events VALUES (300000, '2023-06-01', 'small')`)
+		e.waitApplied(a)
+		e.compare()
+		if s, d := e.query(src, leafCountsSQL), e.query(dst, leafCountsSQL); s != d {
+			t.Errorf("rows per partition differ:\nsource %s\ntarget %s", s, d)
+		}
+		if got := e.query(src, `SELECT stream_txns >= 2 FROM pg_stat_replication_slots WHERE slot_name = 'pgshift_streamed'`); got != "t" {
+			t.Fatalf("the transactions were not streamed (stream_txns >= 2: %q); the test did not exercise streaming", got)
+		}
+		if got := e.query(dst, `SELECT count(*) FROM regions_us`); got == "0" {
+			t.Error("the TRUNCATE of a rolled-back subtransaction was applied")
+		}
+	})
+
+	// A partition created on the source during follow: following stops at its first change,
+	// nothing of that transaction applied, with the DDL to run on the target; once it exists
+	// there, the next run copies it in a new snapshot. A table with rows attached as a
+	// partition (its rows never pass through the slot) is copied the same way, never lost.
+	t.Run("PartitionAttachedDuringFollow", func(t *testing.T) {
+		e := copiedEnv(t, src, dst, "attach", partitionSchema)
+		var logs lockedBuffer
+		a := e.startLogged(RunOptions{}, &logs)
+		e.exec(`INSERT INTO regions VALUES (400, 'eu', 1)`)
+		e.waitApplied(a)
+		e.exec(`CREATE TABLE regions_asia PARTITION OF regions FOR VALUES IN ('asia');
+BEGIN; INSERT INTO regions VALUES (401, 'eu', 1), (500, 'asia', 1); COMMIT`)
+		err := waitStopped(t, a, 60*time.Second)
+		var fe *FatalError
+		if !errors.As(err, &fe) || !strings.Contains(err.Error(), "public.regions_asia") ||
+			!strings.Contains(err.Error(), `CREATE TABLE "public"."regions_asia" PARTITION OF "public"."regions" FOR VALUES IN ('asia')`) {
+			t.Fatalf("agent stopped with %v; want a fatal error naming the new partition and the DDL for the target\n%s", err, logs.String())
+		}
+		if got := e.query(dst, `SELECT count(*) FROM regions WHERE id = 401`); got != "0" {
+			t.Errorf("part of the transaction with the new partition's change was applied (%s rows)", got)
+		}
+		// Meanwhile the source attaches a table that already has rows, and keeps writing.
+		e.exec(`CREATE TABLE regions_sa (id int NOT NULL, region text NOT NULL, v int);
+INSERT INTO regions_sa VALUES (600, 'sa', 1), (601, 'sa', 2);
+ALTER TABLE regions ATTACH PARTITION regions_sa FOR VALUES IN ('sa');
+INSERT INTO regions VALUES (502, 'asia', 2), (602, 'sa', 3); UPDATE regions SET v = 10 WHERE id = 600`)
+		e.query(dst, `CREATE TABLE "public"."regions_asia" PARTITION OF "public"."regions" FOR VALUES IN ('asia');
+CREATE TABLE regions_sa PARTITION OF regions FOR VALUES IN ('sa')`)
+		a = e.startLogged(RunOptions{}, &logs)
+		e.exec(`INSERT INTO regions VALUES (503, 'asia', 3), (603, 'sa', 4)`)
+		e.waitApplied(a)
+		e.compare()
+		if s, d := e.query(src, leafCountsSQL), e.query(dst, leafCountsSQL); s != d {
+			t.Errorf("rows per partition differ:\nsource %s\ntarget %s", s, d)
+		}
+		if got := e.query(dst, `SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM regions_sa`); got != "600:10,601:2,602:3,603:4" {
+			t.Errorf("regions_sa on the target: %s (the rows it had before it was attached must be copied)", got)
+		}
+		snaps := e.query(dst, `SELECT count(DISTINCT snapshot_lsn) FROM pgshift.tables WHERE table_name IN ('regions_asia', 'regions_sa') AND state = 'done'`)
+		if snaps != "1" {
+			t.Errorf("the adopted partitions are not both done at one new snapshot LSN: %s", snaps)
+		}
+	})
+
+	// Partitions detached during follow stop it (their changes are no longer published), and it
+	// resumes once the target matches: one detached on the target too, one attached again on
+	// the source. Both are copied again, so the changes made while detached are not lost.
+	t.Run("PartitionDetachedDuringFollow", func(t *testing.T) {
+		e := copiedEnv(t, src, dst, "detach", partitionSchema)
+		var logs lockedBuffer
+		a := e.startLogged(RunOptions{}, &logs)
+		e.exec(`ALTER TABLE regions DETACH PARTITION regions_us; ALTER TABLE regions DETACH PARTITION regions_eu;
+INSERT INTO regions_us VALUES (700, 'us', 1); UPDATE regions_us SET v = -1 WHERE id < 10;
+INSERT INTO regions_eu VALUES (800, 'eu', 1); DELETE FROM regions_eu WHERE id < 20`)
+		err := waitStopped(t, a, 60*time.Second)
+		var fe *FatalError
+		if !errors.As(err, &fe) || !strings.Contains(err.Error(), "public.regions_us") || !strings.Contains(err.Error(), "public.regions_eu") ||
+			!strings.Contains(err.Error(), "DETACH PARTITION") || !strings.Contains(err.Error(), "ATTACH PARTITION") {
+			t.Fatalf("agent stopped with %v; want a fatal error naming both detached partitions and the fixes\n%s", err, logs.String())
+		}
+		// A restart without a fix stops again: the partitions are marked.
+		a = e.startLogged(RunOptions{}, &logs)
+		if err := waitStopped(t, a, 60*time.Second); !errors.As(err, &fe) {
+			t.Fatalf("restart without a fix: %v", err)
+		}
+		e.exec(`ALTER TABLE regions ATTACH PARTITION regions_eu FOR VALUES IN ('eu')`)
+		e.query(dst, `ALTER TABLE regions DETACH PARTITION regions_us`)
+		a = e.startLogged(RunOptions{}, &logs)
+		e.exec(`UPDATE regions_us SET v = 99 WHERE id = 700; INSERT INTO regions VALUES (801, 'eu', 2)`)
+		e.waitApplied(a)
+		e.compare()
+		for _, tbl := range []string{"regions_us", "regions_eu"} {
+			q := `SELECT count(*) || ' ' || coalesce(sum(v), 0) FROM ` + tbl
+			if s, d := e.query(src, q), e.query(dst, q); s != d {
+				t.Errorf("%s: source %s, target %s", tbl, s, d)
+			}
+		}
+		if got := e.query(src, `SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pgshift_detach' AND tablename = 'regions_us'`); got != "1" {
+			t.Errorf("the detached partition, now a table of its own, is not published (%s)", got)
+		}
+	})
+
+	// A partition dropped on the source during follow stops it until it is dropped on the
+	// target too; then following goes on without it.
+	t.Run("PartitionDroppedDuringFollow", func(t *testing.T) {
+		e := copiedEnv(t, src, dst, "dropped", partitionSchema)
+		var logs lockedBuffer
+		a := e.startLogged(RunOptions{}, &logs)
+		e.exec(`UPDATE events SET payload = 'last' WHERE at < '2024-01-01' AND id < 100`)
+		e.exec(`DROP TABLE events_2023`)
+		err := waitStopped(t, a, 60*time.Second)
+		var fe *FatalError
+		if !errors.As(err, &fe) || !strings.Contains(err.Error(), "public.events_2023") || !strings.Contains(err.Error(), "DROP TABLE") {
+			t.Fatalf("agent stopped with %v; want a fatal error naming the dropped partition and the fix\n%s", err, logs.String())
+		}
+		e.query(dst, `DROP TABLE events_2023`)
+		a = e.startLogged(RunOptions{}, &logs)
+		e.exec(`INSERT INTO events VALUES (900000, '2024-02-02', 'after the drop'), (900001, '2030-02-02', 'default')`)
+		e.waitApplied(a)
+		e.compare()
+		if got := e.query(dst, `SELECT state FROM pgshift.tables WHERE table_name = 'events_2023'`); got != "dropped" {
+			t.Errorf("events_2023 state %q, want dropped", got)
+		}
+	})
+
+	// A migration made before pgshift published partitions as themselves: its publication
+	// publishes through the root. Following it switches the publication, applies the changes
+	// published either way, and from then on follows a TRUNCATE of one partition.
+	t.Run("OlderPublicationViaRoot", func(t *testing.T) {
+		e := copiedEnv(t, src, dst, "viaroot", partitionSchema)
+		e.exec(`ALTER PUBLICATION pgshift_viaroot SET (publish_via_partition_root = true)`)
+		// Published through the roots (the agent is not running yet).
+		e.exec(`INSERT INTO regions VALUES (900, 'eu', 1); UPDATE regions SET region = 'us' WHERE id = 2; DELETE FROM buckets WHERE id < 5`)
+		var logs lockedBuffer
+		a := e.startLogged(RunOptions{}, &logs)
+		e.waitApplied(a)
+		if got := e.query(src, `SELECT pubviaroot FROM pg_publication WHERE pubname = 'pgshift_viaroot'`); got != "f" {
+			t.Fatalf("publication still publishes via the root: %s", got)
+		}
+		if !strings.Contains(logs.String(), "publish_via_partition_root = false") || !strings.Contains(logs.String(), "pgshift verify") {
+			t.Errorf("the switch was not logged with its consequence:\n%s", logs.String())
+		}
+		e.exec(`TRUNCATE regions_eu; INSERT INTO regions VALUES (901, 'eu', 2); UPDATE regions SET region = 'eu' WHERE id = 3`)
+		e.waitApplied(a)
+		e.compare()
+		if s, d := e.query(src, leafCountsSQL), e.query(dst, leafCountsSQL); s != d {
+			t.Errorf("rows per partition differ:\nsource %s\ntarget %s", s, d)
 		}
 	})
 }

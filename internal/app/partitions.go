@@ -48,7 +48,7 @@ type relInfo struct {
 	exists  bool
 	kind    byte // catalog.KindTable, catalog.KindPartitioned, ...
 	parent  pgtypes.TableID
-	root    pgtypes.TableID // the top of its partition tree; itself when it is no partition
+	root    pgtypes.TableID // the top of its partition tree; itself when it is no partition (or a root)
 	bound   string          // FOR VALUES ... (pg_get_expr of relpartbound); "" when no partition
 	partKey string          // PARTITION BY ... of a partitioned table
 }
@@ -85,6 +85,9 @@ func describeRels(ctx context.Context, q catalog.Querier, ids []pgtypes.TableID)
 		}
 		if kind != "" {
 			ri.kind = kind[0]
+		}
+		if ri.exists && ri.root.Name == "" {
+			ri.root = id // pg_partition_root is NULL for a table that is no partition
 		}
 		out[id] = ri
 	}
