@@ -121,6 +121,11 @@ type Stream struct {
 	pending   *Chunk
 	spillDir  string
 
+	// sendStatus writes one standby status update to the server (conn's, except in tests), and
+	// now is the clock status updates are timed by.
+	sendStatus func(pglogrepl.StandbyStatusUpdate) error
+	now        func() time.Time
+
 	lastStatus    time.Time
 	lastConfirmed pgtypes.LSN
 	replayCommit  pgtypes.LSN // commit LSN of the streamed transaction being replayed
@@ -133,8 +138,15 @@ func NewStream(conn *pgconn.PgConn, opts Options, q *Queue, durable func() pgtyp
 	if stats == nil {
 		stats = &Stats{}
 	}
-	return &Stream{conn: conn, opts: opts, queue: q, durable: durable, log: log, stats: stats,
-		rels: map[uint32]*Relation{}, streams: map[uint32]*spill{}}
+	s := &Stream{conn: conn, opts: opts, queue: q, durable: durable, log: log, stats: stats,
+		rels: map[uint32]*Relation{}, streams: map[uint32]*spill{}, now: time.Now}
+	s.sendStatus = func(u pglogrepl.StandbyStatusUpdate) error {
+		if conn == nil {
+			return errors.New("no replication connection")
+		}
+		return pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, u)
+	}
+	return s
 }
 
 // pluginArgs are pgoutput's options for this server version.
@@ -268,7 +280,7 @@ func (s *Stream) copyData(ctx context.Context, data []byte) error {
 // maybeStatus confirms a newly durable position at most every ackEvery, and otherwise sends a
 // status update every StatusInterval so the server knows the client is alive.
 func (s *Stream) maybeStatus(ackEvery time.Duration) error {
-	since := time.Since(s.lastStatus)
+	since := s.now().Sub(s.lastStatus)
 	if (s.durable() > s.lastConfirmed && since >= ackEvery) || since >= s.opts.StatusInterval {
 		return s.status()
 	}
@@ -283,13 +295,13 @@ func (s *Stream) status() error {
 	if lsn < s.opts.StartLSN {
 		lsn = s.opts.StartLSN
 	}
-	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+	err := s.sendStatus(pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pglogrepl.LSN(lsn), WALFlushPosition: pglogrepl.LSN(lsn), WALApplyPosition: pglogrepl.LSN(lsn),
 	})
 	if err != nil {
 		return fmt.Errorf("send status update to slot %s: %w", s.opts.Slot, err)
 	}
-	s.lastStatus = time.Now()
+	s.lastStatus = s.now()
 	s.lastConfirmed = lsn
 	s.stats.Confirmed.Store(uint64(lsn))
 	return nil
@@ -425,7 +437,9 @@ func (s *Stream) streamCommit(ctx context.Context, m *StreamCommitMsg) error {
 	defer func() { sp.close(); delete(s.streams, m.Xid) }()
 	s.stats.Received.Add(1)
 	if m.CommitLSN < s.opts.SkipBelow {
-		return nil
+		// Already applied, but pgoutput counts the relations it described inside the
+		// transaction as sent once it has committed, and does not describe them again.
+		return s.keepRelations(m.Xid, sp)
 	}
 	s.replayCommit = m.CommitLSN
 	tx := Tx{Xid: m.Xid, CommitLSN: m.CommitLSN, EndLSN: m.EndLSN, CommitTime: m.CommitTime, Streamed: true}
@@ -484,6 +498,28 @@ func (s *Stream) commitLSN() pgtypes.LSN {
 		return s.cur.CommitLSN
 	}
 	return s.replayCommit
+}
+
+// keepRelations takes the relation messages of a committed streamed transaction that is not
+// replayed.
+func (s *Stream) keepRelations(xid uint32, sp *spill) error {
+	err := sp.replay(func(buf []byte) error {
+		if len(buf) == 0 || buf[0] != msgRelation {
+			return nil
+		}
+		msg, err := Decode(buf, true)
+		if err != nil {
+			return err
+		}
+		if r, ok := msg.(*RelationMsg); ok {
+			s.rels[r.Rel.OID] = r.Rel
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("streamed transaction %d: %w", xid, err)
+	}
+	return nil
 }
 
 func xidOf(msg any) uint32 {
