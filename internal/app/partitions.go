@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgshift/pgshift/internal/assess"
@@ -259,6 +260,14 @@ func (s *session) publishLeaves(ctx context.Context) error {
 		}
 	}
 	lsn, err := snapshot.PublishLeaves(ctx, s.srcPool, s.mig.Publication)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		// Not this user's publication: keep following as before, and say what that misses.
+		s.log.Warn("the migration's publication publishes partitions through their root, which never sends a TRUNCATE of a single partition (the target would keep its rows), and this user may not change it; following goes on as before",
+			"publication", s.mig.Publication,
+			"fix", fmt.Sprintf("as its owner or a superuser, on the source: ALTER PUBLICATION %s SET (publish_via_partition_root = false); then restart pgshift run, and run pgshift verify once caught up", pgtypes.QuoteIdent(s.mig.Publication)))
+		return nil
+	}
 	if err != nil {
 		return s.source.Describe(err)
 	}
