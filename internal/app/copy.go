@@ -102,7 +102,7 @@ var memSetting = regexp.MustCompile(`^[0-9]+\s*(kB|MB|GB|TB)?$`)
 // An exported snapshot dies with the process that holds it, so a copy killed during the data
 // phase cannot continue in it. On resume, tables marked done are kept (their rows are exactly
 // the snapshot at C). Every other table — with its whole partition tree, which shares one
-// snapshot because its changes arrive under the root's name — is truncated on the target and
+// snapshot (older publications sent its changes under the root's name) — is truncated on the target and
 // copied again, whole, in a NEW snapshot, exported by a TEMPORARY slot created for that
 // purpose, consistent at C2 > C; those tables' snapshot_lsn becomes C2, in the same target
 // transaction as the truncation. The main slot still streams from C; for a recopied table,
