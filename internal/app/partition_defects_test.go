@@ -481,4 +481,22 @@ CREATE ROLE pgshift_follower LOGIN REPLICATION; GRANT SELECT ON ALL TABLES IN SC
 			t.Errorf("no warning with the fix:\n%s", logs.String())
 		}
 	})
+
+	// A change of a table that is not part of the migration at all stops following before
+	// anything of its transaction is applied, naming the table and the fix.
+	t.Run("UnmigratedTableInPublication", func(t *testing.T) {
+		e := copiedEnv(t, src, dst, "stray", `CREATE TABLE plain (id int PRIMARY KEY);`)
+		a := e.start(RunOptions{})
+		e.exec(`CREATE TABLE stray (id int PRIMARY KEY); ALTER PUBLICATION pgshift_stray ADD TABLE stray`)
+		e.query(dst, `CREATE TABLE stray (id int PRIMARY KEY)`)
+		e.exec(`BEGIN; INSERT INTO plain VALUES (1); INSERT INTO stray VALUES (1); COMMIT`)
+		err := waitStopped(t, a, 60*time.Second)
+		var fe *FatalError
+		if !errors.As(err, &fe) || !strings.Contains(err.Error(), "public.stray") || !strings.Contains(err.Error(), "DROP TABLE") {
+			t.Fatalf("agent stopped with %v; want a fatal error naming the table and the fix", err)
+		}
+		if got := e.query(dst, `SELECT (SELECT count(*) FROM plain) || '/' || (SELECT count(*) FROM stray)`); got != "0/0" {
+			t.Errorf("part of the transaction was applied: plain/stray rows %s", got)
+		}
+	})
 }

@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -183,11 +184,7 @@ func (s *session) readTrees(ctx context.Context) (treeState, error) {
 }
 
 func sortIDs(ids []pgtypes.TableID) {
-	for i := 1; i < len(ids); i++ {
-		for j := i; j > 0 && ids[j].String() < ids[j-1].String(); j-- {
-			ids[j], ids[j-1] = ids[j-1], ids[j]
-		}
-	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
 }
 
 // markLeft records that registered partitions left their tree on the source: they are copied
@@ -299,7 +296,7 @@ func (s *session) settleTrees(ctx context.Context) error {
 	}
 	cands := append([]pgtypes.TableID(nil), ts.joined...)
 	for _, t := range ts.reg {
-		if (t.State == state.TablePending || t.State == state.TableCopying) && !contains(ts.joined, t.ID) {
+		if (t.State == state.TablePending || t.State == state.TableCopying) && !containsID(ts.joined, t.ID) {
 			cands = append(cands, t.ID)
 		}
 	}
@@ -320,7 +317,7 @@ func (s *session) settleTrees(ctx context.Context) error {
 	for _, id := range cands {
 		si, di := src[id], dst[id]
 		_, registered := ts.reg[id]
-		joined := contains(ts.joined, id)
+		joined := containsID(ts.joined, id)
 		switch {
 		case !si.exists && !di.exists:
 			// Dropped on both sides: nothing left to copy or follow.
@@ -402,7 +399,7 @@ func leftProblem(id pgtypes.TableID, t state.TableProgress, si, di relInfo) stri
 		id, t.Root, where, attach)
 }
 
-func contains(ids []pgtypes.TableID, id pgtypes.TableID) bool {
+func containsID(ids []pgtypes.TableID, id pgtypes.TableID) bool {
 	for _, x := range ids {
 		if x == id {
 			return true
@@ -589,7 +586,7 @@ func (s *session) notMigrated(ctx context.Context, nm *cdc.NotMigratedError) err
 			"Fix: %s then run pgshift run again: pgshift copies its rows in a new snapshot and follows it from there",
 			nm.Table, nm.CommitLSN, si.parent, createHint(nm.Table, si))
 	}
-	return fatalf("the source changed %s (transaction committed at %s), which the publication %s sends but which is not part of this migration (was it added to the publication by hand?); nothing of that transaction was applied. "+
-		"Remove it from the publication (ALTER PUBLICATION %s DROP TABLE %s;) or start the migration over with it included (pgshift copy --force)",
+	return fatalf("the source changed %s (transaction committed at %s), which the publication %s sends but which is not part of this migration (was it renamed on the source, or added to the publication by hand?); nothing of that transaction was applied. "+
+		"Undo the rename on the source, or remove it from the publication (ALTER PUBLICATION %s DROP TABLE %s;), or start the migration over with it included (pgshift copy --force)",
 		nm.Table, nm.CommitLSN, s.mig.Publication, pgtypes.QuoteIdent(s.mig.Publication), nm.Table.Sanitize())
 }

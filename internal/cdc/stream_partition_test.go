@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,15 +142,7 @@ func TestStreamedTruncateInSubtransactions(t *testing.T) {
 			got = append(got, string(ev.Change.New[0].Data))
 		}
 	}
-	if want := "1T3"; join(got) != want {
+	if want := "1T3"; strings.Join(got, "") != want {
 		t.Fatalf("changes %v, want %s", got, want)
 	}
-}
-
-func join(s []string) string {
-	out := ""
-	for _, x := range s {
-		out += x
-	}
-	return out
 }
