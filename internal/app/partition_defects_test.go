@@ -374,6 +374,20 @@ CREATE TABLE regions_sa PARTITION OF regions FOR VALUES IN ('sa')`)
 		if snaps != "1" {
 			t.Errorf("the adopted partitions are not both done at one new snapshot LSN: %s", snaps)
 		}
+		// An adoption killed half-way leaves the partition unfinished, with some rows: the next
+		// start copies it again from scratch.
+		if err := a.stop(); err != nil {
+			t.Fatal(err)
+		}
+		e.query(dst, `UPDATE pgshift.tables SET state = 'copying' WHERE table_name = 'regions_sa';
+INSERT INTO regions_sa VALUES (9999, 'sa', 0)`)
+		e.exec(`INSERT INTO regions VALUES (604, 'sa', 5)`)
+		a = e.startLogged(RunOptions{}, &logs)
+		e.waitApplied(a)
+		e.compare()
+		if got := e.query(dst, `SELECT state FROM pgshift.tables WHERE table_name = 'regions_sa'`); got != "done" {
+			t.Errorf("regions_sa state %q after the second adoption", got)
+		}
 	})
 
 	// Partitions detached during follow stop it (their changes are no longer published), and it
