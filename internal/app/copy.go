@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgshift/pgshift/internal/assess"
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
@@ -104,7 +105,7 @@ var memSetting = regexp.MustCompile(`^[0-9]+\s*(kB|MB|GB|TB)?$`)
 // An exported snapshot dies with the process that holds it, so a copy killed during the data
 // phase cannot continue in it. On resume, tables marked done are kept (their rows are exactly
 // the snapshot at C). Every other table — with its whole partition tree, which shares one
-// snapshot because its changes arrive under the root's name — is truncated on the target and
+// snapshot (older publications sent its changes under the root's name) — is truncated on the target and
 // copied again, whole, in a NEW snapshot, exported by a TEMPORARY slot created for that
 // purpose, consistent at C2 > C; those tables' snapshot_lsn becomes C2, in the same target
 // transaction as the truncation. The main slot still streams from C; for a recopied table,
@@ -356,7 +357,6 @@ func (r *copyRun) preflight(ctx context.Context) error {
 	if len(r.tables) == 0 {
 		r.sum.Warnings = append(r.sum.Warnings, "no tables match the include/exclude patterns: only the schema is copied")
 	}
-	var noIdentity []string
 	for _, t := range r.tables {
 		switch {
 		case t.Kind == catalog.KindForeign:
@@ -366,13 +366,20 @@ func (r *copyRun) preflight(ctx context.Context) error {
 		case t.Persistence == 'u' && t.HoldsData():
 			r.warn(fmt.Sprintf("UNLOGGED table %s: copied once, but its changes are not in the WAL and CANNOT be followed — it will be stale on the target; make it logged (ALTER TABLE %s SET LOGGED) or exclude it",
 				t.ID, t.ID.Sanitize()))
-		case t.HoldsData() && !t.HasUsableIdentity():
-			noIdentity = append(noIdentity, t.ID.String())
 		}
 	}
-	if len(noIdentity) > 0 {
-		return fmt.Errorf("%d table(s) have no primary key or replica identity, so their UPDATEs and DELETEs could not be followed (and would fail on the source once published): %s — add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL, or leave them out with --exclude",
-			len(noIdentity), strings.Join(noIdentity, ", "))
+	// The identity rule is assess's, judged as pgoutput will publish the changes: partitions as
+	// themselves, each with its own replica identity (see snapshot.CreatePublication). A table
+	// the rule blocks would make the application's own UPDATEs fail on the source once published.
+	var blocked []string
+	for _, f := range assess.IdentityFindings(assess.TablesFromCatalog(r.tables), false) {
+		if f.Severity == assess.Blocker {
+			blocked = append(blocked, fmt.Sprintf("%s: %s; fix: %s", f.Object, f.Message, f.Fix))
+		}
+	}
+	if len(blocked) > 0 {
+		return fmt.Errorf("%d table(s) have no primary key or replica identity, so their UPDATEs and DELETEs could not be followed (nothing was created):\n  %s",
+			len(blocked), strings.Join(blocked, "\n  "))
 	}
 	return nil
 }
@@ -383,7 +390,9 @@ func (r *copyRun) warn(msg string) {
 }
 
 // selectTables applies the filter to partition trees as a whole: a partition is migrated
-// exactly when its root is, because its changes are published under the root's name.
+// exactly when its root is. The publication names the root, which publishes every partition of
+// the tree (see snapshot.PublicationTables), and pg_dump creates a partitioned table with its
+// partitions, so a tree cannot be split between migrated and not.
 func selectTables(all []catalog.Table, f config.TableFilter) []catalog.Table {
 	byID := make(map[pgtypes.TableID]*catalog.Table, len(all))
 	for i := range all {
@@ -400,15 +409,7 @@ func selectTables(all []catalog.Table, f config.TableFilter) []catalog.Table {
 }
 
 func rootOf(t catalog.Table, byID map[pgtypes.TableID]*catalog.Table) pgtypes.TableID {
-	id := t.ID
-	for depth := 0; depth < 100; depth++ {
-		cur := byID[id]
-		if cur == nil || !cur.IsPartition || cur.Parent.Name == "" {
-			return id
-		}
-		id = cur.Parent
-	}
-	return id
+	return assess.PartitionRoot(t.ID, byID)
 }
 
 // checkFresh refuses a target that already holds user tables, and source objects that

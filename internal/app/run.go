@@ -189,8 +189,11 @@ func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 func retryable(err error) bool {
 	var fe *FatalError
 	var se *apply.ErrSchema
-	if errors.As(err, &fe) || errors.As(err, &se) || errors.Is(err, cdc.ErrUnknownMessage) {
+	if errors.As(err, &fe) || errors.As(err, &se) || errors.Is(err, cdc.ErrUnknownMessage) || errors.Is(err, cdc.ErrNotMigrated) {
 		return false
+	}
+	if errors.Is(err, errTreeChanged) {
+		return true // the next attempt's preflight settles it, or stops with the fix
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -317,9 +320,14 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 	}
 	q := cdc.NewQueue(opts.QueueChunks, opts.QueueBytes)
 	sstats := &m.stream
+	// Every migrated table has a snapshot row; a change of any other table stops the stream.
+	migrated := make(map[pgtypes.TableID]bool, len(snaps))
+	for id := range snaps {
+		migrated[id] = true
+	}
 	stream := cdc.NewStream(repl, cdc.Options{
 		Slot: s.mig.Slot, Publication: s.mig.Publication, StartLSN: start, SkipBelow: s.pos.AppliedLSN,
-		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir, StatusInterval: statusEvery,
+		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir, StatusInterval: statusEvery, Tables: migrated,
 	}, q, applier.Durable, sstats, log)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -328,6 +336,9 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 	g.Go(func() error { return s.heartbeat(gctx) })
 	g.Go(func() error { return s.monitor(gctx, sstats, astats) })
 	err = g.Wait()
+	if nm := (*cdc.NotMigratedError)(nil); errors.As(err, &nm) && ctx.Err() == nil {
+		return s.notMigrated(ctx, nm)
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "55000" && ctx.Err() == nil {
 		// The server refuses to stream from a slot invalidated between preflight and
@@ -419,7 +430,11 @@ func (s *session) preflight(ctx context.Context) error {
 				s.mig.Slot, conf, base)
 		}
 	}
-	return nil
+	// Partitions: published as themselves, and the trees the same on both sides (partitions.go).
+	if err := s.publishLeaves(ctx); err != nil {
+		return err
+	}
+	return s.settleTrees(ctx)
 }
 
 // checkReplicaModeTriggers refuses to apply while a migrated table on the target has a trigger
@@ -572,6 +587,12 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 		}
 		if !exists {
 			return fatalf("replication slot %q vanished from the source while streaming", s.mig.Slot)
+		}
+		if err := s.watchTrees(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
 		if walStatus != nil && *walStatus == "lost" {
 			return s.walLost(pgtypes.LSN(as.AppliedLSN.Load()))

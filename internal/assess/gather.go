@@ -8,6 +8,7 @@ import (
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
+	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
 // serverSQL reads one server's identity, privileges of the current user, database locale and
@@ -126,6 +127,43 @@ var kindNames = map[byte]string{
 
 var identityNames = map[byte]string{'d': "default", 'f': "full", 'i': "index", 'n': "nothing"}
 
+// TablesFromCatalog describes catalog tables as the rules see them, with each partition's tree
+// root. The activity counters, owner and privileges stay zero: readTables adds them, and copy's
+// preflight, which applies the identity rule to the same tables, does not need them.
+func TablesFromCatalog(cts []catalog.Table) []Table {
+	byID := make(map[pgtypes.TableID]*catalog.Table, len(cts))
+	for i := range cts {
+		byID[cts[i].ID] = &cts[i]
+	}
+	tables := make([]Table, len(cts))
+	for i, ct := range cts {
+		tables[i] = Table{
+			Schema: ct.ID.Schema, Name: ct.ID.Name, Kind: kindNames[ct.Kind], Partition: ct.IsPartition,
+			Unlogged: ct.Persistence == 'u', ReplicaIdentity: identityNames[ct.ReplicaIdentity],
+			PrimaryKey: ct.PrimaryKey, UsableIdentity: ct.HasUsableIdentity(), IdentityColumns: ct.IdentityKey,
+			Columns: len(ct.Columns), RowsEstimate: ct.RowsEstimate, TotalBytes: ct.TotalBytes, HeapBytes: ct.HeapBytes,
+			ToastBytes: ct.ToastBytes, IndexBytes: ct.IndexBytes,
+		}
+		if ct.IsPartition {
+			tables[i].Root = PartitionRoot(ct.ID, byID).String()
+		}
+	}
+	return tables
+}
+
+// PartitionRoot is the top of the partition tree id belongs to, as far as tables knows its
+// ancestors; id itself for a table that is no partition.
+func PartitionRoot(id pgtypes.TableID, tables map[pgtypes.TableID]*catalog.Table) pgtypes.TableID {
+	for depth := 0; depth < 100; depth++ { // partition trees are shallow; a cycle cannot occur, but never loop on one
+		cur := tables[id]
+		if cur == nil || !cur.IsPartition || cur.Parent.Name == "" {
+			return id
+		}
+		id = cur.Parent
+	}
+	return id
+}
+
 func readTables(ctx context.Context, q catalog.Querier, filter config.TableFilter) ([]Table, error) {
 	cts, err := catalog.Tables(ctx, q, filter)
 	if err != nil {
@@ -134,17 +172,10 @@ func readTables(ctx context.Context, q catalog.Querier, filter config.TableFilte
 	if len(cts) == 0 {
 		return nil, nil
 	}
-	tables := make([]Table, len(cts))
+	tables := TablesFromCatalog(cts)
 	byOID := make(map[uint32]*Table, len(cts))
 	oids := make([]uint32, len(cts))
 	for i, ct := range cts {
-		tables[i] = Table{
-			Schema: ct.ID.Schema, Name: ct.ID.Name, Kind: kindNames[ct.Kind], Partition: ct.IsPartition,
-			Unlogged: ct.Persistence == 'u', ReplicaIdentity: identityNames[ct.ReplicaIdentity],
-			PrimaryKey: ct.PrimaryKey, UsableIdentity: ct.HasUsableIdentity(), Columns: len(ct.Columns),
-			RowsEstimate: ct.RowsEstimate, TotalBytes: ct.TotalBytes, HeapBytes: ct.HeapBytes,
-			ToastBytes: ct.ToastBytes, IndexBytes: ct.IndexBytes,
-		}
 		if ct.Kind == catalog.KindForeign {
 			tables[i].CanSelect, tables[i].OwnedByUser = true, true
 		}

@@ -195,6 +195,7 @@ func Evaluate(f Facts) []Finding {
 	}
 
 	// Tables that logical replication cannot follow as they are.
+	byID := tablesByID(f.Tables)
 	for _, t := range f.Tables {
 		id := t.ID()
 		switch {
@@ -202,20 +203,10 @@ func Evaluate(f Facts) []Finding {
 			add(CodeUnloggedTable, Blocker, id,
 				fmt.Sprintf("unlogged table (%s): its changes never reach the WAL, so they cannot be followed, and a publication refuses it", humanBytes(t.TotalBytes)),
 				fmt.Sprintf("ALTER TABLE %s SET LOGGED; (rewrites the table), or --exclude %s if its contents are disposable", sanitize(t), id))
-		case t.Kind == "table" && !t.UsableIdentity:
-			why := "no primary key and no replica identity"
-			if t.ReplicaIdentity == "nothing" {
-				why = "REPLICA IDENTITY NOTHING"
+		case t.Kind == "table":
+			if f, ok := identityFinding(t, byID, false); ok {
+				out = append(out, f)
 			}
-			add(CodeNoReplicaIdentity, Blocker, id,
-				fmt.Sprintf("%s: once published, every UPDATE and DELETE on it fails on the source (SQLSTATE 55000), breaking the application", why),
-				fmt.Sprintf("add a primary key (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns", sanitize(t), humanBytes(avgRow(t))))
-		case t.Kind == "table" && t.ReplicaIdentity == "full":
-			changes := t.Updates + t.Deletes
-			add(CodeReplicaIdentityFull, Warning, id,
-				fmt.Sprintf("REPLICA IDENTITY FULL without a key: each UPDATE/DELETE logs the whole old row (about %s; %s updates+deletes since the last stats reset ≈ %s of extra WAL) and the target must find rows by all %d columns — a sequential scan per change unless an index matches",
-					humanBytes(avgRow(t)), humanCount(changes), humanBytes(changes*avgRow(t)), t.Columns),
-				fmt.Sprintf("add a primary key or a unique NOT NULL index (ALTER TABLE %s REPLICA IDENTITY USING INDEX ...) if the rows have one", sanitize(t)))
 		case t.Kind == "foreign":
 			add(CodeForeignTable, Warning, id,
 				"foreign table: its definition is copied but its rows live on the remote server and are neither copied nor followed",
@@ -277,6 +268,112 @@ func Evaluate(f Facts) []Finding {
 	out = append(out, targetFindings(f)...)
 	sortFindings(out)
 	return out
+}
+
+// IdentityFindings is the replica-identity rule on its own, for copy's preflight: one finding per
+// table that holds rows (plain tables and leaf partitions; unlogged ones are left to their own
+// rule) whose UPDATEs and DELETEs could not be followed as pgoutput will publish them, or that
+// REPLICA IDENTITY FULL makes costly. viaRoot says whether partitions are published through
+// their root (publish_via_partition_root), as pgshift no longer does for new migrations.
+func IdentityFindings(tables []Table, viaRoot bool) []Finding {
+	byID := tablesByID(tables)
+	var out []Finding
+	for _, t := range tables {
+		if t.Kind != "table" || t.Unlogged {
+			continue
+		}
+		if f, ok := identityFinding(t, byID, viaRoot); ok {
+			out = append(out, f)
+		}
+	}
+	sortFindings(out)
+	return out
+}
+
+func tablesByID(tables []Table) map[string]*Table {
+	out := make(map[string]*Table, len(tables))
+	for i := range tables {
+		out[tables[i].ID()] = &tables[i]
+	}
+	return out
+}
+
+// identityFinding judges one table that holds rows exactly as pgoutput publishes its changes.
+// The WAL always carries a changed row's old version by the identity of the relation that
+// stores it: the leaf partition, for a partitioned table. Published as themselves (viaRoot
+// false), leaves are described with that same identity, so only the leaf's own counts. Published
+// through the root, pgoutput describes the row with the ROOT's identity instead, while the old
+// row it sends still holds only the leaf's identity columns: the two must agree, or the target
+// cannot find the row.
+func identityFinding(t Table, byID map[string]*Table, viaRoot bool) (Finding, bool) {
+	id := t.ID()
+	var root *Table
+	if t.Partition && t.Root != "" {
+		root = byID[t.Root]
+	}
+	if !t.UsableIdentity {
+		why := "no primary key and no replica identity"
+		if t.ReplicaIdentity == "nothing" {
+			why = "REPLICA IDENTITY NOTHING"
+		}
+		if root != nil {
+			return Finding{Code: CodeNoReplicaIdentity, Severity: Blocker, Object: id,
+				Message: fmt.Sprintf("partition of %s with %s: it is published with its partitioned table, and then every UPDATE and DELETE on it fails on the source (SQLSTATE 55000), breaking the application",
+					root.ID(), why),
+				Fix: fmt.Sprintf("give the partition an identity: ALTER TABLE %[1]s ADD PRIMARY KEY (...), or ALTER TABLE %[1]s REPLICA IDENTITY FULL; (a primary key on %[2]s gives every partition one); or leave the whole partition tree out with --exclude %[3]s — a partition cannot be left out alone",
+					sanitize(t), sanitize(*root), root.ID()),
+			}, true
+		}
+		return Finding{Code: CodeNoReplicaIdentity, Severity: Blocker, Object: id,
+			Message: fmt.Sprintf("%s: once published, every UPDATE and DELETE on it fails on the source (SQLSTATE 55000), breaking the application", why),
+			Fix: fmt.Sprintf("add a primary key (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns; or leave it out with --exclude %[3]s",
+				sanitize(t), humanBytes(avgRow(t)), id),
+		}, true
+	}
+	if viaRoot && root != nil {
+		if problem := rootIdentityMismatch(t, *root); problem != "" {
+			return Finding{Code: CodeNoReplicaIdentity, Severity: Blocker, Object: id,
+				Message: fmt.Sprintf("partition published through its root %s (publish_via_partition_root): %s, so the first UPDATE or DELETE on it could not be applied on the target",
+					root.ID(), problem),
+				Fix: fmt.Sprintf("publish partitions as themselves (ALTER PUBLICATION ... SET (publish_via_partition_root = false), which is how pgshift creates its publication), or give %s the replica identity its partitions have", sanitize(*root)),
+			}, true
+		}
+	}
+	if t.ReplicaIdentity == "full" {
+		changes := t.Updates + t.Deletes
+		return Finding{Code: CodeReplicaIdentityFull, Severity: Warning, Object: id,
+			Message: fmt.Sprintf("REPLICA IDENTITY FULL without a key: each UPDATE/DELETE logs the whole old row (about %s; %s updates+deletes since the last stats reset ≈ %s of extra WAL) and the target must find rows by all %d columns — a sequential scan per change unless an index matches",
+				humanBytes(avgRow(t)), humanCount(changes), humanBytes(changes*avgRow(t)), t.Columns),
+			Fix: fmt.Sprintf("add a primary key or a unique NOT NULL index (ALTER TABLE %s REPLICA IDENTITY USING INDEX ...) if the rows have one", sanitize(t)),
+		}, true
+	}
+	return Finding{}, false
+}
+
+// rootIdentityMismatch says why a leaf's changes published with its root's replica identity
+// could not be applied, or "" when they can: the old row the WAL holds (the leaf's identity
+// columns, or every column under FULL) must contain every column the root's identity names.
+func rootIdentityMismatch(leaf, root Table) string {
+	switch {
+	case !root.UsableIdentity:
+		return fmt.Sprintf("the root has no replica identity (%s), so pgoutput marks no column of the partition's rows as a key", root.ReplicaIdentity)
+	case leaf.ReplicaIdentity == "full":
+		return "" // the old row holds every column
+	case root.ReplicaIdentity == "full":
+		return fmt.Sprintf("the root has REPLICA IDENTITY FULL, so the target looks rows up by every column, but the partition logs only its key (%s) of the old row",
+			strings.Join(leaf.IdentityColumns, ", "))
+	}
+	have := map[string]bool{}
+	for _, c := range leaf.IdentityColumns {
+		have[c] = true
+	}
+	for _, c := range root.IdentityColumns {
+		if !have[c] {
+			return fmt.Sprintf("the root's replica identity (%s) has column %s, which the partition's (%s) does not log",
+				strings.Join(root.IdentityColumns, ", "), c, strings.Join(leaf.IdentityColumns, ", "))
+		}
+	}
+	return ""
 }
 
 // targetFindings are the rules that compare the source with the target.
