@@ -328,14 +328,14 @@ func (r *copyRun) preflight(ctx context.Context) error {
 			r.warn(fmt.Sprintf("UNLOGGED table %s: copied once, but its changes are not in the WAL and CANNOT be followed — it will be stale on the target; make it logged (ALTER TABLE %s SET LOGGED) or exclude it",
 				t.ID, t.ID.Sanitize()))
 		case t.HoldsData() && !t.HasUsableIdentity():
-			noIdentity = append(noIdentity, t.ID.String())
+			noIdentity = append(noIdentity, t.ID.String()+" ("+t.IdentityIssue+")")
 		}
 	}
 	if len(noIdentity) > 0 {
-		return fmt.Errorf("%d table(s) have no primary key or replica identity, so their UPDATEs and DELETEs could not be followed (and would fail on the source once published): %s — add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL, or leave them out with --exclude",
-			len(noIdentity), strings.Join(noIdentity, ", "))
+		return fmt.Errorf("%d table(s) have no replica identity PostgreSQL can use, so their UPDATEs and DELETEs could not be followed (and would fail on the source once published): %s — add a primary key that is not DEFERRABLE, or ALTER TABLE ... REPLICA IDENTITY FULL, or ALTER TABLE ... REPLICA IDENTITY USING INDEX on a unique, non-deferrable, non-partial index over NOT NULL columns, or leave them out with --exclude",
+			len(noIdentity), strings.Join(noIdentity, "; "))
 	}
-	return nil
+	return snapshot.CheckRowSecurity(r.tables, r.srcInfo.User)
 }
 
 func (r *copyRun) warn(msg string) {
@@ -846,7 +846,9 @@ func (r *copyRun) sequencesAndViews(ctx context.Context) error {
 }
 
 // SyncSequences sets each sequence that exists on both sides (and passes the filter) to the
-// source's current state (last_value, is_called). It returns how many it set.
+// source's current state, last_value and is_called as read from the sequence itself, so the
+// target's next value is the source's (a sequence set with setval(s, 101, false) gives 101 on
+// both). It returns how many it set.
 func SyncSequences(ctx context.Context, src, dst *pgx.Conn, f config.TableFilter) (int, error) {
 	seqs, err := catalog.Sequences(ctx, src, f)
 	if err != nil {
@@ -866,8 +868,8 @@ func SyncSequences(ctx context.Context, src, dst *pgx.Conn, f config.TableFilter
 		if !have[s.ID] {
 			continue
 		}
-		if _, err := dst.Exec(ctx, `SELECT pg_catalog.setval($1::regclass, $2, $3)`, s.ID.Sanitize(), s.LastValue, s.IsCalled); err != nil {
-			return n, fmt.Errorf("set sequence %s to %d on the target: %w", s.ID, s.LastValue, err)
+		if _, err := dst.Exec(ctx, `SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2::bigint, $3::boolean)`, s.ID.Sanitize(), s.LastValue, s.IsCalled); err != nil {
+			return n, fmt.Errorf("set sequence %s to %d (is_called %t) on the target: %w", s.ID, s.LastValue, s.IsCalled, err)
 		}
 		n++
 	}

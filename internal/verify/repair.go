@@ -252,14 +252,19 @@ func (v *verifier) reverify(ctx context.Context, p *tablePlan, todo []*RowDiff, 
 	return nil
 }
 
-// repairSequence moves a target sequence that is behind up to the source's position.
+// repairSequence moves a target sequence that is behind up to the source's state. One ahead
+// is left alone: moving it back could hand out values the target has already used.
 func (v *verifier) repairSequence(ctx context.Context, d *SequenceDiff) error {
+	if d.Behind <= 0 {
+		v.log.Warn("not repairing a target sequence ahead of the source", "sequence", d.Name, "ahead", -d.Behind)
+		return nil
+	}
 	conn, err := v.tgt.Pool.Acquire(ctx)
 	if err != nil {
 		return v.tgt.Endpoint.Describe(err)
 	}
 	defer conn.Release()
-	_, err = conn.Exec(ctx, `SELECT setval($1::regclass, $2, $3)`, d.seq.Sanitize(), d.Source, d.srcCalled)
+	_, err = conn.Exec(ctx, `SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2::bigint, $3::boolean)`, d.seq.Sanitize(), d.Source, d.SourceCalled)
 	if err != nil {
 		v.log.Error("repair sequence failed", "sequence", d.Name, "error", err)
 		return nil

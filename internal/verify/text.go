@@ -49,12 +49,14 @@ func (r *Report) summarize() {
 			r.Classes[d.Class]++
 		}
 	}
-	if r.Sequences != nil && !r.Sequences.Expected {
+	if r.Sequences != nil {
 		for _, d := range r.Sequences.Diffs {
-			if !d.Repaired {
+			if d.counts(r.Sequences.Expected) {
 				s.SequenceDiffs++
 			}
-			r.Classes[ClassSequence]++
+			if d.counts(r.Sequences.Expected) || d.Repaired {
+				r.Classes[ClassSequence]++
+			}
 		}
 	}
 	s.Differences = s.RowDifferences + int64(s.SchemaDiffs) + int64(s.SequenceDiffs)
@@ -169,7 +171,12 @@ func (r *Report) WriteText(w io.Writer, rowsPerTable int) error {
 		}
 		n := node{text: text}
 		for _, d := range r.Sequences.Diffs {
-			line := fmt.Sprintf("%s: source %d, target %d (%d behind) [%s]", d.Name, d.Source, d.Target, d.Behind, d.Class)
+			where := fmt.Sprintf("%d behind", d.Behind)
+			if d.Behind < 0 {
+				where = fmt.Sprintf("%d ahead", -d.Behind)
+			}
+			line := fmt.Sprintf("%s: source %d (is_called %t), target %d (is_called %t) (%s) [%s]", d.Name, d.Source, d.SourceCalled,
+				d.Target, d.TargetCalled, where, d.Class)
 			if d.Repaired {
 				line += " — repaired"
 			}
