@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/snapshot"
 )
@@ -180,6 +181,18 @@ func Evaluate(f Facts) []Finding {
 			fmt.Sprintf("GRANT USAGE ON SCHEMA %[1]s TO %[2]s; GRANT SELECT ON ALL SEQUENCES IN SCHEMA %[1]s TO %[2]s;", pgtypes.QuoteIdent(schema), user))
 	}
 
+	// Tables whose row-level security policies apply to the source user: the copy reads with
+	// row_security = off and would fail on them (reading through the policies would copy only
+	// the rows they allow, silently).
+	for _, t := range f.Tables {
+		if t.Kind != "table" || !t.RowSecurityApplies {
+			continue
+		}
+		add(CodeRowSecurity, Blocker, t.ID(),
+			fmt.Sprintf("row-level security policies of this table apply to user %s, so it cannot read all of its rows: pgshift copy and verify refuse the table rather than see only the rows the policies allow", src.User),
+			catalog.RowSecurityFix(src.User, t.ForceRowSecurity))
+	}
+
 	// Tables that logical replication cannot follow as they are.
 	for _, t := range f.Tables {
 		id := t.ID()
@@ -189,13 +202,22 @@ func Evaluate(f Facts) []Finding {
 				fmt.Sprintf("unlogged table (%s): its changes never reach the WAL, so they cannot be followed, and a publication refuses it", humanBytes(t.TotalBytes)),
 				fmt.Sprintf("ALTER TABLE %s SET LOGGED; (rewrites the table), or --exclude %s if its contents are disposable", sanitize(t), id))
 		case t.Kind == "table" && !t.UsableIdentity:
-			why := "no primary key and no replica identity"
-			if t.ReplicaIdentity == "nothing" {
+			why := t.IdentityIssue
+			switch {
+			case why != "":
+			case t.ReplicaIdentity == "nothing":
 				why = "REPLICA IDENTITY NOTHING"
+			default:
+				why = "no primary key and no replica identity"
+			}
+			fix := fmt.Sprintf("add a primary key that is not DEFERRABLE (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns, or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns", sanitize(t), humanBytes(avgRow(t)))
+			if len(t.PrimaryKey) > 0 && t.ReplicaIdentity == "default" {
+				// A primary key exists but PostgreSQL does not use it (DEFERRABLE, or not valid).
+				fix = fmt.Sprintf("ALTER TABLE %[1]s REPLICA IDENTITY FULL; (every UPDATE/DELETE then writes the whole old row to WAL, about %[2]s per change here), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns (CREATE UNIQUE INDEX ... ON %[1]s (%[3]s) builds one on the key's columns)",
+					sanitize(t), humanBytes(avgRow(t)), pgtypes.QuoteIdents(t.PrimaryKey))
 			}
 			add(CodeNoReplicaIdentity, Blocker, id,
-				fmt.Sprintf("%s: once published, every UPDATE and DELETE on it fails on the source (SQLSTATE 55000), breaking the application", why),
-				fmt.Sprintf("add a primary key (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns", sanitize(t), humanBytes(avgRow(t))))
+				fmt.Sprintf("%s: once published, every UPDATE and DELETE on it fails on the source (SQLSTATE 55000), breaking the application", why), fix)
 		case t.Kind == "table" && t.ReplicaIdentity == "full":
 			changes := t.Updates + t.Deletes
 			add(CodeReplicaIdentityFull, Warning, id,

@@ -445,6 +445,31 @@ type Sequence struct {
 // setval(s, 101, false) is (101, false), and its next value is 101. A sequence the user may
 // not read is an error that names it.
 func Sequences(ctx context.Context, q Querier, f config.TableFilter) ([]Sequence, error) {
+	out, unreadable, err := listSequences(ctx, q, f)
+	if err != nil {
+		return nil, err
+	}
+	if len(unreadable) > 0 {
+		return nil, fmt.Errorf("%d sequence(s) whose position this user may not read: %s — GRANT SELECT on them (GRANT SELECT ON ALL SEQUENCES IN SCHEMA ... TO ...), or connect as a role that may",
+			len(unreadable), strings.Join(unreadable, ", "))
+	}
+	for start := 0; start < len(out); start += sequenceBatch {
+		if err := readSequenceState(ctx, q, out[start:min(start+sequenceBatch, len(out))]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// SequenceList lists the user sequences like Sequences, without reading their state (which
+// needs the SELECT privilege on each): LastValue and IsCalled are zero.
+func SequenceList(ctx context.Context, q Querier, f config.TableFilter) ([]Sequence, error) {
+	out, _, err := listSequences(ctx, q, f)
+	return out, err
+}
+
+// listSequences lists the user sequences that pass f, and those of them the user may not read.
+func listSequences(ctx context.Context, q Querier, f config.TableFilter) (out []Sequence, unreadable []string, err error) {
 	const listSQL = `
 SELECT n.nspname, c.relname, has_sequence_privilege(c.oid, 'SELECT'),
        coalesce((SELECT quote_ident(tn.nspname) || '.' || quote_ident(tc.relname) || '.' || quote_ident(ta.attname)
@@ -464,16 +489,14 @@ WHERE c.relkind = 'S'
 ORDER BY 1, 2`
 	rows, err := q.Query(ctx, listSQL)
 	if err != nil {
-		return nil, fmt.Errorf("list sequences: %w", err)
+		return nil, nil, fmt.Errorf("list sequences: %w", err)
 	}
-	var out []Sequence
-	var unreadable []string
+	defer rows.Close()
 	for rows.Next() {
 		var s Sequence
 		var readable bool
 		if err := rows.Scan(&s.ID.Schema, &s.ID.Name, &readable, &s.OwnedBy); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("list sequences: %w", err)
+			return nil, nil, fmt.Errorf("list sequences: %w", err)
 		}
 		if !f.Match(s.ID.Schema, s.ID.Name) {
 			continue
@@ -483,20 +506,10 @@ ORDER BY 1, 2`
 		}
 		out = append(out, s)
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list sequences: %w", err)
+		return nil, nil, fmt.Errorf("list sequences: %w", err)
 	}
-	if len(unreadable) > 0 {
-		return nil, fmt.Errorf("%d sequence(s) whose position this user may not read: %s — GRANT SELECT on them (GRANT SELECT ON ALL SEQUENCES IN SCHEMA ... TO ...), or connect as a role that may",
-			len(unreadable), strings.Join(unreadable, ", "))
-	}
-	for start := 0; start < len(out); start += sequenceBatch {
-		if err := readSequenceState(ctx, q, out[start:min(start+sequenceBatch, len(out))]); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	return out, unreadable, nil
 }
 
 // sequenceBatch is how many sequences one statement reads.
