@@ -121,7 +121,7 @@ func RowSecurityFix(user string, forced bool) string {
 	}
 	fix := "connect as a superuser or a role with BYPASSRLS (ALTER ROLE " + role + " BYPASSRLS), or as the table owner"
 	if forced {
-		return fix + " after ALTER TABLE ... NO FORCE ROW LEVEL SECURITY (FORCE applies the policies to the owner too)"
+		return fix + " after ALTER TABLE ... NO FORCE ROW LEVEL SECURITY (FORCE applies the policies to the owner too; set it again after the migration)"
 	}
 	return fix + " (without FORCE ROW LEVEL SECURITY)"
 }
