@@ -854,7 +854,7 @@ func SyncSequences(ctx context.Context, src, dst *pgx.Conn, f config.TableFilter
 	if err != nil {
 		return 0, fmt.Errorf("read sequences on the source: %w", err)
 	}
-	onTarget, err := catalog.Sequences(ctx, dst, config.TableFilter{})
+	onTarget, err := catalog.SequenceList(ctx, dst, config.TableFilter{})
 	if err != nil {
 		return 0, fmt.Errorf("read sequences on the target: %w", err)
 	}

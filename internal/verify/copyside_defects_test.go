@@ -175,3 +175,31 @@ func TestCopysideSequenceNextValue(t *testing.T) {
 		t.Errorf("following: %d counted sequence differences, want 2: %+v", rep.Summary.SequenceDiffs, rep.Sequences.Diffs)
 	}
 }
+
+// TestCopysideRepairWithoutColumns: --repair of a table without columns, or with only
+// generated columns, restores the source's row count (it inserts rows without values).
+func TestCopysideRepairWithoutColumns(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := newPairEnv(t, src, dst, "repairnocols", `
+		CREATE TABLE nocols (); INSERT INTO nocols SELECT FROM generate_series(1, 5);
+		CREATE TABLE gen_only (g int GENERATED ALWAYS AS (7) STORED); INSERT INTO gen_only SELECT FROM generate_series(1, 3);`)
+	for _, change := range []string{
+		`INSERT INTO nocols DEFAULT VALUES; INSERT INTO gen_only DEFAULT VALUES`,
+		`DELETE FROM nocols WHERE ctid IN (SELECT ctid FROM nocols LIMIT 2); DELETE FROM gen_only WHERE ctid IN (SELECT ctid FROM gen_only LIMIT 1)`,
+	} {
+		e.target(change)
+		rep := e.run(Options{Repair: true})
+		if len(rep.Repair) != 2 {
+			t.Errorf("after %q: repair results %+v\n%s", change, rep.Repair, text(rep))
+		}
+		sd, td := digests(t, src, "repairnocols"), digests(t, dst, "repairnocols")
+		for table, d := range sd {
+			if td[table] != d {
+				t.Errorf("after %q and --repair: %s is %s on the target, %s on the source", change, table, td[table], d)
+			}
+		}
+		if rep := e.run(Options{}); rep.ExitCode() != 0 {
+			t.Errorf("after %q and --repair: verify exit %d\n%s", change, rep.ExitCode(), text(rep))
+		}
+	}
+}

@@ -183,6 +183,7 @@ func (v *verifier) repairMultiset(ctx context.Context, p *tablePlan, todo []*Row
 	ins, idx := p.insertSQL()
 	// Every copy of each differing row on the source, column by column.
 	cols := make([][]*string, len(idx))
+	var n int64 // source rows to insert: a table without insertable columns has no values to count them by
 	err := v.src.read(ctx, false, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT %s FROM %s AS x WHERE %s = ANY($1::bigint[])`,
 			p.src.colsText(), p.src.table, p.src.rowHash()), hashes)
@@ -202,6 +203,7 @@ func (v *verifier) repairMultiset(ctx context.Context, p *tablePlan, todo []*Row
 			for j, i := range idx {
 				cols[j] = append(cols[j], vals[i])
 			}
+			n++
 		}
 		return rows.Err()
 	})
@@ -214,7 +216,17 @@ func (v *verifier) repairMultiset(ctx context.Context, p *tablePlan, todo []*Row
 			return fmt.Errorf("delete differing rows of %s: %w", p.id, err)
 		}
 		r.Deleted = tag.RowsAffected()
-		if len(cols) == 0 || len(cols[0]) == 0 {
+		if n == 0 {
+			return nil
+		}
+		if len(idx) == 0 {
+			// No column takes a value (none at all, or only generated ones): insert n rows of
+			// defaults, which is what each of them is on the source.
+			tag, err = tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s SELECT FROM generate_series(1, $1::bigint)`, p.tgt.table), n)
+			if err != nil {
+				return fmt.Errorf("insert source rows into %s: %w", p.id, err)
+			}
+			r.Inserted = tag.RowsAffected()
 			return nil
 		}
 		params := make([]any, len(cols))
