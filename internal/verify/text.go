@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -175,8 +176,14 @@ func (r *Report) WriteText(w io.Writer, rowsPerTable int) error {
 			if d.Behind < 0 {
 				where = fmt.Sprintf("%d ahead", -d.Behind)
 			}
-			line := fmt.Sprintf("%s: source %d (is_called %t), target %d (is_called %t) (%s) [%s]", d.Name, d.Source, d.SourceCalled,
-				d.Target, d.TargetCalled, where, d.Class)
+			state := func(v int64, called bool) string {
+				if called {
+					return strconv.FormatInt(v, 10)
+				}
+				return strconv.FormatInt(v, 10) + " (is_called false: next value " + strconv.FormatInt(v, 10) + ")"
+			}
+			line := fmt.Sprintf("%s: source %s, target %s (%s) [%s]", d.Name, state(d.Source, d.SourceCalled),
+				state(d.Target, d.TargetCalled), where, d.Class)
 			if d.Repaired {
 				line += " — repaired"
 			}
