@@ -49,7 +49,7 @@ func (e Endpoint) String() string {
 
 // ParseConfig parses the endpoint's DSN into a pgx config with pgshift's defaults: a 10 s
 // connect timeout unless one is given, application_name unless one is given, and TCP
-// keepalives and TCP_USER_TIMEOUT (see dialer).
+// keepalives and TCP_USER_TIMEOUT (see keepalive.go).
 func (e Endpoint) ParseConfig() (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(e.DSN)
 	if err != nil {
