@@ -378,10 +378,10 @@ func (r *copyRun) preflight(ctx context.Context) error {
 		}
 	}
 	if len(blocked) > 0 {
-		return fmt.Errorf("%d table(s) have no primary key or replica identity, so their UPDATEs and DELETEs could not be followed (nothing was created):\n  %s",
+		return fmt.Errorf("%d table(s) have no replica identity PostgreSQL can use, so their UPDATEs and DELETEs could not be followed (nothing was created):\n  %s",
 			len(blocked), strings.Join(blocked, "\n  "))
 	}
-	return nil
+	return snapshot.CheckRowSecurity(r.tables, r.srcInfo.User)
 }
 
 func (r *copyRun) warn(msg string) {
@@ -898,13 +898,15 @@ func (r *copyRun) sequencesAndViews(ctx context.Context) error {
 }
 
 // SyncSequences sets each sequence that exists on both sides (and passes the filter) to the
-// source's current state (last_value, is_called). It returns how many it set.
+// source's current state, last_value and is_called as read from the sequence itself, so the
+// target's next value is the source's (a sequence set with setval(s, 101, false) gives 101 on
+// both). It returns how many it set.
 func SyncSequences(ctx context.Context, src, dst *pgx.Conn, f config.TableFilter) (int, error) {
 	seqs, err := catalog.Sequences(ctx, src, f)
 	if err != nil {
 		return 0, fmt.Errorf("read sequences on the source: %w", err)
 	}
-	onTarget, err := catalog.Sequences(ctx, dst, config.TableFilter{})
+	onTarget, err := catalog.SequenceList(ctx, dst, config.TableFilter{})
 	if err != nil {
 		return 0, fmt.Errorf("read sequences on the target: %w", err)
 	}
@@ -918,8 +920,8 @@ func SyncSequences(ctx context.Context, src, dst *pgx.Conn, f config.TableFilter
 		if !have[s.ID] {
 			continue
 		}
-		if _, err := dst.Exec(ctx, `SELECT pg_catalog.setval($1::regclass, $2, $3)`, s.ID.Sanitize(), s.LastValue, s.IsCalled); err != nil {
-			return n, fmt.Errorf("set sequence %s to %d on the target: %w", s.ID, s.LastValue, err)
+		if _, err := dst.Exec(ctx, `SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2::bigint, $3::boolean)`, s.ID.Sanitize(), s.LastValue, s.IsCalled); err != nil {
+			return n, fmt.Errorf("set sequence %s to %d (is_called %t) on the target: %w", s.ID, s.LastValue, s.IsCalled, err)
 		}
 		n++
 	}

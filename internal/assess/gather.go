@@ -141,6 +141,7 @@ func TablesFromCatalog(cts []catalog.Table) []Table {
 			Schema: ct.ID.Schema, Name: ct.ID.Name, Kind: kindNames[ct.Kind], Partition: ct.IsPartition,
 			Unlogged: ct.Persistence == 'u', ReplicaIdentity: identityNames[ct.ReplicaIdentity],
 			PrimaryKey: ct.PrimaryKey, UsableIdentity: ct.HasUsableIdentity(), IdentityColumns: ct.IdentityKey,
+			IdentityIssue: ct.IdentityIssue, RowSecurityApplies: ct.RowSecurityApplies, ForceRowSecurity: ct.ForceRowSecurity,
 			Columns: len(ct.Columns), RowsEstimate: ct.RowsEstimate, TotalBytes: ct.TotalBytes, HeapBytes: ct.HeapBytes,
 			ToastBytes: ct.ToastBytes, IndexBytes: ct.IndexBytes,
 		}
@@ -236,7 +237,7 @@ func readTables(ctx context.Context, q catalog.Querier, filter config.TableFilte
 const notExtensionMember = `NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = %s::regclass AND d.objid = %s AND d.deptype = 'e')`
 
 func readSourceObjects(ctx context.Context, q catalog.Querier, f *Facts, filter config.TableFilter) error {
-	seqs, err := catalog.Sequences(ctx, q, filter)
+	seqs, err := catalog.SequenceList(ctx, q, filter)
 	if err != nil {
 		return err
 	}

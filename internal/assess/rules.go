@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/snapshot"
 )
@@ -194,6 +195,18 @@ func Evaluate(f Facts) []Finding {
 			fmt.Sprintf("GRANT USAGE ON SCHEMA %[1]s TO %[2]s; GRANT SELECT ON ALL SEQUENCES IN SCHEMA %[1]s TO %[2]s;", pgtypes.QuoteIdent(schema), user))
 	}
 
+	// Tables whose row-level security policies apply to the source user: the copy reads with
+	// row_security = off and would fail on them (reading through the policies would copy only
+	// the rows they allow, silently).
+	for _, t := range f.Tables {
+		if t.Kind != "table" || !t.RowSecurityApplies {
+			continue
+		}
+		add(CodeRowSecurity, Blocker, t.ID(),
+			fmt.Sprintf("row-level security policies of this table apply to user %s, so it cannot read all of its rows: pgshift copy and verify refuse the table rather than see only the rows the policies allow", src.User),
+			catalog.RowSecurityFix(src.User, t.ForceRowSecurity))
+	}
+
 	// Tables that logical replication cannot follow as they are.
 	byID := tablesByID(f.Tables)
 	for _, t := range f.Tables {
@@ -312,9 +325,13 @@ func identityFinding(t Table, byID map[string]*Table, viaRoot bool) (Finding, bo
 		root = byID[t.Root]
 	}
 	if !t.UsableIdentity {
-		why := "no primary key and no replica identity"
-		if t.ReplicaIdentity == "nothing" {
+		why := t.IdentityIssue
+		switch {
+		case why != "":
+		case t.ReplicaIdentity == "nothing":
 			why = "REPLICA IDENTITY NOTHING"
+		default:
+			why = "no primary key and no replica identity"
 		}
 		if root != nil {
 			return Finding{Code: CodeNoReplicaIdentity, Severity: Blocker, Object: id,
@@ -324,10 +341,16 @@ func identityFinding(t Table, byID map[string]*Table, viaRoot bool) (Finding, bo
 					sanitize(t), sanitize(*root), root.ID()),
 			}, true
 		}
+		fix := fmt.Sprintf("add a primary key that is not DEFERRABLE (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns, or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns; or leave it out with --exclude %[3]s",
+			sanitize(t), humanBytes(avgRow(t)), id)
+		if len(t.PrimaryKey) > 0 && t.ReplicaIdentity == "default" {
+			// A primary key exists but PostgreSQL does not use it (DEFERRABLE, or not valid).
+			fix = fmt.Sprintf("ALTER TABLE %[1]s REPLICA IDENTITY FULL; (every UPDATE/DELETE then writes the whole old row to WAL, about %[2]s per change here), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns (CREATE UNIQUE INDEX ... ON %[1]s (%[3]s) builds one on the key's columns)",
+				sanitize(t), humanBytes(avgRow(t)), pgtypes.QuoteIdents(t.PrimaryKey))
+		}
 		return Finding{Code: CodeNoReplicaIdentity, Severity: Blocker, Object: id,
 			Message: fmt.Sprintf("%s: once published, every UPDATE and DELETE on it fails on the source (SQLSTATE 55000), breaking the application", why),
-			Fix: fmt.Sprintf("add a primary key (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns; or leave it out with --exclude %[3]s",
-				sanitize(t), humanBytes(avgRow(t)), id),
+			Fix:     fix,
 		}, true
 	}
 	if viaRoot && root != nil {
