@@ -18,6 +18,7 @@ const killHookEnv = "PGSHIFT_TEST_KILL_AT"
 
 func (c *cli) runCommand() *cobra.Command {
 	var flags connFlags
+	var pf proxyFlags
 	var httpAddr string
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -33,6 +34,10 @@ cleanly; running it again resumes from the position stored on the target.`,
 			}
 			if changed(cmd.Flags(), "http") {
 				cfg.HTTP = httpAddr
+			}
+			pf.apply(cmd, &cfg, "proxy")
+			if err := cfg.Validate(); err != nil {
+				return withCode(2, err)
 			}
 			log, err := c.logger()
 			if err != nil {
@@ -55,5 +60,6 @@ cleanly; running it again resumes from the position stored on the target.`,
 	}
 	addConnFlags(cmd, &flags, true)
 	cmd.Flags().StringVar(&httpAddr, "http", "", "serve the JSON status API and /metrics on this address")
+	addProxyFlags(cmd, &pf, "proxy") // --proxy ADDR runs the routing proxy inside the agent
 	return cmd
 }

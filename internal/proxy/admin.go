@@ -119,11 +119,14 @@ func (p *Proxy) adminQuery(ctx context.Context, q, user string) []byte {
 		if err != nil {
 			return fail(fmt.Errorf("SWITCH %w", err))
 		}
-		start := time.Now()
+		wasPaused := p.Paused()
 		if err := p.SwitchNow(ctx, to, 0); err != nil {
 			return fail(err)
 		}
-		return done("SWITCH", fmt.Sprintf("sessions on the %s server (switch took %s)", to, time.Since(start).Round(time.Microsecond)))
+		if wasPaused {
+			return done("SWITCH", fmt.Sprintf("sessions on the %s server; still paused", to))
+		}
+		return done("SWITCH", fmt.Sprintf("sessions on the %s server; they were held for %s", to, p.LastPauseDuration().Round(time.Microsecond)))
 	case "MODE":
 		m, err := ParseMode(arg)
 		if err != nil || arg == "" {

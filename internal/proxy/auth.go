@@ -229,6 +229,27 @@ func saltedPassword(plain string, salt []byte, iterations int) []byte {
 	return sp
 }
 
+// saltedCache remembers SCRAM salted passwords: PBKDF2 is deliberately slow (4096 rounds), and
+// the proxy logs into the same server, with the same salt, for every session and every switch.
+// Keys are hashes of password, salt and iterations.
+type saltedCache struct{ m sync.Map }
+
+func (c *saltedCache) get(plain string, salt []byte, iterations int) []byte {
+	h := sha256.New()
+	h.Write([]byte(plain))
+	h.Write([]byte{0})
+	h.Write(salt)
+	h.Write([]byte(strconv.Itoa(iterations)))
+	var key [32]byte
+	copy(key[:], h.Sum(nil))
+	if v, ok := c.m.Load(key); ok {
+		return v.([]byte)
+	}
+	sp := saltedPassword(plain, salt, iterations)
+	c.m.Store(key, sp)
+	return sp
+}
+
 // normalizePassword applies SASLprep like PostgreSQL does, falling back to the raw password
 // where SASLprep refuses it (as the server does).
 func normalizePassword(p string) string {

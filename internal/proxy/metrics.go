@@ -29,7 +29,7 @@ func newMetrics(p *Proxy, reg prometheus.Registerer) *metrics {
 		lagFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgshift_proxy_lag_fallbacks_total",
 			Help: "Reads a rule would have sent to the target that went to the source because the lag was over the limit."}, []string{"rule"}),
 		relay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pgshift_proxy_relay_seconds",
-			Help: "Time the proxy spends on one relayed request or response batch (its added latency per hop).",
+			Help:    "Time the proxy spends on one relayed request or response batch (its added latency per hop).",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)}),
 		pauseWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pgshift_proxy_pause_wait_seconds",
 			Help: "Time from PAUSE until every session was held.", Buckets: prometheus.ExponentialBuckets(1e-3, 4, 10)}),

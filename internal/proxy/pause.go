@@ -184,6 +184,7 @@ func (p *Proxy) resumeGen(gen uint64) {
 	}
 	p.pauseMu.Unlock()
 	p.metrics.pauseHeld.Observe(held.Seconds())
+	p.lastHeld.Store(int64(held))
 	for _, s := range p.sessionList() {
 		s.mu.Lock()
 		s.cond.Broadcast()
@@ -192,6 +193,10 @@ func (p *Proxy) resumeGen(gen uint64) {
 	// Sessions still logging in wait on their own cond too; they are in sessionList already.
 	p.log.Info("client sessions resumed", "paused_for", held.String())
 }
+
+// LastPauseDuration is how long the last pause held the sessions, from Pause to Resume: the
+// wait clients saw.
+func (p *Proxy) LastPauseDuration() time.Duration { return time.Duration(p.lastHeld.Load()) }
 
 // Paused reports whether a pause is in effect.
 func (p *Proxy) Paused() bool { return p.paused.Load() }
@@ -220,18 +225,23 @@ func (p *Proxy) Switch(ctx context.Context, to Role) error {
 	if lag := p.laggards(); len(lag) > 0 {
 		return fmt.Errorf("%d sessions are not at a safe point; pause again", len(lag))
 	}
+	// The schema may have changed since the last load: map OIDs as they are now. The reload
+	// runs beside the logins below, which are most of a switch's cost.
+	catalog := make(chan error, 1)
 	if p.eps[Target] != nil {
-		// The schema may have changed since the last load: map OIDs as they are now.
-		if err := p.loadCatalog(ctx); err != nil {
-			return fmt.Errorf("switch to %s: %w", to, err)
-		}
+		go func() { catalog <- p.loadCatalog(ctx) }()
+	} else {
+		catalog <- nil
 	}
 	sessions := p.sessionList()
 	states := make([]*sessionState, len(sessions))
+	conns := make([]*serverConn, len(sessions))
 	var mu sync.Mutex
-	var blocked []string
+	var blocked, loginFailed []string
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
+	g.SetLimit(32)
+	// Read every session's state and open its new connection at the same time: the logins
+	// are most of a switch's cost.
 	for i, s := range sessions {
 		g.Go(func() error {
 			st, err := s.prepareMove(gctx)
@@ -242,24 +252,51 @@ func (p *Proxy) Switch(ctx context.Context, to Role) error {
 				return nil
 			}
 			states[i] = st
+			if st.hadPrimary {
+				nc := p.takeStandby(s, to)
+				var err error
+				if nc == nil {
+					nc, err = s.login(gctx, to, false)
+				}
+				if err != nil {
+					mu.Lock()
+					loginFailed = append(loginFailed, fmt.Sprintf("client %d: %v", s.id, err))
+					mu.Unlock()
+					return nil
+				}
+				conns[i] = nc
+			}
 			return nil
 		})
 	}
 	_ = g.Wait()
-	if len(blocked) > 0 {
+	if err := <-catalog; err != nil {
+		loginFailed = append(loginFailed, "catalogs: "+err.Error())
+	}
+	if len(blocked) > 0 || len(loginFailed) > 0 {
 		for i, s := range sessions {
 			s.abortMove(states[i])
+			if conns[i] != nil {
+				conns[i].close()
+				p.releaseServer(to)
+			}
 		}
-		sort.Strings(blocked)
-		return fmt.Errorf("switch to %s refused: %d sessions hold state that cannot move to another server (%s); "+
-			"end those sessions (or their temporary tables, cursors, locks) and switch again", to, len(blocked), strings.Join(blocked, "; "))
+		if len(blocked) > 0 {
+			sort.Strings(blocked)
+			return fmt.Errorf("switch to %s refused: %d sessions hold state that cannot move to another server (%s); "+
+				"end those sessions (or their temporary tables, cursors, locks) and switch again", to, len(blocked), strings.Join(blocked, "; "))
+		}
+		sort.Strings(loginFailed)
+		return fmt.Errorf("switch to %s refused: %d sessions could not log into the %s server (%s); nothing was switched",
+			to, len(loginFailed), to, strings.Join(loginFailed, "; "))
 	}
+	p.log.Debug("switch: states read and new connections open", "took", time.Since(start).String())
 	var failed int
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(16)
 	for i, s := range sessions {
 		g.Go(func() error {
-			if err := s.move(gctx, to, states[i]); err != nil {
+			if err := s.move(gctx, to, states[i], conns[i]); err != nil {
 				mu.Lock()
 				failed++
 				mu.Unlock()
@@ -302,6 +339,7 @@ func (s *session) prepareMove(ctx context.Context) (*sessionState, error) {
 		s.startReader(primary)
 		return nil, errors.New("it holds " + strings.Join(st.unmovable, ", "))
 	}
+	st.hadPrimary = true
 	return st, nil
 }
 
@@ -318,19 +356,13 @@ func (s *session) abortMove(st *sessionState) {
 	}
 }
 
-// move replaces the session's connections with one to server to, given the captured state.
-func (s *session) move(ctx context.Context, to Role, st *sessionState) error {
+// move replaces the session's connections with nc (a new connection to server to, nil when
+// the session had none yet), given the captured state.
+func (s *session) move(ctx context.Context, to Role, st *sessionState, nc *serverConn) error {
 	s.mu.Lock()
 	old := s.conns
-	hadPrimary := s.conns[s.primary] != nil
 	s.mu.Unlock()
-	var nc *serverConn
-	if hadPrimary {
-		var err error
-		nc, err = s.login(ctx, to, false)
-		if err != nil {
-			return err
-		}
+	if nc != nil {
 		if err := s.replay(ctx, nc, st, false); err != nil {
 			nc.close()
 			s.p.releaseServer(to)
@@ -391,15 +423,84 @@ func (p *Proxy) SetMode(ctx context.Context, m Mode) error {
 	return nil
 }
 
-// SwitchNow pauses (unless paused), switches to to and resumes (if it paused), returning how
-// long the sessions were held.
+// SwitchNow pauses (unless paused), switches to to and resumes (if it paused). Before pausing
+// it opens the new server connections (Prepare), so clients wait only for the state to move.
 func (p *Proxy) SwitchNow(ctx context.Context, to Role, timeout time.Duration) error {
 	wasPaused := p.Paused()
 	if !wasPaused {
+		p.Prepare(ctx, to)
 		if _, err := p.Pause(ctx, timeout); err != nil {
 			return err
 		}
 		defer p.Resume()
 	}
 	return p.Switch(ctx, to)
+}
+
+// standbyTTL is how long a connection opened by Prepare waits for its switch.
+const standbyTTL = 30 * time.Second
+
+// Prepare opens, for every session that has a server connection, a connection to server to
+// that a following Switch uses instead of logging in while clients wait. Connections not used
+// within 30 s are closed. Failures are not errors here: Switch logs in itself where no
+// prepared connection exists.
+func (p *Proxy) Prepare(ctx context.Context, to Role) {
+	if p.eps[to] == nil {
+		return
+	}
+	var g errgroup.Group
+	g.SetLimit(32)
+	for _, s := range p.sessionList() {
+		s.mu.Lock()
+		has := s.conns[s.primary] != nil && s.primary != to
+		s.mu.Unlock()
+		if !has {
+			continue
+		}
+		g.Go(func() error {
+			nc, err := s.login(ctx, to, false)
+			if err != nil {
+				p.log.Debug("prepare switch: login failed; the switch will retry", "client", s.id, "err", err)
+				return nil
+			}
+			p.mu.Lock()
+			if old := p.standby[s.id]; old != nil {
+				old.close()
+				p.releaseServer(old.role)
+			}
+			p.standby[s.id] = nc
+			p.mu.Unlock()
+			time.AfterFunc(standbyTTL, func() {
+				p.mu.Lock()
+				cur := p.standby[s.id]
+				if cur == nc {
+					delete(p.standby, s.id)
+				}
+				p.mu.Unlock()
+				if cur == nc {
+					nc.close()
+					p.releaseServer(to)
+				}
+			})
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+// takeStandby returns the connection Prepare opened for s to server to, if any.
+func (p *Proxy) takeStandby(s *session, to Role) *serverConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	nc := p.standby[s.id]
+	if nc == nil {
+		return nil
+	}
+	delete(p.standby, s.id)
+	if nc.role != to || nc.closed.Load() {
+		nc.close()
+		p.releaseServer(nc.role)
+		return nil
+	}
+	return nc
 }

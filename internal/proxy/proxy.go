@@ -140,6 +140,7 @@ type Proxy struct {
 	classify   *route.Classifier
 	paramCache map[string]map[string]string
 	routeStats map[string]*routeStat
+	standby    map[uint64]*serverConn // connections opened by Prepare, by session
 
 	mode   atomic.Int32
 	paused atomic.Bool
@@ -151,6 +152,10 @@ type Proxy struct {
 	pauseTimer *time.Timer
 	idle       chan struct{}
 
+	catMu    sync.Mutex
+	catConns [2]*pgx.Conn
+
+	lastHeld    atomic.Int64 // nanoseconds
 	serverSlots [2]chan struct{}
 	clients     atomic.Int64
 	addr        atomic.Value // net.Addr
@@ -175,7 +180,7 @@ func New(cfg Config, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: auth type %q: want scram-sha-256, md5 or password", cfg.AuthType)
 	}
 	p := &Proxy{cfg: cfg, log: opts.Logger, sessions: map[uint64]*session{}, byKey: map[uint32]*session{},
-		paramCache: map[string]map[string]string{}, routeStats: map[string]*routeStat{}, oids: newOIDMap(),
+		paramCache: map[string]map[string]string{}, routeStats: map[string]*routeStat{}, oids: newOIDMap(), standby: map[uint64]*serverConn{},
 		idle: make(chan struct{}, 1), source: opts.Progress, reload: opts.Reload}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -309,6 +314,13 @@ func (p *Proxy) ServeListener(ctx context.Context, ln net.Listener) error {
 			p.handleConn(ctx, c)
 		}()
 	}
+	p.catMu.Lock()
+	for _, c := range p.catConns {
+		if c != nil {
+			c.Close(context.Background())
+		}
+	}
+	p.catMu.Unlock()
 	p.mu.Lock()
 	for _, s := range p.sessions {
 		s.client.Close()
@@ -337,22 +349,29 @@ func (p *Proxy) background(ctx context.Context) {
 func (p *Proxy) loadCatalog(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
-	src, err := pgx.Connect(ctx, p.cfg.Source)
-	if err != nil {
-		return fmt.Errorf("connect to the source: %w", err)
+	// The connections stay open: a switch reloads the catalogs while clients wait.
+	p.catMu.Lock()
+	defer p.catMu.Unlock()
+	for r, dsn := range []string{p.cfg.Source, p.cfg.Target} {
+		if p.catConns[r] != nil && !p.catConns[r].IsClosed() {
+			continue
+		}
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return fmt.Errorf("connect to the %s: %w", Role(r), err)
+		}
+		p.catConns[r] = c
 	}
-	defer src.Close(context.Background())
-	dst, err := pgx.Connect(ctx, p.cfg.Target)
-	if err != nil {
-		return fmt.Errorf("connect to the target: %w", err)
-	}
-	defer dst.Close(context.Background())
+	src, dst := p.catConns[Source], p.catConns[Target]
 	n, err := p.oids.load(ctx, src, dst)
 	if err != nil {
+		src.Close(context.Background())
+		dst.Close(context.Background())
 		return err
 	}
 	funcs, err := catalogFunctions(ctx, src)
 	if err != nil {
+		src.Close(context.Background())
 		return err
 	}
 	c := route.NewClassifier(route.ClassifierOptions{AllowFunctions: p.cfg.AllowFunctions, CatalogFunctions: funcs})

@@ -50,6 +50,7 @@ type endpoint struct {
 	cfg      *pgconn.Config
 	database string
 	timeout  time.Duration
+	salted   saltedCache
 }
 
 func newEndpoint(role Role, dsn string, timeout time.Duration) (*endpoint, error) {
@@ -160,7 +161,7 @@ func (e *endpoint) login(ctx context.Context, creds credentials, params map[stri
 		connectedAt: time.Now()}
 	sc.rd = newMsgReader(c, &backendTypes)
 	_ = c.SetDeadline(time.Now().Add(e.timeout))
-	if err := sc.startup(creds, params); err != nil {
+	if err := sc.startup(creds, params, &e.salted); err != nil {
 		c.Close()
 		var se *serverError
 		if errors.As(err, &se) {
@@ -173,7 +174,7 @@ func (e *endpoint) login(ctx context.Context, creds credentials, params map[stri
 	return sc, nil
 }
 
-func (sc *serverConn) startup(creds credentials, params map[string]string) error {
+func (sc *serverConn) startup(creds credentials, params map[string]string, salted *saltedCache) error {
 	sm := &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: params}
 	if err := writeAll(sc.conn, encode(nil, sm)); err != nil {
 		return err
@@ -218,7 +219,7 @@ func (sc *serverConn) startup(creds credentials, params map[string]string) error
 				if !contains(mechs, "SCRAM-SHA-256") {
 					return fmt.Errorf("the server offers SASL mechanisms %v, not SCRAM-SHA-256", mechs)
 				}
-				scram = &scramClient{creds: creds, nonce: nonce()}
+				scram = &scramClient{creds: creds, nonce: nonce(), salted: salted}
 				reply = encode(nil, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: scram.first()})
 			case 11: // SASL continue
 				if scram == nil {
@@ -279,6 +280,7 @@ func contains(list []string, s string) bool {
 // pass-through of the client's ClientKey.
 type scramClient struct {
 	creds     credentials
+	salted    *saltedCache
 	nonce     string
 	firstBare string
 	authMsg   string
@@ -306,7 +308,7 @@ func (s *scramClient) final(serverFirst string) ([]byte, error) {
 	var clientKey, storedKey []byte
 	switch {
 	case s.creds.password != "":
-		sp := saltedPassword(s.creds.password, salt, iter)
+		sp := s.salted.get(s.creds.password, salt, iter)
 		clientKey = hmacSHA256(sp, "Client Key")
 		sum := sha256.Sum256(clientKey)
 		storedKey = sum[:]

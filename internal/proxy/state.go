@@ -16,13 +16,13 @@ import (
 // sessionState is what a server session holds that a new server session must be given before
 // it can stand in for it.
 type sessionState struct {
-	settings      map[string]string // SET at session level
-	role          string            // SET ROLE ("none" when not set)
-	sessionUser   string
-	listen        []string
-	sqlPrepared   []string // PREPARE statements made by SQL
-	unmovable     []string // why the session cannot move (temporary tables, WITH HOLD cursors, advisory locks)
-	versionAtRead uint64
+	settings    map[string]string // SET at session level
+	role        string            // SET ROLE ("none" when not set)
+	sessionUser string
+	listen      []string
+	sqlPrepared []string // PREPARE statements made by SQL
+	unmovable   []string // why the session cannot move (temporary tables, WITH HOLD cursors, advisory locks)
+	hadPrimary  bool     // the session had a server connection (sessions that never sent a request have none)
 }
 
 // captureSQL reads a session's state in one round trip.
