@@ -116,11 +116,13 @@ func (e *env) connect(extra string) *pgx.Conn {
 }
 
 // psql runs psql through the proxy and returns its output.
-func (e *env) psql(args ...string) (string, error) {
+func (e *env) psql(args ...string) (string, error) { return e.psqlEnv(nil, args...) }
+
+func (e *env) psqlEnv(env []string, args ...string) (string, error) {
 	bin := filepath.Join(e.src.BinDir(), "psql")
 	full := append([]string{"-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", fmt.Sprint(e.port), "-U", "postgres", "-d", "app"}, args...)
 	cmd := exec.Command(bin, full...)
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+testPassword, "PGSSLMODE=disable")
+	cmd.Env = append(append(os.Environ(), "PGPASSWORD="+testPassword, "PGSSLMODE=disable"), env...)
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
