@@ -397,3 +397,99 @@ func other(r Role) Role {
 	}
 	return Source
 }
+
+// bindResultFormats returns a Bind's result format codes.
+func bindResultFormats(msg []byte) []uint16 {
+	_, rest, ok := cstringBytes(body(msg))
+	if !ok {
+		return nil
+	}
+	if _, rest, ok = cstringBytes(rest); !ok || len(rest) < 2 {
+		return nil
+	}
+	nf := int(binary.BigEndian.Uint16(rest))
+	rest = rest[2:]
+	if len(rest) < 2*nf+2 {
+		return nil
+	}
+	rest = rest[2*nf:]
+	np := int(binary.BigEndian.Uint16(rest))
+	rest = rest[2:]
+	for i := 0; i < np; i++ {
+		if len(rest) < 4 {
+			return nil
+		}
+		l := int(int32(binary.BigEndian.Uint32(rest)))
+		rest = rest[4:]
+		if l > 0 {
+			if l > len(rest) {
+				return nil
+			}
+			rest = rest[l:]
+		}
+	}
+	if len(rest) < 2 {
+		return nil
+	}
+	nr := int(binary.BigEndian.Uint16(rest))
+	rest = rest[2:]
+	out := make([]uint16, 0, nr)
+	for i := 0; i < nr && len(rest) >= 2; i++ {
+		out = append(out, binary.BigEndian.Uint16(rest))
+		rest = rest[2:]
+	}
+	return out
+}
+
+// resultPlan is mapRowDescription's plan for a statement executed without a RowDescription:
+// its described result types (client space) with the Bind's result formats. The plan's types
+// are in the server's space, as the DataRows are.
+func (m *oidMap) resultPlan(st *stmt, formats []uint16, origin Role) []uint32 {
+	if st == nil || len(st.rowTypes) == 0 || len(formats) == 0 {
+		return nil
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	server := other(origin)
+	var plan []uint32
+	for i, t := range st.rowTypes {
+		f := formats[0]
+		if len(formats) > 1 {
+			if i >= len(formats) {
+				break
+			}
+			f = formats[i]
+		}
+		srv := m.oid(t, origin)
+		if f == 1 && m.mayHoldOIDs(srv, server, 0) {
+			if plan == nil {
+				plan = make([]uint32, len(st.rowTypes))
+			}
+			plan[i] = srv
+		}
+	}
+	return plan
+}
+
+// rowTypesOf decodes the type OIDs of a RowDescription (nil for NoData).
+func rowTypesOf(msg []byte) []uint32 {
+	if msg[0] != 'T' {
+		return nil
+	}
+	b := body(msg)
+	if len(b) < 2 {
+		return nil
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	out := make([]uint32, 0, n)
+	for i := 0; i < n; i++ {
+		_, rest, ok := cstringBytes(b)
+		if !ok || len(rest) < 18 {
+			return out
+		}
+		out = append(out, binary.BigEndian.Uint32(rest[6:]))
+		b = rest[18:]
+	}
+	return out
+}

@@ -599,7 +599,7 @@ func (p *Proxy) newSession(c net.Conn, rd *msgReader, user, database string, sta
 	}
 	rd.valid = &frontendTypes
 	s := &session{p: p, client: c, cr: rd, user: user, database: database, appName: startup["application_name"], addr: clientAddr(c),
-		params: params, creds: creds, tls: tlsOn, started: time.Now(), stmts: map[string]*stmt{}, portals: map[string]*stmt{},
+		params: params, creds: creds, tls: tlsOn, started: time.Now(), stmts: map[string]*stmt{}, portals: map[string]*stmt{}, portalPlans: map[string][]uint32{},
 		clientParams: map[string]string{}}
 	s.cond = sync.NewCond(&s.mu)
 	s.keySecret = make([]byte, 4)

@@ -26,8 +26,10 @@ type stmt struct {
 	// parse is the client's Parse message, in the client's OID space.
 	parse     []byte
 	paramOIDs []uint32
-	// paramTypes are the parameter types the server described (in the client's OID space).
+	// paramTypes and rowTypes are the parameter and result column types the server described
+	// (in the client's OID space).
 	paramTypes []uint32
+	rowTypes   []uint32
 	class      *route.Statement // nil until classified
 }
 
@@ -41,14 +43,22 @@ const (
 	// expCondSync is a Sync sent while a COPY FROM STDIN may be in progress: the server ignores
 	// Sync in copy-in mode, so it yields a ReadyForQuery only if the COPY failed before starting.
 	expCondSync
-	// expDescribe is a Describe of a statement: its ParameterDescription tells the parameter types.
+	// expDescribe is a Describe of a statement: its ParameterDescription tells the parameter
+	// types, its RowDescription (or NoData) the result types.
 	expDescribe
+	// expExecute is an Execute on a connection whose OIDs are mapped; plan lists the binary
+	// result columns whose values carry OIDs (from the statement's description and the Bind's
+	// result formats), for results that come without a RowDescription.
+	expExecute
 )
 
 type expectation struct {
 	kind expKind
 	hide bool  // a response to a message the proxy injected: not for the client
 	st   *stmt // for expDescribe
+	// gotParams: the ParameterDescription of an expDescribe has arrived.
+	gotParams bool
+	plan      []uint32 // for expExecute
 }
 
 // serverConn is one server connection of a session. Fields below mu are guarded by the
@@ -128,6 +138,7 @@ type session struct {
 	copyPending  bool // an Execute of COPY FROM STDIN was sent; Syncs are conditional until CopyDone
 	stmts        map[string]*stmt
 	portals      map[string]*stmt
+	portalPlans  map[string][]uint32 // result rewrite plans of portals bound on mapped connections
 	clientParams map[string]string // ParameterStatus values the client has been told
 	stateVersion uint64            // bumped by statements that change session state
 	tempObjects  bool              // the session created temporary objects: it stays on the source
@@ -611,6 +622,7 @@ func (s *session) appendSegLocked(sc *serverConn, seg []byte, end bool) error {
 			}
 			if sc.mapped {
 				msg = s.p.oids.mapBind(msg, st, s.origin)
+				s.portalPlans[portal] = s.p.oids.resultPlan(st, bindResultFormats(msg), s.origin)
 			}
 		case 'D':
 			if len(msg) > 6 && msg[5] == 'S' {
@@ -622,6 +634,9 @@ func (s *session) appendSegLocked(sc *serverConn, seg []byte, end bool) error {
 			}
 		case 'E':
 			portal, _, _ := cstring(body(msg))
+			if sc.mapped {
+				sc.expect = append(sc.expect, expectation{kind: expExecute, plan: s.portalPlans[portal]})
+			}
 			if st := s.portals[portal]; st != nil && mayCopy(st.query) {
 				if st.class == nil {
 					st.class = s.p.classifier().Classify(st.query)
@@ -827,11 +842,28 @@ func (s *session) serverLoop(sc *serverConn) {
 			if told {
 				continue
 			}
-		case 'T':
-			if sc.mapped {
+		case 'T', 'n':
+			if sc.mapped && msg[0] == 'T' {
 				msg, sc.rowPlan = s.p.oids.mapRowDescription(msg, s.origin)
 			}
+			s.mu.Lock()
+			if e := s.frontLocked(sc, expDescribe); e != nil && e.gotParams {
+				// The result description of a Describe of a statement.
+				if e.st != nil {
+					e.st.rowTypes = rowTypesOf(msg)
+				}
+				s.removeLocked(sc, e)
+				sc.rowPlan = nil
+			}
+			s.mu.Unlock()
 		case 'D':
+			if sc.rowPlan == nil && sc.mapped {
+				s.mu.Lock()
+				if e := s.frontLocked(sc, expExecute); e != nil {
+					sc.rowPlan = e.plan
+				}
+				s.mu.Unlock()
+			}
 			if sc.rowPlan != nil {
 				msg = s.p.oids.mapDataRow(msg, sc.rowPlan, s.origin)
 			}
@@ -844,7 +876,16 @@ func (s *session) serverLoop(sc *serverConn) {
 			s.mu.Unlock()
 		}
 		switch msg[0] {
-		case 'C', 'Z', 'E', 'I':
+		case 'C', 'I', 's':
+			if sc.mapped {
+				s.mu.Lock()
+				if e := s.frontLocked(sc, expExecute); e != nil {
+					s.removeLocked(sc, e)
+				}
+				s.mu.Unlock()
+			}
+			sc.rowPlan = nil
+		case 'Z', 'E':
 			sc.rowPlan = nil
 		}
 		out = append(out, msg...)
@@ -877,15 +918,33 @@ func (s *session) popSyncLocked(sc *serverConn) {
 
 // describedLocked records the parameter types the server described for a statement.
 func (s *session) describedLocked(sc *serverConn, types []uint32) {
-	for i, e := range sc.expect {
-		if e.kind == expDescribe {
-			sc.expect = append(sc.expect[:i], sc.expect[i+1:]...)
-			if e.st != nil {
-				e.st.paramTypes = types
-			}
-			return
+	if e := s.frontLocked(sc, expDescribe); e != nil && !e.gotParams {
+		e.gotParams = true
+		if e.st != nil {
+			e.st.paramTypes = types
+		}
+	}
+}
+
+// frontLocked returns the first expectation of kind before the next Sync.
+func (s *session) frontLocked(sc *serverConn, kind expKind) *expectation {
+	for i := range sc.expect {
+		e := &sc.expect[i]
+		if e.kind == kind {
+			return e
 		}
 		if e.kind == expSync || e.kind == expCondSync {
+			return nil
+		}
+	}
+	return nil
+}
+
+// removeLocked removes an expectation frontLocked returned.
+func (s *session) removeLocked(sc *serverConn, e *expectation) {
+	for i := range sc.expect {
+		if &sc.expect[i] == e {
+			sc.expect = append(sc.expect[:i], sc.expect[i+1:]...)
 			return
 		}
 	}
