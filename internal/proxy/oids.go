@@ -218,8 +218,13 @@ func (m *oidMap) mapParse(msg []byte, st *stmt, origin Role) []byte {
 		return msg
 	}
 	out := append([]byte(nil), msg...)
-	_, rest, _ := cstringBytes(body(out))
-	_, rest, _ = cstringBytes(rest)
+	_, rest, ok := cstringBytes(body(out))
+	if ok {
+		_, rest, ok = cstringBytes(rest)
+	}
+	if !ok || len(rest) < 2 {
+		return msg
+	}
 	n := int(binary.BigEndian.Uint16(rest))
 	rest = rest[2:]
 	m.mu.RLock()
@@ -254,9 +259,11 @@ func (m *oidMap) mapBind(msg []byte, st *stmt, origin Role) []byte {
 		return msg
 	}
 	out := append([]byte(nil), msg...)
-	_, rest, _ := cstringBytes(body(out))
-	_, rest, _ = cstringBytes(rest)
-	if len(rest) < 2 {
+	_, rest, ok := cstringBytes(body(out))
+	if ok {
+		_, rest, ok = cstringBytes(rest)
+	}
+	if !ok || len(rest) < 2 {
 		return msg
 	}
 	nf := int(binary.BigEndian.Uint16(rest))

@@ -139,10 +139,10 @@ type session struct {
 	stmts        map[string]*stmt
 	portals      map[string]*stmt
 	portalPlans  map[string][]uint32 // result rewrite plans of portals bound on mapped connections
-	clientParams map[string]string // ParameterStatus values the client has been told
-	stateVersion uint64            // bumped by statements that change session state
-	tempObjects  bool              // the session created temporary objects: it stays on the source
-	lastWrite    time.Time         // when a unit that may write last finished on the source
+	clientParams map[string]string   // ParameterStatus values the client has been told
+	stateVersion uint64              // bumped by statements that change session state
+	tempObjects  bool                // the session created temporary objects: it stays on the source
+	lastWrite    time.Time           // when a unit that may write last finished on the source
 	closing      bool
 	closeErr     error
 }

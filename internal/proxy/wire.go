@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -51,11 +52,14 @@ func (m *msgReader) next() ([]byte, error) {
 		_, _ = m.r.Discard(total)
 		return msg, nil
 	}
-	msg := make([]byte, total)
-	if _, err := io.ReadFull(m.r, msg); err != nil {
+	// Grow with the data that actually arrives: a peer announcing a huge message must send it
+	// before the proxy holds that much memory.
+	var b bytes.Buffer
+	b.Grow(min(total, 1<<20))
+	if _, err := io.CopyN(&b, m.r, int64(total)); err != nil {
 		return nil, noEOF(err)
 	}
-	return msg, nil
+	return b.Bytes(), nil
 }
 
 // complete reports whether a whole message is buffered, so reading it will not block.

@@ -28,9 +28,9 @@ type Rule struct {
 	Databases    []string
 	Applications []string
 	Addresses    []netip.Prefix
-	// Tables, when set, must match every table a statement reads ("schema.table" patterns, or
-	// "table" for any schema; a table written without schema in the statement is compared by
-	// name only, because the session's search_path is not known here).
+	// Tables, when set, must match every table a statement reads: "table" patterns match that
+	// name in any schema; "schema.table" patterns only tables the statement qualifies with a
+	// schema, because where an unqualified name resolves depends on the session's search_path.
 	Tables []string
 	// Percent of session keys (0–100, fractions allowed) whose reads this rule sends to the target.
 	Percent float64
@@ -217,8 +217,13 @@ func tableMatches(patterns []string, table string) bool {
 		if ok, _ := path.Match(pn, name); !ok {
 			continue
 		}
-		if ps == "" || schema == "" {
+		if ps == "" {
 			return true
+		}
+		// A schema-qualified pattern matches only tables the statement qualifies: which schema
+		// an unqualified name resolves to depends on the session's search_path.
+		if schema == "" {
+			continue
 		}
 		if ok, _ := path.Match(ps, schema); ok {
 			return true
