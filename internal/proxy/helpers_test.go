@@ -36,6 +36,12 @@ type env struct {
 // "app" on each, and a proxy in front with an auth file for postgres.
 func newEnv(t *testing.T, target bool, tune func(*proxy.Config)) *env {
 	t.Helper()
+	return newEnvWith(t, target, tune, proxy.Options{})
+}
+
+// newEnvWith is newEnv with the proxy's options (e.g. a Progress).
+func newEnvWith(t *testing.T, target bool, tune func(*proxy.Config), opts proxy.Options) *env {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test: needs PostgreSQL (skipped with -short)")
 	}
@@ -61,15 +67,18 @@ func newEnv(t *testing.T, target bool, tune func(*proxy.Config)) *env {
 	if tune != nil {
 		tune(&cfg)
 	}
-	e.start(cfg)
+	e.startWith(cfg, opts)
 	return e
 }
 
-func (e *env) start(cfg proxy.Config) {
+func (e *env) start(cfg proxy.Config) { e.startWith(cfg, proxy.Options{}) }
+
+func (e *env) startWith(cfg proxy.Config, opts proxy.Options) {
 	t := e.t
 	e.logBuf = &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(e.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	p, err := proxy.New(cfg, proxy.Options{Logger: log})
+	opts.Logger = log
+	p, err := proxy.New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
