@@ -86,16 +86,22 @@ func NewClassifier(opts ClassifierOptions) *Classifier {
 	return c
 }
 
-// Classify classifies sql. The result is cached and shared: do not modify it.
-func (c *Classifier) Classify(sql string) *Statement {
+// Classify classifies sql. The result is cached by the statement's shape (literals replaced)
+// and shared: do not modify it.
+func (c *Classifier) Classify(sql string) *Statement { return c.ClassifyBytes([]byte(sql)) }
+
+// ClassifyBytes is Classify for a query held in a byte slice (a protocol buffer).
+func (c *Classifier) ClassifyBytes(sql []byte) *Statement {
+	var buf [256]byte
+	key := cacheKey(buf[:0], sql)
 	c.mu.RLock()
-	st, ok := c.cache[sql]
+	st, ok := c.cache[string(key)]
 	c.mu.RUnlock()
 	if ok {
 		return st
 	}
-	st = c.classify(sql)
-	if len(sql) <= maxCachedText {
+	st = c.classify(string(sql))
+	if len(key) <= maxCachedText {
 		c.mu.Lock()
 		if len(c.cache) >= c.max {
 			// Evict an arbitrary entry: map order is unspecified, which is as good as random here.
@@ -104,22 +110,10 @@ func (c *Classifier) Classify(sql string) *Statement {
 				break
 			}
 		}
-		c.cache[strings.Clone(sql)] = st
+		c.cache[string(key)] = st
 		c.mu.Unlock()
 	}
 	return st
-}
-
-// ClassifyBytes is Classify for a query held in a byte slice (a protocol buffer), without
-// copying it when the text is cached.
-func (c *Classifier) ClassifyBytes(sql []byte) *Statement {
-	c.mu.RLock()
-	st, ok := c.cache[string(sql)]
-	c.mu.RUnlock()
-	if ok {
-		return st
-	}
-	return c.Classify(string(sql))
 }
 
 func (c *Classifier) classify(sql string) *Statement {

@@ -216,3 +216,54 @@ func containsWriteKeyword(s string) bool {
 	}
 	return false
 }
+
+// BenchmarkClassifyCold is the parser's cost for a statement seen for the first time.
+func BenchmarkClassifyCold(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		c := NewClassifier(ClassifierOptions{})
+		c.Classify("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+	}
+}
+
+// BenchmarkClassifyCached is the cost for a statement the cache holds (the steady state).
+func BenchmarkClassifyCached(b *testing.B) {
+	c := NewClassifier(ClassifierOptions{})
+	q := []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;")
+	c.ClassifyBytes(q)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.ClassifyBytes(q)
+	}
+}
+
+func TestCacheKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;":          "SELECT abalance FROM pgbench_accounts WHERE aid = 0;",
+		"select * from t1 where a = 'x''y' and b = E'q\\'r' and c = 1.5e-3": "select * from t1 where a = '' and b = E'' and c = 0",
+		`SELECT "col 1""x", $1, $$lit$$, $tag$a$b$tag$ FROM t`:              `SELECT "col 1""x", $1, '', '' FROM t`,
+		"SELECT 1 /* a /* nested */ 2 */ FOR UPDATE -- 3":                   "SELECT 0 /* a /* nested */ 2 */ FOR UPDATE -- 3",
+		"SELECT 'unterminated": "SELECT 'unterminated",
+		"SELECT x1, 2x FROM t": "SELECT x1, 0 FROM t",
+	} {
+		if got := string(cacheKey(nil, []byte(in))); got != want {
+			t.Errorf("cacheKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// FuzzCacheKey: two texts with the same key must classify the same.
+func FuzzCacheKey(f *testing.F) {
+	f.Add("SELECT 1", "SELECT 2")
+	f.Add("SELECT 'a' FOR UPDATE", "SELECT 'b'")
+	f.Add("SELECT E'\\'' FROM t", "SELECT E'x' FROM t")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if string(cacheKey(nil, []byte(a))) != string(cacheKey(nil, []byte(b))) {
+			return
+		}
+		ca := NewClassifier(ClassifierOptions{}).classify(a)
+		cb := NewClassifier(ClassifierOptions{}).classify(b)
+		if ca.ReadOnly != cb.ReadOnly || fmt.Sprint(ca.Tables) != fmt.Sprint(cb.Tables) {
+			t.Fatalf("same key, different classes: %q %+v vs %q %+v", a, ca, b, cb)
+		}
+	})
+}
