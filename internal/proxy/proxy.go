@@ -571,7 +571,7 @@ func (p *Proxy) handleConn(ctx context.Context, c net.Conn) {
 		if errors.As(err, &se) {
 			_ = s.writeClient(encode(nil, se.resp))
 		} else if !errors.Is(err, net.ErrClosed) {
-			s.fail("08006", fmt.Sprintf("pgshift: cannot reach the %s server: %v", s.primary, err))
+			s.fail("08006", fmt.Sprintf("pgshift: cannot reach the server: %v", err))
 		}
 		s.closeAll()
 		return
@@ -653,17 +653,18 @@ func (p *Proxy) welcome(ctx context.Context, s *session) error {
 		s.cond.Wait()
 	}
 	s.mu.Unlock()
-	if p.Mode() == ModeTarget {
-		s.mu.Lock()
+	s.mu.Lock()
+	if p.Mode() == ModeTarget && s.conns[Source] == nil {
 		s.primary, s.origin = Target, Target
-		s.mu.Unlock()
 	}
-	cacheKey := s.primary.String() + "\x00" + s.user
+	primary := s.primary
+	s.mu.Unlock()
+	cacheKey := primary.String() + "\x00" + s.user
 	p.mu.Lock()
 	params := p.paramCache[cacheKey]
 	p.mu.Unlock()
 	if params == nil {
-		sc, err := s.open(ctx, s.primary, false)
+		sc, err := s.open(ctx, primary, false)
 		if err != nil {
 			return err
 		}
