@@ -214,7 +214,7 @@ func (p *Proxy) show(what string) ([]string, [][]string, error) {
 		var rows [][]string
 		p.mu.Lock()
 		rules := p.rules.List()
-		stats := p.routeStats
+		stats := *p.routeStats.Load()
 		p.mu.Unlock()
 		for _, r := range rules {
 			key := string(r.Key)
@@ -302,11 +302,16 @@ func (p *Proxy) Reload(ctx context.Context) error {
 		}
 		p.mu.Lock()
 		p.rules = rules
+		stats := map[string]*routeStat{}
+		for k, v := range *p.routeStats.Load() {
+			stats[k] = v
+		}
 		for _, r := range cfg.Rules {
-			if p.routeStats[r.Name] == nil {
-				p.routeStats[r.Name] = &routeStat{}
+			if stats[r.Name] == nil {
+				stats[r.Name] = &routeStat{}
 			}
 		}
+		p.routeStats.Store(&stats)
 		if len(cfg.AdminUsers) > 0 {
 			p.cfg.AdminUsers = cfg.AdminUsers
 		}

@@ -17,7 +17,8 @@ func fuzzSession() (*session, *serverConn) {
 		m.types[r] = map[uint32]typeInfo{16386 + 10*uint32(r): {kind: 'e'}, 16385 + 10*uint32(r): {kind: 'b', elem: 16386 + 10*uint32(r)},
 			16390 + 10*uint32(r): {kind: 'c'}, 1007: {kind: 'b', elem: 23}}
 	}
-	p := &Proxy{classify: route.NewClassifier(route.ClassifierOptions{}), oids: m}
+	p := &Proxy{oids: m}
+	p.classify.Store(route.NewClassifier(route.ClassifierOptions{}))
 	s := &session{p: p, stmts: map[string]*stmt{}, portals: map[string]*stmt{}, portalPlans: map[string][]uint32{}, clientParams: map[string]string{}}
 	sc := &serverConn{role: Target, prepared: map[string]*stmt{}, mapped: true, params: map[string]string{}}
 	s.conns[Target] = sc

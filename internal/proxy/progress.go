@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -89,6 +90,12 @@ func (sp *StateProgress) Close() {
 	}
 }
 
+type lagSnapshot struct {
+	lag     time.Duration
+	known   bool
+	updated time.Time
+}
+
 type lsnSample struct {
 	at  time.Time
 	lsn pgtypes.LSN
@@ -98,6 +105,7 @@ type lsnSample struct {
 // and the target's applied position and lag.
 type progressTracker struct {
 	interval time.Duration
+	snap     atomic.Pointer[lagSnapshot]
 
 	mu       sync.Mutex
 	samples  []lsnSample // ascending time; bounded
@@ -171,6 +179,7 @@ func (t *progressTracker) run(ctx context.Context, p *Proxy) {
 		if err != nil && ctx.Err() == nil {
 			t.mu.Lock()
 			t.lagKnown = false
+			t.snap.Store(&lagSnapshot{updated: t.updated})
 			t.mu.Unlock()
 			if time.Since(warned) > time.Minute {
 				warned = time.Now()
@@ -188,6 +197,7 @@ func (t *progressTracker) record(at time.Time, lsn, applied pgtypes.LSN, lag tim
 		t.samples = append(t.samples[:0], t.samples[len(t.samples)-maxSamples/2:]...)
 	}
 	t.appliedL, t.lagV, t.lagKnown, t.updated = applied, lag, ok, time.Now()
+	t.snap.Store(&lagSnapshot{lag: lag, known: ok, updated: t.updated})
 }
 
 // set is for tests and for callers that measure themselves.
@@ -199,11 +209,11 @@ func (t *progressTracker) fresh() bool {
 	return time.Since(t.updated) < max(time.Second, 10*t.interval)
 }
 
-// lagOK reports whether the last measured lag is known, recent and under limit.
+// lagOK reports whether the last measured lag is known, recent and under limit. It runs for
+// every routed read, so it reads an atomic snapshot instead of taking the lock.
 func (t *progressTracker) lagOK(limit time.Duration) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.lagKnown && t.fresh() && t.lagV < limit
+	snap := t.snap.Load()
+	return snap != nil && snap.known && time.Since(snap.updated) < max(time.Second, 10*t.interval) && snap.lag < limit
 }
 
 func (t *progressTracker) lag() (time.Duration, bool) {

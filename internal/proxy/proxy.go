@@ -137,9 +137,9 @@ type Proxy struct {
 	nextID     uint64
 	auth       *AuthFile
 	rules      *route.Rules
-	classify   *route.Classifier
+	classify   atomic.Pointer[route.Classifier] // read on every split-mode statement: no lock
 	paramCache map[string]map[string]string
-	routeStats map[string]*routeStat
+	routeStats atomic.Pointer[map[string]*routeStat] // replaced whole by Reload
 	standby    map[uint64]*serverConn // connections opened by Prepare, by session
 
 	mode   atomic.Int32
@@ -180,7 +180,7 @@ func New(cfg Config, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: auth type %q: want scram-sha-256, md5 or password", cfg.AuthType)
 	}
 	p := &Proxy{cfg: cfg, log: opts.Logger, sessions: map[uint64]*session{}, byKey: map[uint32]*session{},
-		paramCache: map[string]map[string]string{}, routeStats: map[string]*routeStat{}, oids: newOIDMap(), standby: map[uint64]*serverConn{},
+		paramCache: map[string]map[string]string{}, oids: newOIDMap(), standby: map[uint64]*serverConn{},
 		idle: make(chan struct{}, 1), source: opts.Progress, reload: opts.Reload}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -210,10 +210,12 @@ func New(cfg Config, opts Options) (*Proxy, error) {
 	if p.rules, err = route.NewRules(cfg.Rules); err != nil {
 		return nil, err
 	}
+	stats := map[string]*routeStat{}
 	for _, r := range cfg.Rules {
-		p.routeStats[r.Name] = &routeStat{}
+		stats[r.Name] = &routeStat{}
 	}
-	p.classify = route.NewClassifier(route.ClassifierOptions{AllowFunctions: cfg.AllowFunctions})
+	p.routeStats.Store(&stats)
+	p.classify.Store(route.NewClassifier(route.ClassifierOptions{AllowFunctions: cfg.AllowFunctions}))
 	for r := range p.serverSlots {
 		if cfg.MaxServerConn > 0 {
 			p.serverSlots[r] = make(chan struct{}, cfg.MaxServerConn)
@@ -249,16 +251,10 @@ func (p *Proxy) loadAuth() (*AuthFile, error) {
 	return af, nil
 }
 
-func (p *Proxy) classifier() *route.Classifier {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.classify
-}
+func (p *Proxy) classifier() *route.Classifier { return p.classify.Load() }
 
 func (p *Proxy) routeCount(rule string, target bool) {
-	p.mu.Lock()
-	st := p.routeStats[rule]
-	p.mu.Unlock()
+	st := (*p.routeStats.Load())[rule]
 	if st == nil {
 		return
 	}
@@ -374,10 +370,10 @@ func (p *Proxy) loadCatalog(ctx context.Context) error {
 		src.Close(context.Background())
 		return err
 	}
-	c := route.NewClassifier(route.ClassifierOptions{AllowFunctions: p.cfg.AllowFunctions, CatalogFunctions: funcs})
 	p.mu.Lock()
-	p.classify = c
+	allow := p.cfg.AllowFunctions
 	p.mu.Unlock()
+	p.classify.Store(route.NewClassifier(route.ClassifierOptions{AllowFunctions: allow, CatalogFunctions: funcs}))
 	p.log.Debug("catalogs loaded", "oids_mapped", n, "read_only_functions", len(funcs))
 	return nil
 }

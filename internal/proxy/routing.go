@@ -59,7 +59,7 @@ func (s *session) classifySeg(seg []byte) unitClass {
 	c := s.p.classifier()
 	uc := unitClass{readOnly: true}
 	seen := 0
-	local := map[string]string{}
+	var local map[string]string // statements parsed in this unit, by name
 	add := func(st *route.Statement) {
 		seen++
 		if !st.ReadOnly {
@@ -105,6 +105,9 @@ func (s *session) classifySeg(seg []byte) unitClass {
 		case 'P':
 			name, rest, _ := cstring(body(msg))
 			q, _, _ := cstring(rest)
+			if local == nil {
+				local = map[string]string{}
+			}
 			local[name] = q
 			add(c.Classify(q))
 		case 'B':

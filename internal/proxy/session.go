@@ -768,12 +768,14 @@ outer:
 func (s *session) serverLoop(sc *serverConn) {
 	defer close(sc.readerDone)
 	var out []byte
+	var batchStart time.Time // when the first message of the unwritten batch arrived
 	flush := func() error {
 		if len(out) == 0 {
 			return nil
 		}
 		err := s.writeClient(out)
 		out = out[:0]
+		s.p.metrics.relay.Observe(time.Since(batchStart).Seconds())
 		return err
 	}
 	for {
@@ -796,7 +798,9 @@ func (s *session) serverLoop(sc *serverConn) {
 			_ = s.serverLost(sc, err)
 			return
 		}
-		start := time.Now()
+		if len(out) == 0 {
+			batchStart = time.Now()
+		}
 		switch msg[0] {
 		case 'Z':
 			s.mu.Lock()
@@ -895,7 +899,6 @@ func (s *session) serverLoop(sc *serverConn) {
 				return
 			}
 		}
-		s.p.metrics.relay.Observe(time.Since(start).Seconds())
 	}
 }
 
