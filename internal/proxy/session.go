@@ -30,6 +30,8 @@ type stmt struct {
 	// (in the client's OID space).
 	paramTypes []uint32
 	rowTypes   []uint32
+	// maybeCopy: the text may be a COPY (checked cheaply at Parse; classified on Execute).
+	maybeCopy bool
 	class      *route.Statement // nil until classified
 }
 
@@ -609,16 +611,28 @@ func (s *session) appendSegLocked(sc *serverConn, seg []byte, end bool) error {
 				msg = s.p.oids.mapParse(msg, st, s.origin)
 			}
 		case 'B':
-			portal, name, ok := bindNames(msg)
+			portalB, rest, ok := cstringBytes(body(msg))
+			var nameB []byte
+			if ok {
+				nameB, _, ok = cstringBytes(rest)
+			}
 			if !ok {
 				return fmt.Errorf("%w: malformed Bind", errProtocol)
 			}
-			st := s.stmts[name]
-			if err := s.ensurePreparedLocked(sc, name); err != nil {
-				return err
+			st := s.stmts[string(nameB)]
+			if st != nil && sc.prepared[string(nameB)] != st {
+				if err := s.ensurePreparedLocked(sc, st.name); err != nil {
+					return err
+				}
 			}
-			if st != nil {
-				s.portals[portal] = st
+			portal := ""
+			if sc.mapped || st != nil && st.maybeCopy || len(s.portals) > 0 {
+				portal = string(portalB)
+				if st != nil && st.maybeCopy {
+					s.portals[portal] = st
+				} else {
+					delete(s.portals, portal)
+				}
 			}
 			if sc.mapped {
 				msg = s.p.oids.mapBind(msg, st, s.origin)
@@ -633,11 +647,11 @@ func (s *session) appendSegLocked(sc *serverConn, seg []byte, end bool) error {
 				sc.expect = append(sc.expect, expectation{kind: expDescribe, st: s.stmts[name]})
 			}
 		case 'E':
-			portal, _, _ := cstring(body(msg))
+			portalB, _, _ := cstringBytes(body(msg))
 			if sc.mapped {
-				sc.expect = append(sc.expect, expectation{kind: expExecute, plan: s.portalPlans[portal]})
+				sc.expect = append(sc.expect, expectation{kind: expExecute, plan: s.portalPlans[string(portalB)]})
 			}
-			if st := s.portals[portal]; st != nil && mayCopy(st.query) {
+			if st := s.portals[string(portalB)]; st != nil {
 				if st.class == nil {
 					st.class = s.p.classifier().Classify(st.query)
 				}
@@ -724,7 +738,7 @@ func parseParse(msg []byte) (*stmt, error) {
 	for i := range oids {
 		oids[i] = binary.BigEndian.Uint32(rest[4*i:])
 	}
-	return &stmt{name: name, query: q, parse: append([]byte(nil), msg...), paramOIDs: oids}, nil
+	return &stmt{name: name, query: q, parse: append([]byte(nil), msg...), paramOIDs: oids, maybeCopy: mayCopy(q)}, nil
 }
 
 // bindNames returns a Bind's portal and statement names.
@@ -830,11 +844,11 @@ func (s *session) serverLoop(sc *serverConn) {
 			sc.copyIn = true
 			s.mu.Unlock()
 		case 'C':
-			s.mu.Lock()
-			if sc.copyIn {
+			if sc.copyIn { // written by this goroutine only, so the unlocked read is safe
+				s.mu.Lock()
 				s.copyEndedLocked(sc)
+				s.mu.Unlock()
 			}
-			s.mu.Unlock()
 		case 'S':
 			name, rest, _ := cstring(body(msg))
 			val, _, _ := cstring(rest)
@@ -904,18 +918,20 @@ func (s *session) serverLoop(sc *serverConn) {
 
 // popSyncLocked consumes the expectation a ReadyForQuery answers.
 func (s *session) popSyncLocked(sc *serverConn) {
-	for len(sc.expect) > 0 {
-		e := sc.expect[0]
-		sc.expect = sc.expect[1:]
-		if e.kind == expSync || e.kind == expCondSync {
+	i := 0
+	for i < len(sc.expect) {
+		k := sc.expect[i].kind
+		i++
+		if k == expSync || k == expCondSync {
 			break
 		}
 	}
+	// Shift in place: the queue is a few entries long, and keeping its array avoids an
+	// allocation per request.
+	n := copy(sc.expect, sc.expect[i:])
+	sc.expect = sc.expect[:n]
 	if sc.pending > 0 {
 		sc.pending--
-	}
-	if len(sc.expect) == 0 {
-		sc.expect = sc.expect[:0:0]
 	}
 }
 
@@ -983,7 +999,8 @@ func (s *session) errorLocked(sc *serverConn) {
 	for i < len(sc.expect) && sc.expect[i].kind != expSync && sc.expect[i].kind != expCondSync {
 		i++
 	}
-	sc.expect = sc.expect[i:]
+	n := copy(sc.expect, sc.expect[i:])
+	sc.expect = sc.expect[:n]
 	if len(sc.expect) > 0 && sc.expect[0].kind == expCondSync {
 		// The COPY failed before it started: the server skips to this Sync and answers it.
 		sc.expect[0].kind = expSync
