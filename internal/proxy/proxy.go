@@ -140,7 +140,7 @@ type Proxy struct {
 	classify   atomic.Pointer[route.Classifier] // read on every split-mode statement: no lock
 	paramCache map[string]map[string]string
 	routeStats atomic.Pointer[map[string]*routeStat] // replaced whole by Reload
-	standby    map[uint64]*serverConn // connections opened by Prepare, by session
+	standby    map[uint64]*serverConn                // connections opened by Prepare, by session
 
 	mode   atomic.Int32
 	paused atomic.Bool

@@ -32,7 +32,7 @@ type stmt struct {
 	rowTypes   []uint32
 	// maybeCopy: the text may be a COPY (checked cheaply at Parse; classified on Execute).
 	maybeCopy bool
-	class      *route.Statement // nil until classified
+	class     *route.Statement // nil until classified
 }
 
 // expectation is a response the server owes for a message the proxy sent, in order.
