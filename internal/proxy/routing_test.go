@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,9 +65,12 @@ func atof(s string) float64 {
 
 func newSplitEnv(t *testing.T, rules []route.Rule, tune func(*proxy.Config)) *splitEnv {
 	se := &splitEnv{reg: prometheus.NewRegistry()}
-	var srcConn atomic.Pointer[pgx.Conn]
+	var mu sync.Mutex // the poller and the test's cleanup share the connection
+	var dstConn *pgx.Conn
 	progress := proxy.ProgressFunc(func(ctx context.Context) (pgtypes.LSN, time.Duration, bool, error) {
-		c := srcConn.Load()
+		mu.Lock()
+		defer mu.Unlock()
+		c := dstConn
 		if c == nil {
 			return 0, 0, false, nil
 		}
@@ -92,9 +96,15 @@ func newSplitEnv(t *testing.T, rules []route.Rule, tune func(*proxy.Config)) *sp
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	// The poller's queries run from one goroutine: one connection is enough.
-	srcConn.Store(c)
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		c.Close(context.Background())
+		dstConn = nil
+	})
+	mu.Lock()
+	dstConn = c
+	mu.Unlock()
 	return se
 }
 

@@ -155,10 +155,15 @@ func TestSwitchUnderPgbench(t *testing.T) {
 	if p := processedRE.FindStringSubmatch(r.out); p == nil || p[1] == "0" {
 		t.Errorf("no transactions processed: %v", p)
 	}
+	// The race detector slows the proxy several times over; there the bound is looser.
+	limit := 100 * time.Millisecond
+	if raceEnabled {
+		limit = time.Second
+	}
 	for i, d := range pauses {
 		t.Logf("pause %d: %s", i+1, d)
-		if d > 100*time.Millisecond {
-			t.Errorf("pause %d took %s, want under 100 ms", i+1, d)
+		if d > limit {
+			t.Errorf("pause %d took %s, want under %s", i+1, d, limit)
 		}
 	}
 }
