@@ -77,7 +77,8 @@ func (p *Proxy) laggards() []*session {
 // hanging). If the sessions are not all held within timeout (0: the configured pause timeout)
 // it resumes and returns a *PauseTimeoutError; with CancelLaggards it first cancels the
 // laggards' queries and waits once more. A Resume during the wait makes it return ErrResumed.
-// Pausing while paused returns nil at once.
+// Pausing while paused returns nil at once. A pause also starts opening each session's
+// connection to the other server (see Prepare), which a following Switch uses.
 func (p *Proxy) Pause(ctx context.Context, timeout time.Duration) (time.Duration, error) {
 	if timeout <= 0 {
 		timeout = p.cfg.PauseTimeout
@@ -94,6 +95,12 @@ func (p *Proxy) Pause(ctx context.Context, timeout time.Duration) (time.Duration
 	p.pausedAt = start
 	p.pauseMu.Unlock()
 	p.log.Info("pausing client sessions", "timeout", timeout.String())
+	// A pause is almost always followed by a switch: open the other server's connections now,
+	// while sessions finish their transactions, so SWITCH does not log in while clients wait.
+	// Unused ones are closed at Resume.
+	if to := other(p.primaryRoleOfMode()); p.eps[to] != nil {
+		p.startPrepare(to)
+	}
 
 	deadline := start.Add(timeout)
 	cancelled := false
@@ -183,6 +190,14 @@ func (p *Proxy) resumeGen(gen uint64) {
 		p.pauseTimer = nil
 	}
 	p.pauseMu.Unlock()
+	// Connections a pause opened for a switch that did not come are closed once their logins end;
+	// Resume itself never waits for them.
+	go func() {
+		p.waitPrepare()
+		if !p.Paused() {
+			p.dropStandbys()
+		}
+	}()
 	p.metrics.pauseHeld.Observe(held.Seconds())
 	p.lastHeld.Store(int64(held))
 	for _, s := range p.sessionList() {
@@ -233,6 +248,7 @@ func (p *Proxy) Switch(ctx context.Context, to Role) error {
 	} else {
 		catalog <- nil
 	}
+	p.waitPrepare() // logins a pause started are used, not repeated
 	sessions := p.sessionList()
 	states := make([]*sessionState, len(sessions))
 	conns := make([]*serverConn, len(sessions))
@@ -454,7 +470,10 @@ func (p *Proxy) Prepare(ctx context.Context, to Role) {
 		s.mu.Lock()
 		has := s.conns[s.primary] != nil && s.primary != to
 		s.mu.Unlock()
-		if !has {
+		p.mu.Lock()
+		ready := p.standby[s.id] != nil && p.standby[s.id].role == to
+		p.mu.Unlock()
+		if !has || ready {
 			continue
 		}
 		g.Go(func() error {
@@ -503,4 +522,37 @@ func (p *Proxy) takeStandby(s *session, to Role) *serverConn {
 		return nil
 	}
 	return nc
+}
+
+// primaryRoleOfMode is the server that holds sessions' writes in the current mode.
+func (p *Proxy) primaryRoleOfMode() Role {
+	if p.Mode() == ModeTarget {
+		return Target
+	}
+	return Source
+}
+
+// startPrepare runs Prepare in the background; waitPrepare waits for it.
+func (p *Proxy) startPrepare(to Role) {
+	p.prepareWG.Add(1)
+	go func() {
+		defer p.prepareWG.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+		defer cancel()
+		p.Prepare(ctx, to)
+	}()
+}
+
+func (p *Proxy) waitPrepare() { p.prepareWG.Wait() }
+
+// dropStandbys closes the connections Prepare opened that no switch used.
+func (p *Proxy) dropStandbys() {
+	p.mu.Lock()
+	list := p.standby
+	p.standby = map[uint64]*serverConn{}
+	p.mu.Unlock()
+	for _, nc := range list {
+		nc.close()
+		p.releaseServer(nc.role)
+	}
 }

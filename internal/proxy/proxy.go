@@ -156,6 +156,7 @@ type Proxy struct {
 	catConns [2]*pgx.Conn
 
 	lastHeld    atomic.Int64 // nanoseconds
+	prepareWG   sync.WaitGroup
 	serverSlots [2]chan struct{}
 	clients     atomic.Int64
 	addr        atomic.Value // net.Addr
