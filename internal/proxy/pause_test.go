@@ -159,3 +159,23 @@ func TestPauseCancelsLaggards(t *testing.T) {
 		t.Fatal("the laggard's query was not cancelled")
 	}
 }
+
+// TestClientIdleTimeout: client_idle_timeout closes a session idle that long, and never one
+// that waits for a long query.
+func TestClientIdleTimeout(t *testing.T) {
+	e := newEnv(t, false, func(c *proxy.Config) { c.ClientIdleTimeout = 500 * time.Millisecond })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	busy := e.connect("")
+	if _, err := busy.Exec(ctx, `SELECT pg_sleep(1.5)`); err != nil {
+		t.Fatalf("a query longer than the idle timeout: %v", err)
+	}
+	idle := e.connect("")
+	if _, err := idle.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := idle.Exec(ctx, `SELECT 1`); err == nil {
+		t.Errorf("a session idle for 3x the timeout still works")
+	}
+}

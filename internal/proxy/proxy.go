@@ -599,6 +599,7 @@ func (p *Proxy) newSession(c net.Conn, rd *msgReader, user, database string, sta
 		params: params, creds: creds, tls: tlsOn, started: time.Now(), stmts: map[string]*stmt{}, portals: map[string]*stmt{}, portalPlans: map[string][]uint32{},
 		clientParams: map[string]string{}}
 	s.cond = sync.NewCond(&s.mu)
+	s.lastActive.Store(time.Now().UnixNano())
 	s.keySecret = make([]byte, 4)
 	p.mu.Lock()
 	p.nextID++

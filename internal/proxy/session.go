@@ -124,7 +124,7 @@ type session struct {
 	started    time.Time
 	routes     atomic.Pointer[route.SessionRoutes]
 	requests   atomic.Uint64
-	lastActive atomic.Int64
+	lastActive atomic.Int64 // unix nanoseconds of the last request or answer
 
 	mu   sync.Mutex
 	cond *sync.Cond
@@ -258,6 +258,17 @@ func (s *session) clientLoop(ctx context.Context) error {
 		}
 		msg, err := s.cr.next()
 		if err != nil {
+			if idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				// The deadline counts idleness, not time spent waiting for a server's answer
+				// or inside a transaction: only an idle session is closed.
+				s.mu.Lock()
+				idleNow := s.idleLocked()
+				s.mu.Unlock()
+				if !idleNow || time.Since(time.Unix(0, s.lastActive.Load())) < idle {
+					_ = s.client.SetReadDeadline(time.Now().Add(idle))
+					continue
+				}
+			}
 			return err
 		}
 		s.lastActive.Store(time.Now().UnixNano())
@@ -817,6 +828,7 @@ func (s *session) serverLoop(sc *serverConn) {
 		}
 		switch msg[0] {
 		case 'Z':
+			s.lastActive.Store(time.Now().UnixNano()) // idleness counts from the answer
 			s.mu.Lock()
 			s.popSyncLocked(sc)
 			sc.txStatus = msg[5]
