@@ -293,3 +293,57 @@ func TestThousandIdleClients(t *testing.T) {
 		t.Errorf("an idle client's first query: %v", err)
 	}
 }
+
+// TestLimitsAndConsole: max_client_conn refuses the connection over the limit with 53300;
+// max_server_conn makes a request wait for a server connection and fail cleanly after the
+// connect timeout; the console's SHOW commands describe the sessions.
+func TestLimitsAndConsole(t *testing.T) {
+	e := newEnv(t, false, func(c *proxy.Config) {
+		c.MaxClientConn, c.MaxServerConn, c.ConnectTimeout = 3, 1, 2*time.Second
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := e.connect("application_name=first")
+	if _, err := a.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	b := e.connect("application_name=second")
+	_, err := b.Exec(ctx, `SELECT 1`)
+	if err == nil || !strings.Contains(err.Error(), "max_server_conn") {
+		t.Errorf("a second server connection over max_server_conn: %v", err)
+	}
+	// The failed session was closed (its client sees FATAL 08006); a, the console and one more
+	// make three clients.
+	adm := e.admin()
+	e.connect("application_name=third")
+	var pgErr *pgconn.PgError
+	if _, err := pgx.Connect(ctx, e.dsn("")); err == nil {
+		t.Errorf("a fourth client over max_client_conn was accepted")
+	} else if !errors.As(err, &pgErr) || pgErr.Code != "53300" {
+		t.Errorf("over max_client_conn: %v, want SQLSTATE 53300", err)
+	}
+	count := func(cmd string) int {
+		rows, err := adm.Query(ctx, cmd)
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		defer rows.Close()
+		n := 0
+		for rows.Next() {
+			n++
+		}
+		return n
+	}
+	if n := count("SHOW CLIENTS"); n < 1 {
+		t.Errorf("SHOW CLIENTS: %d rows", n)
+	}
+	if n := count("SHOW SERVERS"); n != 1 {
+		t.Errorf("SHOW SERVERS: %d rows, want 1", n)
+	}
+	if n := count("SHOW STATS"); n < 5 {
+		t.Errorf("SHOW STATS: %d rows", n)
+	}
+	if _, err := adm.Exec(ctx, "SHOW NONSENSE"); err == nil {
+		t.Errorf("an unknown SHOW was accepted")
+	}
+}
