@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p out
-for b in assess copy follow verify; do
+for b in assess copy follow verify proxy; do
 	echo "== $b (log: bench/out/$b.log)"
 	bash "./$b.sh" 2>&1 | tee "out/$b.log"
 done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what pgshift's build, tests, demo and benchmarks need on a fresh Debian machine, and
 # nothing that is already there: the PostgreSQL server and client binaries (initdb, pg_ctl,
-# postgres, pg_dump, pgbench). Safe to run repeatedly.
+# postgres, pg_dump, pgbench), a C compiler for the SQL parser the proxy links (pg_query_go uses
+# cgo), PgBouncer (the proxy benchmark's contender) and psycopg2 (the proxy's non-Go driver
+# test). Safe to run repeatedly.
 set -euo pipefail
 
 have_server() {
@@ -12,6 +14,10 @@ have_server() {
 missing=()
 have_server || missing+=(postgresql postgresql-contrib)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v pgbench >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pgbench" >/dev/null || missing+=(postgresql-contrib)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
+/usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1 || missing+=(python3-psycopg2)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}" >&2
@@ -20,6 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The pgbouncer package starts a system service on port 6432; the benchmark runs its own.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet pgbouncer 2>/dev/null; then
+    $SUDO systemctl stop pgbouncer || true
+  fi
 fi
 
 # The server refuses to run as root; when we are root, tests and the demo run it as 'postgres'.

@@ -60,6 +60,7 @@ file, the file over the environment. Passwords may also come from ~/.pgpass or P
 		c.assessCommand(),
 		c.demoCommand(),
 		c.verifyCommand(),
+		c.proxyCommand(),
 	)
 	return root
 }

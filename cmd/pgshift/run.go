@@ -18,6 +18,7 @@ const killHookEnv = "PGSHIFT_TEST_KILL_AT"
 
 func (c *cli) runCommand() *cobra.Command {
 	var flags connFlags
+	var pf proxyFlags
 	var httpAddr string
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -40,6 +41,10 @@ Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migrati
 			if changed(cmd.Flags(), "http") {
 				cfg.HTTP = httpAddr
 			}
+			pf.apply(cmd, &cfg, "proxy")
+			if err := cfg.Validate(); err != nil {
+				return withCode(2, err)
+			}
 			log, err := c.logger()
 			if err != nil {
 				return withCode(2, err)
@@ -61,5 +66,6 @@ Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migrati
 	}
 	addConnFlags(cmd, &flags, true)
 	cmd.Flags().StringVar(&httpAddr, "http", "", "serve the JSON status API and /metrics on this address")
+	addProxyFlags(cmd, &pf, "proxy") // --proxy ADDR runs the routing proxy inside the agent
 	return cmd
 }

@@ -119,16 +119,24 @@ func follow(ctx context.Context, cfg config.Config, opts RunOptions, lease *stat
 		log.Info("removed spill directories left by earlier agents that were killed", "count", n)
 	}
 	m := &followMetrics{}
-	if cfg.HTTP == "" {
+	if cfg.HTTP == "" && cfg.Proxy == "" {
 		return followLoop(ctx, cfg, opts, m, lease, log)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		status := func(ctx context.Context) (any, error) { return ReadStatus(ctx, cfg, log) }
-		return web.Serve(gctx, cfg.HTTP, status, m.registry(), log)
-	})
+	reg := m.registry()
+	// With --proxy the routing proxy runs beside following, reading the lag directly (proxy.go).
+	routes, err := startAgentProxy(gctx, g, cfg, m, reg, log)
+	if err != nil {
+		return err
+	}
+	if cfg.HTTP != "" {
+		g.Go(func() error {
+			status := func(ctx context.Context) (any, error) { return ReadStatus(ctx, cfg, log) }
+			return web.Serve(gctx, cfg.HTTP, status, reg, log, routes...)
+		})
+	}
 	g.Go(func() error {
 		defer cancel() // the API goes when following ends
 		return followLoop(gctx, cfg, opts, m, lease, log)

@@ -41,6 +41,64 @@ type Config struct {
 	// HTTP is the address of the status API; Proxy the address the routing proxy listens on.
 	HTTP  string `yaml:"http"`
 	Proxy string `yaml:"proxy"`
+
+	// ProxySettings tune the routing proxy (pgshift proxy, pgshift run --proxy).
+	ProxySettings ProxySettings `yaml:"proxy_settings"`
+}
+
+// ProxySettings are the proxy's settings; zero values take the proxy's defaults.
+type ProxySettings struct {
+	// Mode is source (default), split or target.
+	Mode string `yaml:"mode"`
+	// AuthFile is a PgBouncer userlist.txt: "user" "secret" per line, the secret in plain text,
+	// md5… or SCRAM-SHA-256$….
+	AuthFile string `yaml:"auth_file"`
+	// AuthType is scram-sha-256 (default), md5 or password (clear text, TLS only).
+	AuthType string `yaml:"auth_type"`
+	// AdminUsers may use the admin console (database "pgshift"); default the source DSN's user.
+	AdminUsers []string `yaml:"admin_users"`
+	// TLSCertFile and TLSKeyFile enable TLS to clients.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	// MaxClientConn (default 10000) and MaxServerConn (per server, default no limit).
+	MaxClientConn int `yaml:"max_client_conn"`
+	MaxServerConn int `yaml:"max_server_conn"`
+	// ConnectTimeout (default 10s) and ClientIdleTimeout (default none).
+	ConnectTimeout    time.Duration `yaml:"connect_timeout"`
+	ClientIdleTimeout time.Duration `yaml:"client_idle_timeout"`
+	// PauseTimeout bounds the wait for safe points (default 30s); MaxPause resumes a pause
+	// nobody ended (default 60s); CancelLaggards cancels the queries of sessions that do not
+	// reach a safe point in time.
+	PauseTimeout   time.Duration `yaml:"pause_timeout"`
+	MaxPause       time.Duration `yaml:"max_pause"`
+	CancelLaggards bool          `yaml:"cancel_laggards"`
+	// LagLimit: reads go to the target only while the lag is under it (default 30s).
+	LagLimit time.Duration `yaml:"lag_limit"`
+	// ReadYourWrites keeps a session's reads on the source until its writes are applied on the
+	// target (default true).
+	ReadYourWrites *bool `yaml:"read_your_writes"`
+	// AllowFunctions are user functions a statement may call and still go to the target.
+	AllowFunctions []string `yaml:"allow_functions"`
+	// Rules route reads of split mode; the first matching rule decides.
+	Rules []RouteRule `yaml:"rules"`
+}
+
+// RouteRule is one read-routing rule (the case study's feature flags, as configuration).
+type RouteRule struct {
+	Name         string   `yaml:"name"`
+	Users        []string `yaml:"users"`
+	Databases    []string `yaml:"databases"`
+	Applications []string `yaml:"application_names"`
+	// Addresses are client address prefixes (CIDR) or single addresses.
+	Addresses []string `yaml:"client_addresses"`
+	// Tables must match every table a statement reads ("schema.table" or "table" patterns).
+	Tables []string `yaml:"tables"`
+	// Percent of session keys routed to the target (0–100).
+	Percent float64 `yaml:"percent"`
+	// Key is what is hashed: user (default), application_name, client_address or param
+	// (the startup parameter KeyParam).
+	Key      string `yaml:"key"`
+	KeyParam string `yaml:"key_param"`
 }
 
 // Defaults returns the configuration used when nothing else is said.
@@ -81,7 +139,7 @@ func mergeYAML(cfg *Config, data []byte) error {
 		if errors.Is(err, io.EOF) { // empty file
 			return nil
 		}
-		return fmt.Errorf("%s (valid keys: source, target, jobs, include, exclude, slot, publication, lag_warn, http, proxy)", cleanYAMLError(err))
+		return fmt.Errorf("%s (valid keys: source, target, jobs, include, exclude, slot, publication, lag_warn, http, proxy, proxy_settings)", cleanYAMLError(err))
 	}
 	return nil
 }
@@ -108,6 +166,11 @@ func (c Config) Validate() error {
 	}
 	if c.LagWarn < 0 {
 		return fmt.Errorf("lag_warn must not be negative, got %s", c.LagWarn)
+	}
+	switch c.ProxySettings.Mode {
+	case "", "source", "split", "target":
+	default:
+		return fmt.Errorf("proxy_settings.mode %q: want source, split or target", c.ProxySettings.Mode)
 	}
 	return nil
 }

@@ -21,9 +21,15 @@ import (
 // StatusFunc returns the value served as JSON at /status.
 type StatusFunc func(ctx context.Context) (any, error)
 
+// Route is an extra handler mounted beside /status and /metrics (the proxy's /proxy/ actions).
+type Route struct {
+	Pattern string
+	Handler http.Handler
+}
+
 // Serve listens on addr and serves until ctx ends. It returns an error if addr cannot be
 // bound, so a typo in --http stops the agent at once instead of running without its API.
-func Serve(ctx context.Context, addr string, status StatusFunc, reg *prometheus.Registry, log *slog.Logger) error {
+func Serve(ctx context.Context, addr string, status StatusFunc, reg *prometheus.Registry, log *slog.Logger, extra ...Route) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("status API on %s: %w", addr, err)
@@ -44,6 +50,9 @@ func Serve(ctx context.Context, addr string, status StatusFunc, reg *prometheus.
 		_ = enc.Encode(v)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	for _, r := range extra {
+		mux.Handle(r.Pattern, r.Handler)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	log.Info("status API listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
