@@ -119,8 +119,12 @@ func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.L
 
 func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, log *slog.Logger) error {
 	delay := time.Second
-	// A missing heartbeat privilege is reported once per run, not at every reconnect.
+	// A missing heartbeat privilege is reported once per run, not at every reconnect; so are
+	// the applier's warnings.
 	var heartbeatWarned atomic.Bool
+	if opts.Apply.Warned == nil {
+		opts.Apply.Warned = &apply.WarnOnce{}
+	}
 	for {
 		started := time.Now()
 		err := followOnce(ctx, cfg, opts, m, &heartbeatWarned, log)
