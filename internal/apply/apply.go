@@ -112,6 +112,8 @@ type Applier struct {
 	tx        pgx.Tx
 	batch     *pgconn.Batch
 	queued    []expect
+	runPlan   *plan // consecutive INSERTs into one table not written yet (addRun)
+	runRows   [][]cdc.Value
 	txStart   time.Time
 	txCount   int
 	txBytes   int64
@@ -175,6 +177,7 @@ func (a *Applier) Run(ctx context.Context, q *cdc.Queue) (err error) {
 		if a.tx != nil {
 			_ = a.tx.Rollback(context.Background())
 			a.tx = nil
+			a.runPlan, a.runRows = nil, nil
 			_ = a.discardTxPlans(context.Background())
 		}
 	}()
@@ -345,7 +348,7 @@ func (a *Applier) direct(ctx context.Context, p *plan, ch *cdc.Change) (err erro
 	a.pendingCh++
 	switch ch.Kind {
 	case cdc.Insert:
-		return a.insertRows(ctx, p, [][]cdc.Value{ch.New})
+		return a.addRun(ctx, p, ch.New)
 	case cdc.Update:
 		keySrc := ch.New
 		if ch.Old != nil {
@@ -391,6 +394,37 @@ func fullWhere(p *plan, old []cdc.Value) ([]int, error) {
 		return nil, fmt.Errorf("change of %s (REPLICA IDENTITY FULL): the old row has no value to find it by", p.table)
 	}
 	return where, nil
+}
+
+// addRun adds an INSERT applied on its own to the run of consecutive INSERTs into one table,
+// which is written as multi-row INSERTs when it is full or before any other statement: the
+// rows go in the order they came, as one statement instead of many.
+func (a *Applier) addRun(ctx context.Context, p *plan, row []cdc.Value) error {
+	if a.runPlan != p {
+		gen := a.gen
+		if err := a.writeRun(ctx); err != nil {
+			return err
+		}
+		if a.gen != gen {
+			return nil // redone in source order, this change included
+		}
+		a.runPlan = p
+	}
+	a.runRows = append(a.runRows, row)
+	if len(a.runRows) >= 64 {
+		return a.writeRun(ctx)
+	}
+	return nil
+}
+
+// writeRun queues the pending run of INSERTs.
+func (a *Applier) writeRun(ctx context.Context) error {
+	if len(a.runRows) == 0 {
+		return nil
+	}
+	p, rows := a.runPlan, a.runRows
+	a.runPlan, a.runRows = nil, make([][]cdc.Value, 0, 64)
+	return a.insertRows(ctx, p, rows)
 }
 
 // insertRows inserts rows with as few statements as possible: runs of 64 and 8 rows share one
@@ -452,9 +486,15 @@ func (a *Applier) deleteRow(ctx context.Context, p *plan, where []int, wv [][]by
 
 // queue adds one statement to the pipeline, preparing its shape on first use.
 func (a *Applier) queue(ctx context.Context, p *plan, shape string, sqlFn func() string, vals [][]byte, e expect) error {
+	gen := a.gen
+	if err := a.writeRun(ctx); err != nil { // the pending inserts come first
+		return err
+	}
+	if a.gen != gen {
+		return nil // the batch was redone in source order, this statement included
+	}
 	name, ok := p.stmts[shape]
 	if !ok {
-		gen := a.gen
 		if err := a.flush(ctx); err != nil { // Prepare needs the connection to itself
 			return err
 		}
@@ -479,6 +519,9 @@ func (a *Applier) queue(ctx context.Context, p *plan, shape string, sqlFn func()
 
 // flush sends the pipelined statements and checks that each did what it must.
 func (a *Applier) flush(ctx context.Context) error {
+	if err := a.writeRun(ctx); err != nil {
+		return err
+	}
 	if len(a.queued) == 0 {
 		return nil
 	}

@@ -258,8 +258,12 @@ func (a *Applier) redo(ctx context.Context, cause error) error {
 	a.resetCompaction()
 	a.noCompact = true
 	a.batch, a.queued, a.pendingCh = nil, nil, 0
+	a.runPlan, a.runRows = nil, nil
 	for _, r := range raw {
 		if r.truncate != nil {
+			if err := a.writeRun(ctx); err != nil {
+				return err
+			}
 			a.pendingCh++
 			a.queueSQL(r.truncate...)
 			continue

@@ -281,7 +281,8 @@ func (a *Applier) oidsOf(ctx context.Context, ids []pgtypes.TableID) ([]uint32, 
 	return oids, nil
 }
 
-// queueSQL adds statements without parameters to the pipeline.
+// queueSQL adds statements without parameters to the pipeline. The caller writes the pending
+// run of INSERTs first (flush or writeRun), so the statements keep their order.
 func (a *Applier) queueSQL(stmts ...stmt) {
 	if a.batch == nil {
 		a.batch = &pgconn.Batch{}
