@@ -386,14 +386,20 @@ func (a *Applier) direct(ctx context.Context, p *plan, ch *cdc.Change) (err erro
 }
 
 // fullWhere are the columns a REPLICA IDENTITY FULL change matches its old row by: every column
-// of the old row (pgoutput sends it whole, TOASTed values included). A row of a table without
-// columns matches any row.
+// of the old row. PostgreSQL logs that row whole, TOASTed values inlined; an old row with an
+// unchanged-TOAST placeholder would match rows differing in that column, so it is refused. A row
+// of a table without columns matches any row.
 func fullWhere(p *plan, old []cdc.Value) ([]int, error) {
-	where := present(old, allIndexes(len(p.rel.Columns)))
-	if len(where) == 0 && len(p.rel.Columns) > 0 {
-		return nil, fmt.Errorf("change of %s (REPLICA IDENTITY FULL): the old row has no value to find it by", p.table)
+	if len(old) != len(p.rel.Columns) {
+		return nil, fmt.Errorf("change of %s (REPLICA IDENTITY FULL) without its old row", p.table)
 	}
-	return where, nil
+	for i, v := range old {
+		if v.Kind == cdc.ValueUnchanged {
+			return nil, fmt.Errorf("change of %s (REPLICA IDENTITY FULL): the old row lacks the value of column %s (unchanged TOAST), so the row cannot be found exactly",
+				p.table, pgtypes.QuoteIdent(p.rel.Columns[i].Name))
+		}
+	}
+	return allIndexes(len(old)), nil
 }
 
 // addRun adds an INSERT applied on its own to the run of consecutive INSERTs into one table,
@@ -676,17 +682,6 @@ func allIndexes(n int) []int {
 	out := make([]int, n)
 	for i := range out {
 		out[i] = i
-	}
-	return out
-}
-
-// present keeps the indexes whose value was sent (not an unchanged TOAST placeholder).
-func present(t []cdc.Value, idx []int) []int {
-	out := idx[:0:0]
-	for _, i := range idx {
-		if i < len(t) && t[i].Kind != cdc.ValueUnchanged {
-			out = append(out, i)
-		}
 	}
 	return out
 }

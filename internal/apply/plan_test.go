@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/pgshift/pgshift/internal/cdc"
@@ -78,9 +79,6 @@ func TestValues(t *testing.T) {
 	if _, err := values([]cdc.Value{{Kind: 'b', Data: []byte{1}}}, nil, p, "INSERT"); err == nil {
 		t.Fatal("a binary value was accepted")
 	}
-	if got := present(row, []int{0, 1, 2}); len(got) != 2 || got[0] != 0 || got[1] != 2 {
-		t.Fatalf("present = %v", got)
-	}
 }
 
 func TestRelKeyDistinguishesDescriptions(t *testing.T) {
@@ -93,5 +91,19 @@ func TestRelKeyDistinguishesDescriptions(t *testing.T) {
 	b.Columns[2].TypeOID = 99
 	if relKey(a) == relKey(&b) {
 		t.Fatal("a changed column type kept the same key")
+	}
+}
+
+func TestFullWhere(t *testing.T) {
+	p := testPlan('f')
+	if got, err := fullWhere(p, []cdc.Value{{Kind: 't', Data: []byte("1")}, {Kind: 'n'}, {Kind: 't', Data: []byte("x")}}); err != nil || len(got) != 3 {
+		t.Fatalf("fullWhere = %v, %v; want all three columns", got, err)
+	}
+	if _, err := fullWhere(p, []cdc.Value{{Kind: 't', Data: []byte("1")}, {Kind: 'u'}, {Kind: 'n'}}); err == nil || !strings.Contains(err.Error(), `"Body"`) {
+		t.Fatalf("an old row with an unchanged TOAST placeholder was accepted (err %v)", err)
+	}
+	zero := &plan{rel: &cdc.Relation{}, full: true}
+	if got, err := fullWhere(zero, nil); err != nil || len(got) != 0 {
+		t.Fatalf("fullWhere of a table without columns = %v, %v", got, err)
 	}
 }
