@@ -232,8 +232,16 @@ INSERT INTO t2 VALUES (1, 'a', 'b'); INSERT INTO t3 VALUES (1, 'a'); INSERT INTO
 		e.exec(`ALTER TABLE t3 ADD COLUMN extra text; UPDATE t3 SET a = 'w'`)
 		expectSchemaStop(t, a, `"public"."t3"`, `"extra"`)
 
-		// A nullable column without default is still added on its own.
+		// A renamed table is no new table.
 		e.query(dst, `ALTER TABLE t3 DROP COLUMN extra; ALTER TABLE t3 ADD COLUMN extra text`)
+		a = e.start(RunOptions{})
+		e.exec(`UPDATE t3 SET a = 'v'`)
+		e.waitApplied(a)
+		e.exec(`ALTER TABLE t3 RENAME TO t3b; UPDATE t3b SET a = 'u'`)
+		expectSchemaStop(t, a, `"public"."t3"`, `ALTER TABLE "public"."t3" RENAME TO "t3b"`)
+		e.query(dst, `ALTER TABLE t3 RENAME TO t3b`)
+
+		// A nullable column without default is still added on its own.
 		a = e.start(RunOptions{})
 		e.exec(`ALTER TABLE accounts ADD COLUMN flag int, ADD COLUMN tag text; INSERT INTO accounts VALUES (1000, 1, 'x', 7, 't')`)
 		e.waitApplied(a)

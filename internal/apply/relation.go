@@ -191,6 +191,14 @@ func (a *Applier) buildPlan(ctx context.Context, r *cdc.Relation, prev *plan) (*
 	if err != nil {
 		return nil, err
 	}
+	if tt == nil && prev != nil && prev.table != r.Table {
+		fix := fmt.Sprintf("ALTER TABLE %s RENAME TO %s;", prev.table.Sanitize(), pgtypes.QuoteIdent(r.Table.Name))
+		if prev.table.Schema != r.Table.Schema {
+			fix = fmt.Sprintf("ALTER TABLE %s SET SCHEMA %s; (then rename it to %s if its name changed too)", prev.table.Sanitize(), pgtypes.QuoteIdent(r.Table.Schema), pgtypes.QuoteIdent(r.Table.Name))
+		}
+		return nil, &ErrSchema{Table: r.Table, Msg: fmt.Sprintf("the source renamed or moved table %s to %s, which the target does not have", prev.table, r.Table),
+			Fix: fix + " (on the target)"}
+	}
 	if tt == nil {
 		return nil, &ErrSchema{Table: r.Table, Msg: "the table does not exist on the target",
 			Fix: "create it on the target with the source's definition (pg_dump --schema-only -t)"}
