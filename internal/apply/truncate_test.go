@@ -25,7 +25,9 @@ CREATE TABLE parent (id serial PRIMARY KEY);
 CREATE TABLE child (pid int REFERENCES parent (id)) INHERITS (parent);
 CREATE TABLE kid (id int PRIMARY KEY, pid int REFERENCES parent (id));`
 	e := newRedoEnv(t, cl, "truncplan", schema, schema)
-	rel := func(name string) *cdc.Relation { return &cdc.Relation{Table: pgtypes.TableID{Schema: "public", Name: name}} }
+	rel := func(name string) *cdc.Relation {
+		return &cdc.Relation{Table: pgtypes.TableID{Schema: "public", Name: name}}
+	}
 	plan := func(snap map[string]pgtypes.LSN, restart bool, names ...string) ([]string, error) {
 		ch := &cdc.Change{Kind: cdc.Trunc, Cascade: true, RestartIdentity: restart}
 		for _, n := range names {
