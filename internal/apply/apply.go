@@ -10,8 +10,15 @@
 // Many small source transactions are grouped into one target transaction (bounded by count,
 // bytes and time, and committed at once when no more input is waiting), and statements are
 // pipelined with one prepared statement per relation and shape. Values travel in pgoutput's text
-// format straight into parameters typed by the server from the target column, so every type
-// round-trips exactly as its own input/output functions define it.
+// format into parameters cast to the target column's type, so every type round-trips exactly as
+// its own input/output functions define it. The session runs with search_path = '' and every
+// name in generated SQL is schema-qualified.
+//
+// Every statement touches exactly the relation a change names: UPDATE and DELETE use ONLY
+// (except on a partitioned table, which routes its rows), TRUNCATE is applied without CASCADE
+// to exactly the relations listed (truncate.go), and an identity ALWAYS column the source
+// changed is written by replacing the row (identity.go). Relation changes are checked before use
+// (relation.go).
 package apply
 
 import (

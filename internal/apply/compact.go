@@ -12,10 +12,18 @@ package apply
 // which matters to unique and exclusion constraints other than the key: a row may take a value
 // another row gives up later in the batch. The merged statements are written table by table
 // (rows of different tables cannot interact while triggers and foreign keys are off), within a
-// table in the order of each row's last change, and if a constraint still objects, the whole target transaction is
-// rolled back and applied again change by change, in source order (redo). Only tables with a
-// key identity take part; key changes, TRUNCATE, REPLICA IDENTITY FULL tables and streamed
-// (large) transactions are applied change by change.
+// table in the order of each row's last change, and if a constraint still objects, the whole
+// target transaction is rolled back and applied again change by change, in source order (redo).
+// A redo applies every recorded change once, the one being processed included once it is
+// recorded: every caller of something that can redo checks a.gen afterwards and, when it
+// changed, does not apply its change again. Only tables with a key identity take part; key
+// changes, UPDATEs of tables with an identity ALWAYS column outside the key, TRUNCATE, REPLICA
+// IDENTITY FULL tables and streamed (large) transactions are applied change by change.
+//
+// What is kept for a redo is bounded (Options.MaxRecorded changes, Options.MaxBytes bytes):
+// past it, the merged rows are written out (a conflict there still redoes what was recorded)
+// and the rest of the target transaction is applied change by change without recording, so a
+// source transaction of any size that arrives unstreamed holds bounded memory.
 
 import (
 	"context"
