@@ -11,7 +11,7 @@
 // bytes and time, and committed at once when no more input is waiting), and statements are
 // pipelined with one prepared statement per relation and shape. Values travel in pgoutput's text
 // format into parameters cast to the target column's type, so every type round-trips exactly as
-// its own input/output functions define it. The session runs with search_path = ” and every
+// its own input/output functions define it. The session runs with an empty search_path and every
 // name in generated SQL is schema-qualified.
 //
 // Every statement touches exactly the relation a change names: UPDATE and DELETE use ONLY
