@@ -135,7 +135,7 @@ func loadTargetTable(ctx context.Context, q catalog.Querier, t pgtypes.TableID) 
 }
 
 // readSource renders the relation's column types from the message's type OIDs and typmods, and
-// reads the source table's current columns, all under search_path = ”.
+// reads the source table's current columns, all under an empty search_path.
 func (a *Applier) readSource(ctx context.Context, r *cdc.Relation) (types []string, cols map[string]sourceColumn, err error) {
 	oids := make([]uint32, len(r.Columns))
 	mods := make([]int32, len(r.Columns))
