@@ -13,8 +13,12 @@ all: build
 deps:
 	@bash scripts/deps.sh
 
+# The commit goes into `pgshift version` even where GOFLAGS turns the toolchain's VCS stamping off.
+LDFLAGS := -X main.buildCommit=$(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -modified) \
+	-X main.buildTime=$(shell git log -1 --format=%cI 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/pgshift
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/pgshift
 
 vet:
 	$(GO) vet $(PKGS)

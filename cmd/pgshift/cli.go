@@ -23,6 +23,8 @@ type cli struct {
 	logFormat  string
 
 	secrets []string
+	// passwordWarned: the warning about a password on the command line is given once.
+	passwordWarned bool
 }
 
 func newCLI(stdout, stderr io.Writer, getenv func(string) string) *cli {
@@ -107,6 +109,16 @@ func (c *cli) config(cmd *cobra.Command, f *connFlags) (config.Config, error) {
 		set("publication", func() { cfg.Publication = f.publication })
 	}
 	c.secrets = config.Secrets(cfg.Source, cfg.Target)
+	if f != nil && !c.passwordWarned {
+		for _, name := range []string{"source", "target"} {
+			if changed(fs, name) && config.PasswordInDSN(fs.Lookup(name).Value.String()) {
+				c.passwordWarned = true
+				fmt.Fprintf(c.stderr, "warning: --%s carries a password, which other users of this machine can see in the process list (ps); "+
+					"give it in PGPASSWORD, a password file (~/.pgpass or PGPASSFILE), or the config file (-c FILE) instead\n", name)
+				break
+			}
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
 	}

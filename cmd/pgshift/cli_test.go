@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -90,5 +91,66 @@ func TestLoggerScrubsSecrets(t *testing.T) {
 	c.logFormat = "xml"
 	if _, err := c.logger(); err == nil {
 		t.Error("bad log format accepted")
+	}
+}
+
+// TestPasswordOnCommandLineWarns: a password in --source/--target is visible to ps; the user is
+// told once, with the alternatives, and the warning never repeats the password.
+func TestPasswordOnCommandLineWarns(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		warn bool
+	}{
+		{[]string{"--source", "postgres://app:Sekr3tPw@db/prod", "--target", "postgresql://app:Sekr3tPw@db2/prod"}, true},
+		{[]string{"--source", "host=db password=Sekr3tPw", "--target", "host=db2"}, true},
+		{[]string{"--source", "postgress://app:Sekr3tPw@db/prod", "--target", "host=db2"}, true},
+		{[]string{"--source", "postgres://app@db/prod", "--target", "host=db2"}, false},
+	} {
+		var stderr bytes.Buffer
+		c := newCLI(&bytes.Buffer{}, &stderr, func(string) string { return "" })
+		var flags connFlags
+		cmd := &cobra.Command{Use: "probe", RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := c.config(cmd, &flags)
+			return err
+		}}
+		addConnFlags(cmd, &flags, true)
+		root := c.rootCommand()
+		root.AddCommand(cmd)
+		root.SetArgs(append([]string{"probe"}, tc.args...))
+		_ = root.Execute()
+		out := stderr.String()
+		if got := strings.Count(out, "process list"); (got == 1) != tc.warn || got > 1 {
+			t.Errorf("%v: warnings %d, want %v:\n%s", tc.args, got, tc.warn, out)
+		}
+		if tc.warn && !strings.Contains(out, "PGPASSWORD") {
+			t.Errorf("%v: the warning does not name the alternatives: %s", tc.args, out)
+		}
+		if strings.Contains(out, "Sekr3tPw") {
+			t.Errorf("%v: the password reached stderr: %s", tc.args, out)
+		}
+	}
+}
+
+// TestVersionNamesCommit builds the binary the way the Makefile does and checks that `version`
+// names the commit it was built from, not "(devel)".
+func TestVersionNamesCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skip("not in a git checkout")
+	}
+	bin := filepath.Join(t.TempDir(), "pgshift")
+	build := exec.Command("make", "-s", "-C", "../..", "build", "BIN="+bin)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "commit " + strings.TrimSpace(string(head))[:12]; !strings.Contains(string(out), want) || strings.Contains(string(out), "(devel)") {
+		t.Errorf("version printed %q, want it to contain %q", out, want)
 	}
 }

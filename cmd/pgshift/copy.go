@@ -30,7 +30,10 @@ The target database must be empty of user tables. --force starts over: it drops 
 on the target, the migration's slot and publication on the source, every table it is about to
 copy on the target (CASCADE), and re-creates the source's objects with pg_dump --clean --if-exists.
 
-Exit status: 0 done, 2 failed.`,
+One agent per migration: copy holds the migration's lease on the target while it runs and refuses
+to start (with --force too) while another copy or run holds it, naming that agent.
+
+Exit status: 0 done, 2 failed (or another agent holds the migration).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := c.config(cmd, &f)

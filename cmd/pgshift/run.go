@@ -24,7 +24,13 @@ func (c *cli) runCommand() *cobra.Command {
 		Short: "The migration agent: copy if not done, then follow the source's changes until stopped",
 		Long: `run copies the source if the copy is not complete, then streams the replication slot and
 applies every change to the target in commit order, exactly once. SIGINT or SIGTERM stop it
-cleanly; running it again resumes from the position stored on the target.`,
+cleanly; running it again resumes from the position stored on the target.
+
+One agent per migration: run holds the migration's lease on the target for its whole life, and
+refuses to start while another agent (a run or a copy) holds it, naming that agent. pgshift
+status shows the holder and whether it is alive.
+
+Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migration, or a fatal error).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := c.config(cmd, &flags)

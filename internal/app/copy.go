@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgshift/pgshift/internal/assess"
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
@@ -53,6 +54,9 @@ type CopyOptions struct {
 	// IndexMemory is maintenance_work_mem for the target sessions that build indexes and
 	// constraints (default 512MB). Up to Jobs such sessions run at once.
 	IndexMemory string
+	// LeaseInterval is the heartbeat interval of the migration's lease (default 5 s; see
+	// state.Lease).
+	LeaseInterval time.Duration
 }
 
 // CopySummary is what a copy did.
@@ -101,7 +105,7 @@ var memSetting = regexp.MustCompile(`^[0-9]+\s*(kB|MB|GB|TB)?$`)
 // An exported snapshot dies with the process that holds it, so a copy killed during the data
 // phase cannot continue in it. On resume, tables marked done are kept (their rows are exactly
 // the snapshot at C). Every other table — with its whole partition tree, which shares one
-// snapshot because its changes arrive under the root's name — is truncated on the target and
+// snapshot (older publications sent its changes under the root's name) — is truncated on the target and
 // copied again, whole, in a NEW snapshot, exported by a TEMPORARY slot created for that
 // purpose, consistent at C2 > C; those tables' snapshot_lsn becomes C2, in the same target
 // transaction as the truncation. The main slot still streams from C; for a recopied table,
@@ -110,6 +114,10 @@ var memSetting = regexp.MustCompile(`^[0-9]+\s*(kB|MB|GB|TB)?$`)
 // table or partition tree. Within one process, progress is finer: each work item (a chunk of a
 // big table, or a pack of small tables) commits its rows with its pgshift.chunks record, and a
 // failed item is redone alone in the still-living snapshot.
+//
+// One agent per migration: Copy holds the migration's lease (state.Lease) for its whole run and
+// refuses to start, with a *state.HeldError naming the holder, while another agent holds it —
+// with --force too. Every target session it writes through is fenced by that lease.
 //
 // Phases before data (new, schema) hold nothing that depends on the slot: a resumed copy there
 // drops the unused slot and starts the migration's snapshot afresh. Pre-data is applied in one
@@ -120,25 +128,51 @@ func Copy(ctx context.Context, cfg config.Config, opts CopyOptions, log *slog.Lo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := cfg.RequireSource(); err != nil {
+	if err := opts.check(cfg); err != nil {
 		return CopySummary{}, err
+	}
+	var sum CopySummary
+	err := withLease(ctx, cfg, "copy", opts.LeaseInterval, log, func(ctx context.Context, lease *state.Lease) error {
+		var err error
+		sum, err = copyLeased(ctx, cfg, opts, lease, log)
+		return err
+	})
+	return sum, err
+}
+
+// check validates the configuration for a copy and fills the options' defaults.
+func (opts *CopyOptions) check(cfg config.Config) error {
+	if err := cfg.RequireSource(); err != nil {
+		return err
 	}
 	if err := cfg.RequireTarget(); err != nil {
-		return CopySummary{}, err
+		return err
 	}
 	if err := cfg.Validate(); err != nil {
-		return CopySummary{}, err
+		return err
 	}
 	if opts.IndexMemory == "" {
 		opts.IndexMemory = "512MB"
 	}
 	if !memSetting.MatchString(opts.IndexMemory) {
-		return CopySummary{}, fmt.Errorf("index memory %q: want a size such as 512MB or 2GB", opts.IndexMemory)
+		return fmt.Errorf("index memory %q: want a size such as 512MB or 2GB", opts.IndexMemory)
 	}
-	r := &copyRun{cfg: cfg, opts: opts, log: log, start: time.Now(),
-		src: db.Endpoint{Role: db.Source, DSN: cfg.Source}, dst: db.Endpoint{Role: db.Target, DSN: cfg.Target}}
+	return nil
+}
+
+// copyLeased runs the copy under a lease the caller holds (Copy, or Run before following).
+// Its work stops as soon as the lease is lost.
+func copyLeased(ctx context.Context, cfg config.Config, opts CopyOptions, lease *state.Lease, log *slog.Logger) (CopySummary, error) {
+	ctx, cancel := lease.Bind(ctx)
+	defer cancel()
+	r := &copyRun{cfg: cfg, opts: opts, log: log, start: time.Now(), lease: lease,
+		src: db.Endpoint{Role: db.Source, DSN: cfg.Source}, dst: db.Endpoint{Role: db.Target, DSN: cfg.Target, Session: lease.Fence}}
 	defer r.close()
-	return r.run(ctx)
+	sum, err := r.run(ctx)
+	if err != nil && errors.Is(context.Cause(ctx), state.ErrLeaseLost) {
+		err = fmt.Errorf("%w: the copy stopped before another agent could take over; run it again to resume (%v)", state.ErrLeaseLost, err)
+	}
+	return sum, err
 }
 
 // copyRun is one invocation of Copy.
@@ -149,6 +183,7 @@ type copyRun struct {
 	start    time.Time
 	src, dst db.Endpoint
 
+	lease            *state.Lease
 	srcConn, dstConn *pgx.Conn
 	srcInfo, dstInfo catalog.ServerInfo
 	slotName         string
@@ -156,7 +191,10 @@ type copyRun struct {
 	pgDump           schema.PgDump
 	tables           []catalog.Table // selected source tables
 	postPlan         *schema.PostDataPlan
-	sum              CopySummary
+	// deferred are the enable-state statements of post-data kept back until cutover, by the
+	// key of the post-data item that carried them (see schema.DeferReplicaEnables).
+	deferred map[string][]schema.EnableState
+	sum      CopySummary
 }
 
 func (r *copyRun) close() {
@@ -236,6 +274,8 @@ func (r *copyRun) run(ctx context.Context) (CopySummary, error) {
 	if err := state.Ensure(ctx, r.dstConn); err != nil {
 		return r.sum, r.dst.Describe(err)
 	}
+	r.lease.Touch() // the holder's identity can be recorded now
+
 	if !exists {
 		if err := state.Create(ctx, r.dstConn, state.Migration{SourceSystemID: r.srcInfo.SystemID,
 			SourceDatabase: r.srcInfo.Database, Slot: r.slotName, Publication: r.pubName, Phase: pgtypes.PhaseNew}); err != nil {
@@ -249,7 +289,7 @@ func (r *copyRun) run(ctx context.Context) (CopySummary, error) {
 
 	if !m.Phase.AtLeast(pgtypes.PhaseData) {
 		// Nothing copied yet: (re)start the migration's snapshot.
-		if err := r.schemaAndData(ctx); err != nil {
+		if err := r.schemaAndData(ctx, m.Phase); err != nil {
 			return r.sum, err
 		}
 	} else {
@@ -268,7 +308,7 @@ func (r *copyRun) run(ctx context.Context) (CopySummary, error) {
 	if err := r.sequencesAndViews(ctx); err != nil {
 		return r.sum, err
 	}
-	if err := state.SetPhase(ctx, r.dstConn, pgtypes.PhaseCopied); err != nil {
+	if err := state.Advance(ctx, r.dstConn, pgtypes.PhaseSequences, pgtypes.PhaseCopied); err != nil {
 		return r.sum, r.dst.Describe(err)
 	}
 	r.sum.Total = time.Since(r.start)
@@ -317,7 +357,6 @@ func (r *copyRun) preflight(ctx context.Context) error {
 	if len(r.tables) == 0 {
 		r.sum.Warnings = append(r.sum.Warnings, "no tables match the include/exclude patterns: only the schema is copied")
 	}
-	var noIdentity []string
 	for _, t := range r.tables {
 		switch {
 		case t.Kind == catalog.KindForeign:
@@ -327,15 +366,22 @@ func (r *copyRun) preflight(ctx context.Context) error {
 		case t.Persistence == 'u' && t.HoldsData():
 			r.warn(fmt.Sprintf("UNLOGGED table %s: copied once, but its changes are not in the WAL and CANNOT be followed — it will be stale on the target; make it logged (ALTER TABLE %s SET LOGGED) or exclude it",
 				t.ID, t.ID.Sanitize()))
-		case t.HoldsData() && !t.HasUsableIdentity():
-			noIdentity = append(noIdentity, t.ID.String())
 		}
 	}
-	if len(noIdentity) > 0 {
-		return fmt.Errorf("%d table(s) have no primary key or replica identity, so their UPDATEs and DELETEs could not be followed (and would fail on the source once published): %s — add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL, or leave them out with --exclude",
-			len(noIdentity), strings.Join(noIdentity, ", "))
+	// The identity rule is assess's, judged as pgoutput will publish the changes: partitions as
+	// themselves, each with its own replica identity (see snapshot.CreatePublication). A table
+	// the rule blocks would make the application's own UPDATEs fail on the source once published.
+	var blocked []string
+	for _, f := range assess.IdentityFindings(assess.TablesFromCatalog(r.tables), false) {
+		if f.Severity == assess.Blocker {
+			blocked = append(blocked, fmt.Sprintf("%s: %s; fix: %s", f.Object, f.Message, f.Fix))
+		}
 	}
-	return nil
+	if len(blocked) > 0 {
+		return fmt.Errorf("%d table(s) have no replica identity PostgreSQL can use, so their UPDATEs and DELETEs could not be followed (nothing was created):\n  %s",
+			len(blocked), strings.Join(blocked, "\n  "))
+	}
+	return snapshot.CheckRowSecurity(r.tables, r.srcInfo.User)
 }
 
 func (r *copyRun) warn(msg string) {
@@ -344,7 +390,9 @@ func (r *copyRun) warn(msg string) {
 }
 
 // selectTables applies the filter to partition trees as a whole: a partition is migrated
-// exactly when its root is, because its changes are published under the root's name.
+// exactly when its root is. The publication names the root, which publishes every partition of
+// the tree (see snapshot.PublicationTables), and pg_dump creates a partitioned table with its
+// partitions, so a tree cannot be split between migrated and not.
 func selectTables(all []catalog.Table, f config.TableFilter) []catalog.Table {
 	byID := make(map[pgtypes.TableID]*catalog.Table, len(all))
 	for i := range all {
@@ -361,15 +409,7 @@ func selectTables(all []catalog.Table, f config.TableFilter) []catalog.Table {
 }
 
 func rootOf(t catalog.Table, byID map[pgtypes.TableID]*catalog.Table) pgtypes.TableID {
-	id := t.ID
-	for depth := 0; depth < 100; depth++ {
-		cur := byID[id]
-		if cur == nil || !cur.IsPartition || cur.Parent.Name == "" {
-			return id
-		}
-		id = cur.Parent
-	}
-	return id
+	return assess.PartitionRoot(t.ID, byID)
 }
 
 // checkFresh refuses a target that already holds user tables, and source objects that
@@ -546,8 +586,9 @@ func (r *copyRun) newExporter(ctx context.Context, name string, temporary bool) 
 }
 
 // schemaAndData creates the publication and slot, applies pre-data and copies every table in
-// the slot's snapshot.
-func (r *copyRun) schemaAndData(ctx context.Context) error {
+// the slot's snapshot. from is the stored phase: new, or schema when an earlier attempt stopped
+// before its data phase.
+func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase) error {
 	t0 := time.Now()
 	if err := snapshot.DropSlot(ctx, r.srcConn, r.slotName); err != nil { // unused: nothing was copied from it
 		return r.src.Describe(err)
@@ -572,7 +613,7 @@ func (r *copyRun) schemaAndData(ctx context.Context) error {
 	if err := state.SetConsistentLSN(ctx, r.dstConn, lsn); err != nil {
 		return r.dst.Describe(err)
 	}
-	if err := state.SetPhase(ctx, r.dstConn, pgtypes.PhaseSchema); err != nil {
+	if err := state.Advance(ctx, r.dstConn, from, pgtypes.PhaseSchema); err != nil {
 		return r.dst.Describe(err)
 	}
 	excl, err := r.excluded(ctx)
@@ -587,7 +628,7 @@ func (r *copyRun) schemaAndData(ctx context.Context) error {
 		if err := state.RegisterTables(ctx, tx, r.migrationTables(), lsn); err != nil {
 			return err
 		}
-		return state.SetPhase(ctx, tx, pgtypes.PhaseData)
+		return state.Advance(ctx, tx, pgtypes.PhaseSchema, pgtypes.PhaseData)
 	})
 	if err != nil {
 		return r.dst.Describe(err)
@@ -726,7 +767,7 @@ func (r *copyRun) finishData(ctx context.Context, took time.Duration) error {
 			return fmt.Errorf("table %s is still %s after the data phase (was it dropped on the source, or left out by changed --include/--exclude patterns, since the copy began?)", t.ID, t.State)
 		}
 	}
-	if err := state.SetPhase(ctx, r.dstConn, pgtypes.PhasePostData); err != nil {
+	if err := state.Advance(ctx, r.dstConn, pgtypes.PhaseData, pgtypes.PhasePostData); err != nil {
 		return r.dst.Describe(err)
 	}
 	r.log.Info("data copied", "rows", r.sum.Rows, "bytes", progress.HumanBytes(r.sum.Bytes), "took", took.Round(time.Millisecond).String())
@@ -753,6 +794,9 @@ func (r *copyRun) postDataPlan(ctx context.Context) (schema.PostDataPlan, error)
 		sizes[t.ID] = t.TotalBytes
 	}
 	plan := schema.PlanPostData(post, func(id pgtypes.TableID) int64 { return sizes[id] })
+	// Triggers and rules that fire in replica mode would fire during apply: keep them disabled
+	// on the target and record their statements for cutover (state.ApplyDeferred).
+	plan, r.deferred = schema.DeferReplicaEnables(plan)
 	r.postPlan = &plan
 	return plan, nil
 }
@@ -788,7 +832,7 @@ func (r *copyRun) postData(ctx context.Context) error {
 	r.sum.Indexes = n
 	r.sum.PostData = time.Since(t0)
 	r.log.Info("post-data applied", "steps", n, "took", r.sum.PostData.Round(time.Millisecond).String())
-	if err := state.SetPhase(ctx, r.dstConn, pgtypes.PhaseSequences); err != nil {
+	if err := state.Advance(ctx, r.dstConn, pgtypes.PhasePostData, pgtypes.PhaseSequences); err != nil {
 		return r.dst.Describe(err)
 	}
 	return nil
@@ -800,6 +844,14 @@ func (r *copyRun) postDataOptions(done map[string]bool) schema.PostDataOptions {
 		SessionSettings: []string{"SET LOCAL maintenance_work_mem = '" + r.opts.IndexMemory + "'", "SET LOCAL synchronous_commit = on"},
 		Done:            func(it schema.Item) bool { return done[it.Key()] },
 		Record: func(ctx context.Context, tx pgx.Tx, it schema.Item) error {
+			for _, d := range r.deferred[it.Key()] {
+				err := state.RecordDeferred(ctx, tx, state.DeferredStatement{Kind: d.Kind, Table: d.Table, Name: d.Name,
+					Object: d.Object(), Statement: d.Statement, Reason: d.Reason})
+				if err != nil {
+					return err
+				}
+				r.log.Warn("kept back until cutover: the target keeps it disabled while pgshift applies changes", "object", d.Object(), "statement", d.Statement)
+			}
 			return state.RecordPostData(ctx, tx, it.Key(), it.Describe())
 		},
 		Progress: func(it schema.Item, took time.Duration) {
@@ -846,13 +898,15 @@ func (r *copyRun) sequencesAndViews(ctx context.Context) error {
 }
 
 // SyncSequences sets each sequence that exists on both sides (and passes the filter) to the
-// source's current state (last_value, is_called). It returns how many it set.
+// source's current state, last_value and is_called as read from the sequence itself, so the
+// target's next value is the source's (a sequence set with setval(s, 101, false) gives 101 on
+// both). It returns how many it set.
 func SyncSequences(ctx context.Context, src, dst *pgx.Conn, f config.TableFilter) (int, error) {
 	seqs, err := catalog.Sequences(ctx, src, f)
 	if err != nil {
 		return 0, fmt.Errorf("read sequences on the source: %w", err)
 	}
-	onTarget, err := catalog.Sequences(ctx, dst, config.TableFilter{})
+	onTarget, err := catalog.SequenceList(ctx, dst, config.TableFilter{})
 	if err != nil {
 		return 0, fmt.Errorf("read sequences on the target: %w", err)
 	}
@@ -866,8 +920,8 @@ func SyncSequences(ctx context.Context, src, dst *pgx.Conn, f config.TableFilter
 		if !have[s.ID] {
 			continue
 		}
-		if _, err := dst.Exec(ctx, `SELECT pg_catalog.setval($1::regclass, $2, $3)`, s.ID.Sanitize(), s.LastValue, s.IsCalled); err != nil {
-			return n, fmt.Errorf("set sequence %s to %d on the target: %w", s.ID, s.LastValue, err)
+		if _, err := dst.Exec(ctx, `SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2::bigint, $3::boolean)`, s.ID.Sanitize(), s.LastValue, s.IsCalled); err != nil {
+			return n, fmt.Errorf("set sequence %s to %d (is_called %t) on the target: %w", s.ID, s.LastValue, s.IsCalled, err)
 		}
 		n++
 	}

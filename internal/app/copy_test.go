@@ -202,14 +202,24 @@ func testCopyHardCases(t *testing.T, src, dst *pgtest.Cluster) {
 			t.Errorf("%s missing from pgshift.tables", want)
 		}
 	}
-	// Source objects: slot and publication; partitions published via their root, unlogged left out.
+	// Source objects: slot and publication. The publication names partition trees by their root
+	// and publishes the leaves as themselves (not via the root); unlogged tables are left out.
 	if got := cpQuery(t, sc, `SELECT plugin FROM pg_replication_slots WHERE slot_name = 'pgshift_hard'`); got != "pgoutput" {
 		t.Errorf("slot plugin %q", got)
 	}
-	pub := cpQuery(t, sc, `SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY 1) || ' ' || bool_and(p.pubviaroot)
-		FROM pg_publication_tables pt JOIN pg_publication p USING (pubname) WHERE pubname = 'pgshift_hard'`)
-	if !strings.Contains(pub, "public.events,") || strings.Contains(pub, "events_2023") || strings.Contains(pub, "scratch") || !strings.HasSuffix(pub, " true") {
-		t.Errorf("publication tables: %s", pub)
+	named := cpQuery(t, sc, `SELECT string_agg(pr.prrelid::regclass::text, ',' ORDER BY 1) || ' ' || bool_and(p.pubviaroot)
+		FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = 'pgshift_hard'`)
+	if !strings.Contains(named, "events,") || strings.Contains(named, "events_2023") || strings.Contains(named, "scratch") || !strings.HasSuffix(named, " false") {
+		t.Errorf("publication names: %s", named)
+	}
+	published := cpQuery(t, sc, `SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY 1) FROM pg_publication_tables WHERE pubname = 'pgshift_hard'`)
+	for _, leaf := range []string{"public.events_2023,", "public.events_2024_h0,", "public.events_2024_h1,", "public.events_other,"} {
+		if !strings.Contains(published+",", leaf) {
+			t.Errorf("leaf %s not published as itself: %s", strings.TrimSuffix(leaf, ","), published)
+		}
+	}
+	if strings.Contains(published+",", "public.events,") || strings.Contains(published+",", "public.events_2024,") {
+		t.Errorf("a partitioned table is published itself: %s", published)
 	}
 	if got := cpQuery(t, tc, `SELECT relkind::text FROM pg_class WHERE oid = 'public.remote_things'::regclass`); got != "f" {
 		t.Errorf("foreign table on the target: relkind %s", got)

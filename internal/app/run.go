@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,9 @@ type RunOptions struct {
 	QueueBytes  int64
 	// MaxRetryDelay caps the wait between reconnects after a connection failure (default 30 s).
 	MaxRetryDelay time.Duration
+	// LeaseInterval is the heartbeat interval of the migration's lease (default 5 s; see
+	// state.Lease): a lost lease session is noticed within about one interval.
+	LeaseInterval time.Duration
 }
 
 func (o *RunOptions) defaults() {
@@ -73,7 +77,9 @@ func fatalf(format string, args ...any) error { return &FatalError{Msg: fmt.Spri
 
 // Run is the migration agent: it completes the copy if it is not done, then follows the slot
 // until ctx is cancelled (a clean stop, nil error) or a fatal error occurs. Running it again
-// resumes from the position stored on the target.
+// resumes from the position stored on the target. It holds the migration's lease from start to
+// end, copy and follow alike, and refuses to start while another agent holds it (a
+// *state.HeldError naming that agent).
 func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
 	if err := cfg.RequireSource(); err != nil {
 		return err
@@ -81,16 +87,29 @@ func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logg
 	if err := cfg.RequireTarget(); err != nil {
 		return err
 	}
-	if err := ensureCopied(ctx, cfg, log); err != nil {
-		return err
-	}
-	return Follow(ctx, cfg, opts, log)
+	return withLease(ctx, cfg, "run", opts.LeaseInterval, log, func(ctx context.Context, lease *state.Lease) error {
+		if err := ensureCopied(ctx, cfg, lease, log); err != nil {
+			return err
+		}
+		return follow(ctx, cfg, opts, lease, log)
+	})
 }
 
 // Follow streams the slot and applies changes until ctx is cancelled. Connection failures
 // (replication connection cut, source or target restarted) are retried with backoff, each time
 // resuming from the durable position on the target; fatal conditions end it with an explanation.
+// Like Run, it holds the migration's lease while it runs.
 func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
+	if err := cfg.RequireTarget(); err != nil {
+		return err
+	}
+	return withLease(ctx, cfg, "run", opts.LeaseInterval, log, func(ctx context.Context, lease *state.Lease) error {
+		return follow(ctx, cfg, opts, lease, log)
+	})
+}
+
+// follow is Follow under a lease the caller holds.
+func follow(ctx context.Context, cfg config.Config, opts RunOptions, lease *state.Lease, log *slog.Logger) error {
 	opts.defaults()
 	// A killed agent leaves its spill files of large in-progress transactions behind; they can
 	// be big, and nothing else would ever remove them.
@@ -101,7 +120,7 @@ func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.L
 	}
 	m := &followMetrics{}
 	if cfg.HTTP == "" {
-		return followLoop(ctx, cfg, opts, m, log)
+		return followLoop(ctx, cfg, opts, m, lease, log)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -112,12 +131,17 @@ func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.L
 	})
 	g.Go(func() error {
 		defer cancel() // the API goes when following ends
-		return followLoop(gctx, cfg, opts, m, log)
+		return followLoop(gctx, cfg, opts, m, lease, log)
 	})
 	return g.Wait()
 }
 
-func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, log *slog.Logger) error {
+// followLoop runs follow attempts until ctx ends or one fails for good. Each attempt is bound
+// to the current holding of the lease: when the lease session is lost the attempt is cancelled
+// (its sessions close, so a new holder is not kept waiting), and the next attempt starts only
+// once this agent holds the lease again; if another agent took it, followLoop ends with that
+// *state.HeldError.
+func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, lease *state.Lease, log *slog.Logger) error {
 	delay := time.Second
 	// A missing heartbeat privilege is reported once per run, not at every reconnect; so are
 	// the applier's warnings.
@@ -127,10 +151,25 @@ func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 	}
 	for {
 		started := time.Now()
-		err := followOnce(ctx, cfg, opts, m, &heartbeatWarned, log)
+		actx, cancel := lease.Bind(ctx)
+		err := followOnce(actx, cfg, opts, m, &heartbeatWarned, lease, log)
+		lost := errors.Is(context.Cause(actx), state.ErrLeaseLost) || errors.Is(err, state.ErrLeaseLost)
+		cancel()
 		if ctx.Err() != nil {
 			log.Info("stopped; run pgshift run again to resume")
 			return nil
+		}
+		if lost {
+			log.Warn("stopped applying: the agent's lease session on the target was lost; resuming once the lease is taken again", "err", err)
+			if err := lease.WaitHeld(ctx); err != nil {
+				if ctx.Err() != nil {
+					log.Info("stopped; run pgshift run again to resume")
+					return nil
+				}
+				return err
+			}
+			m.reconnects.Add(1)
+			continue
 		}
 		if err == nil || !retryable(err) {
 			return err
@@ -154,8 +193,11 @@ func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 func retryable(err error) bool {
 	var fe *FatalError
 	var se *apply.ErrSchema
-	if errors.As(err, &fe) || errors.As(err, &se) || errors.Is(err, cdc.ErrUnknownMessage) {
+	if errors.As(err, &fe) || errors.As(err, &se) || errors.Is(err, cdc.ErrUnknownMessage) || errors.Is(err, cdc.ErrNotMigrated) {
 		return false
+	}
+	if errors.Is(err, errTreeChanged) {
+		return true // the next attempt's preflight settles it, or stops with the fix
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -178,7 +220,7 @@ func retryable(err error) bool {
 }
 
 // ensureCopied makes sure the copy phase is complete before following.
-func ensureCopied(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+func ensureCopied(ctx context.Context, cfg config.Config, lease *state.Lease, log *slog.Logger) error {
 	target := db.Endpoint{Role: db.Target, DSN: cfg.Target}
 	conn, err := target.Connect(ctx)
 	if err != nil {
@@ -192,7 +234,7 @@ func ensureCopied(ctx context.Context, cfg config.Config, log *slog.Logger) erro
 	if err != nil && !errors.Is(err, state.ErrNoMigration) {
 		return target.Describe(err)
 	}
-	return copyFirst(ctx, cfg, log)
+	return copyFirst(ctx, cfg, lease, log)
 }
 
 // session is everything one follow attempt holds open.
@@ -213,9 +255,12 @@ type session struct {
 	heartbeatWarned *atomic.Bool
 }
 
-func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, heartbeatWarned *atomic.Bool, log *slog.Logger) error {
+func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, heartbeatWarned *atomic.Bool,
+	lease *state.Lease, log *slog.Logger) error {
+	// Every target session of the attempt is fenced by the lease: none writes unless this
+	// agent's lease session holds the lease (see state.Lease).
 	s := &session{cfg: cfg, opts: opts, log: log, metrics: m, heartbeatWarned: heartbeatWarned,
-		source: db.Endpoint{Role: db.Source, DSN: cfg.Source}, target: db.Endpoint{Role: db.Target, DSN: cfg.Target}}
+		source: db.Endpoint{Role: db.Source, DSN: cfg.Source}, target: db.Endpoint{Role: db.Target, DSN: cfg.Target, Session: lease.Fence}}
 	var err error
 	if s.dstPool, err = s.target.Pool(ctx, 2); err != nil {
 		return err
@@ -226,6 +271,10 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 	}
 	defer s.srcPool.Close()
 	if err := s.preflight(ctx); err != nil {
+		return err
+	}
+	lease.Touch() // the state schema exists now: record the holder at once
+	if err := s.checkReplicaModeTriggers(ctx); err != nil {
 		return err
 	}
 	if s.applyCon, err = s.target.Connect(ctx); err != nil {
@@ -259,7 +308,7 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 		return s.target.Describe(err)
 	}
 	if s.mig.Phase == pgtypes.PhaseCopied {
-		if err := state.SetPhase(ctx, s.dstPool, pgtypes.PhaseFollowing); err != nil {
+		if err := state.Advance(ctx, s.dstPool, pgtypes.PhaseCopied, pgtypes.PhaseFollowing); err != nil {
 			return s.target.Describe(err)
 		}
 	}
@@ -275,9 +324,14 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 	}
 	q := cdc.NewQueue(opts.QueueChunks, opts.QueueBytes)
 	sstats := &m.stream
+	// Every migrated table has a snapshot row; a change of any other table stops the stream.
+	migrated := make(map[pgtypes.TableID]bool, len(snaps))
+	for id := range snaps {
+		migrated[id] = true
+	}
 	stream := cdc.NewStream(repl, cdc.Options{
 		Slot: s.mig.Slot, Publication: s.mig.Publication, StartLSN: start, SkipBelow: s.pos.AppliedLSN,
-		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir, StatusInterval: statusEvery,
+		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir, StatusInterval: statusEvery, Tables: migrated,
 	}, q, applier.Durable, sstats, log)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -286,6 +340,9 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 	g.Go(func() error { return s.heartbeat(gctx) })
 	g.Go(func() error { return s.monitor(gctx, sstats, astats) })
 	err = g.Wait()
+	if nm := (*cdc.NotMigratedError)(nil); errors.As(err, &nm) && ctx.Err() == nil {
+		return s.notMigrated(ctx, nm)
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "55000" && ctx.Err() == nil {
 		// The server refuses to stream from a slot invalidated between preflight and
@@ -377,7 +434,55 @@ func (s *session) preflight(ctx context.Context) error {
 				s.mig.Slot, conf, base)
 		}
 	}
-	return nil
+	// Partitions: published as themselves, and the trees the same on both sides (partitions.go).
+	if err := s.publishLeaves(ctx); err != nil {
+		return err
+	}
+	return s.settleTrees(ctx)
+}
+
+// checkReplicaModeTriggers refuses to apply while a migrated table on the target has a trigger
+// or rule set ENABLE ALWAYS or ENABLE REPLICA that pgshift has not taken in hand: those fire in
+// the apply sessions (session_replication_role = replica) and would repeat on the target what
+// the source's own trigger already did. Copy keeps them disabled (see
+// schema.DeferReplicaEnables); this catches targets copied otherwise, or changed since.
+func (s *session) checkReplicaModeTriggers(ctx context.Context) error {
+	rows, err := s.dstPool.Query(ctx, `
+SELECT kind, format('%I.%I', schema_name, table_name), name, state FROM (
+  SELECT 'trigger' AS kind, n.nspname AS schema_name, c.relname AS table_name, t.tgname AS name,
+         CASE t.tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END AS state
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')
+  UNION ALL
+  SELECT 'rule', n.nspname, c.relname, r.rulename, CASE r.ev_enabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END
+  FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE r.ev_enabled IN ('A', 'R') AND r.rulename <> '_RETURN'
+) o
+WHERE EXISTS (SELECT 1 FROM pgshift.tables m WHERE m.schema_name = o.schema_name AND m.table_name = o.table_name)
+ORDER BY 2, 3`)
+	if err != nil {
+		return s.target.Describe(fmt.Errorf("read triggers that fire in replica mode: %w", err))
+	}
+	type obj struct{ kind, table, name, state string }
+	objs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (obj, error) {
+		var o obj
+		err := r.Scan(&o.kind, &o.table, &o.name, &o.state)
+		return o, err
+	})
+	if err != nil {
+		return s.target.Describe(fmt.Errorf("read triggers that fire in replica mode: %w", err))
+	}
+	if len(objs) == 0 {
+		return nil
+	}
+	var names, fixes []string
+	for _, o := range objs {
+		names = append(names, fmt.Sprintf("%s %s on %s (ENABLE %s)", o.kind, pgtypes.QuoteIdent(o.name), o.table, o.state))
+		fixes = append(fixes, fmt.Sprintf("ALTER TABLE %s DISABLE %s %s;", o.table, strings.ToUpper(o.kind), pgtypes.QuoteIdent(o.name)))
+	}
+	return fatalf("on the target, %s fire while pgshift applies changes (session_replication_role = replica) and would repeat what the source's triggers and rules already did. "+
+		"Disable them on the target (%s), re-enable them after cutover with the same state as on the source, then run pgshift run again",
+		strings.Join(names, ", "), strings.Join(fixes, " "))
 }
 
 // walLost is the fatal error for a slot whose WAL the source removed (wal_status = lost). The
@@ -487,6 +592,12 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 		if !exists {
 			return fatalf("replication slot %q vanished from the source while streaming", s.mig.Slot)
 		}
+		if err := s.watchTrees(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
 		if walStatus != nil && *walStatus == "lost" {
 			return s.walLost(pgtypes.LSN(as.AppliedLSN.Load()))
 		}
@@ -539,9 +650,13 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 }
 
 // copyFirst runs the copy phase when the target does not hold a completed copy yet (Copy
-// resumes an interrupted one).
-func copyFirst(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	sum, err := Copy(ctx, cfg, CopyOptions{}, log)
+// resumes an interrupted one), under the agent's lease.
+func copyFirst(ctx context.Context, cfg config.Config, lease *state.Lease, log *slog.Logger) error {
+	var opts CopyOptions
+	if err := opts.check(cfg); err != nil {
+		return err
+	}
+	sum, err := copyLeased(ctx, cfg, opts, lease, log)
 	if err != nil {
 		return err
 	}

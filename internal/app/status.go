@@ -39,6 +39,31 @@ type Status struct {
 	Live       bool       `json:"live"`
 	// LastVerify is the headline of the most recent saved `pgshift verify`, if any.
 	LastVerify *VerifyStatus `json:"last_verify,omitempty"`
+	// Agent is the agent holding the migration's lease, or the last one that held it; nil when
+	// no agent ever recorded itself.
+	Agent *AgentStatus `json:"agent,omitempty"`
+	// Deferred are the target statements kept back until cutover (pgshift.deferred_ddl).
+	Deferred []DeferredStatus `json:"deferred,omitempty"`
+}
+
+// AgentStatus is the lease holder as status shows it. Alive comes from the lease lock (held
+// now), not from the heartbeat's age: a holder row whose lease session is gone is not alive.
+type AgentStatus struct {
+	state.Holder
+	Alive bool `json:"alive"`
+	// Identified is false when an agent holds the lease but has not recorded itself yet (or
+	// the row describes an earlier agent); LockPID then names its target session.
+	Identified bool `json:"identified"`
+	LockPID    int  `json:"lock_backend_pid,omitempty"`
+}
+
+// DeferredStatus is one statement kept back until cutover.
+type DeferredStatus struct {
+	Object    string     `json:"object"`
+	Statement string     `json:"statement"`
+	Reason    string     `json:"reason"`
+	Recorded  time.Time  `json:"recorded_at"`
+	Applied   *time.Time `json:"applied_at,omitempty"`
 }
 
 // VerifyStatus is the saved result of the latest verify run, as status shows it.
@@ -101,6 +126,30 @@ func ReadStatus(ctx context.Context, cfg config.Config, log *slog.Logger) (Statu
 	}
 	if st.LastVerify, err = lastVerify(ctx, conn); err != nil {
 		return st, target.Describe(err)
+	}
+	ls, err := state.ReadLease(ctx, conn)
+	if err != nil {
+		return st, target.Describe(err)
+	}
+	if ls.Recorded || ls.Alive {
+		a := &AgentStatus{Alive: ls.Alive, LockPID: ls.LockPID}
+		if ls.Recorded {
+			a.Holder = ls.Holder
+			a.Identified = !ls.Alive || ls.Holder.LeasePID == ls.LockPID
+		}
+		st.Agent = a
+	}
+	deferred, err := state.LoadDeferred(ctx, conn)
+	if err != nil {
+		return st, target.Describe(err)
+	}
+	for _, d := range deferred {
+		ds := DeferredStatus{Object: d.Object, Statement: d.Statement, Reason: d.Reason, Recorded: d.RecordedAt}
+		if !d.AppliedAt.IsZero() {
+			at := d.AppliedAt
+			ds.Applied = &at
+		}
+		st.Deferred = append(st.Deferred, ds)
 	}
 	if cfg.Source == "" {
 		return st, nil
@@ -199,8 +248,19 @@ func PrintStatus(w io.Writer, st Status, asJSON bool) error {
 	} else {
 		fmt.Fprintf(tw, "last verify:\tnever (run pgshift verify)\n")
 	}
+	fmt.Fprintf(tw, "agent:\t%s\n", agentLine(st.Agent))
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(st.Deferred) > 0 {
+		fmt.Fprintf(w, "\nkept back on the target until cutover (%d):\n", len(st.Deferred))
+		for _, d := range st.Deferred {
+			when := "pending"
+			if d.Applied != nil {
+				when = "applied " + d.Applied.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "  %s — %s [%s]\n    %s\n", d.Object, d.Reason, when, d.Statement)
+		}
 	}
 	if len(st.Tables) > 0 {
 		fmt.Fprintln(w)
@@ -212,6 +272,22 @@ func PrintStatus(w io.Writer, st Status, asJSON bool) error {
 		return tw.Flush()
 	}
 	return nil
+}
+
+// agentLine describes the lease holder in one line.
+func agentLine(a *AgentStatus) string {
+	switch {
+	case a == nil:
+		return "none running (start pgshift run)"
+	case a.Alive && !a.Identified:
+		return fmt.Sprintf("running, not yet identified (its lease session is target backend pid %d)", a.LockPID)
+	case a.Alive:
+		return fmt.Sprintf("alive — host %s pid %d running `%s` since %s (heartbeat %s ago, lease session pid %d)",
+			a.Host, a.PID, a.Command, a.StartedAt.UTC().Format(time.RFC3339), time.Since(a.Heartbeat).Round(time.Second), a.LeasePID)
+	default:
+		return fmt.Sprintf("none running (start pgshift run); the last was host %s pid %d running `%s`, last heartbeat %s ago",
+			a.Host, a.PID, a.Command, time.Since(a.Heartbeat).Round(time.Second))
+	}
 }
 
 func bytesHuman(n int64) string {

@@ -217,7 +217,7 @@ func keyLabel(t Table) string {
 		return "FULL"
 	case t.ReplicaIdentity == "index" && t.UsableIdentity:
 		return "index"
-	case len(t.PrimaryKey) > 0 && t.ReplicaIdentity == "default":
+	case len(t.PrimaryKey) > 0 && t.ReplicaIdentity == "default" && t.UsableIdentity:
 		return "PK"
 	}
 	return "NONE"

@@ -8,6 +8,7 @@ import (
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
+	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
 // serverSQL reads one server's identity, privileges of the current user, database locale and
@@ -126,6 +127,44 @@ var kindNames = map[byte]string{
 
 var identityNames = map[byte]string{'d': "default", 'f': "full", 'i': "index", 'n': "nothing"}
 
+// TablesFromCatalog describes catalog tables as the rules see them, with each partition's tree
+// root. The activity counters, owner and privileges stay zero: readTables adds them, and copy's
+// preflight, which applies the identity rule to the same tables, does not need them.
+func TablesFromCatalog(cts []catalog.Table) []Table {
+	byID := make(map[pgtypes.TableID]*catalog.Table, len(cts))
+	for i := range cts {
+		byID[cts[i].ID] = &cts[i]
+	}
+	tables := make([]Table, len(cts))
+	for i, ct := range cts {
+		tables[i] = Table{
+			Schema: ct.ID.Schema, Name: ct.ID.Name, Kind: kindNames[ct.Kind], Partition: ct.IsPartition,
+			Unlogged: ct.Persistence == 'u', ReplicaIdentity: identityNames[ct.ReplicaIdentity],
+			PrimaryKey: ct.PrimaryKey, UsableIdentity: ct.HasUsableIdentity(), IdentityColumns: ct.IdentityKey,
+			IdentityIssue: ct.IdentityIssue, RowSecurityApplies: ct.RowSecurityApplies, ForceRowSecurity: ct.ForceRowSecurity,
+			Columns: len(ct.Columns), RowsEstimate: ct.RowsEstimate, TotalBytes: ct.TotalBytes, HeapBytes: ct.HeapBytes,
+			ToastBytes: ct.ToastBytes, IndexBytes: ct.IndexBytes,
+		}
+		if ct.IsPartition {
+			tables[i].Root = PartitionRoot(ct.ID, byID).String()
+		}
+	}
+	return tables
+}
+
+// PartitionRoot is the top of the partition tree id belongs to, as far as tables knows its
+// ancestors; id itself for a table that is no partition.
+func PartitionRoot(id pgtypes.TableID, tables map[pgtypes.TableID]*catalog.Table) pgtypes.TableID {
+	for depth := 0; depth < 100; depth++ { // partition trees are shallow; a cycle cannot occur, but never loop on one
+		cur := tables[id]
+		if cur == nil || !cur.IsPartition || cur.Parent.Name == "" {
+			return id
+		}
+		id = cur.Parent
+	}
+	return id
+}
+
 func readTables(ctx context.Context, q catalog.Querier, filter config.TableFilter) ([]Table, error) {
 	cts, err := catalog.Tables(ctx, q, filter)
 	if err != nil {
@@ -134,17 +173,10 @@ func readTables(ctx context.Context, q catalog.Querier, filter config.TableFilte
 	if len(cts) == 0 {
 		return nil, nil
 	}
-	tables := make([]Table, len(cts))
+	tables := TablesFromCatalog(cts)
 	byOID := make(map[uint32]*Table, len(cts))
 	oids := make([]uint32, len(cts))
 	for i, ct := range cts {
-		tables[i] = Table{
-			Schema: ct.ID.Schema, Name: ct.ID.Name, Kind: kindNames[ct.Kind], Partition: ct.IsPartition,
-			Unlogged: ct.Persistence == 'u', ReplicaIdentity: identityNames[ct.ReplicaIdentity],
-			PrimaryKey: ct.PrimaryKey, UsableIdentity: ct.HasUsableIdentity(), Columns: len(ct.Columns),
-			RowsEstimate: ct.RowsEstimate, TotalBytes: ct.TotalBytes, HeapBytes: ct.HeapBytes,
-			ToastBytes: ct.ToastBytes, IndexBytes: ct.IndexBytes,
-		}
 		if ct.Kind == catalog.KindForeign {
 			tables[i].CanSelect, tables[i].OwnedByUser = true, true
 		}
@@ -205,7 +237,7 @@ func readTables(ctx context.Context, q catalog.Querier, filter config.TableFilte
 const notExtensionMember = `NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = %s::regclass AND d.objid = %s AND d.deptype = 'e')`
 
 func readSourceObjects(ctx context.Context, q catalog.Querier, f *Facts, filter config.TableFilter) error {
-	seqs, err := catalog.Sequences(ctx, q, filter)
+	seqs, err := catalog.SequenceList(ctx, q, filter)
 	if err != nil {
 		return err
 	}
@@ -256,6 +288,10 @@ ORDER BY 1, 2`, nil, func(r scanner) error {
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("list event triggers: %w", err)
+	}
+
+	if err := readReplicaModeTriggers(ctx, q, f, filter); err != nil {
+		return err
 	}
 
 	// plpgsql is part of every installation; it is neither reported nor checked.
@@ -411,4 +447,39 @@ func collect(ctx context.Context, q catalog.Querier, sql string, args []any, fn 
 		}
 	}
 	return rows.Err()
+}
+
+// readReplicaModeTriggers lists user triggers and rules set ENABLE ALWAYS or ENABLE REPLICA on
+// migrated tables. A trigger cloned onto a partition is listed only when its state differs
+// from its parent's: the parent's finding covers the others.
+func readReplicaModeTriggers(ctx context.Context, q catalog.Querier, f *Facts, filter config.TableFilter) error {
+	err := collect(ctx, q, `
+SELECT 'trigger', n.nspname, c.relname, t.tgname, CASE t.tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END
+FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_trigger parent ON parent.oid = t.tgparentid
+WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R') AND (parent.oid IS NULL OR parent.tgenabled <> t.tgenabled)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
+  AND `+fmt.Sprintf(notExtensionMember, "'pg_trigger'", "t.oid")+`
+UNION ALL
+SELECT 'rule', n.nspname, c.relname, r.rulename, CASE r.ev_enabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END
+FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE r.ev_enabled IN ('A', 'R') AND r.rulename <> '_RETURN'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
+  AND `+fmt.Sprintf(notExtensionMember, "'pg_rewrite'", "r.oid")+`
+ORDER BY 2, 3, 1, 4`, nil, func(r scanner) error {
+		var tr ReplicaModeTrigger
+		var schema, table string
+		if err := r.Scan(&tr.Kind, &schema, &table, &tr.Name, &tr.State); err != nil {
+			return err
+		}
+		if filter.Match(schema, table) {
+			tr.Table = tableID(schema, table)
+			f.ReplicaModeTriggers = append(f.ReplicaModeTriggers, tr)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list triggers and rules that fire in replica mode: %w", err)
+	}
+	return nil
 }

@@ -46,6 +46,7 @@ const (
 	CodeSelectPriv          = "select_privilege"
 	CodeTargetCreatePriv    = "target_create_privilege"
 	CodeNoReplicaIdentity   = "no_replica_identity"
+	CodeRowSecurity         = "row_security"
 	CodeReplicaIdentityFull = "replica_identity_full"
 	CodeUnloggedTable       = "unlogged_table"
 	CodeForeignTable        = "foreign_table"
@@ -154,20 +155,32 @@ type Table struct {
 	ReplicaIdentity string   `json:"replica_identity"`
 	PrimaryKey      []string `json:"primary_key,omitempty"`
 	UsableIdentity  bool     `json:"usable_identity"`
-	Columns         int      `json:"columns"`
-	RowsEstimate    int64    `json:"rows_estimate"`
-	TotalBytes      int64    `json:"total_bytes"`
-	HeapBytes       int64    `json:"heap_bytes"`
-	ToastBytes      int64    `json:"toast_bytes"`
-	IndexBytes      int64    `json:"index_bytes"`
-	Inserts         int64    `json:"inserts"`
-	Updates         int64    `json:"updates"`
-	Deletes         int64    `json:"deletes"`
-	Indexes         int      `json:"indexes"`
-	IndexScans      int64    `json:"index_scans"`
-	UnusedIndexes   []Index  `json:"unused_indexes,omitempty"`
-	CanSelect       bool     `json:"can_select"`
-	OwnedByUser     bool     `json:"owned_by_user"`
+	// IdentityColumns are the columns the replica identity logs of an old row (the key, or the
+	// identity index's columns); empty for FULL and NOTHING.
+	IdentityColumns []string `json:"identity_columns,omitempty"`
+	// Root is the top of the partition tree a partition belongs to (schema.name as ID prints
+	// it); empty for tables that are not partitions.
+	Root string `json:"partition_root,omitempty"`
+	// IdentityIssue says why UsableIdentity is false (e.g. a DEFERRABLE primary key).
+	IdentityIssue string `json:"identity_issue,omitempty"`
+	// RowSecurityApplies: the table's row-level security policies apply to the source user,
+	// so the copy cannot read all of its rows (ForceRowSecurity: FORCE ROW LEVEL SECURITY).
+	RowSecurityApplies bool    `json:"row_security_applies,omitempty"`
+	ForceRowSecurity   bool    `json:"force_row_security,omitempty"`
+	Columns            int     `json:"columns"`
+	RowsEstimate       int64   `json:"rows_estimate"`
+	TotalBytes         int64   `json:"total_bytes"`
+	HeapBytes          int64   `json:"heap_bytes"`
+	ToastBytes         int64   `json:"toast_bytes"`
+	IndexBytes         int64   `json:"index_bytes"`
+	Inserts            int64   `json:"inserts"`
+	Updates            int64   `json:"updates"`
+	Deletes            int64   `json:"deletes"`
+	Indexes            int     `json:"indexes"`
+	IndexScans         int64   `json:"index_scans"`
+	UnusedIndexes      []Index `json:"unused_indexes,omitempty"`
+	CanSelect          bool    `json:"can_select"`
+	OwnedByUser        bool    `json:"owned_by_user"`
 }
 
 // ID is the table's schema.name as printed in reports.

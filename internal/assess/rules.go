@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/snapshot"
 )
@@ -46,8 +47,11 @@ type Facts struct {
 	LargeObjects     int64
 	LargeObjectBytes int64
 	EventTriggers    []EventTrigger
-	Extensions       []Extension
-	Languages        []Language
+	// ReplicaModeTriggers are the source's triggers and rules set ENABLE ALWAYS or ENABLE
+	// REPLICA: they would fire during pgshift's apply, so the target keeps them disabled.
+	ReplicaModeTriggers []ReplicaModeTrigger
+	Extensions          []Extension
+	Languages           []Language
 	// TargetTablespaces are the tablespace names that exist on the target.
 	TargetTablespaces []string
 	// TargetSchemas are the source's schemas that already exist on the target, with whether the target user may CREATE in them.
@@ -71,6 +75,17 @@ type EventTrigger struct {
 	Name, Event, Owner string
 	Enabled            bool
 }
+
+// ReplicaModeTrigger is a trigger or rule that fires in session_replication_role = replica.
+type ReplicaModeTrigger struct {
+	Kind  string // "trigger" or "rule"
+	Table string // schema.name, quoted where needed
+	Name  string
+	State string // "ALWAYS" or "REPLICA"
+}
+
+// CodeReplicaModeTrigger is the finding for a ReplicaModeTrigger.
+const CodeReplicaModeTrigger = "replica_mode_trigger"
 
 // Extension is one extension installed on the source, with what the target offers.
 type Extension struct {
@@ -180,7 +195,20 @@ func Evaluate(f Facts) []Finding {
 			fmt.Sprintf("GRANT USAGE ON SCHEMA %[1]s TO %[2]s; GRANT SELECT ON ALL SEQUENCES IN SCHEMA %[1]s TO %[2]s;", pgtypes.QuoteIdent(schema), user))
 	}
 
+	// Tables whose row-level security policies apply to the source user: the copy reads with
+	// row_security = off and would fail on them (reading through the policies would copy only
+	// the rows they allow, silently).
+	for _, t := range f.Tables {
+		if t.Kind != "table" || !t.RowSecurityApplies {
+			continue
+		}
+		add(CodeRowSecurity, Blocker, t.ID(),
+			fmt.Sprintf("row-level security policies of this table apply to user %s, so it cannot read all of its rows: pgshift copy and verify refuse the table rather than see only the rows the policies allow", src.User),
+			catalog.RowSecurityFix(src.User, t.ForceRowSecurity))
+	}
+
 	// Tables that logical replication cannot follow as they are.
+	byID := tablesByID(f.Tables)
 	for _, t := range f.Tables {
 		id := t.ID()
 		switch {
@@ -188,20 +216,10 @@ func Evaluate(f Facts) []Finding {
 			add(CodeUnloggedTable, Blocker, id,
 				fmt.Sprintf("unlogged table (%s): its changes never reach the WAL, so they cannot be followed, and a publication refuses it", humanBytes(t.TotalBytes)),
 				fmt.Sprintf("ALTER TABLE %s SET LOGGED; (rewrites the table), or --exclude %s if its contents are disposable", sanitize(t), id))
-		case t.Kind == "table" && !t.UsableIdentity:
-			why := "no primary key and no replica identity"
-			if t.ReplicaIdentity == "nothing" {
-				why = "REPLICA IDENTITY NOTHING"
+		case t.Kind == "table":
+			if f, ok := identityFinding(t, byID, false); ok {
+				out = append(out, f)
 			}
-			add(CodeNoReplicaIdentity, Blocker, id,
-				fmt.Sprintf("%s: once published, every UPDATE and DELETE on it fails on the source (SQLSTATE 55000), breaking the application", why),
-				fmt.Sprintf("add a primary key (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns", sanitize(t), humanBytes(avgRow(t))))
-		case t.Kind == "table" && t.ReplicaIdentity == "full":
-			changes := t.Updates + t.Deletes
-			add(CodeReplicaIdentityFull, Warning, id,
-				fmt.Sprintf("REPLICA IDENTITY FULL without a key: each UPDATE/DELETE logs the whole old row (about %s; %s updates+deletes since the last stats reset ≈ %s of extra WAL) and the target must find rows by all %d columns — a sequential scan per change unless an index matches",
-					humanBytes(avgRow(t)), humanCount(changes), humanBytes(changes*avgRow(t)), t.Columns),
-				fmt.Sprintf("add a primary key or a unique NOT NULL index (ALTER TABLE %s REPLICA IDENTITY USING INDEX ...) if the rows have one", sanitize(t)))
 		case t.Kind == "foreign":
 			add(CodeForeignTable, Warning, id,
 				"foreign table: its definition is copied but its rows live on the remote server and are neither copied nor followed",
@@ -226,6 +244,17 @@ func Evaluate(f Facts) []Finding {
 		add(CodeEventTrigger, Warning, "event trigger "+e.Name,
 			fmt.Sprintf("event trigger on %s owned by %s (enabled: %t); creating it on the target needs superuser, and managed services often refuse it", e.Event, e.Owner, e.Enabled),
 			"recreate it on the target after the copy if it is still needed (it is part of pg_dump's schema; with a non-superuser target, remove it from the schema load)")
+	}
+	for _, tr := range f.ReplicaModeTriggers {
+		name := maybeQuoted(tr.Name)
+		when := "it fires in every session, replication included"
+		if tr.State == "REPLICA" {
+			when = "it fires only in replication sessions — exactly while pgshift applies changes"
+		}
+		add(CodeReplicaModeTrigger, Warning, tr.Kind+" "+name+" on "+tr.Table,
+			fmt.Sprintf("%s %s on %s is ENABLE %s: pgshift keeps it disabled on the target until cutover (%s, so on the target it would repeat what the source's %s already did: an audit row written twice); pgshift status lists it, and cutover restores its state",
+				tr.Kind, name, tr.Table, tr.State, when, tr.Kind),
+			fmt.Sprintf("nothing to change for the migration; if the %s acts outside the database (queues, notifications, other servers), check that this should happen on the target once it takes traffic", tr.Kind))
 	}
 	// Unused indexes are grouped per schema: a database of many tables would otherwise bury
 	// the findings that matter under one note per index. Each table's list is in the report.
@@ -252,6 +281,122 @@ func Evaluate(f Facts) []Finding {
 	out = append(out, targetFindings(f)...)
 	sortFindings(out)
 	return out
+}
+
+// IdentityFindings is the replica-identity rule on its own, for copy's preflight: one finding per
+// table that holds rows (plain tables and leaf partitions; unlogged ones are left to their own
+// rule) whose UPDATEs and DELETEs could not be followed as pgoutput will publish them, or that
+// REPLICA IDENTITY FULL makes costly. viaRoot says whether partitions are published through
+// their root (publish_via_partition_root), as pgshift no longer does for new migrations.
+func IdentityFindings(tables []Table, viaRoot bool) []Finding {
+	byID := tablesByID(tables)
+	var out []Finding
+	for _, t := range tables {
+		if t.Kind != "table" || t.Unlogged {
+			continue
+		}
+		if f, ok := identityFinding(t, byID, viaRoot); ok {
+			out = append(out, f)
+		}
+	}
+	sortFindings(out)
+	return out
+}
+
+func tablesByID(tables []Table) map[string]*Table {
+	out := make(map[string]*Table, len(tables))
+	for i := range tables {
+		out[tables[i].ID()] = &tables[i]
+	}
+	return out
+}
+
+// identityFinding judges one table that holds rows exactly as pgoutput publishes its changes.
+// The WAL always carries a changed row's old version by the identity of the relation that
+// stores it: the leaf partition, for a partitioned table. Published as themselves (viaRoot
+// false), leaves are described with that same identity, so only the leaf's own counts. Published
+// through the root, pgoutput describes the row with the ROOT's identity instead, while the old
+// row it sends still holds only the leaf's identity columns: the two must agree, or the target
+// cannot find the row.
+func identityFinding(t Table, byID map[string]*Table, viaRoot bool) (Finding, bool) {
+	id := t.ID()
+	var root *Table
+	if t.Partition && t.Root != "" {
+		root = byID[t.Root]
+	}
+	if !t.UsableIdentity {
+		why := t.IdentityIssue
+		switch {
+		case why != "":
+		case t.ReplicaIdentity == "nothing":
+			why = "REPLICA IDENTITY NOTHING"
+		default:
+			why = "no primary key and no replica identity"
+		}
+		if root != nil {
+			return Finding{Code: CodeNoReplicaIdentity, Severity: Blocker, Object: id,
+				Message: fmt.Sprintf("partition of %s with %s: it is published with its partitioned table, and then every UPDATE and DELETE on it fails on the source (SQLSTATE 55000), breaking the application",
+					root.ID(), why),
+				Fix: fmt.Sprintf("give the partition an identity: ALTER TABLE %[1]s ADD PRIMARY KEY (...), or ALTER TABLE %[1]s REPLICA IDENTITY FULL; (a primary key on %[2]s gives every partition one); or leave the whole partition tree out with --exclude %[3]s — a partition cannot be left out alone",
+					sanitize(t), sanitize(*root), root.ID()),
+			}, true
+		}
+		fix := fmt.Sprintf("add a primary key that is not DEFERRABLE (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns, or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns; or leave it out with --exclude %[3]s",
+			sanitize(t), humanBytes(avgRow(t)), id)
+		if len(t.PrimaryKey) > 0 && t.ReplicaIdentity == "default" {
+			// A primary key exists but PostgreSQL does not use it (DEFERRABLE, or not valid).
+			fix = fmt.Sprintf("ALTER TABLE %[1]s REPLICA IDENTITY FULL; (every UPDATE/DELETE then writes the whole old row to WAL, about %[2]s per change here), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns (CREATE UNIQUE INDEX ... ON %[1]s (%[3]s) builds one on the key's columns)",
+				sanitize(t), humanBytes(avgRow(t)), pgtypes.QuoteIdents(t.PrimaryKey))
+		}
+		return Finding{Code: CodeNoReplicaIdentity, Severity: Blocker, Object: id,
+			Message: fmt.Sprintf("%s: once published, every UPDATE and DELETE on it fails on the source (SQLSTATE 55000), breaking the application", why),
+			Fix:     fix,
+		}, true
+	}
+	if viaRoot && root != nil {
+		if problem := rootIdentityMismatch(t, *root); problem != "" {
+			return Finding{Code: CodeNoReplicaIdentity, Severity: Blocker, Object: id,
+				Message: fmt.Sprintf("partition published through its root %s (publish_via_partition_root): %s, so the first UPDATE or DELETE on it could not be applied on the target",
+					root.ID(), problem),
+				Fix: fmt.Sprintf("publish partitions as themselves (ALTER PUBLICATION ... SET (publish_via_partition_root = false), which is how pgshift creates its publication), or give %s the replica identity its partitions have", sanitize(*root)),
+			}, true
+		}
+	}
+	if t.ReplicaIdentity == "full" {
+		changes := t.Updates + t.Deletes
+		return Finding{Code: CodeReplicaIdentityFull, Severity: Warning, Object: id,
+			Message: fmt.Sprintf("REPLICA IDENTITY FULL without a key: each UPDATE/DELETE logs the whole old row (about %s; %s updates+deletes since the last stats reset ≈ %s of extra WAL) and the target must find rows by all %d columns — a sequential scan per change unless an index matches",
+				humanBytes(avgRow(t)), humanCount(changes), humanBytes(changes*avgRow(t)), t.Columns),
+			Fix: fmt.Sprintf("add a primary key or a unique NOT NULL index (ALTER TABLE %s REPLICA IDENTITY USING INDEX ...) if the rows have one", sanitize(t)),
+		}, true
+	}
+	return Finding{}, false
+}
+
+// rootIdentityMismatch says why a leaf's changes published with its root's replica identity
+// could not be applied, or "" when they can: the old row the WAL holds (the leaf's identity
+// columns, or every column under FULL) must contain every column the root's identity names.
+func rootIdentityMismatch(leaf, root Table) string {
+	switch {
+	case !root.UsableIdentity:
+		return fmt.Sprintf("the root has no replica identity (%s), so pgoutput marks no column of the partition's rows as a key", root.ReplicaIdentity)
+	case leaf.ReplicaIdentity == "full":
+		return "" // the old row holds every column
+	case root.ReplicaIdentity == "full":
+		return fmt.Sprintf("the root has REPLICA IDENTITY FULL, so the target looks rows up by every column, but the partition logs only its key (%s) of the old row",
+			strings.Join(leaf.IdentityColumns, ", "))
+	}
+	have := map[string]bool{}
+	for _, c := range leaf.IdentityColumns {
+		have[c] = true
+	}
+	for _, c := range root.IdentityColumns {
+		if !have[c] {
+			return fmt.Sprintf("the root's replica identity (%s) has column %s, which the partition's (%s) does not log",
+				strings.Join(root.IdentityColumns, ", "), c, strings.Join(leaf.IdentityColumns, ", "))
+		}
+	}
+	return ""
 }
 
 // targetFindings are the rules that compare the source with the target.

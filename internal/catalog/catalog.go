@@ -10,6 +10,7 @@ package catalog
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -38,14 +39,23 @@ const (
 
 // Column is one live (not dropped) column.
 type Column struct {
-	Name       string
-	Num        int    // attnum; holes where columns were dropped are normal
-	Type       string // format_type(), e.g. "numeric(12,2)", "character varying(40)[]"
+	Name string
+	Num  int // attnum; holes where columns were dropped are normal
+	// Type is the declared type as SQL accepts it in a cast, the same text whatever the
+	// session's search_path: built-in types as format_type() prints them ("numeric(12,2)",
+	// "character varying(40)[]"), every other type schema-qualified ("public.mood[]").
+	Type       string
 	TypeOID    uint32
 	NotNull    bool
 	HasDefault bool
 	Generated  bool   // GENERATED ALWAYS AS (...) STORED: computed by the target, never copied
 	Identity   string // "a" (ALWAYS), "d" (BY DEFAULT) or ""
+	// TextOnly says the column's values have no portable binary COPY form, so they must travel
+	// as text: the type, or a type it is made of (array element, domain base, composite
+	// attribute, range subtype), is an OID-valued reg* type (an OID names another object, or
+	// none, on another server), has no binary I/O (aclitem), or is not built in (its OID, which
+	// the binary form of arrays and records embeds, differs between servers).
+	TextOnly bool
 }
 
 // Table is one relation that may hold user data.
@@ -56,29 +66,64 @@ type Table struct {
 	Persistence     byte // 'p' permanent, 'u' unlogged
 	IsPartition     bool // a leaf (or intermediate) partition of Parent
 	Parent          pgtypes.TableID
-	ReplicaIdentity byte     // 'd' default (primary key), 'n' nothing, 'f' full, 'i' index
-	PrimaryKey      []string // column names, in key order; empty when there is none
-	IdentityKey     []string // the columns that identify a row in UPDATE/DELETE: replica identity index or PK; nil for FULL/none
-	Columns         []Column
-	RowsEstimate    int64 // pg_class.reltuples; -1 when never analyzed
-	HeapBytes       int64 // main fork
-	TotalBytes      int64 // heap + indexes + TOAST
-	ToastBytes      int64
-	IndexBytes      int64
+	ReplicaIdentity byte // 'd' default (primary key), 'n' nothing, 'f' full, 'i' index
+	// PrimaryKey is the primary key's key columns in key order (never its INCLUDE columns),
+	// deferrable or not: committed rows are unique in it either way. Empty without one.
+	PrimaryKey []string
+	// IdentityKey is the key columns of the index PostgreSQL uses as the replica identity (see
+	// HasUsableIdentity); nil for FULL and when there is none.
+	IdentityKey []string
+	// IdentityIssue says why UPDATE and DELETE cannot be published ("" when they can), e.g.
+	// that the primary key is DEFERRABLE.
+	IdentityIssue string
+	Owner         string // the table owner's role name
+	// RowSecurity is ENABLE ROW LEVEL SECURITY, ForceRowSecurity FORCE ROW LEVEL SECURITY.
+	RowSecurity, ForceRowSecurity bool
+	// RowSecurityApplies says the table's policies apply to the user that read the catalog:
+	// its reads see only the rows the policies allow, or fail under row_security = off. It
+	// is false for superusers, roles with BYPASSRLS, and the owner unless FORCE is set.
+	RowSecurityApplies bool
+	Columns            []Column
+	RowsEstimate       int64 // pg_class.reltuples; -1 when never analyzed
+	HeapBytes          int64 // main fork
+	TotalBytes         int64 // heap + indexes + TOAST
+	ToastBytes         int64
+	IndexBytes         int64
 }
 
-// HasUsableIdentity reports whether UPDATE and DELETE on the table can be published:
-// a primary key (default identity), an identity index, or REPLICA IDENTITY FULL.
+// HasUsableIdentity reports whether UPDATE and DELETE on the table can be published, decided
+// as PostgreSQL decides it (relcache's RelationGetIndexList, then CheckCmdReplicaIdentity):
+// REPLICA IDENTITY FULL, or an identity index — the primary key under DEFAULT, the chosen
+// index under USING INDEX — that is live, valid, unique, immediate (not DEFERRABLE) and not
+// partial. A deferrable primary key is no replica identity: once the table is published,
+// the application's UPDATEs and DELETEs on it fail.
 func (t Table) HasUsableIdentity() bool {
-	switch t.ReplicaIdentity {
-	case 'f':
-		return true
-	case 'i':
-		return len(t.IdentityKey) > 0
-	case 'd':
-		return len(t.PrimaryKey) > 0
+	return t.ReplicaIdentity == 'f' || len(t.IdentityKey) > 0
+}
+
+// RowSecurityProblem says why user (the user that read the catalog) cannot read all of the
+// table's rows, or "" when it can: pgshift reads with row_security = off, which PostgreSQL
+// refuses where policies apply, instead of returning only the rows they allow.
+func (t Table) RowSecurityProblem(user string) string {
+	if !t.RowSecurityApplies {
+		return ""
 	}
-	return false
+	return fmt.Sprintf("the row-level security policies of %s apply to %s, so not all of its rows can be read — %s",
+		t.ID, user, RowSecurityFix(user, t.ForceRowSecurity))
+}
+
+// RowSecurityFix is what lets user ("" when not known) read every row of a table with
+// row-level security; forced says the table has FORCE ROW LEVEL SECURITY.
+func RowSecurityFix(user string, forced bool) string {
+	role := "..."
+	if user != "" {
+		role = pgtypes.QuoteIdent(user)
+	}
+	fix := "connect as a superuser or a role with BYPASSRLS (ALTER ROLE " + role + " BYPASSRLS), or as the table owner"
+	if forced {
+		return fix + " after ALTER TABLE ... NO FORCE ROW LEVEL SECURITY (FORCE applies the policies to the owner too; set it again after the migration)"
+	}
+	return fix + " (without FORCE ROW LEVEL SECURITY)"
 }
 
 // CopyColumns are the columns whose values are copied: all but generated ones.
@@ -103,7 +148,13 @@ SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relpersistence::text, c.r
        CASE WHEN c.relkind IN ('r','m') THEN pg_relation_size(c.oid) ELSE 0 END,
        CASE WHEN c.relkind IN ('r','m','p') THEN pg_total_relation_size(c.oid) ELSE 0 END,
        CASE WHEN c.reltoastrelid <> 0 THEN pg_total_relation_size(c.reltoastrelid) ELSE 0 END,
-       CASE WHEN c.relkind IN ('r','m','p') THEN pg_indexes_size(c.oid) ELSE 0 END
+       CASE WHEN c.relkind IN ('r','m','p') THEN pg_indexes_size(c.oid) ELSE 0 END,
+       pg_get_userbyid(c.relowner), c.relrowsecurity, c.relforcerowsecurity,
+       -- check_enable_rls(): policies apply unless the user bypasses them (superuser or
+       -- BYPASSRLS) or owns the table (membership counts) and FORCE is not set.
+       c.relrowsecurity
+         AND NOT coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user), false)
+         AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_inherits i ON c.relispartition AND i.inhrelid = c.oid
@@ -116,20 +167,60 @@ WHERE c.relkind IN ('r', 'p', 'f', 'm')
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 12 DESC, n.nspname, c.relname`
 
+// columnsSQL renders each column's type so that it means the same type in any session: a
+// type outside pg_catalog is written schema-qualified (format_type() qualifies only what the
+// current search_path does not find), keeping its typmod and array brackets.
 const columnsSQL = `
-SELECT a.attrelid, a.attname, a.attnum, format_type(a.atttypid, a.atttypmod), a.atttypid,
-       a.attnotnull, a.atthasdef, a.attgenerated <> '', a.attidentity::text
+SELECT a.attrelid, a.attname, a.attnum,
+       CASE WHEN et.typnamespace = 'pg_catalog'::regnamespace THEN format_type(a.atttypid, a.atttypmod)
+            ELSE quote_ident(en.nspname) || '.' || quote_ident(et.typname)
+                 || substr(format_type(et.oid, a.atttypmod), length(format_type(et.oid, NULL)) + 1)
+                 || CASE WHEN et.oid <> a.atttypid THEN '[]' ELSE '' END
+       END,
+       a.atttypid, a.attnotnull, a.atthasdef, a.attgenerated <> '', a.attidentity::text
 FROM pg_attribute a
+LEFT JOIN pg_type el ON el.typarray = a.atttypid
+JOIN pg_type et ON et.oid = coalesce(el.oid, a.atttypid)
+JOIN pg_namespace en ON en.oid = et.typnamespace
 WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum`
 
-// keysSQL returns, per table, the primary key and the replica identity index columns in index order.
+// textOnlyTypesSQL returns, for each given type, whether its values must be copied as text
+// (see Column.TextOnly): it walks the types it is made of.
+const textOnlyTypesSQL = `
+WITH RECURSIVE parts(root, typ) AS (
+  SELECT u.t, u.t FROM unnest($1::oid[]) AS u(t)
+  UNION
+  SELECT p.root, sub.typ
+  FROM parts p
+  JOIN pg_type t ON t.oid = p.typ
+  CROSS JOIN LATERAL (
+    SELECT t.typelem WHERE t.typelem <> 0
+    UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
+    UNION ALL SELECT a.atttypid FROM pg_attribute a
+              WHERE t.typrelid <> 0 AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid
+  ) AS sub(typ)
+)
+SELECT p.root,
+       bool_or(p.typ >= 16384 OR t.typsend::oid = 0 OR t.typreceive::oid = 0
+               OR (t.typnamespace = 'pg_catalog'::regnamespace
+                   AND t.typname IN ('regclass', 'regtype', 'regproc', 'regprocedure', 'regoper', 'regoperator',
+                                     'regconfig', 'regdictionary', 'regnamespace', 'regrole', 'regcollation')))
+FROM parts p JOIN pg_type t ON t.oid = p.typ
+GROUP BY p.root`
+
+// keysSQL returns, per table, the primary key and the replica identity index: their key
+// columns in index order (never INCLUDE columns, which are no part of the key), whether
+// relcache would consider the index for the replica identity at all, and why not.
 const keysSQL = `
-SELECT i.indrelid, i.indisprimary, i.indisreplident, a.attname
+SELECT i.indrelid, i.indexrelid::regclass::text, i.indisprimary, i.indisreplident,
+       i.indislive AND i.indisvalid AND i.indisunique AND i.indimmediate AND i.indpred IS NULL,
+       i.indimmediate, i.indpred IS NULL, a.attname, a.attnotnull
 FROM pg_index i
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indrelid = ANY($1) AND (i.indisprimary OR i.indisreplident)
+WHERE i.indrelid = ANY($1) AND (i.indisprimary OR i.indisreplident) AND k.ord <= i.indnkeyatts
 ORDER BY i.indrelid, i.indexrelid, k.ord`
 
 // Tables lists the user relations that pass the filter, largest first, with their columns and keys.
@@ -144,7 +235,7 @@ func Tables(ctx context.Context, q Querier, f config.TableFilter) ([]Table, erro
 		var kind, persistence, ident string
 		if err := rows.Scan(&t.OID, &t.ID.Schema, &t.ID.Name, &kind, &persistence, &t.IsPartition,
 			&ident, &t.Parent.Schema, &t.Parent.Name, &t.RowsEstimate, &t.HeapBytes, &t.TotalBytes,
-			&t.ToastBytes, &t.IndexBytes); err != nil {
+			&t.ToastBytes, &t.IndexBytes, &t.Owner, &t.RowSecurity, &t.ForceRowSecurity, &t.RowSecurityApplies); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list tables: %w", err)
 		}
@@ -192,7 +283,60 @@ func readColumns(ctx context.Context, q Querier, oids []uint32, byOID map[uint32
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("list columns: %w", err)
 	}
+	rows.Close()
+	return markTextOnly(ctx, q, byOID)
+}
+
+// markTextOnly sets Column.TextOnly from the columns' types.
+func markTextOnly(ctx context.Context, q Querier, byOID map[uint32]*Table) error {
+	seen := map[uint32]bool{}
+	var types []uint32
+	for _, t := range byOID {
+		for _, c := range t.Columns {
+			if !seen[c.TypeOID] {
+				seen[c.TypeOID] = true
+				types = append(types, c.TypeOID)
+			}
+		}
+	}
+	if len(types) == 0 {
+		return nil
+	}
+	rows, err := q.Query(ctx, textOnlyTypesSQL, types)
+	if err != nil {
+		return fmt.Errorf("read column types: %w", err)
+	}
+	defer rows.Close()
+	textOnly := map[uint32]bool{}
+	for rows.Next() {
+		var oid uint32
+		var text bool
+		if err := rows.Scan(&oid, &text); err != nil {
+			return fmt.Errorf("read column types: %w", err)
+		}
+		textOnly[oid] = text
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read column types: %w", err)
+	}
+	for _, t := range byOID {
+		for i := range t.Columns {
+			// A type the query did not return (dropped meanwhile) is not known to be portable.
+			tt, ok := textOnly[t.Columns[i].TypeOID]
+			t.Columns[i].TextOnly = tt || !ok
+		}
+	}
 	return nil
+}
+
+// indexKey is the primary key or the replica identity index of one table.
+type indexKey struct {
+	name        string
+	cols        []string
+	considered  bool // relcache considers it for the replica identity
+	immediate   bool
+	whole       bool // not partial
+	nullableCol string
 }
 
 func readKeys(ctx context.Context, q Querier, oids []uint32, byOID map[uint32]*Table) error {
@@ -201,37 +345,92 @@ func readKeys(ctx context.Context, q Querier, oids []uint32, byOID map[uint32]*T
 		return fmt.Errorf("list keys: %w", err)
 	}
 	defer rows.Close()
-	replIdent := map[uint32][]string{}
+	pk, repl := map[uint32]*indexKey{}, map[uint32]*indexKey{}
 	for rows.Next() {
 		var oid uint32
-		var primary, repl bool
+		var k indexKey
+		var primary, isRepl, notNull bool
 		var col string
-		if err := rows.Scan(&oid, &primary, &repl, &col); err != nil {
+		if err := rows.Scan(&oid, &k.name, &primary, &isRepl, &k.considered, &k.immediate, &k.whole, &col, &notNull); err != nil {
 			return fmt.Errorf("list keys: %w", err)
 		}
-		t := byOID[oid]
-		if primary {
-			t.PrimaryKey = append(t.PrimaryKey, col)
-		}
-		if repl {
-			replIdent[oid] = append(replIdent[oid], col)
+		for _, m := range []struct {
+			is bool
+			by map[uint32]*indexKey
+		}{{primary, pk}, {isRepl, repl}} {
+			if !m.is {
+				continue
+			}
+			cur := m.by[oid]
+			if cur == nil || cur.name != k.name {
+				cur = &indexKey{name: k.name, considered: k.considered, immediate: k.immediate, whole: k.whole}
+				m.by[oid] = cur
+			}
+			cur.cols = append(cur.cols, col)
+			if !notNull && cur.nullableCol == "" {
+				cur.nullableCol = col
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("list keys: %w", err)
 	}
-	for _, t := range byOID {
-		switch t.ReplicaIdentity {
-		case 'd':
-			t.IdentityKey = t.PrimaryKey
-		case 'i':
-			t.IdentityKey = replIdent[t.OID]
+	for oid, t := range byOID {
+		if k := pk[oid]; k != nil {
+			t.PrimaryKey = k.cols
 		}
+		t.IdentityKey, t.IdentityIssue = replicaIdentity(t.ReplicaIdentity, pk[oid], repl[oid])
 	}
 	return nil
 }
 
-// Sequence is one sequence with its current state.
+// replicaIdentity decides the identity key as PostgreSQL does (see Table.HasUsableIdentity),
+// and otherwise says why there is none.
+func replicaIdentity(mode byte, pk, repl *indexKey) ([]string, string) {
+	switch mode {
+	case 'f':
+		return nil, ""
+	case 'n':
+		return nil, "REPLICA IDENTITY NOTHING"
+	case 'd':
+		if pk == nil {
+			return nil, "no primary key and no replica identity"
+		}
+		if why := pk.unusable(); why != "" {
+			return nil, fmt.Sprintf("its primary key %s %s, and PostgreSQL does not use such a key as the replica identity", pk.name, why)
+		}
+		return pk.cols, ""
+	case 'i':
+		if repl == nil {
+			return nil, "its REPLICA IDENTITY USING INDEX index no longer exists, so it has no replica identity"
+		}
+		if why := repl.unusable(); why != "" {
+			return nil, fmt.Sprintf("its replica identity index %s %s, and PostgreSQL does not use such an index as the replica identity", repl.name, why)
+		}
+		return repl.cols, ""
+	}
+	return nil, fmt.Sprintf("unknown replica identity %q", mode)
+}
+
+// unusable says why relcache skips the index for the replica identity ("" when it does not).
+// A nullable column cannot occur in an index PostgreSQL accepts as identity (ALTER TABLE
+// refuses it, and refuses dropping NOT NULL later); it is checked so nothing is assumed.
+func (k *indexKey) unusable() string {
+	switch {
+	case !k.immediate:
+		return "is DEFERRABLE"
+	case !k.whole:
+		return "is partial (has a WHERE clause)"
+	case !k.considered:
+		return "is not valid (a failed CREATE INDEX CONCURRENTLY or REINDEX?)"
+	case k.nullableCol != "":
+		return "has the nullable column " + pgtypes.QuoteIdent(k.nullableCol)
+	}
+	return ""
+}
+
+// Sequence is one sequence with its current state: nextval() returns LastValue when IsCalled
+// is false, and LastValue plus the increment when it is true.
 type Sequence struct {
 	ID        pgtypes.TableID
 	LastValue int64
@@ -240,11 +439,39 @@ type Sequence struct {
 	OwnedBy string
 }
 
-// Sequences lists user sequences with their current values (pg_sequences, so no lock is taken).
-// A sequence never used has LastValue = start and IsCalled = false.
+// Sequences lists user sequences with their current state. LastValue and IsCalled are read
+// from each sequence relation itself, never from pg_sequences, whose last_value is NULL both
+// for a sequence not called yet and for one the user may not read: a sequence set with
+// setval(s, 101, false) is (101, false), and its next value is 101. A sequence the user may
+// not read is an error that names it.
 func Sequences(ctx context.Context, q Querier, f config.TableFilter) ([]Sequence, error) {
-	const sql = `
-SELECT s.schemaname, s.sequencename, coalesce(s.last_value, s.start_value), s.last_value IS NOT NULL,
+	out, unreadable, err := listSequences(ctx, q, f)
+	if err != nil {
+		return nil, err
+	}
+	if len(unreadable) > 0 {
+		return nil, fmt.Errorf("%d sequence(s) whose position this user may not read: %s — GRANT SELECT on them (GRANT SELECT ON ALL SEQUENCES IN SCHEMA ... TO ...), or connect as a role that may",
+			len(unreadable), strings.Join(unreadable, ", "))
+	}
+	for start := 0; start < len(out); start += sequenceBatch {
+		if err := readSequenceState(ctx, q, out[start:min(start+sequenceBatch, len(out))]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// SequenceList lists the user sequences like Sequences, without reading their state (which
+// needs the SELECT privilege on each): LastValue and IsCalled are zero.
+func SequenceList(ctx context.Context, q Querier, f config.TableFilter) ([]Sequence, error) {
+	out, _, err := listSequences(ctx, q, f)
+	return out, err
+}
+
+// listSequences lists the user sequences that pass f, and those of them the user may not read.
+func listSequences(ctx context.Context, q Querier, f config.TableFilter) (out []Sequence, unreadable []string, err error) {
+	const listSQL = `
+SELECT n.nspname, c.relname, has_sequence_privilege(c.oid, 'SELECT'),
        coalesce((SELECT quote_ident(tn.nspname) || '.' || quote_ident(tc.relname) || '.' || quote_ident(ta.attname)
                  FROM pg_depend d
                  JOIN pg_class tc ON tc.oid = d.refobjid
@@ -252,29 +479,76 @@ SELECT s.schemaname, s.sequencename, coalesce(s.last_value, s.start_value), s.la
                  JOIN pg_attribute ta ON ta.attrelid = d.refobjid AND ta.attnum = d.refobjsubid
                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')
                  LIMIT 1), '')
-FROM pg_sequences s
-JOIN pg_namespace n ON n.nspname = s.schemaname
-JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.sequencename
-WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
+  AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2`
-	rows, err := q.Query(ctx, sql)
+	rows, err := q.Query(ctx, listSQL)
 	if err != nil {
-		return nil, fmt.Errorf("list sequences: %w", err)
+		return nil, nil, fmt.Errorf("list sequences: %w", err)
 	}
 	defer rows.Close()
-	var out []Sequence
 	for rows.Next() {
 		var s Sequence
-		if err := rows.Scan(&s.ID.Schema, &s.ID.Name, &s.LastValue, &s.IsCalled, &s.OwnedBy); err != nil {
-			return nil, fmt.Errorf("list sequences: %w", err)
+		var readable bool
+		if err := rows.Scan(&s.ID.Schema, &s.ID.Name, &readable, &s.OwnedBy); err != nil {
+			return nil, nil, fmt.Errorf("list sequences: %w", err)
 		}
-		if f.Match(s.ID.Schema, s.ID.Name) {
-			out = append(out, s)
+		if !f.Match(s.ID.Schema, s.ID.Name) {
+			continue
 		}
+		if !readable {
+			unreadable = append(unreadable, s.ID.String())
+		}
+		out = append(out, s)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("list sequences: %w", err)
+	}
+	return out, unreadable, nil
+}
+
+// sequenceBatch is how many sequences one statement reads.
+const sequenceBatch = 200
+
+// readSequenceState fills LastValue and IsCalled of seqs with one UNION ALL over them.
+func readSequenceState(ctx context.Context, q Querier, seqs []Sequence) error {
+	parts := make([]string, len(seqs))
+	args := make([]any, len(seqs))
+	for i, s := range seqs {
+		args[i] = i
+		parts[i] = fmt.Sprintf("SELECT $%d::int, last_value, is_called FROM %s", i+1, s.ID.Sanitize())
+	}
+	rows, err := q.Query(ctx, strings.Join(parts, " UNION ALL "), args...)
+	if err != nil {
+		return fmt.Errorf("read the state of sequences %s ... %s: %w", seqs[0].ID, seqs[len(seqs)-1].ID, err)
+	}
+	defer rows.Close()
+	seen := 0
+	for rows.Next() {
+		var i int
+		var last int64
+		var called bool
+		if err := rows.Scan(&i, &last, &called); err != nil {
+			return fmt.Errorf("read sequence state: %w", err)
+		}
+		if i < 0 || i >= len(seqs) {
+			return fmt.Errorf("read sequence state: unexpected row %d", i)
+		}
+		seqs[i].LastValue, seqs[i].IsCalled = last, called
+		seen++
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read the state of sequences %s ... %s: %w", seqs[0].ID, seqs[len(seqs)-1].ID, err)
+	}
+	if seen != len(seqs) {
+		return fmt.Errorf("read sequence state: %d rows for %d sequences", seen, len(seqs))
+	}
+	return nil
 }
 
 // ServerInfo is what pgshift needs to know about a server as a whole.

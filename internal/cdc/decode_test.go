@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
@@ -136,6 +138,7 @@ func collect(t *testing.T, skipBelow pgtypes.LSN, msgs ...enc) []Event {
 	q := NewQueue(1000, 1<<30)
 	s := NewStream(nil, Options{SkipBelow: skipBelow, SpillDir: t.TempDir()}, q, func() pgtypes.LSN { return 0 }, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.spillDir = t.TempDir()
+	s.sendStatus = func(pglogrepl.StandbyStatusUpdate) error { return nil }
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for i, m := range msgs {
@@ -221,6 +224,7 @@ func TestStreamRejectsOutOfPlaceMessages(t *testing.T) {
 		q := NewQueue(100, 1<<20)
 		s := NewStream(nil, Options{}, q, func() pgtypes.LSN { return 0 }, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		s.spillDir = t.TempDir()
+		s.sendStatus = func(pglogrepl.StandbyStatusUpdate) error { return nil }
 		var err error
 		for _, m := range msgs {
 			if err = s.handle(context.Background(), m); err != nil {

@@ -59,7 +59,27 @@ type Options struct {
 	StallTimeout time.Duration
 	// SpillDir holds the on-disk buffers of large in-progress (streamed) transactions.
 	SpillDir string
+	// Tables, when not empty, are the relations the migration follows. A change of any other
+	// relation (a partition created or attached on the source after the copy, whose changes its
+	// root's publication now sends under its own name) stops the stream with ErrNotMigrated:
+	// nothing of that transaction is applied or confirmed.
+	Tables map[pgtypes.TableID]bool
 }
+
+// ErrNotMigrated is returned for a change of a relation that is not in Options.Tables.
+var ErrNotMigrated = errors.New("change of a table that is not part of the migration")
+
+// NotMigratedError names the relation and transaction of an ErrNotMigrated stop.
+type NotMigratedError struct {
+	Table     pgtypes.TableID
+	CommitLSN pgtypes.LSN
+}
+
+func (e *NotMigratedError) Error() string {
+	return fmt.Sprintf("%s: %s in the transaction committed at %s", ErrNotMigrated, e.Table, e.CommitLSN)
+}
+
+func (e *NotMigratedError) Unwrap() error { return ErrNotMigrated }
 
 func (o *Options) defaults() {
 	if o.StatusInterval <= 0 {
@@ -104,8 +124,14 @@ type Stream struct {
 	pending   *Chunk
 	spillDir  string
 
+	// sendStatus writes one standby status update to the server (conn's, except in tests), and
+	// now is the clock status updates are timed by.
+	sendStatus func(pglogrepl.StandbyStatusUpdate) error
+	now        func() time.Time
+
 	lastStatus    time.Time
 	lastConfirmed pgtypes.LSN
+	replayCommit  pgtypes.LSN // commit LSN of the streamed transaction being replayed
 }
 
 // NewStream prepares a stream on an open replication connection. durable reports the end LSN of
@@ -115,8 +141,15 @@ func NewStream(conn *pgconn.PgConn, opts Options, q *Queue, durable func() pgtyp
 	if stats == nil {
 		stats = &Stats{}
 	}
-	return &Stream{conn: conn, opts: opts, queue: q, durable: durable, log: log, stats: stats,
-		rels: map[uint32]*Relation{}, streams: map[uint32]*spill{}}
+	s := &Stream{conn: conn, opts: opts, queue: q, durable: durable, log: log, stats: stats,
+		rels: map[uint32]*Relation{}, streams: map[uint32]*spill{}, now: time.Now}
+	s.sendStatus = func(u pglogrepl.StandbyStatusUpdate) error {
+		if conn == nil {
+			return errors.New("no replication connection")
+		}
+		return pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, u)
+	}
+	return s
 }
 
 // pluginArgs are pgoutput's options for this server version.
@@ -250,7 +283,7 @@ func (s *Stream) copyData(ctx context.Context, data []byte) error {
 // maybeStatus confirms a newly durable position at most every ackEvery, and otherwise sends a
 // status update every StatusInterval so the server knows the client is alive.
 func (s *Stream) maybeStatus(ackEvery time.Duration) error {
-	since := time.Since(s.lastStatus)
+	since := s.now().Sub(s.lastStatus)
 	if (s.durable() > s.lastConfirmed && since >= ackEvery) || since >= s.opts.StatusInterval {
 		return s.status()
 	}
@@ -265,13 +298,13 @@ func (s *Stream) status() error {
 	if lsn < s.opts.StartLSN {
 		lsn = s.opts.StartLSN
 	}
-	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+	err := s.sendStatus(pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pglogrepl.LSN(lsn), WALFlushPosition: pglogrepl.LSN(lsn), WALApplyPosition: pglogrepl.LSN(lsn),
 	})
 	if err != nil {
 		return fmt.Errorf("send status update to slot %s: %w", s.opts.Slot, err)
 	}
-	s.lastStatus = time.Now()
+	s.lastStatus = s.now()
 	s.lastConfirmed = lsn
 	s.stats.Confirmed.Store(uint64(lsn))
 	return nil
@@ -407,8 +440,11 @@ func (s *Stream) streamCommit(ctx context.Context, m *StreamCommitMsg) error {
 	defer func() { sp.close(); delete(s.streams, m.Xid) }()
 	s.stats.Received.Add(1)
 	if m.CommitLSN < s.opts.SkipBelow {
-		return nil
+		// Already applied, but pgoutput counts the relations it described inside the
+		// transaction as sent once it has committed, and does not describe them again.
+		return s.keepRelations(m.Xid, sp)
 	}
+	s.replayCommit = m.CommitLSN
 	tx := Tx{Xid: m.Xid, CommitLSN: m.CommitLSN, EndLSN: m.EndLSN, CommitTime: m.CommitTime, Streamed: true}
 	if err := s.emit(ctx, Event{Begin: &tx}, 64); err != nil {
 		return err
@@ -418,6 +454,12 @@ func (s *Stream) streamCommit(ctx context.Context, m *StreamCommitMsg) error {
 	local := map[uint32]*Relation{}
 	rels := overlay{local: local, base: s.rels}
 	err := sp.replay(func(buf []byte) error {
+		// The replay reads no message from the server for as long as the transaction takes to
+		// decode and apply, which may be far longer than wal_sender_timeout: keep telling the
+		// server the client is alive (with the durable position only, as always).
+		if err := s.maybeStatus(time.Second); err != nil {
+			return err
+		}
 		msg, err := Decode(buf, true)
 		if err != nil {
 			return err
@@ -451,6 +493,36 @@ func (s *Stream) streamCommit(ctx context.Context, m *StreamCommitMsg) error {
 		return err
 	}
 	return s.flush(ctx)
+}
+
+// commitLSN is the commit position of the transaction being decoded or replayed.
+func (s *Stream) commitLSN() pgtypes.LSN {
+	if s.inTx {
+		return s.cur.CommitLSN
+	}
+	return s.replayCommit
+}
+
+// keepRelations takes the relation messages of a committed streamed transaction that is not
+// replayed.
+func (s *Stream) keepRelations(xid uint32, sp *spill) error {
+	err := sp.replay(func(buf []byte) error {
+		if len(buf) == 0 || buf[0] != msgRelation {
+			return nil
+		}
+		msg, err := Decode(buf, true)
+		if err != nil {
+			return err
+		}
+		if r, ok := msg.(*RelationMsg); ok {
+			s.rels[r.Rel.OID] = r.Rel
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("streamed transaction %d: %w", xid, err)
+	}
+	return nil
 }
 
 func xidOf(msg any) uint32 {
@@ -488,6 +560,9 @@ func (s *Stream) change(msg any, lookup relLookup) (*Change, error) {
 		r := lookup.get(oid)
 		if r == nil {
 			return nil, fmt.Errorf("change for relation OID %d, which was never described by a relation message", oid)
+		}
+		if len(s.opts.Tables) > 0 && !s.opts.Tables[r.Table] {
+			return nil, &NotMigratedError{Table: r.Table, CommitLSN: s.commitLSN()}
 		}
 		return r, nil
 	}
@@ -555,7 +630,10 @@ func (s *Stream) emit(ctx context.Context, ev Event, size int64) error {
 	return nil
 }
 
-// flush hands the pending chunk to the applier, answering the server while it waits.
+// flush hands the pending chunk to the applier, answering the server while it waits. The queue
+// calls back only when one wait lasts a whole tick; a reader that waits a little for every one of
+// many chunks (a transaction much larger than the queue, with an applier that keeps up) would
+// otherwise send nothing for the whole transaction, so the status is also due after each hand-off.
 func (s *Stream) flush(ctx context.Context) error {
 	if s.pending == nil || len(s.pending.Events) == 0 {
 		return nil
@@ -563,7 +641,10 @@ func (s *Stream) flush(ctx context.Context) error {
 	c := s.pending
 	s.pending = nil
 	tick := min(time.Second, s.opts.StatusInterval)
-	return s.queue.send(ctx, c, tick, s.opts.StallTimeout, func() error { return s.maybeStatus(time.Second) })
+	if err := s.queue.send(ctx, c, tick, s.opts.StallTimeout, func() error { return s.maybeStatus(time.Second) }); err != nil {
+		return err
+	}
+	return s.maybeStatus(time.Second)
 }
 
 // spillDirPrefix starts the name of every spill directory: pgshift-spill-<owner pid>-<random>.

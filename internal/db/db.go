@@ -36,6 +36,9 @@ const (
 type Endpoint struct {
 	Role Role
 	DSN  string
+	// Session, when set, runs on every new plain or pooled session before it is used (the
+	// agent's lease fence); an error closes the session and fails the connect.
+	Session func(ctx context.Context, conn *pgx.Conn) error
 }
 
 // String describes the endpoint without its password: "source user@host:port/db".
@@ -48,23 +51,41 @@ func (e Endpoint) String() string {
 }
 
 // ParseConfig parses the endpoint's DSN into a pgx config with pgshift's defaults: a 10 s
-// connect timeout unless one is given, and application_name unless one is given.
+// connect timeout unless one is given, application_name unless one is given, and TCP
+// keepalives and TCP_USER_TIMEOUT (see keepalive.go).
 func (e Endpoint) ParseConfig() (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(e.DSN)
 	if err != nil {
 		return nil, e.describe(err)
 	}
-	applyDefaults(cfg.Config.ConnectTimeout, &cfg.Config)
+	if err := applyDefaults(&cfg.Config); err != nil {
+		return nil, e.describe(err)
+	}
 	return cfg, nil
 }
 
-func applyDefaults(timeout time.Duration, cfg *pgconn.Config) {
-	if timeout == 0 {
+func applyDefaults(cfg *pgconn.Config) error {
+	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = ApplicationName
 	}
+	ka, err := takeKeepalive(cfg.RuntimeParams)
+	if err != nil {
+		return err
+	}
+	cfg.DialFunc = ka.dialer(cfg.ConnectTimeout).DialContext
+	return nil
+}
+
+// replicationDefaults exempt a replication session from idle_in_transaction_session_timeout:
+// the session that creates a slot with EXPORT_SNAPSHOT holds the snapshot in an open
+// transaction and must sit idle, running nothing, until every copy worker has imported it,
+// which takes as long as pre-data does. A server, database or role setting would otherwise
+// end it (and the snapshot) after that timeout; a startup parameter overrides them all.
+func replicationDefaults(cfg *pgconn.Config) {
+	cfg.RuntimeParams["idle_in_transaction_session_timeout"] = "0"
 }
 
 // Connect opens one session to the endpoint.
@@ -77,6 +98,12 @@ func (e Endpoint) Connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, e.describe(err)
 	}
+	if e.Session != nil {
+		if err := e.Session(ctx, conn); err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("%s: %w", e, err)
+		}
+	}
 	return conn, nil
 }
 
@@ -86,9 +113,14 @@ func (e Endpoint) Pool(ctx context.Context, maxConns int) (*pgxpool.Pool, error)
 	if err != nil {
 		return nil, e.describe(err)
 	}
-	applyDefaults(pcfg.ConnConfig.ConnectTimeout, &pcfg.ConnConfig.Config)
+	if err := applyDefaults(&pcfg.ConnConfig.Config); err != nil {
+		return nil, e.describe(err)
+	}
 	if maxConns > 0 {
 		pcfg.MaxConns = int32(maxConns)
+	}
+	if e.Session != nil {
+		pcfg.AfterConnect = e.Session
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
@@ -101,13 +133,17 @@ func (e Endpoint) Pool(ctx context.Context, maxConns int) (*pgxpool.Pool, error)
 	return pool, nil
 }
 
-// Replication opens a logical replication connection (replication=database) to the endpoint.
+// Replication opens a logical replication connection (replication=database) to the endpoint,
+// exempt from idle_in_transaction_session_timeout (see replicationDefaults).
 func (e Endpoint) Replication(ctx context.Context) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(e.DSN)
 	if err != nil {
 		return nil, e.describe(err)
 	}
-	applyDefaults(cfg.ConnectTimeout, cfg)
+	if err := applyDefaults(cfg); err != nil {
+		return nil, e.describe(err)
+	}
+	replicationDefaults(cfg)
 	cfg.RuntimeParams["replication"] = "database"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {

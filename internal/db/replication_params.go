@@ -14,7 +14,10 @@ func (e Endpoint) ReplicationWithParams(ctx context.Context, params map[string]s
 	if err != nil {
 		return nil, e.describe(err)
 	}
-	applyDefaults(cfg.ConnectTimeout, cfg)
+	if err := applyDefaults(cfg); err != nil {
+		return nil, e.describe(err)
+	}
+	replicationDefaults(cfg)
 	for k, v := range params {
 		cfg.RuntimeParams[k] = v
 	}

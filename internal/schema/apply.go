@@ -214,6 +214,16 @@ func tokens(s string, max int) []string {
 
 // parseQualified parses schema.name where each part is a plain or double-quoted identifier.
 func parseQualified(s string) (pgtypes.TableID, bool) {
+	parts, ok := parseNameParts(s)
+	if !ok || len(parts) != 2 {
+		return pgtypes.TableID{}, false
+	}
+	return pgtypes.TableID{Schema: parts[0], Name: parts[1]}, true
+}
+
+// parseNameParts splits a dotted name whose parts are plain identifiers (folded to lower case,
+// as the server does) or double-quoted ones (kept as written, "" unescaped).
+func parseNameParts(s string) ([]string, bool) {
 	var parts []string
 	for len(s) > 0 {
 		if s[0] == '"' {
@@ -231,7 +241,7 @@ func parseQualified(s string) (pgtypes.TableID, bool) {
 				b.WriteByte(s[i])
 			}
 			if i >= len(s) {
-				return pgtypes.TableID{}, false
+				return nil, false
 			}
 			parts = append(parts, b.String())
 			s = s[i+1:]
@@ -240,20 +250,23 @@ func parseQualified(s string) (pgtypes.TableID, bool) {
 			if end < 0 {
 				end = len(s)
 			}
+			if end == 0 {
+				return nil, false
+			}
 			parts = append(parts, strings.ToLower(s[:end]))
 			s = s[end:]
 		}
 		if len(s) > 0 {
 			if s[0] != '.' {
-				return pgtypes.TableID{}, false
+				return nil, false
 			}
 			s = s[1:]
+			if s == "" {
+				return nil, false
+			}
 		}
 	}
-	if len(parts) != 2 {
-		return pgtypes.TableID{}, false
-	}
-	return pgtypes.TableID{Schema: parts[0], Name: parts[1]}, true
+	return parts, len(parts) > 0
 }
 
 // PostDataOptions control ApplyPostData.

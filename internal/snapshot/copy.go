@@ -37,10 +37,19 @@ const pipeBuffer = 256 << 10
 // sessionSettings make both sides read and write text values identically: ISO dates
 // regardless of the servers' defaults, floats with every digit (servers before 12 round
 // without extra_float_digits = 3), no statement or idle timeouts cutting a long COPY.
+//
+// lc_monetary = 'C' makes money values print and parse alike (their text depends on it), and
+// xmloption = content accepts every xml value the source holds (pg_dump sets both).
+// search_path = pg_catalog makes reg* values (regclass, regproc, ...) print schema-qualified
+// on the source and resolve the same names on the target, whatever either server's or role's
+// default path is (pg_dump loads data with a fixed path too). row_security = off makes a read
+// or write that row-level security policies would filter fail instead of silently seeing
+// only some rows (42501 "query would be affected by row-level security policy").
 var sessionSettings = []string{
 	"SET DateStyle = ISO, YMD", "SET IntervalStyle = postgres", "SET extra_float_digits = 3",
 	"SET TimeZone = 'UTC'", "SET statement_timeout = 0", "SET lock_timeout = 0",
-	"SET idle_in_transaction_session_timeout = 0",
+	"SET idle_in_transaction_session_timeout = 0", "SET search_path = pg_catalog", "SET row_security = off",
+	"SET lc_monetary = 'C'", "SET xmloption = content",
 }
 
 // CopyOptions control Copy.
@@ -179,22 +188,38 @@ func (w *worker) ensureSource(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stmts := append(append([]string{}, sessionSettings...),
-		"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-		"SET TRANSACTION SNAPSHOT '"+w.opts.Snapshot+"'")
-	for _, s := range stmts {
+	for _, s := range append(append([]string{}, sessionSettings...), "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY") {
 		if _, err := conn.Exec(ctx, s); err != nil {
 			conn.Close(ctx)
-			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "22023" {
-				return fmt.Errorf("import the copy snapshot %s on the source: %w (the session that exported it has ended; run pgshift copy again: unfinished tables are then copied again in a new snapshot)",
-					w.opts.Snapshot, w.src.Describe(err))
-			}
 			return fmt.Errorf("start the copy snapshot on the source: %w", w.src.Describe(err))
 		}
 	}
+	if _, err := conn.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+w.opts.Snapshot+"'"); err != nil {
+		conn.Close(ctx)
+		if SnapshotGone(err) {
+			return fmt.Errorf("import the copy snapshot %s on the source: %w (the session that exported it has ended; run pgshift copy again: unfinished tables are then copied again in a new snapshot)",
+				w.opts.Snapshot, w.src.Describe(err))
+		}
+		return fmt.Errorf("import the copy snapshot %s on the source: %w", w.opts.Snapshot, w.src.Describe(err))
+	}
 	w.srcConn = conn
 	return nil
+}
+
+// SnapshotGone reports whether err is the server refusing to import an exported snapshot
+// because the session that exported it has ended: 22023 "invalid snapshot identifier" (up to
+// PostgreSQL 16), 42704 "snapshot does not exist" (17 and later), or 55000 when the exporter
+// ended while the snapshot was being imported.
+func SnapshotGone(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "22023", "42704", "55000":
+		return true
+	}
+	return false
 }
 
 // ensureTarget opens the target session. Data sessions commit asynchronously: a chunk's rows
@@ -353,13 +378,19 @@ func (w *worker) finishTables(ctx context.Context, it WorkItem) (int, error) {
 // Columns are always listed (generated columns are left to the target, dropped ones do not
 // exist); identity columns keep their values because COPY never applies identity defaults
 // to supplied columns, GENERATED ALWAYS included.
+//
+// The format is chosen per table: binary when allowed and every copied column has a portable
+// binary form, text as soon as one column does not (catalog.Column.TextOnly: reg* types,
+// whose binary form is a raw OID naming another object on the target; aclitem, which has no
+// binary I/O; types that are not built in, whose OIDs differ between servers; and anything
+// made of them).
 func CopySQL(c Chunk, binary bool) (out, in string) {
 	t := c.Table
 	var names []string
 	useBinary := binary
 	for _, col := range t.CopyColumns() {
 		names = append(names, col.Name)
-		if col.TypeOID >= firstNormalOID {
+		if col.TextOnly || col.TypeOID >= firstNormalOID {
 			useBinary = false
 		}
 	}
@@ -422,7 +453,7 @@ func (w *worker) copyChunk(ctx context.Context, c Chunk) (rows, bytes int64, err
 		}
 		if err != nil {
 			pw.CloseWithError(err)
-			return fmt.Errorf("copy %s chunk %d/%d out of the source: %w", c.Table.ID, c.No+1, c.Of, w.src.Describe(err))
+			return fmt.Errorf("copy %s chunk %d/%d out of the source: %w%s", c.Table.ID, c.No+1, c.Of, w.src.Describe(err), rowSecurityHint(err, c.Table))
 		}
 		return pw.Close()
 	})
@@ -431,7 +462,7 @@ func (w *worker) copyChunk(ctx context.Context, c Chunk) (rows, bytes int64, err
 		close(streamed)
 		if err != nil {
 			pr.CloseWithError(err)
-			return fmt.Errorf("copy %s chunk %d/%d into the target: %w", c.Table.ID, c.No+1, c.Of, w.dst.Describe(err))
+			return fmt.Errorf("copy %s chunk %d/%d into the target: %w%s", c.Table.ID, c.No+1, c.Of, w.dst.Describe(err), rowSecurityHint(err, c.Table))
 		}
 		rows = tag.RowsAffected()
 		return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtest"
+	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
 )
 
@@ -56,6 +57,11 @@ func TestCopyInSlotSnapshot(t *testing.T) {
 	if err := state.Ensure(ctx, tc); err != nil {
 		t.Fatal(err)
 	}
+	// Table states move only in the data phase of a migration (compare-and-set transitions).
+	if err := state.Create(ctx, tc, state.Migration{SourceSystemID: "1", SourceDatabase: "snap", Slot: "snap_test",
+		Publication: "snap_test", Phase: pgtypes.PhaseData}); err != nil {
+		t.Fatal(err)
+	}
 	tables, err := catalog.Tables(ctx, sc, config.TableFilter{})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +87,11 @@ func TestCopyInSlotSnapshot(t *testing.T) {
 	}
 
 	// A chunk that cannot make progress (its table is locked on the target) fails after the
-	// stall timeout, and the error says so.
+	// stall timeout, and the error says so. (The table is marked pending again first: a done
+	// table is never copied again.)
+	if _, err := tc.Exec(ctx, `UPDATE pgshift.tables SET state = 'pending' WHERE table_name = 't'`); err != nil {
+		t.Fatal(err)
+	}
 	lock, err := pgx.Connect(ctx, dstDSN)
 	if err != nil {
 		t.Fatal(err)

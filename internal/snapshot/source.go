@@ -55,10 +55,12 @@ func ValidSlotName(name string) error {
 	return nil
 }
 
-// PublicationTables returns the tables to publish: every migrated table that can be followed.
-// Partition trees are published through their root only (with publish_via_partition_root the
-// leaves' changes arrive under the root's name); unlogged tables are not WAL-logged and
-// cannot be published; foreign tables and materialized views hold no local rows to follow.
+// PublicationTables returns the tables to name in the publication: every migrated table that
+// can be followed. A partition tree is named by its root only: a publication that names a
+// partitioned table publishes all its partitions, present and future, and with
+// publish_via_partition_root off (see CreatePublication) their changes arrive under the leaf
+// partitions' own names. Unlogged tables are not WAL-logged and cannot be published; foreign
+// tables and materialized views hold no local rows to follow.
 func PublicationTables(tables []catalog.Table) []pgtypes.TableID {
 	var out []pgtypes.TableID
 	for _, t := range tables {
@@ -82,26 +84,65 @@ func PublicationExists(ctx context.Context, q catalog.Querier, name string) (boo
 }
 
 // CreatePublication creates the publication FOR TABLE the given tables WITH
-// (publish_via_partition_root = true). It must exist before the slot is created: a slot
+// (publish_via_partition_root = false). It must exist before the slot is created: a slot
 // decodes with the publication as of each change's position, and pgoutput fails on changes
 // decoded before the publication existed.
+//
+// Why not via the root: pgoutput then leaves every partition out of a TRUNCATE that names it
+// (only a TRUNCATE of the root itself is sent), so the target would keep rows the source
+// removed; and it describes a leaf's changes with the root's replica identity while the WAL
+// carries the old row by the leaf's, so a root without a key (or with REPLICA IDENTITY FULL)
+// over keyed leaves breaks on the first UPDATE. Published as themselves, leaves carry their own
+// identity, a TRUNCATE lists exactly the leaves it emptied, and an UPDATE that moves a row to
+// another partition arrives as a DELETE from one leaf and an INSERT into the other.
 func CreatePublication(ctx context.Context, q catalog.Querier, name string, tables []pgtypes.TableID) error {
 	var sql string
 	if len(tables) == 0 {
 		// An empty publication still lets the slot stream; tables can be added later.
-		sql = "CREATE PUBLICATION " + pgtypes.QuoteIdent(name) + " WITH (publish_via_partition_root = true)"
+		sql = "CREATE PUBLICATION " + pgtypes.QuoteIdent(name) + " WITH (publish_via_partition_root = false)"
 	} else {
 		names := make([]string, len(tables))
 		for i, t := range tables {
 			names[i] = t.Sanitize()
 		}
 		sql = "CREATE PUBLICATION " + pgtypes.QuoteIdent(name) + " FOR TABLE " + strings.Join(names, ", ") +
-			" WITH (publish_via_partition_root = true)"
+			" WITH (publish_via_partition_root = false)"
 	}
 	if _, err := q.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("create publication %s on the source: %w", name, err)
 	}
 	return nil
+}
+
+// PublishesViaRoot reports whether the publication has publish_via_partition_root on, as
+// migrations created by pgshift before it published partitions as themselves do; ok is false
+// when there is no such publication.
+func PublishesViaRoot(ctx context.Context, q catalog.Querier, name string) (viaRoot, ok bool, err error) {
+	err = q.QueryRow(ctx, `SELECT pubviaroot FROM pg_publication WHERE pubname = $1`, name).Scan(&viaRoot)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("read publication %s on the source: %w", name, err)
+	}
+	return viaRoot, true, nil
+}
+
+// PublishLeaves turns publish_via_partition_root off on an existing publication and returns the
+// source's WAL position just after the change. Changes committed before it are still published
+// through their roots (the slot decodes each change with the publication as it was then);
+// later ones arrive under the leaves' names. Both describe the same rows, so a migration
+// following the slot applies either correctly, as long as every leaf has the snapshot LSN of
+// its tree.
+func PublishLeaves(ctx context.Context, q catalog.Querier, name string) (pgtypes.LSN, error) {
+	if _, err := q.Exec(ctx, "ALTER PUBLICATION "+pgtypes.QuoteIdent(name)+" SET (publish_via_partition_root = false)"); err != nil {
+		return 0, fmt.Errorf("set publish_via_partition_root = false on publication %s on the source: %w", name, err)
+	}
+	var lsn string
+	if err := q.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		return 0, fmt.Errorf("read the source's WAL position: %w", err)
+	}
+	return pgtypes.ParseLSN(lsn)
 }
 
 // DropPublication drops the publication if it exists.

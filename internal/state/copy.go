@@ -6,9 +6,12 @@ package state
 // Contract with the follow phase: every row of pgshift.tables carries snapshot_lsn, the source
 // LSN at which that table's copy is consistent. A change to table T belongs on the target only
 // if its source transaction committed at or after T's snapshot_lsn; everything committed
-// before is already in the copied rows. A partition tree is one unit: the root (changes are
-// published under the root's name) and all its partitions share one snapshot_lsn, and
-// root_schema/root_name name that unit on every member row.
+// before is already in the copied rows. Changes of a partition arrive under the leaf
+// partition's own name (and, in migrations whose publication still published via the root,
+// under the root's), so every member of a tree has its row. A partition tree is copied as one
+// unit: the root, its partitioned branches and its leaves share one snapshot_lsn, and
+// root_schema/root_name name that unit on every member row. A partition that joins a tree
+// during follow is copied on its own in a later snapshot (AdoptTables) and keeps that LSN.
 
 import (
 	"context"
@@ -26,6 +29,10 @@ const (
 	TablePending = "pending" // not copied yet (or to be copied again in a new snapshot)
 	TableCopying = "copying" // chunks being copied; finished chunks are in pgshift.chunks
 	TableDone    = "done"    // every chunk committed; never copied again by this migration
+	// TableDropped: the table was dropped on the source (and then on the target) during follow.
+	// Its row stays, with snapshot_lsn at the moment that was noticed, so the changes of it
+	// still in the slot are skipped rather than applied to a table that no longer exists.
+	TableDropped = "dropped"
 )
 
 // Table kinds in pgshift.tables.kind.
@@ -107,8 +114,9 @@ func LoadTables(ctx context.Context, q catalog.Querier) ([]TableProgress, error)
 }
 
 // TableSnapshots returns each migrated table's snapshot_lsn: apply a source change to table T
-// only if its transaction's commit LSN is >= the returned value for T. Partitioned tables
-// (changes arrive under the root's name) are included with the LSN their partitions share.
+// only if its transaction's commit LSN is >= the returned value for T. Leaf partitions (whose
+// changes arrive under their own names) and partitioned tables (for publications that publish
+// via the root) are included, each with its tree's LSN.
 func TableSnapshots(ctx context.Context, q catalog.Querier) (map[pgtypes.TableID]pgtypes.LSN, error) {
 	rows, err := q.Query(ctx, `SELECT schema_name, table_name, snapshot_lsn::text FROM pgshift.tables WHERE snapshot_lsn IS NOT NULL`)
 	if err != nil {
@@ -134,72 +142,143 @@ func TableSnapshots(ctx context.Context, q catalog.Querier) (map[pgtypes.TableID
 	return out, nil
 }
 
+// Every table-state transition below is a compare-and-set: it names the state (and phase) it
+// expects and fails with ErrStateConflict, changing nothing, when the row is not in it. Tables
+// move in the data phase, and while following, when partitions that changed their place on
+// the source are adopted (AdoptTables) and copied in a snapshot of their own.
+
+// inCopyPhase is the condition, in SQL, that the migration is in a phase where tables are
+// copied: the data phase, or following (copied is the moment before following begins).
+const inCopyPhase = `EXISTS (SELECT 1 FROM pgshift.migration WHERE id = 1 AND phase IN ('data', 'copied', 'following'))`
+
+func tableConflict(id pgtypes.TableID, what, want string) error {
+	return fmt.Errorf("%w: %s of %s: the table is not %s or the migration is not in a phase that copies tables; another pgshift agent may be running (pgshift status shows it) — stop it, then run this command again",
+		ErrStateConflict, what, id, want)
+}
+
 // ResetTables marks tables to be copied again from scratch in a snapshot consistent at lsn:
 // state pending, counters zero, their chunks forgotten. Call it in the same transaction that
-// truncates those tables on the target, so the data and the state can never disagree.
+// truncates those tables on the target, so the data and the state can never disagree. Any
+// table of the unit may be reset (a finished partition of an unfinished tree included), but
+// only while tables are copied (see inCopyPhase).
 func ResetTables(ctx context.Context, tx pgx.Tx, ids []pgtypes.TableID, lsn pgtypes.LSN) error {
 	for _, id := range ids {
-		if _, err := tx.Exec(ctx, `DELETE FROM pgshift.chunks WHERE schema_name = $1 AND table_name = $2`, id.Schema, id.Name); err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM pgshift.chunks WHERE schema_name = $1::text AND table_name = $2::text`, id.Schema, id.Name); err != nil {
 			return fmt.Errorf("reset copy state of %s: %w", id, err)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE pgshift.tables SET state = 'pending', snapshot_lsn = $3::pg_lsn, chunks = 0,
+		tag, err := tx.Exec(ctx, `UPDATE pgshift.tables SET state = 'pending', snapshot_lsn = $3::pg_lsn, chunks = 0,
 			rows_copied = 0, bytes_copied = 0, started_at = NULL, finished_at = NULL
-			WHERE schema_name = $1 AND table_name = $2`, id.Schema, id.Name, lsn.String()); err != nil {
+			WHERE schema_name = $1::text AND table_name = $2::text AND `+inCopyPhase, id.Schema, id.Name, lsn.String())
+		if err != nil {
 			return fmt.Errorf("reset copy state of %s: %w", id, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return tableConflict(id, "reset copy state", "registered")
 		}
 	}
 	return nil
 }
 
-// StartTable records that a table's copy began with the given number of planned chunks.
+// AdoptTables makes tables part of the migration, or makes them start over, to be copied from
+// scratch in a snapshot consistent at lsn: state pending, counters zero, chunks forgotten, the
+// given root and kind. Call it in the target transaction that truncates the data tables, like
+// ResetTables, so the data and the state can never disagree.
+func AdoptTables(ctx context.Context, tx pgx.Tx, tables []TableProgress, lsn pgtypes.LSN) error {
+	for _, t := range tables {
+		if _, err := tx.Exec(ctx, `DELETE FROM pgshift.chunks WHERE schema_name = $1 AND table_name = $2`, t.ID.Schema, t.ID.Name); err != nil {
+			return fmt.Errorf("reset copy state of %s: %w", t.ID, err)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO pgshift.tables (schema_name, table_name, root_schema, root_name, kind, state, snapshot_lsn)
+			VALUES ($1, $2, $3, $4, $5, 'pending', $6::pg_lsn)
+			ON CONFLICT (schema_name, table_name) DO UPDATE SET root_schema = EXCLUDED.root_schema, root_name = EXCLUDED.root_name,
+				kind = EXCLUDED.kind, state = 'pending', snapshot_lsn = EXCLUDED.snapshot_lsn, chunks = 0,
+				rows_copied = 0, bytes_copied = 0, started_at = NULL, finished_at = NULL`,
+			t.ID.Schema, t.ID.Name, t.Root.Schema, t.Root.Name, t.Kind, lsn.String())
+		if err != nil {
+			return fmt.Errorf("register table %s: %w", t.ID, err)
+		}
+	}
+	return nil
+}
+
+// RetireTable records that a table was dropped on both sides during follow: changes of it
+// committed before lsn (all of them, when lsn is the source's position after the drop) are
+// skipped from now on.
+func RetireTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID, lsn pgtypes.LSN) error {
+	_, err := q.Exec(ctx, `UPDATE pgshift.tables SET state = 'dropped', snapshot_lsn = $3::pg_lsn, finished_at = now()
+		WHERE schema_name = $1 AND table_name = $2`, id.Schema, id.Name, lsn.String())
+	if err != nil {
+		return fmt.Errorf("record that %s was dropped: %w", id, err)
+	}
+	return nil
+}
+
+// StartTable records that a table's copy began with the given number of planned chunks:
+// pending (or copying, when a copy resumes it) → copying.
 func StartTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID, chunks int) error {
-	_, err := q.Exec(ctx, `UPDATE pgshift.tables SET state = 'copying', chunks = $3, started_at = coalesce(started_at, now())
-		WHERE schema_name = $1 AND table_name = $2 AND state <> 'done'`, id.Schema, id.Name, chunks)
+	tag, err := q.Exec(ctx, `UPDATE pgshift.tables SET state = 'copying', chunks = $3::int4, started_at = coalesce(started_at, now())
+		WHERE schema_name = $1::text AND table_name = $2::text AND state IN ('pending', 'copying') AND `+inCopyPhase,
+		id.Schema, id.Name, chunks)
 	if err != nil {
 		return fmt.Errorf("record copy start of %s: %w", id, err)
 	}
-	return nil
-}
-
-// RecordChunk records a finished chunk. Call it in the target transaction that wrote the
-// chunk's rows: both commit or neither does, so a chunk is never counted without its rows nor
-// its rows kept without the record that stops it being copied again.
-func RecordChunk(ctx context.Context, tx pgx.Tx, id pgtypes.TableID, chunkNo int, rows, bytes int64) error {
-	_, err := tx.Exec(ctx, `INSERT INTO pgshift.chunks (schema_name, table_name, chunk_no, rows_copied, bytes_copied)
-		VALUES ($1, $2, $3, $4, $5)`, id.Schema, id.Name, chunkNo, rows, bytes)
-	if err != nil {
-		return fmt.Errorf("record chunk %d of %s: %w", chunkNo, id, err)
+	if tag.RowsAffected() == 0 {
+		return tableConflict(id, "record copy start", "pending")
 	}
 	return nil
 }
 
-// FinishTable marks a table done, with its totals summed from its chunks.
+// RecordChunk records a finished chunk of a table that is copying. Call it in the target
+// transaction that wrote the chunk's rows: both commit or neither does, so a chunk is never
+// counted without its rows nor its rows kept without the record that stops it being copied
+// again.
+func RecordChunk(ctx context.Context, tx pgx.Tx, id pgtypes.TableID, chunkNo int, rows, bytes int64) error {
+	tag, err := tx.Exec(ctx, `INSERT INTO pgshift.chunks (schema_name, table_name, chunk_no, rows_copied, bytes_copied)
+		SELECT $1::text, $2::text, $3::int4, $4::int8, $5::int8
+		WHERE EXISTS (SELECT 1 FROM pgshift.tables WHERE schema_name = $1::text AND table_name = $2::text AND state = 'copying')
+		  AND `+inCopyPhase, id.Schema, id.Name, chunkNo, rows, bytes)
+	if err != nil {
+		return fmt.Errorf("record chunk %d of %s: %w", chunkNo, id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return tableConflict(id, fmt.Sprintf("record chunk %d", chunkNo), "copying")
+	}
+	return nil
+}
+
+// FinishTable marks a copying table done, with its totals summed from its chunks.
 func FinishTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID) error {
-	_, err := q.Exec(ctx, `UPDATE pgshift.tables t SET state = 'done', finished_at = now(),
+	tag, err := q.Exec(ctx, `UPDATE pgshift.tables t SET state = 'done', finished_at = now(),
 			rows_copied = coalesce(c.r, 0), bytes_copied = coalesce(c.b, 0)
 		FROM (SELECT sum(rows_copied) AS r, sum(bytes_copied) AS b FROM pgshift.chunks
-		      WHERE schema_name = $1 AND table_name = $2) c
-		WHERE t.schema_name = $1 AND t.table_name = $2`, id.Schema, id.Name)
+		      WHERE schema_name = $1::text AND table_name = $2::text) c
+		WHERE t.schema_name = $1::text AND t.table_name = $2::text AND t.state = 'copying' AND `+inCopyPhase, id.Schema, id.Name)
 	if err != nil {
 		return fmt.Errorf("record copy end of %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return tableConflict(id, "record copy end", "copying")
 	}
 	return nil
 }
 
 // FinishPartitioned marks every partitioned table done whose partition tree has all its
-// partitions done (or has none), with the totals of the whole tree. Partitioned tables hold no
+// partitions done (or has none), with the totals of the whole tree; only while tables are copied
+// (the caller then checks that every table is done). Partitioned tables hold no
 // rows themselves; their row is there so the follow phase finds the snapshot LSN of changes
-// published under the root's name.
+// published under the root's name
+// (by publications that publish via the root).
 func FinishPartitioned(ctx context.Context, q catalog.Querier) error {
 	_, err := q.Exec(ctx, `UPDATE pgshift.tables p SET state = 'done', finished_at = now(),
 			rows_copied = coalesce(s.r, 0), bytes_copied = coalesce(s.b, 0), started_at = coalesce(p.started_at, s.st, now())
 		FROM (SELECT pp.schema_name, pp.table_name, sum(d.rows_copied) AS r, sum(d.bytes_copied) AS b,
-		             min(d.started_at) AS st, coalesce(bool_and(d.state = 'done'), true) AS all_done
+		             min(d.started_at) AS st, coalesce(bool_and(d.state IN ('done', 'dropped')), true) AS all_done
 		      FROM pgshift.tables pp
 		      LEFT JOIN pgshift.tables d ON d.kind = 'table' AND d.root_schema = pp.root_schema AND d.root_name = pp.root_name
 		      WHERE pp.kind = 'partitioned'
 		      GROUP BY pp.schema_name, pp.table_name) s
-		WHERE p.schema_name = s.schema_name AND p.table_name = s.table_name AND p.state <> 'done' AND s.all_done`)
+		WHERE p.schema_name = s.schema_name AND p.table_name = s.table_name AND p.state <> 'done' AND s.all_done
+		  AND `+inCopyPhase)
 	if err != nil {
 		return fmt.Errorf("record copy end of partitioned tables: %w", err)
 	}
@@ -225,9 +304,16 @@ func PostDataDone(ctx context.Context, q catalog.Querier) (map[string]bool, erro
 }
 
 // RecordPostData records a finished post-data step; call it in the transaction that applied it.
+// Only the post-data phase records steps (a compare-and-set like the table transitions).
 func RecordPostData(ctx context.Context, tx pgx.Tx, key, description string) error {
-	if _, err := tx.Exec(ctx, `INSERT INTO pgshift.post_data (step_key, description) VALUES ($1, $2)`, key, description); err != nil {
+	tag, err := tx.Exec(ctx, `INSERT INTO pgshift.post_data (step_key, description) SELECT $1::text, $2::text
+		WHERE EXISTS (SELECT 1 FROM pgshift.migration WHERE id = 1 AND phase = 'post-data')`, key, description)
+	if err != nil {
 		return fmt.Errorf("record post-data step %s: %w", description, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: record post-data step %s: the migration is not in the post-data phase; another pgshift agent may be running (pgshift status shows it) — stop it, then run this command again",
+			ErrStateConflict, description)
 	}
 	return nil
 }

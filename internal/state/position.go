@@ -41,14 +41,21 @@ func LoadPosition(ctx context.Context, q catalog.Querier) (Position, error) {
 }
 
 // SavePosition records the applied position. Call it inside the target transaction that applies
-// the changes up to lsn, so the rows and the position commit (or vanish) together.
+// the changes up to lsn, so the rows and the position commit (or vanish) together. The position
+// only moves forward: saving one below the stored position is an ErrStateConflict (and the
+// caller's transaction must roll back), so a stale applier can never rewind it.
 func SavePosition(ctx context.Context, tx pgx.Tx, lsn pgtypes.LSN, commitTime time.Time) error {
-	_, err := tx.Exec(ctx, `INSERT INTO pgshift.position (id, applied_lsn, commit_time, updated_at)
-		VALUES (1, $1::pg_lsn, $2, now())
-		ON CONFLICT (id) DO UPDATE SET applied_lsn = excluded.applied_lsn, commit_time = excluded.commit_time, updated_at = now()`,
+	tag, err := tx.Exec(ctx, `INSERT INTO pgshift.position (id, applied_lsn, commit_time, updated_at)
+		VALUES (1, $1::pg_lsn, $2::timestamptz, now())
+		ON CONFLICT (id) DO UPDATE SET applied_lsn = excluded.applied_lsn, commit_time = excluded.commit_time, updated_at = now()
+		WHERE pgshift.position.applied_lsn <= excluded.applied_lsn`,
 		lsn.String(), commitTime)
 	if err != nil {
 		return fmt.Errorf("save applied position %s: %w", lsn, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: save applied position %s: the target has already applied beyond it; another pgshift agent may be running (pgshift status shows it)",
+			ErrStateConflict, lsn)
 	}
 	return nil
 }

@@ -6,6 +6,17 @@
 // killed at any point re-derives what to do next from these tables. Writers that must be atomic
 // with user data (copy chunks, applied position) take a pgx.Tx so they commit in the same
 // transaction as the rows they describe.
+//
+// Tables: pgshift.migration (the singleton row: slot, publication, phase, consistent LSN),
+// pgshift.tables and pgshift.chunks (copy progress), pgshift.post_data (finished post-data
+// steps), pgshift.position (applied source position), pgshift.follow_status (the agent's latest
+// lag measurement), pgshift.verify_runs (saved verify results), pgshift.agent (the identity and
+// heartbeat of the agent holding the migration's lease) and pgshift.deferred_ddl (target DDL
+// kept back until cutover, such as ENABLE ALWAYS triggers that would fire during apply).
+//
+// One agent per migration: lease.go states the lease contract — a session-level advisory lock
+// on a dedicated target session, with every agent session fenced — and every phase and
+// table-state transition here is a compare-and-set on the state row.
 package state
 
 import (
@@ -77,10 +88,11 @@ var ddl = []string{
 }
 
 // Ensure creates the state schema and all its tables on the target if they are missing: the
-// core tables above, and those each phase declares beside its code (copyDDL, followDDL). It is
-// cheap and idempotent, so every command that writes state calls it first.
+// core tables above, and those each part declares beside its code (copyDDL, followDDL,
+// leaseDDL, deferredDDL). It is cheap and idempotent, so every command that writes state calls
+// it first.
 func Ensure(ctx context.Context, q catalog.Querier) error {
-	for _, stmt := range slices.Concat(ddl, copyDDL, followDDL) {
+	for _, stmt := range slices.Concat(ddl, copyDDL, followDDL, leaseDDL, deferredDDL) {
 		if _, err := q.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("create pgshift state schema on target: %w", err)
 		}
@@ -161,19 +173,41 @@ func SetConsistentLSN(ctx context.Context, q catalog.Querier, lsn pgtypes.LSN) e
 	return nil
 }
 
-// SetPhase moves the migration to phase p. Phases never move backwards; an attempt is an error.
+// ErrStateConflict is wrapped by the errors of compare-and-set transitions that found the state
+// row not as expected: something else (another agent, or a person) changed the migration.
+var ErrStateConflict = errors.New("the migration state changed under this agent")
+
+// Advance moves the migration from phase from to phase to, as a compare-and-set on the state
+// row: it fails, changing nothing, when the stored phase is not from. Phases never move
+// backwards; from == to is allowed (a resumed step re-entering its own phase).
+func Advance(ctx context.Context, q catalog.Querier, from, to pgtypes.Phase) error {
+	if !to.AtLeast(from) {
+		return fmt.Errorf("migration phase cannot go back from %s to %s", from, to)
+	}
+	tag, err := q.Exec(ctx, `UPDATE pgshift.migration SET phase = $2::text, updated_at = now() WHERE id = 1 AND phase = $1::text`,
+		string(from), string(to))
+	if err != nil {
+		return fmt.Errorf("set migration phase %s: %w", to, err)
+	}
+	if tag.RowsAffected() == 0 {
+		var cur string
+		if err := q.QueryRow(ctx, `SELECT phase FROM pgshift.migration WHERE id = 1`).Scan(&cur); err != nil {
+			cur = "(no migration row)"
+		}
+		return fmt.Errorf("%w: moving it from phase %s to %s, found phase %s; another pgshift agent may be running (pgshift status shows it) — stop it, then run this command again",
+			ErrStateConflict, from, to, cur)
+	}
+	return nil
+}
+
+// SetPhase moves the migration from its stored phase to p (a compare-and-set against the phase
+// it reads first, see Advance). Phases never move backwards; an attempt is an error.
 func SetPhase(ctx context.Context, q catalog.Querier, p pgtypes.Phase) error {
 	m, err := Load(ctx, q)
 	if err != nil {
 		return err
 	}
-	if !p.AtLeast(m.Phase) {
-		return fmt.Errorf("migration phase cannot go back from %s to %s", m.Phase, p)
-	}
-	if _, err := q.Exec(ctx, `UPDATE pgshift.migration SET phase = $1, updated_at = now() WHERE id = 1`, string(p)); err != nil {
-		return fmt.Errorf("set migration phase %s: %w", p, err)
-	}
-	return nil
+	return Advance(ctx, q, m.Phase, p)
 }
 
 // Drop removes all pgshift state from a database (used by finish, and by copy --force).

@@ -167,7 +167,9 @@ func TestCompareSequences(t *testing.T) {
 		{ID: id("ahead"), LastValue: 9, IsCalled: true},
 	}
 	res := compareSequences(src, tgt, map[pgtypes.TableID]int64{id("down"): -1}, false)
-	if res.Compared != 4 || len(res.Diffs) != 2 || res.Diffs[0].Behind != 10 || res.Diffs[1].Behind != 10 {
+	// A target ahead is a difference too (negative Behind): its next value is not the source's.
+	if res.Compared != 4 || len(res.Diffs) != 3 || res.Diffs[0].Behind != 10 || res.Diffs[1].Behind != 10 ||
+		res.Diffs[2].Name != "public.ahead" || res.Diffs[2].Behind != -4 {
 		t.Fatalf("compareSequences = %+v", res)
 	}
 }

@@ -183,6 +183,7 @@ func (v *verifier) repairMultiset(ctx context.Context, p *tablePlan, todo []*Row
 	ins, idx := p.insertSQL()
 	// Every copy of each differing row on the source, column by column.
 	cols := make([][]*string, len(idx))
+	var n int64 // source rows to insert: a table without insertable columns has no values to count them by
 	err := v.src.read(ctx, false, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT %s FROM %s AS x WHERE %s = ANY($1::bigint[])`,
 			p.src.colsText(), p.src.table, p.src.rowHash()), hashes)
@@ -202,6 +203,7 @@ func (v *verifier) repairMultiset(ctx context.Context, p *tablePlan, todo []*Row
 			for j, i := range idx {
 				cols[j] = append(cols[j], vals[i])
 			}
+			n++
 		}
 		return rows.Err()
 	})
@@ -214,7 +216,17 @@ func (v *verifier) repairMultiset(ctx context.Context, p *tablePlan, todo []*Row
 			return fmt.Errorf("delete differing rows of %s: %w", p.id, err)
 		}
 		r.Deleted = tag.RowsAffected()
-		if len(cols) == 0 || len(cols[0]) == 0 {
+		if n == 0 {
+			return nil
+		}
+		if len(idx) == 0 {
+			// No column takes a value (none at all, or only generated ones): insert n rows of
+			// defaults, which is what each of them is on the source.
+			tag, err = tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s SELECT FROM generate_series(1, $1::bigint)`, p.tgt.table), n)
+			if err != nil {
+				return fmt.Errorf("insert source rows into %s: %w", p.id, err)
+			}
+			r.Inserted = tag.RowsAffected()
 			return nil
 		}
 		params := make([]any, len(cols))
@@ -252,14 +264,19 @@ func (v *verifier) reverify(ctx context.Context, p *tablePlan, todo []*RowDiff, 
 	return nil
 }
 
-// repairSequence moves a target sequence that is behind up to the source's position.
+// repairSequence moves a target sequence that is behind up to the source's state. One ahead
+// is left alone: moving it back could hand out values the target has already used.
 func (v *verifier) repairSequence(ctx context.Context, d *SequenceDiff) error {
+	if d.Behind <= 0 {
+		v.log.Warn("not repairing a target sequence ahead of the source", "sequence", d.Name, "ahead", -d.Behind)
+		return nil
+	}
 	conn, err := v.tgt.Pool.Acquire(ctx)
 	if err != nil {
 		return v.tgt.Endpoint.Describe(err)
 	}
 	defer conn.Release()
-	_, err = conn.Exec(ctx, `SELECT setval($1::regclass, $2, $3)`, d.seq.Sanitize(), d.Source, d.srcCalled)
+	_, err = conn.Exec(ctx, `SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2::bigint, $3::boolean)`, d.seq.Sanitize(), d.Source, d.SourceCalled)
 	if err != nil {
 		v.log.Error("repair sequence failed", "sequence", d.Name, "error", err)
 		return nil

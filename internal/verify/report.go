@@ -53,6 +53,7 @@ const (
 	ClassSequence     = "sequence drift"
 	ClassValue        = "value changed"
 	ClassSchema       = "schema"
+	ClassDeferred     = "kept back until cutover"
 	ClassUnstable     = "unstable (still changing on the source)"
 	ClassLagging      = "unconfirmed (the target did not catch up in time)"
 )
@@ -143,6 +144,9 @@ type ColumnDiff struct {
 type SchemaResult struct {
 	Compared int          `json:"objects_compared"`
 	Diffs    []SchemaDiff `json:"differences,omitempty"`
+	// Deferred are triggers and rules whose enable state pgshift keeps back on the target until
+	// cutover (pgshift.deferred_ddl): expected, not differences.
+	Deferred []SchemaDiff `json:"deferred,omitempty"`
 }
 
 // SchemaDiff is one schema object missing on a side or defined differently.
@@ -160,22 +164,31 @@ type SequenceResult struct {
 	Compared int            `json:"compared"`
 	Diffs    []SequenceDiff `json:"differences,omitempty"`
 	// Expected is true while the target is being followed: sequences are synced at cutover, so
-	// a target behind the source is reported but not counted as a difference.
+	// a target behind the source is reported but not counted as a difference (one ahead is).
 	Expected bool `json:"expected_before_cutover,omitempty"`
 }
 
-// SequenceDiff is a sequence whose target position is behind the source.
+// SequenceDiff is a sequence whose next value differs between the sides.
 type SequenceDiff struct {
-	Name   string `json:"sequence"`
-	Source int64  `json:"source_last_value"`
-	Target int64  `json:"target_last_value"`
+	Name         string `json:"sequence"`
+	Source       int64  `json:"source_last_value"`
+	Target       int64  `json:"target_last_value"`
+	SourceCalled bool   `json:"source_is_called"`
+	TargetCalled bool   `json:"target_is_called"`
+	// Behind is how many increments the target's next value trails the source's; negative
+	// when the target is ahead.
 	Behind int64  `json:"behind"`
 	Class  string `json:"class"`
 	// Repaired is set when --repair moved the target sequence to the source's position.
 	Repaired bool `json:"repaired,omitempty"`
 
-	seq       pgtypes.TableID
-	srcCalled bool
+	seq pgtypes.TableID
+}
+
+// counts says whether the difference counts against IDENTICAL: all do, except a target
+// behind the source while it is being followed (expected until cutover syncs sequences).
+func (d SequenceDiff) counts(expected bool) bool {
+	return !d.Repaired && !(expected && d.Behind > 0)
 }
 
 // LiveResult describes the re-check of differing rows while the target is being followed.

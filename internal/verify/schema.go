@@ -58,8 +58,13 @@ UNION ALL
 SELECT CASE r.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END, r.qname, r.nspname, r.relname, pg_get_viewdef(r.oid)
 FROM rel r WHERE r.relkind IN ('v', 'm')
 UNION ALL
-SELECT 'trigger', r.qname || '.' || quote_ident(t.tgname), r.nspname, r.relname, pg_get_triggerdef(t.oid)
+SELECT 'trigger', r.qname || '.' || quote_ident(t.tgname), r.nspname, r.relname,
+       pg_get_triggerdef(t.oid) || CASE t.tgenabled WHEN 'D' THEN ' [DISABLE]' WHEN 'A' THEN ' [ENABLE ALWAYS]' WHEN 'R' THEN ' [ENABLE REPLICA]' ELSE '' END
 FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid WHERE NOT t.tgisinternal
+UNION ALL
+SELECT 'rule', r.qname || '.' || quote_ident(w.rulename), r.nspname, r.relname,
+       pg_get_ruledef(w.oid) || CASE w.ev_enabled WHEN 'D' THEN ' [DISABLE]' WHEN 'A' THEN ' [ENABLE ALWAYS]' WHEN 'R' THEN ' [ENABLE REPLICA]' ELSE '' END
+FROM pg_rewrite w JOIN rel r ON r.oid = w.ev_class WHERE w.rulename <> '_RETURN'
 UNION ALL
 SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END,
        quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')',
@@ -119,7 +124,78 @@ func (v *verifier) schemaDiff(ctx context.Context) (*SchemaResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	return diffSchema(src, tgt, v.opts.ValueLimit), nil
+	deferred, err := v.deferredObjects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := diffSchema(src, tgt, v.opts.ValueLimit)
+	res.keepDeferred(src, tgt, deferred)
+	return res, nil
+}
+
+// deferredObjects lists the triggers and rules whose enable state pgshift keeps back on the
+// target until cutover (pgshift.deferred_ddl, not applied yet), named like schemaObjectsSQL
+// names them ("kind schema.table.name").
+func (v *verifier) deferredObjects(ctx context.Context) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := v.tgt.read(ctx, false, func(tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass('pgshift.deferred_ddl') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+			return err
+		}
+		// A trigger's enable statement on a partitioned table changes its clones on every
+		// partition too, so those count as deferred with it.
+		// (pg_partition_tree gives nothing for a table outside any partition tree).
+		rows, err := tx.Query(ctx, `SELECT object_kind || ' ' || quote_ident(schema_name) || '.' || quote_ident(table_name) || '.' || quote_ident(object_name)
+			FROM pgshift.deferred_ddl WHERE applied_at IS NULL
+			UNION
+			SELECT d.object_kind || ' ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(d.object_name)
+			FROM pgshift.deferred_ddl d
+			CROSS JOIN LATERAL pg_partition_tree(to_regclass(quote_ident(d.schema_name) || '.' || quote_ident(d.table_name))) pt
+			JOIN pg_class c ON c.oid = pt.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE d.applied_at IS NULL AND d.object_kind = 'trigger'`)
+		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		for _, id := range ids {
+			out[id] = true
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read deferred statements: %w", v.tgt.Endpoint.Describe(err))
+	}
+	return out, nil
+}
+
+// enableSuffixes are the enable states schemaObjectsSQL appends to a trigger or rule.
+var enableSuffixes = []string{" [DISABLE]", " [ENABLE ALWAYS]", " [ENABLE REPLICA]"}
+
+func withoutEnableState(def string) string {
+	for _, s := range enableSuffixes {
+		def = strings.TrimSuffix(def, s)
+	}
+	return def
+}
+
+// keepDeferred moves out of Diffs the triggers and rules that differ only in an enable state
+// pgshift keeps back until cutover (deferred, by "kind name"): they are listed as Deferred, not
+// as differences. Any other difference of such an object stays a difference.
+func (res *SchemaResult) keepDeferred(src, tgt map[string]schemaObject, deferred map[string]bool) {
+	kept := res.Diffs[:0]
+	for _, d := range res.Diffs {
+		id := d.Kind + " " + d.Name
+		s, sok := src[id]
+		t, tok := tgt[id]
+		if deferred[id] && sok && tok && withoutEnableState(s.def) == withoutEnableState(t.def) {
+			d.Issue, d.Class = "enable state kept back until cutover", ClassDeferred
+			res.Deferred = append(res.Deferred, d)
+			continue
+		}
+		kept = append(kept, d)
+	}
+	res.Diffs = kept
 }
 
 // diffSchema compares two object listings; it is pure so it can be tested alone.
@@ -138,7 +214,7 @@ func diffSchema(src, tgt map[string]schemaObject, limit int) *SchemaResult {
 	}
 	sort.Strings(sorted)
 	kindOrder := map[string]int{"extension": 0, "table": 1, "column": 2, "constraint": 3, "index": 4, "sequence": 5,
-		"view": 6, "materialized view": 7, "function": 8, "procedure": 9, "trigger": 10}
+		"view": 6, "materialized view": 7, "function": 8, "procedure": 9, "trigger": 10, "rule": 11}
 	for _, id := range sorted {
 		s, sok := src[id]
 		t, tok := tgt[id]

@@ -3,14 +3,18 @@ package verify
 import (
 	"context"
 	"fmt"
+	"math"
+	"math/big"
 
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
-// sequenceCheck compares each sequence's position: the target must not be behind the source,
-// or the first insert after cutover reuses an id the source already handed out. A sequence
-// never used (is_called false) counts as one step before its start value.
+// sequenceCheck compares each sequence's state as the value nextval() would return next,
+// which depends on last_value AND is_called: a sequence at (101, false) gives 101, one at
+// (101, true) gives 101 + increment. The target must not be behind the source, or the first
+// insert after cutover reuses an id the source already handed out; a target ahead of the
+// source is a difference too (its sequence was used, or set wrongly), though a harmless one.
 func (v *verifier) sequenceCheck(ctx context.Context) (*SequenceResult, error) {
 	src, err := catalog.Sequences(ctx, v.src.Pool, v.opts.Filter)
 	if err != nil {
@@ -44,25 +48,45 @@ func compareSequences(src, tgt []catalog.Sequence, inc map[pgtypes.TableID]int64
 		if step == 0 {
 			step = 1
 		}
-		// Position = the last value handed out, in units of the increment, so descending
-		// sequences compare the right way round.
-		sp, tp := seqPosition(s, step), seqPosition(t, step)
-		if tp >= sp {
+		behind := stepsBehind(s, t, step)
+		if behind == 0 {
 			continue
 		}
 		res.Diffs = append(res.Diffs, SequenceDiff{Name: s.ID.String(), Source: s.LastValue, Target: t.LastValue,
-			Behind: sp - tp, Class: ClassSequence, seq: s.ID, srcCalled: s.IsCalled})
+			SourceCalled: s.IsCalled, TargetCalled: t.IsCalled, Behind: behind, Class: ClassSequence, seq: s.ID})
 	}
 	return res
 }
 
-// seqPosition is how many increments past its last value the sequence stands.
-func seqPosition(s catalog.Sequence, step int64) int64 {
-	p := s.LastValue / step
-	if !s.IsCalled {
-		p--
+// stepsBehind is how many increments the target's next value trails the source's (negative:
+// the target is ahead), at least one either way when the next values differ at all. It is
+// computed without overflow near the type's limits.
+func stepsBehind(s, t catalog.Sequence, step int64) int64 {
+	next := func(q catalog.Sequence) *big.Int {
+		n := big.NewInt(q.LastValue)
+		if q.IsCalled {
+			n.Add(n, big.NewInt(step))
+		}
+		return n
 	}
-	return p
+	d := new(big.Int).Sub(next(s), next(t))
+	if d.Sign() == 0 {
+		return 0
+	}
+	q := new(big.Int).Quo(d, big.NewInt(step))
+	switch {
+	case q.Sign() == 0: // not a whole number of increments apart
+		if (d.Sign() > 0) == (step > 0) {
+			return 1
+		}
+		return -1
+	case !q.IsInt64():
+		if q.Sign() > 0 {
+			return math.MaxInt64
+		}
+		return math.MinInt64
+	}
+	return q.Int64()
 }
 
 func sequenceIncrements(ctx context.Context, q catalog.Querier) (map[pgtypes.TableID]int64, error) {

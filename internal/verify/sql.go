@@ -10,9 +10,16 @@ import (
 
 // sessionSettings fix every setting that changes how values print, so both servers render a
 // row as the same text whatever their configuration: the row text is what gets hashed.
+//
+// search_path = pg_catalog makes reg* values (regclass, regtype, ...) print schema-qualified
+// alike on both sides whatever their default paths (user types are cast by qualified names,
+// see catalog.Column.Type). row_security = off makes a read that row-level security policies
+// would filter fail (42501) instead of comparing only the rows they allow; tables whose
+// policies apply to the verifying user are not compared at all (see pair).
 const sessionSettings = `SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; ` +
 	`SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1; ` +
 	`SET LOCAL bytea_output = 'hex'; SET LOCAL statement_timeout = 0; ` +
+	`SET LOCAL search_path = pg_catalog; SET LOCAL row_security = off; SET LOCAL lc_monetary = 'C'; ` +
 	// Chunk statements repeat with different boundaries: plan each with its values, so the
 	// range is seen and the key index used, never a generic plan that guesses.
 	`SET LOCAL plan_cache_mode = force_custom_plan`
@@ -87,7 +94,7 @@ func (q *tableSQL) rowHash() string {
 		}
 		viaText = append(viaText, "x."+c)
 	}
-	if len(viaText) > 0 {
+	if len(viaText) > 0 || len(terms) == 0 { // a table without columns: every row is ROW() = '()'
 		terms = append(terms, "hashtextextended(ROW("+strings.Join(viaText, ", ")+`)::text COLLATE "C", 0)`)
 	}
 	return "(" + strings.Join(terms, " # ") + ")"
@@ -341,7 +348,7 @@ func (q *tableSQL) multisetRowsSQL(hashes []int64, withXmin bool) (string, []any
 	if withXmin {
 		x = "string_agg(x.xmin::text, ',' ORDER BY x.xmin::text)"
 	}
-	return fmt.Sprintf(`SELECT h::text, count(*), %s, min(r) FROM (SELECT %s AS h, x.xmin, ARRAY[%s] AS r FROM %s AS x) x
+	return fmt.Sprintf(`SELECT h::text, count(*), %s, min(r) FROM (SELECT %s AS h, x.xmin, ARRAY[%s]::text[] AS r FROM %s AS x) x
 		WHERE h = ANY($1::bigint[]) GROUP BY h`, x, q.rowHash(), q.colsText(), q.table), []any{hashes}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -49,12 +50,14 @@ func (r *Report) summarize() {
 			r.Classes[d.Class]++
 		}
 	}
-	if r.Sequences != nil && !r.Sequences.Expected {
+	if r.Sequences != nil {
 		for _, d := range r.Sequences.Diffs {
-			if !d.Repaired {
+			if d.counts(r.Sequences.Expected) {
 				s.SequenceDiffs++
 			}
-			r.Classes[ClassSequence]++
+			if d.counts(r.Sequences.Expected) || d.Repaired {
+				r.Classes[ClassSequence]++
+			}
 		}
 	}
 	s.Differences = s.RowDifferences + int64(s.SchemaDiffs) + int64(s.SequenceDiffs)
@@ -160,6 +163,9 @@ func (r *Report) WriteText(w io.Writer, rowsPerTable int) error {
 		for _, d := range r.Schema.Diffs {
 			n.children = append(n.children, node{text: schemaLine(d)})
 		}
+		for _, d := range r.Schema.Deferred {
+			n.children = append(n.children, node{text: fmt.Sprintf("%s %s: deferred — %s (source %s, target %s)", d.Kind, d.Name, d.Issue, d.Source, d.Target)})
+		}
 		top = append(top, n)
 	}
 	if r.Sequences != nil {
@@ -169,7 +175,18 @@ func (r *Report) WriteText(w io.Writer, rowsPerTable int) error {
 		}
 		n := node{text: text}
 		for _, d := range r.Sequences.Diffs {
-			line := fmt.Sprintf("%s: source %d, target %d (%d behind) [%s]", d.Name, d.Source, d.Target, d.Behind, d.Class)
+			where := fmt.Sprintf("%d behind", d.Behind)
+			if d.Behind < 0 {
+				where = fmt.Sprintf("%d ahead", -d.Behind)
+			}
+			state := func(v int64, called bool) string {
+				if called {
+					return strconv.FormatInt(v, 10)
+				}
+				return strconv.FormatInt(v, 10) + " (is_called false: next value " + strconv.FormatInt(v, 10) + ")"
+			}
+			line := fmt.Sprintf("%s: source %s, target %s (%s) [%s]", d.Name, state(d.Source, d.SourceCalled),
+				state(d.Target, d.TargetCalled), where, d.Class)
 			if d.Repaired {
 				line += " — repaired"
 			}

@@ -436,8 +436,19 @@ func (v *verifier) pair(ctx context.Context, srcTables, tgtTables []catalog.Tabl
 			notes = append(notes, fmt.Sprintf("%s: columns %s are missing on the target and are not compared (see the schema differences)",
 				s.ID, strings.Join(missing, ", ")))
 		}
-		if len(p.cols) == 0 {
+		if len(p.cols) == 0 && (len(s.Columns) > 0 || len(t.Columns) > 0) {
 			p.res.Error = fmt.Sprintf("table %s has no column in common with the target", s.ID)
+			continue
+		}
+		// Read through row-level security policies, a side would show only the rows they
+		// allow, and two filtered sides can agree while the target lacks rows: such a table
+		// is not compared (the sessions' row_security = off also refuses any such read).
+		if why := s.RowSecurityProblem(v.src.info.User); why != "" {
+			p.res.Error = "on the source: " + why
+			continue
+		}
+		if why := t.RowSecurityProblem(v.tgt.info.User); why != "" {
+			p.res.Error = "on the target: " + why
 			continue
 		}
 		colNames := make([]string, len(p.cols))
