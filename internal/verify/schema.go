@@ -139,8 +139,13 @@ func (v *verifier) schemaDiff(ctx context.Context) (*SchemaResult, error) {
 func (v *verifier) deferredObjects(ctx context.Context) (map[string]bool, error) {
 	out := map[string]bool{}
 	err := v.tgt.read(ctx, false, func(tx pgx.Tx) error {
+		// A user who may not read pgshift's state (verify run by a role of its own) sees every
+		// kept-back trigger as a difference: a false alarm, never a false IDENTICAL.
 		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT to_regclass('pgshift.deferred_ddl') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		if err := tx.QueryRow(ctx, `SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgshift') THEN false
+			WHEN NOT has_schema_privilege('pgshift', 'USAGE') THEN false -- before to_regclass, which needs it
+			WHEN to_regclass('pgshift.deferred_ddl') IS NULL THEN false
+			ELSE has_table_privilege(to_regclass('pgshift.deferred_ddl'), 'SELECT') END`).Scan(&exists); err != nil || !exists {
 			return err
 		}
 		// A trigger's enable statement on a partitioned table changes its clones on every
