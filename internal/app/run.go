@@ -151,8 +151,12 @@ func follow(ctx context.Context, cfg config.Config, opts RunOptions, lease *stat
 // *state.HeldError.
 func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, lease *state.Lease, log *slog.Logger) error {
 	delay := time.Second
-	// A missing heartbeat privilege is reported once per run, not at every reconnect.
+	// A missing heartbeat privilege is reported once per run, not at every reconnect; so are
+	// the applier's warnings.
 	var heartbeatWarned atomic.Bool
+	if opts.Apply.Warned == nil {
+		opts.Apply.Warned = &apply.WarnOnce{}
+	}
 	for {
 		started := time.Now()
 		actx, cancel := lease.Bind(ctx)

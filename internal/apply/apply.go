@@ -10,8 +10,15 @@
 // Many small source transactions are grouped into one target transaction (bounded by count,
 // bytes and time, and committed at once when no more input is waiting), and statements are
 // pipelined with one prepared statement per relation and shape. Values travel in pgoutput's text
-// format straight into parameters typed by the server from the target column, so every type
-// round-trips exactly as its own input/output functions define it.
+// format into parameters cast to the target column's type, so every type round-trips exactly as
+// its own input/output functions define it. The session runs with an empty search_path and every
+// name in generated SQL is schema-qualified.
+//
+// Every statement touches exactly the relation a change names: UPDATE and DELETE use ONLY
+// (except on a partitioned table, which routes its rows), TRUNCATE is applied without CASCADE
+// to exactly the relations listed (truncate.go), and an identity ALWAYS column the source
+// changed is written by replacing the row (identity.go). Relation changes are checked before use
+// (relation.go).
 package apply
 
 import (
@@ -27,7 +34,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/cdc"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
@@ -47,6 +53,16 @@ type Options struct {
 	// Snapshots are the per-table copy positions: a change to table T is applied only if its
 	// transaction committed at or after Snapshots[T].
 	Snapshots map[pgtypes.TableID]pgtypes.LSN
+
+	// MaxRecorded bounds the changes of one open target transaction kept for a redo (default
+	// 65536; MaxBytes bounds their bytes). A source transaction larger than that (one that
+	// arrives unstreamed: protocol 1, a large logical_decoding_work_mem, or in progress when
+	// the agent restarted) has what was recorded written out, then continues change by change.
+	MaxRecorded int
+
+	// Warned remembers the warnings given in this run, so reconnects do not repeat them. New
+	// makes one when it is nil.
+	Warned *WarnOnce
 
 	// AfterCommit, when set, runs after each target commit and before the position is
 	// published as durable: the named point "after-target-commit" for fault tests.
@@ -69,6 +85,12 @@ func (o *Options) defaults() {
 	if o.IdleCommit <= 0 {
 		o.IdleCommit = 5 * time.Millisecond
 	}
+	if o.MaxRecorded <= 0 {
+		o.MaxRecorded = 65536
+	}
+	if o.Warned == nil {
+		o.Warned = &WarnOnce{}
+	}
 }
 
 // Stats are the applier's counters, readable from other goroutines.
@@ -84,18 +106,21 @@ type Stats struct {
 // Applier applies one ordered stream of transactions on one target connection.
 type Applier struct {
 	conn   *pgx.Conn
-	source catalog.Querier
+	source Source
 	opts   Options
 	log    *slog.Logger
 	stats  *Stats
 
-	plans   map[string]*plan
-	byRel   map[*cdc.Relation]*plan
+	plans   map[uint32]*plan        // the current plan of each relation OID
+	byRel   map[*cdc.Relation]*plan // plans by relation description, for the common case
+	txPlans []*plan                 // plans built in the open target transaction
 	stmtSeq int
 
 	tx        pgx.Tx
 	batch     *pgconn.Batch
 	queued    []expect
+	runPlan   *plan // consecutive INSERTs into one table not written yet (addRun)
+	runRows   [][]cdc.Value
 	txStart   time.Time
 	txCount   int
 	txBytes   int64
@@ -109,9 +134,10 @@ type Applier struct {
 	entryPlans map[pgtypes.TableID]*plan
 	seq        int
 	raw        []rawChange
-	compacted  bool // some changes were merged: a constraint conflict means redo
-	noCompact  bool // redoing: apply change by change
-	gen        int  // bumped by redo, so an interrupted flushEntries stops
+	rawBytes   int64 // approximate memory the recorded changes hold
+	compacted  bool  // some changes were merged: a constraint conflict means redo
+	noCompact  bool  // redoing, streamed, or too large to record: apply change by change
+	gen        int   // bumped by redo, so an interrupted flushEntries stops
 }
 
 // expect is what one pipelined statement must do: affect exactly rows rows (-1: any number).
@@ -120,26 +146,29 @@ type expect struct {
 	rows int64
 }
 
-// New prepares an applier on conn, a dedicated session to the target, and source, a plain
-// session to the source used to read column definitions when a relation changes.
-func New(ctx context.Context, conn *pgx.Conn, source catalog.Querier, opts Options, stats *Stats, log *slog.Logger) (*Applier, error) {
+// New prepares an applier on conn, a dedicated session to the target, and source, a session
+// (or pool) to the source used to read column definitions when a relation changes.
+func New(ctx context.Context, conn *pgx.Conn, source Source, opts Options, stats *Stats, log *slog.Logger) (*Applier, error) {
 	opts.defaults()
 	if stats == nil {
 		stats = &Stats{}
 	}
 	// replica: the target's triggers and foreign keys must not fire again for changes whose
 	// effects the source already streamed. synchronous_commit on: a confirmed position must
-	// survive a crash of the target.
-	settings := []string{"SET session_replication_role = replica", "SET synchronous_commit = on"}
+	// survive a crash of the target. The replication session's settings (among them
+	// search_path = '', so every name is rendered and read schema-qualified) make every value's
+	// text form read back exactly.
+	settings := map[string]string{"session_replication_role": "replica", "synchronous_commit": "on"}
 	for k, v := range cdc.SessionParams() {
-		settings = append(settings, fmt.Sprintf("SET %s = '%s'", k, v))
+		settings[k] = v
 	}
-	for _, s := range settings {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			return nil, fmt.Errorf("prepare apply session on the target (%s): %w", s, err)
+	settings["search_path"] = ""
+	for k, v := range settings {
+		if _, err := conn.Exec(ctx, `SELECT pg_catalog.set_config($1::text, $2::text, false)`, k, v); err != nil {
+			return nil, fmt.Errorf("prepare apply session on the target (%s = '%s'): %w", k, v, err)
 		}
 	}
-	a := &Applier{conn: conn, source: source, opts: opts, log: log, stats: stats, plans: map[string]*plan{}, byRel: map[*cdc.Relation]*plan{}, lastEnd: opts.SkipBelow,
+	a := &Applier{conn: conn, source: source, opts: opts, log: log, stats: stats, plans: map[uint32]*plan{}, byRel: map[*cdc.Relation]*plan{}, lastEnd: opts.SkipBelow,
 		entries: map[string]*entry{}, entryPlans: map[pgtypes.TableID]*plan{}}
 	a.stats.AppliedLSN.Store(uint64(opts.SkipBelow))
 	return a, nil
@@ -155,6 +184,8 @@ func (a *Applier) Run(ctx context.Context, q *cdc.Queue) (err error) {
 		if a.tx != nil {
 			_ = a.tx.Rollback(context.Background())
 			a.tx = nil
+			a.runPlan, a.runRows = nil, nil
+			_ = a.discardTxPlans(context.Background())
 		}
 	}()
 	// Between source transactions with a target transaction open, the applier commits when
@@ -241,6 +272,11 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 			if err := a.change(ctx, ev.Change); err != nil {
 				return fmt.Errorf("transaction %d (commit %s): %w", a.cur.Xid, a.cur.CommitLSN, err)
 			}
+			if a.recording() && (len(a.raw) >= a.opts.MaxRecorded || a.rawBytes >= a.opts.MaxBytes) {
+				if err := a.stopRecording(ctx); err != nil {
+					return fmt.Errorf("transaction %d (commit %s): %w", a.cur.Xid, a.cur.CommitLSN, err)
+				}
+			}
 			// Bounded pipeline: a transaction of any size streams through in slices.
 			if len(a.queued) >= a.opts.MaxPipeline {
 				if err := a.flush(ctx); err != nil {
@@ -261,6 +297,11 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 
 // change applies one change: compacted with earlier changes to the same row of this target
 // transaction when that is safe, or queued as its own statement.
+//
+// A redo (a constraint conflict of merged rows, redone in source order) can happen in any call
+// that writes out merged rows or flushes the pipeline. It applies every recorded change, this
+// one included once it is recorded; so after each such call a changed a.gen means this change
+// is applied already and must not be applied again.
 func (a *Applier) change(ctx context.Context, ch *cdc.Change) error {
 	if ch.Kind == cdc.Trunc {
 		return a.truncate(ctx, ch)
@@ -269,18 +310,20 @@ func (a *Applier) change(ctx context.Context, ch *cdc.Change) error {
 		a.stats.Skipped.Add(1)
 		return nil // the table's copy was taken after this transaction: it holds the change already
 	}
-	p, err := a.plan(ctx, ch.Rel)
+	p, err := a.plan(ctx, ch.Rel) // a redo in here does not include this change: it is not recorded yet
 	if err != nil {
 		return err
 	}
-	if len(p.keys) == 0 && ch.Kind != cdc.Insert {
+	if len(p.keys) == 0 && ch.Kind != cdc.Insert && !(p.full && len(p.rel.Columns) == 0) {
 		// The source refuses such changes on a published table; if one arrives anyway, there
 		// is no way to find the row.
 		return &ErrSchema{Table: p.table, Msg: fmt.Sprintf("%s on a table without replica identity columns cannot be applied", ch.Kind),
 			Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL; (on the source)", p.table.Sanitize())}
 	}
+	gen := a.gen
 	if a.recording() {
 		a.raw = append(a.raw, rawChange{p: p, ch: ch})
+		a.rawBytes += changeBytes(ch)
 	}
 	if a.compactable(p, ch) {
 		return a.compact(ctx, p, ch)
@@ -288,15 +331,31 @@ func (a *Applier) change(ctx context.Context, ch *cdc.Change) error {
 	if err := a.barrier(ctx, p.table); err != nil {
 		return err
 	}
+	if a.gen != gen {
+		return nil // redone in source order, this change included
+	}
 	return a.direct(ctx, p, ch)
 }
 
+// changeBytes estimates the memory a recorded change holds: its values, their headers and the
+// change itself.
+func changeBytes(ch *cdc.Change) int64 {
+	n := int64(160)
+	for _, t := range [][]cdc.Value{ch.Old, ch.New} {
+		n += int64(len(t)) * 32
+		for _, v := range t {
+			n += int64(len(v.Data))
+		}
+	}
+	return n
+}
+
 // direct queues one change as its own statement.
-func (a *Applier) direct(ctx context.Context, p *plan, ch *cdc.Change) error {
+func (a *Applier) direct(ctx context.Context, p *plan, ch *cdc.Change) (err error) {
 	a.pendingCh++
 	switch ch.Kind {
 	case cdc.Insert:
-		return a.insertRows(ctx, p, [][]cdc.Value{ch.New})
+		return a.addRun(ctx, p, ch.New)
 	case cdc.Update:
 		keySrc := ch.New
 		if ch.Old != nil {
@@ -304,17 +363,25 @@ func (a *Applier) direct(ctx context.Context, p *plan, ch *cdc.Change) error {
 		}
 		where := p.keys
 		if p.full {
-			where = present(ch.Old, allIndexes(len(p.rel.Columns)))
+			if where, err = fullWhere(p, ch.Old); err != nil {
+				return err
+			}
 		}
 		wv, err := values(keySrc, where, p, "UPDATE key")
 		if err != nil {
 			return err
 		}
-		return a.updateRow(ctx, p, ch.New, where, wv, describeKey(p, keySrc, where))
+		key := describeKey(p, keySrc, where)
+		if p.anyAlways {
+			return a.updateIdentity(ctx, p, ch, where, wv, key)
+		}
+		return a.updateRow(ctx, p, ch.New, where, wv, key)
 	case cdc.Delete:
 		where := p.keys
 		if p.full {
-			where = present(ch.Old, allIndexes(len(p.rel.Columns)))
+			if where, err = fullWhere(p, ch.Old); err != nil {
+				return err
+			}
 		}
 		wv, err := values(ch.Old, where, p, "DELETE key")
 		if err != nil {
@@ -325,6 +392,54 @@ func (a *Applier) direct(ctx context.Context, p *plan, ch *cdc.Change) error {
 	return fmt.Errorf("unknown change kind %s", ch.Kind)
 }
 
+// fullWhere are the columns a REPLICA IDENTITY FULL change matches its old row by: every column
+// of the old row. PostgreSQL logs that row whole, TOASTed values inlined; an old row with an
+// unchanged-TOAST placeholder would match rows differing in that column, so it is refused. A row
+// of a table without columns matches any row.
+func fullWhere(p *plan, old []cdc.Value) ([]int, error) {
+	if len(old) != len(p.rel.Columns) {
+		return nil, fmt.Errorf("change of %s (REPLICA IDENTITY FULL) without its old row", p.table)
+	}
+	for i, v := range old {
+		if v.Kind == cdc.ValueUnchanged {
+			return nil, fmt.Errorf("change of %s (REPLICA IDENTITY FULL): the old row lacks the value of column %s (unchanged TOAST), so the row cannot be found exactly",
+				p.table, pgtypes.QuoteIdent(p.rel.Columns[i].Name))
+		}
+	}
+	return allIndexes(len(old)), nil
+}
+
+// addRun adds an INSERT applied on its own to the run of consecutive INSERTs into one table,
+// which is written as multi-row INSERTs when it is full or before any other statement: the
+// rows go in the order they came, as one statement instead of many.
+func (a *Applier) addRun(ctx context.Context, p *plan, row []cdc.Value) error {
+	if a.runPlan != p {
+		gen := a.gen
+		if err := a.writeRun(ctx); err != nil {
+			return err
+		}
+		if a.gen != gen {
+			return nil // redone in source order, this change included
+		}
+		a.runPlan = p
+	}
+	a.runRows = append(a.runRows, row)
+	if len(a.runRows) >= 64 {
+		return a.writeRun(ctx)
+	}
+	return nil
+}
+
+// writeRun queues the pending run of INSERTs.
+func (a *Applier) writeRun(ctx context.Context) error {
+	if len(a.runRows) == 0 {
+		return nil
+	}
+	p, rows := a.runPlan, a.runRows
+	a.runPlan, a.runRows = nil, make([][]cdc.Value, 0, 64)
+	return a.insertRows(ctx, p, rows)
+}
+
 // insertRows inserts rows with as few statements as possible: runs of 64 and 8 rows share one
 // multi-row INSERT, the rest go one by one.
 func (a *Applier) insertRows(ctx context.Context, p *plan, rows [][]cdc.Value) error {
@@ -332,7 +447,8 @@ func (a *Applier) insertRows(ctx context.Context, p *plan, rows [][]cdc.Value) e
 	for len(rows) > 0 && a.gen == gen { // a redo replaces what is left
 		n := 1
 		for _, size := range []int{64, 8} {
-			if len(rows) >= size && size*len(p.rel.Columns) <= 65535 {
+			// A relation without columns inserts with DEFAULT VALUES, one row per statement.
+			if len(rows) >= size && size*len(p.rel.Columns) <= 65535 && len(p.rel.Columns) > 0 {
 				n = size
 				break
 			}
@@ -381,51 +497,17 @@ func (a *Applier) deleteRow(ctx context.Context, p *plan, where []int, wv [][]by
 		expect{what: "DELETE from " + p.table.String() + key, rows: 1})
 }
 
-func (a *Applier) truncate(ctx context.Context, ch *cdc.Change) error {
-	names := make([]string, 0, len(ch.Truncated))
-	for _, r := range ch.Truncated {
-		if snap, ok := a.opts.Snapshots[r.Table]; ok && a.cur.CommitLSN < snap {
-			continue
-		}
-		names = append(names, r.Table.Sanitize())
-	}
-	if len(names) == 0 {
-		return nil
-	}
-	sql := "TRUNCATE " + strings.Join(names, ", ")
-	if ch.RestartIdentity {
-		sql += " RESTART IDENTITY"
-	}
-	if ch.Cascade {
-		sql += " CASCADE"
-	}
-	if a.batch == nil {
-		a.batch = &pgconn.Batch{}
-	}
-	if a.recording() {
-		a.raw = append(a.raw, rawChange{truncate: sql})
-	}
-	if err := a.flushEntries(ctx); err != nil {
-		return err
-	}
-	a.pendingCh++
-	if a.batch == nil {
-		a.batch = &pgconn.Batch{}
-	}
-	return a.queueTruncate(sql)
-}
-
-func (a *Applier) queueTruncate(sql string) error {
-	a.batch.ExecParams(sql, nil, nil, nil, nil)
-	a.queued = append(a.queued, expect{what: sql, rows: -1})
-	return nil
-}
-
 // queue adds one statement to the pipeline, preparing its shape on first use.
 func (a *Applier) queue(ctx context.Context, p *plan, shape string, sqlFn func() string, vals [][]byte, e expect) error {
+	gen := a.gen
+	if err := a.writeRun(ctx); err != nil { // the pending inserts come first
+		return err
+	}
+	if a.gen != gen {
+		return nil // the batch was redone in source order, this statement included
+	}
 	name, ok := p.stmts[shape]
 	if !ok {
-		gen := a.gen
 		if err := a.flush(ctx); err != nil { // Prepare needs the connection to itself
 			return err
 		}
@@ -450,6 +532,9 @@ func (a *Applier) queue(ctx context.Context, p *plan, shape string, sqlFn func()
 
 // flush sends the pipelined statements and checks that each did what it must.
 func (a *Applier) flush(ctx context.Context) error {
+	if err := a.writeRun(ctx); err != nil {
+		return err
+	}
 	if len(a.queued) == 0 {
 		return nil
 	}
@@ -493,6 +578,7 @@ func (a *Applier) commit(ctx context.Context) error {
 		return fmt.Errorf("commit target transaction up to %s: %w", a.lastEnd, err)
 	}
 	a.tx = nil
+	a.txPlans = a.txPlans[:0]
 	a.resetCompaction()
 	if a.opts.AfterCommit != nil {
 		if err := a.opts.AfterCommit(a.lastEnd); err != nil {
@@ -508,26 +594,61 @@ func (a *Applier) commit(ctx context.Context) error {
 	return nil
 }
 
-// plan returns the plan for a relation description, building it on first use.
+// plan returns the plan for a relation description. A description seen before (the same
+// pointer) has its plan at once; a new one (a relation message) is checked: against the
+// previous description of its table, and the target's columns when they differ.
 func (a *Applier) plan(ctx context.Context, r *cdc.Relation) (*plan, error) {
-	if p := a.byRel[r]; p != nil {
+	if p := a.byRel[r]; p != nil && !p.stale {
 		return p, nil
 	}
-	k := relKey(r)
-	if p := a.plans[k]; p != nil {
-		a.rememberRel(r, p)
-		return p, nil
+	cur := a.plans[r.OID]
+	if cur != nil && relKey(cur.rel) == relKey(r) {
+		// Sent again with the same columns (pgoutput does after every invalidation of the
+		// table on the source, e.g. by ANALYZE).
+		if err := a.checkResent(ctx, cur, r); err != nil {
+			return nil, err
+		}
+		a.rememberRel(r, cur)
+		return cur, nil
 	}
-	if err := a.flush(ctx); err != nil {
+	if err := a.flush(ctx); err != nil { // buildPlan needs the connection to itself
 		return nil, err
 	}
-	p, err := a.buildPlan(ctx, r)
+	p, err := a.buildPlan(ctx, r, cur)
 	if err != nil {
 		return nil, err
 	}
-	a.plans[k] = p
+	p.prev = cur
+	a.plans[r.OID] = p
+	a.txPlans = append(a.txPlans, p)
 	a.rememberRel(r, p)
 	return p, nil
+}
+
+// discardTxPlans forgets the plans built in a target transaction that was rolled back: columns
+// they added on the target are gone with it. Their prepared statements outlive the rollback
+// (preparing is not transactional), so they are deallocated, and new plans prepare theirs under
+// new names. conn must be idle.
+func (a *Applier) discardTxPlans(ctx context.Context) error {
+	for i := len(a.txPlans) - 1; i >= 0; i-- {
+		p := a.txPlans[i]
+		p.stale = true
+		if a.plans[p.rel.OID] == p {
+			if p.prev != nil {
+				a.plans[p.rel.OID] = p.prev
+			} else {
+				delete(a.plans, p.rel.OID)
+			}
+		}
+		for _, name := range p.stmts {
+			if err := a.conn.PgConn().Deallocate(ctx, name); err != nil {
+				return fmt.Errorf("deallocate %s on the target: %w", name, err)
+			}
+		}
+		clear(p.stmts)
+	}
+	a.txPlans = a.txPlans[:0]
+	return nil
 }
 
 // rememberRel caches the plan of a relation description by identity: the stream hands every
@@ -568,17 +689,6 @@ func allIndexes(n int) []int {
 	out := make([]int, n)
 	for i := range out {
 		out[i] = i
-	}
-	return out
-}
-
-// present keeps the indexes whose value was sent (not an unchanged TOAST placeholder).
-func present(t []cdc.Value, idx []int) []int {
-	out := idx[:0:0]
-	for _, i := range idx {
-		if i < len(t) && t[i].Kind != cdc.ValueUnchanged {
-			out = append(out, i)
-		}
 	}
 	return out
 }

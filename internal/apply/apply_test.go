@@ -112,7 +112,7 @@ INSERT INTO hot VALUES (1, 0, repeat('d', 10));`); err != nil {
 			t.Fatal(err)
 		}
 		var updates int64
-		if err := a.tx.QueryRow(ctx, `SELECT pg_stat_get_xact_tuples_updated('hot'::regclass)`).Scan(&updates); err != nil {
+		if err := a.tx.QueryRow(ctx, `SELECT pg_stat_get_xact_tuples_updated('public.hot'::regclass)`).Scan(&updates); err != nil {
 			t.Fatal(err)
 		}
 		if err := a.commit(ctx); err != nil {

@@ -12,10 +12,18 @@ package apply
 // which matters to unique and exclusion constraints other than the key: a row may take a value
 // another row gives up later in the batch. The merged statements are written table by table
 // (rows of different tables cannot interact while triggers and foreign keys are off), within a
-// table in the order of each row's last change, and if a constraint still objects, the whole target transaction is
-// rolled back and applied again change by change, in source order (redo). Only tables with a
-// key identity take part; key changes, TRUNCATE, REPLICA IDENTITY FULL tables and streamed
-// (large) transactions are applied change by change.
+// table in the order of each row's last change, and if a constraint still objects, the whole
+// target transaction is rolled back and applied again change by change, in source order (redo).
+// A redo applies every recorded change once, the one being processed included once it is
+// recorded: every caller of something that can redo checks a.gen afterwards and, when it
+// changed, does not apply its change again. Only tables with a key identity take part; key
+// changes, UPDATEs of tables with an identity ALWAYS column outside the key, TRUNCATE, REPLICA
+// IDENTITY FULL tables and streamed (large) transactions are applied change by change.
+//
+// What is kept for a redo is bounded (Options.MaxRecorded changes, Options.MaxBytes bytes):
+// past it, the merged rows are written out (a conflict there still redoes what was recorded)
+// and the rest of the target transaction is applied change by change without recording, so a
+// source transaction of any size that arrives unstreamed holds bounded memory.
 
 import (
 	"context"
@@ -42,11 +50,12 @@ type entry struct {
 	key   string      // for error messages
 }
 
-// rawChange is one change as received, kept so a batch can be applied again in source order.
+// rawChange is one change as received, kept so a batch can be applied again in source order:
+// a row change and its plan, or the statements a TRUNCATE became.
 type rawChange struct {
 	p        *plan
 	ch       *cdc.Change
-	truncate string
+	truncate []stmt
 }
 
 func (a *Applier) recording() bool { return !a.noCompact && a.cur != nil && !a.cur.Streamed }
@@ -59,8 +68,10 @@ func (a *Applier) compactable(p *plan, ch *cdc.Change) bool {
 	if len(p.keys) == 0 && ch.Kind != cdc.Insert {
 		return false
 	}
-	if ch.Kind == cdc.Update && ch.Old != nil {
-		return false // key change: applied in order
+	if ch.Kind == cdc.Update && (ch.Old != nil || p.alwaysOutsideKey) {
+		// A key change, or an identity ALWAYS column that may change (merged UPDATEs could not
+		// set it): applied in order.
+		return false
 	}
 	if q := a.entryPlans[p.table]; q != nil && q != p {
 		return false // the table's columns changed within the batch
@@ -123,8 +134,12 @@ func (a *Applier) compact(ctx context.Context, p *plan, ch *cdc.Change) error {
 		e.state, e.row = 'D', nil
 	default:
 		a.pendingCh--
+		gen := a.gen
 		if err := a.flushEntries(ctx); err != nil {
 			return err
+		}
+		if a.gen != gen {
+			return nil // redone in source order, this change included
 		}
 		return a.direct(ctx, p, ch)
 	}
@@ -229,11 +244,17 @@ func conflict(err error) bool {
 }
 
 // redo rolls back the target transaction and applies every change it held again, one by one
-// in source order. A conflict then is real and is returned.
+// in source order. A conflict then is real and is returned. Plans built in the rolled-back
+// transaction are discarded first (a column one of them added is gone); the changes they
+// served are planned again.
 func (a *Applier) redo(ctx context.Context, cause error) error {
 	a.log.Debug("reapplying batch in source order after a constraint conflict", "err", cause)
 	if err := a.tx.Rollback(ctx); err != nil {
 		return fmt.Errorf("roll back target transaction: %w", err)
+	}
+	a.tx = nil
+	if err := a.discardTxPlans(ctx); err != nil {
+		return err
 	}
 	tx, err := a.conn.Begin(ctx)
 	if err != nil {
@@ -245,22 +266,45 @@ func (a *Applier) redo(ctx context.Context, cause error) error {
 	a.resetCompaction()
 	a.noCompact = true
 	a.batch, a.queued, a.pendingCh = nil, nil, 0
+	a.runPlan, a.runRows = nil, nil
 	for _, r := range raw {
-		if r.truncate != "" {
-			a.pendingCh++
-			if a.batch == nil {
-				a.batch = &pgconn.Batch{}
-			}
-			if err := a.queueTruncate(r.truncate); err != nil {
+		if r.truncate != nil {
+			if err := a.writeRun(ctx); err != nil {
 				return err
 			}
+			a.pendingCh++
+			a.queueSQL(r.truncate...)
 			continue
 		}
-		if err := a.direct(ctx, r.p, r.ch); err != nil {
+		p := r.p
+		if p.stale {
+			if p, err = a.plan(ctx, r.ch.Rel); err != nil {
+				return err
+			}
+		}
+		if err := a.direct(ctx, p, r.ch); err != nil {
 			return err
 		}
 	}
 	return a.flush(ctx)
+}
+
+// stopRecording writes out what the open target transaction merged so far, then lets the rest
+// of it be applied change by change without keeping anything for a redo: its source transaction
+// is too large to hold in memory. A conflict in this flush still redoes what was recorded. Once
+// the flush has succeeded the target equals the source at this change, so a later conflict is
+// real and is returned as it is.
+func (a *Applier) stopRecording(ctx context.Context) error {
+	a.log.Debug("transaction too large to keep for a redo; applying the rest change by change", "changes", len(a.raw), "bytes", a.rawBytes)
+	if err := a.flushEntries(ctx); err != nil {
+		return err
+	}
+	if err := a.flush(ctx); err != nil {
+		return err
+	}
+	a.resetCompaction()
+	a.noCompact = true
+	return nil
 }
 
 // resetCompaction forgets the merged rows and the raw changes (after a commit or for a redo).
@@ -268,6 +312,7 @@ func (a *Applier) resetCompaction() {
 	clear(a.entries)
 	clear(a.entryPlans)
 	a.raw = a.raw[:0:0]
+	a.rawBytes = 0
 	a.compacted = false
 	a.noCompact = false
 }

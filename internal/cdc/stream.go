@@ -27,10 +27,13 @@ import (
 const HeartbeatPrefix = "pgshift"
 
 // SessionParams returns the settings the replication session renders values with. The applier's
-// target session uses the same, so every value's text form is read back exactly. Each call
-// returns a new map, so callers may add to it.
+// target session uses the same, so every value's text form is read back exactly. search_path is
+// empty (as the native subscriber sets it on its publisher connection), so values naming objects
+// (regclass, regtype, ...) are rendered schema-qualified whatever search_path the source database
+// has. Each call returns a new map, so callers may add to it.
 func SessionParams() map[string]string {
 	return map[string]string{
+		"search_path":        "",
 		"DateStyle":          "ISO, MDY",
 		"IntervalStyle":      "postgres",
 		"TimeZone":           "UTC",
