@@ -61,6 +61,9 @@ file, the file over the environment. Passwords may also come from ~/.pgpass or P
 		c.demoCommand(),
 		c.verifyCommand(),
 		c.proxyCommand(),
+		c.reportCommand(),
+		c.alertsCommand(),
+		c.grafanaCommand(),
 	)
 	return root
 }

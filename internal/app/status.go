@@ -14,6 +14,7 @@ import (
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/report"
 	"github.com/pgshift/pgshift/internal/state"
 	"github.com/pgshift/pgshift/internal/verify"
 )
@@ -383,4 +384,22 @@ func bytesHuman(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// Report writes the migration up from the target's state (pgshift report).
+func Report(ctx context.Context, cfg config.Config, now time.Time) (*report.Report, error) {
+	if err := cfg.RequireTarget(); err != nil {
+		return nil, err
+	}
+	target := db.Endpoint{Role: db.Target, DSN: cfg.Target}
+	conn, err := target.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	r, err := report.Load(ctx, conn, now)
+	if err != nil {
+		return nil, target.Describe(err)
+	}
+	return r, nil
 }
