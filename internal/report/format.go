@@ -395,7 +395,7 @@ func (r *Report) charts() (lag, tput template.HTML) {
 var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"int64": func(f float64) int64 { return int64(f) },
 	"ts":    ts, "dur": dur, "human": human, "count": count, "pct": pct, "improvement": improvement,
-	"str":     func(b json.RawMessage) string { return string(b) },
+	"str": func(b json.RawMessage) string { return string(b) },
 	"stepDur": func(r *Report, i int) string {
 		if r.Cutover.Steps[i].StartedAt.IsZero() {
 			return "–"
