@@ -70,8 +70,9 @@ type observer struct {
 	pausedAt  time.Time
 }
 
-// previousAgent reads the agent that held the migration before this one, if any; a failure
-// only means the restart alert cannot say who it was.
+// previousAgent reads the agent (a `run`) that held the migration before this one, if any;
+// a `copy` that held it before is no restart of the agent. A failure only means the restart
+// alert cannot say who it was.
 func previousAgent(ctx context.Context, cfg config.Config) *state.Holder {
 	conn, err := db.Endpoint{Role: db.Target, DSN: cfg.Target}.Connect(ctx)
 	if err != nil {
@@ -82,7 +83,7 @@ func previousAgent(ctx context.Context, cfg config.Config) *state.Holder {
 		return nil // no migration yet: nothing restarts
 	}
 	ls, err := state.ReadLease(ctx, conn)
-	if err != nil || !ls.Recorded || ls.Alive {
+	if err != nil || !ls.Recorded || ls.Alive || ls.Holder.Command != "run" {
 		return nil
 	}
 	return &ls.Holder

@@ -332,7 +332,7 @@ func TestObserveEndToEnd(t *testing.T) {
 				t.Errorf("report lacks %q:\n%s", want, md.String())
 			}
 		}
-		if rep.Follow.Transactions == 0 || rep.Follow.MaxLagSeconds < 2 || len(rep.History) < 2 || rep.Copy.BytesPerSec <= 0 {
+		if rep.Follow.Transactions == 0 || rep.Follow.MaxLagSeconds < 2 || len(rep.History) < 3 || rep.Copy.BytesPerSec <= 0 {
 			t.Errorf("report figures: follow %+v, %d history points, copy %+v", rep.Follow, len(rep.History), rep.Copy)
 		}
 		if strings.Contains(html.String(), "http://") && strings.Contains(html.String(), "<script src") {
@@ -349,6 +349,29 @@ func TestObserveEndToEnd(t *testing.T) {
 			t.Errorf("rendered report:\n%s", text)
 		}
 		b.screenshot(filepath.Join(dir, "report.png"))
+	})
+
+	t.Run("agent restart alert", func(t *testing.T) {
+		cfg2 := cfg
+		cfg2.HTTP = ""
+		cfg2.Alerts.Webhooks = []config.Webhook{{URL: sink.srv.URL + "/restart", Format: "slack"}}
+		cfg2.Alerts.Rules = []config.AlertRule{{Name: "Restarted", Kind: "agent_restarted"}}
+		rctx, rcancel := context.WithCancel(ctx)
+		rdone := make(chan error, 1)
+		go func() {
+			rdone <- Run(rctx, cfg2, RunOptions{HeartbeatInterval: 300 * time.Millisecond, MonitorInterval: 300 * time.Millisecond}, log)
+		}()
+		defer func() {
+			rcancel()
+			if err := <-rdone; err != nil {
+				t.Errorf("second agent: %v", err)
+			}
+		}()
+		waitFor(t, 30*time.Second, rdone, "the restart alert fires and resolves", func() bool { return len(sink.bodies("/restart")) >= 2 })
+		got := sink.bodies("/restart")
+		if !strings.Contains(got[0], "[FIRING] Restarted") || !strings.Contains(got[0], "stopped cleanly") || !strings.Contains(got[1], "[RESOLVED] Restarted") {
+			t.Errorf("restart webhooks: %q", got)
+		}
 	})
 }
 

@@ -102,8 +102,8 @@ func pct(v float64) string {
 	return strings.TrimSuffix(strings.TrimSuffix(fmt.Sprintf("%.2f", v), "0"), ".0") + "%"
 }
 
-// summaryTree is the case study's validation summary, computed.
-func (r *Report) summaryTree() []string {
+// SummaryTree is the case study's validation summary, computed, as lines of text.
+func (r *Report) SummaryTree() []string {
 	v := r.Validation
 	if v == nil {
 		return nil
@@ -218,7 +218,7 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 		p("Latest verify: **%s**, %s mode, %s.", verdict, v.Mode, ts(v.RunAt))
 		p("")
 		p("```")
-		for _, l := range r.summaryTree() {
+		for _, l := range r.SummaryTree() {
 			p("%s", l)
 		}
 		p("```")
@@ -453,5 +453,5 @@ Lag at most {{dur .MaxLagSeconds}} ({{human .MaxLagBytes}}); retained WAL at mos
 
 func (r *Report) writeHTML(w io.Writer) error {
 	lag, tput := r.charts()
-	return htmlTemplate.Execute(w, map[string]any{"R": r, "Lag": lag, "Tput": tput, "Tree": r.summaryTree()})
+	return htmlTemplate.Execute(w, map[string]any{"R": r, "Lag": lag, "Tput": tput, "Tree": r.SummaryTree()})
 }

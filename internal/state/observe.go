@@ -33,7 +33,7 @@ import (
 // HistoryBucket is the time span one follow_history row covers while it is the newest: the
 // agent measures every few seconds, and measurements within one bucket fold into one row
 // (keeping the maxima of lag and retained WAL, so a peak is never lost).
-const HistoryBucket = 5 * time.Second
+const HistoryBucket = 2 * time.Second
 
 // HistoryMaxRows bounds pgshift.follow_history: past it, the older half is merged pairwise
 // (maxima kept), so old history gets coarser instead of longer. A migration of any length
