@@ -42,8 +42,8 @@ type DemoOptions struct {
 	// ReportFile receives the HTML migration report at the end (default a file in the
 	// system's temporary directory; the path is printed).
 	ReportFile string
-	Out    io.Writer
-	Logger *slog.Logger
+	Out        io.Writer
+	Logger     *slog.Logger
 }
 
 // Demo is what the steps share: the clusters, their DSNs, and what earlier steps produced.
