@@ -116,7 +116,7 @@ func TestRunKillResumeLoop(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, m := range []string{"pgshift_transactions_applied_total", "pgshift_lag_seconds", "pgshift_slot_retained_wal_bytes"} {
+	for _, m := range []string{"pgshift_applied_transactions_total", "pgshift_replication_lag_seconds", "pgshift_slot_retained_wal_bytes"} {
 		if !strings.Contains(string(metrics), m) {
 			t.Fatalf("/metrics lacks %s:\n%s", m, metrics)
 		}

@@ -23,7 +23,6 @@ import (
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
-	"github.com/pgshift/pgshift/internal/web"
 )
 
 // RunOptions tune the follow phase. Zero values take the defaults.
@@ -87,11 +86,14 @@ func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logg
 	if err := cfg.RequireTarget(); err != nil {
 		return err
 	}
+	prev := previousAgent(ctx, cfg)
 	return withLease(ctx, cfg, "run", opts.LeaseInterval, log, func(ctx context.Context, lease *state.Lease) error {
-		if err := ensureCopied(ctx, cfg, lease, log); err != nil {
-			return err
-		}
-		return follow(ctx, cfg, opts, lease, log)
+		return withObserver(ctx, cfg, lease, prev, log, func(ctx context.Context, m *followMetrics) error {
+			if err := ensureCopied(ctx, cfg, lease, log); err != nil {
+				return err
+			}
+			return follow(ctx, cfg, opts, lease, m, log)
+		})
 	})
 }
 
@@ -103,13 +105,16 @@ func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.L
 	if err := cfg.RequireTarget(); err != nil {
 		return err
 	}
+	prev := previousAgent(ctx, cfg)
 	return withLease(ctx, cfg, "run", opts.LeaseInterval, log, func(ctx context.Context, lease *state.Lease) error {
-		return follow(ctx, cfg, opts, lease, log)
+		return withObserver(ctx, cfg, lease, prev, log, func(ctx context.Context, m *followMetrics) error {
+			return follow(ctx, cfg, opts, lease, m, log)
+		})
 	})
 }
 
-// follow is Follow under a lease the caller holds.
-func follow(ctx context.Context, cfg config.Config, opts RunOptions, lease *state.Lease, log *slog.Logger) error {
+// follow is Follow under a lease the caller holds; m outlives it (the agent's API reads it).
+func follow(ctx context.Context, cfg config.Config, opts RunOptions, lease *state.Lease, m *followMetrics, log *slog.Logger) error {
 	opts.defaults()
 	// A killed agent leaves its spill files of large in-progress transactions behind; they can
 	// be big, and nothing else would ever remove them.
@@ -118,30 +123,7 @@ func follow(ctx context.Context, cfg config.Config, opts RunOptions, lease *stat
 	} else if n > 0 {
 		log.Info("removed spill directories left by earlier agents that were killed", "count", n)
 	}
-	m := &followMetrics{}
-	if cfg.HTTP == "" && cfg.Proxy == "" {
-		return followLoop(ctx, cfg, opts, m, lease, log)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	reg := m.registry()
-	// With --proxy the routing proxy runs beside following, reading the lag directly (proxy.go).
-	routes, err := startAgentProxy(gctx, g, cfg, m, reg, log)
-	if err != nil {
-		return err
-	}
-	if cfg.HTTP != "" {
-		g.Go(func() error {
-			status := func(ctx context.Context) (any, error) { return ReadStatus(ctx, cfg, log) }
-			return web.Serve(gctx, cfg.HTTP, status, reg, log, routes...)
-		})
-	}
-	g.Go(func() error {
-		defer cancel() // the API goes when following ends
-		return followLoop(gctx, cfg, opts, m, lease, log)
-	})
-	return g.Wait()
+	return followLoop(ctx, cfg, opts, m, lease, log)
 }
 
 // followLoop runs follow attempts until ctx ends or one fails for good. Each attempt is bound
@@ -344,7 +326,13 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *foll
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.Run(gctx) })
-	g.Go(func() error { return applier.Run(gctx, q) })
+	g.Go(func() error {
+		err := applier.Run(gctx, q)
+		if err != nil && gctx.Err() == nil {
+			m.applyErrors.Add(1) // pgshift_apply_errors_total
+		}
+		return err
+	})
 	g.Go(func() error { return s.heartbeat(gctx) })
 	g.Go(func() error { return s.monitor(gctx, sstats, astats) })
 	err = g.Wait()
