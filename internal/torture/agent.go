@@ -77,7 +77,7 @@ func (a *pgshift) start(name string, args ...string) (*proc, error) {
 	// Its own process group: a SIGKILL reaches it alone, and a Ctrl-C to the test does not
 	// kill it behind the harness's back.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	fmt.Fprintf(a.logf, "\n===== %s %s: pgshift %s\n", time.Now().UTC().Format("15:04:05.000"), name, strings.Join(redactArgs(args), " "))
+	fmt.Fprintf(a.logf, "\n===== %s %s: pgshift %s\n", time.Now().UTC().Format("15:04:05.000"), name, strings.Join(args, " "))
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start pgshift %s: %w", name, err)
 	}
@@ -105,8 +105,6 @@ func (a *pgshift) start(name string, args ...string) (*proc, error) {
 	}()
 	return p, nil
 }
-
-func redactArgs(args []string) []string { return args }
 
 // kill sends SIGKILL and waits for the process to end.
 func (p *proc) kill() {
@@ -137,15 +135,23 @@ func (p *proc) stop(d time.Duration) bool {
 
 // runOnce runs a pgshift command to completion (wait, verify, status) with a deadline.
 func (a *pgshift) runOnce(ctx context.Context, d time.Duration, args ...string) (int, string, error) {
+	return a.run(ctx, d, true, args...)
+}
+
+func (a *pgshift) run(ctx context.Context, d time.Duration, logged bool, args ...string) (int, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, a.bin, args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	fmt.Fprintf(a.logf, "\n===== %s pgshift %s\n", time.Now().UTC().Format("15:04:05.000"), strings.Join(args, " "))
+	if logged {
+		fmt.Fprintf(a.logf, "\n===== %s pgshift %s\n", time.Now().UTC().Format("15:04:05.000"), strings.Join(args, " "))
+	}
 	err := cmd.Run()
-	a.logf.Write(out.Bytes())
+	if logged {
+		a.logf.Write(out.Bytes())
+	}
 	if ctx.Err() != nil {
 		return -1, out.String(), fmt.Errorf("pgshift %s did not finish within %s", args[0], d)
 	}
@@ -153,7 +159,9 @@ func (a *pgshift) runOnce(ctx context.Context, d time.Duration, args ...string) 
 	if err != nil && !errors.As(err, &ee) {
 		return -1, out.String(), err
 	}
-	fmt.Fprintf(a.logf, "===== exit %d\n", cmd.ProcessState.ExitCode())
+	if logged {
+		fmt.Fprintf(a.logf, "===== exit %d\n", cmd.ProcessState.ExitCode())
+	}
 	return cmd.ProcessState.ExitCode(), out.String(), nil
 }
 

@@ -53,7 +53,25 @@ type CaseResult struct {
 func (r *CaseResult) fail(class, format string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.Failures = append(r.Failures, Failure{Seed: r.Seed, Class: class, Detail: fmt.Sprintf(format, args...)})
+	f := Failure{Seed: r.Seed, Class: class, Detail: fmt.Sprintf(format, args...)}
+	for _, x := range r.Failures {
+		if x == f {
+			return // the same failure again (a restarted agent stopping on the same error)
+		}
+	}
+	r.Failures = append(r.Failures, f)
+}
+
+// onlyHarness: every failure is the harness's own (a generator or setup bug), none pgshift's.
+func (r *CaseResult) onlyHarness() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.Failures {
+		if f.Class != "harness" {
+			return false
+		}
+	}
+	return len(r.Failures) > 0
 }
 
 func (r *CaseResult) failed() bool {
@@ -233,7 +251,8 @@ type caseRun struct {
 
 	agentMu     sync.Mutex
 	agent       *proc
-	agentBroken int // unexpected exits
+	agentBroken int  // unexpected exits
+	gaveUp      bool // the agent exited on its own twice: not restarted again
 	pendingDDL  []*ddlEvent
 	nextMark    int64
 	logf        func(format string, args ...any)
@@ -273,6 +292,8 @@ func runCase(ctx context.Context, e *env, seed uint64) *CaseResult {
 		res.Duration = time.Since(start)
 		switch {
 		case res.Outcome == "harness-error":
+		case res.onlyHarness():
+			res.Outcome = "harness-error"
 		case res.failed():
 			res.Outcome = "failed"
 		case res.Outcome == "":
@@ -620,7 +641,7 @@ func refusalClass(out string) string {
 
 // phase reads the migration's phase through `pgshift status --json`.
 func (cs *caseRun) phase(ctx context.Context) string {
-	code, out, err := cs.pg.runOnce(ctx, 30*time.Second, "status", "--target", cs.dstDSN, "--json")
+	code, out, err := cs.pg.run(ctx, 30*time.Second, false, "status", "--target", cs.dstDSN, "--json")
 	if err != nil || code != 0 {
 		return ""
 	}
@@ -681,7 +702,7 @@ func (cs *caseRun) follow(ctx context.Context) {
 		startWork()
 	}
 	chaosDone := make(chan struct{})
-	go func() { defer close(chaosDone); cs.chaos(workCtx) }()
+	go func() { defer close(chaosDone); cs.chaos(ctx, workCtx) }()
 	select {
 	case <-ctx.Done():
 	case <-time.After(p.work.duration):
@@ -696,7 +717,7 @@ func (cs *caseRun) follow(ctx context.Context) {
 	cs.settle(ctx)
 	stopSup()
 	<-supDone
-	if !cs.waitCaughtUp(ctx, "final") {
+	if !cs.waitCaughtUp(ctx, "final", 90*time.Second) {
 		cs.compare(ctx, "final (after a failed wait)", copyTarget)
 		cs.stopAgent()
 		return
@@ -766,7 +787,7 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 	}
 	cs.agentBroken++
 	res.fail("agent-exit", "pgshift run exited %d on its own during follow:\n%s", a.code, errorLines(out, 10))
-	if cs.agentBroken < 3 {
+	if cs.agentBroken < 2 {
 		// Run it again: what it does next (and the oracle) tells more about the failure.
 		if err := cs.startAgent(); err != nil {
 			res.fail("harness", "%v", err)
@@ -774,8 +795,17 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 	} else {
 		cs.agentMu.Lock()
 		cs.agent.killed = true // given up: the supervisor leaves it alone
+		cs.gaveUp = true
 		cs.agentMu.Unlock()
+		cs.logf("the agent stopped twice on its own: no more restarts, no more waits")
 	}
+}
+
+// agentGone reports whether the harness gave up on the agent (it kept exiting on its own).
+func (cs *caseRun) agentGone() bool {
+	cs.agentMu.Lock()
+	defer cs.agentMu.Unlock()
+	return cs.gaveUp
 }
 
 // settle runs after the workload: a DDL still unresolved is completed on the target.
@@ -789,8 +819,11 @@ func (cs *caseRun) settle(ctx context.Context) {
 }
 
 // waitCaughtUp runs `pgshift wait` and records a failure when it does not return 0.
-func (cs *caseRun) waitCaughtUp(ctx context.Context, what string) bool {
-	d := time.Duration(float64(120*time.Second) * max(1, cs.env.settings.Scale))
+func (cs *caseRun) waitCaughtUp(ctx context.Context, what string, d time.Duration) bool {
+	if cs.agentGone() {
+		return false
+	}
+	d = time.Duration(float64(d) * max(1, cs.env.settings.Scale))
 	code, out, err := cs.pg.runOnce(ctx, d+30*time.Second, append([]string{"wait", "--timeout", d.String()}, cs.pg.dsnArgs()...)...)
 	if err != nil || code != 0 {
 		cs.agentMu.Lock()
@@ -848,9 +881,19 @@ func (cs *caseRun) compare(ctx context.Context, when string, copyTarget *dbState
 	if when == "after-copy" {
 		class = "copy-data"
 	}
+	shown := 0
+	var more []string
 	for _, l := range labels {
 		s, okS := src.tables[l]
 		d, okD := dst.tables[l]
+		if s != d && shown >= 4 {
+			same = false
+			more = append(more, l)
+			continue
+		}
+		if s != d {
+			shown++
+		}
 		switch {
 		case !okD:
 			same = false
@@ -862,6 +905,9 @@ func (cs *caseRun) compare(ctx context.Context, when string, copyTarget *dbState
 			same = false
 			res.fail(class, "%s: table %s differs: source %s, target %s\n%s", when, l, s, d, tableDiff(ctx, cs.srcDSN, cs.dstDSN, src.ids[l], dst.ids[l]))
 		}
+	}
+	if len(more) > 0 {
+		res.fail(class, "%s: %d more tables differ: %s", when, len(more), strings.Join(more, ", "))
 	}
 	// Sequences: exact right after the copy when nothing ran meanwhile; afterwards the target's
 	// must not have moved (applying changes never calls nextval there).

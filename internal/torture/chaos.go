@@ -54,14 +54,18 @@ func drawChaos(g *rng, cl Classes, p *casePlan) []chaosEvent {
 	return ev
 }
 
-// chaos plays the case's events until they are done or ctx ends.
-func (cs *caseRun) chaos(ctx context.Context) {
+// chaos plays the case's events until they are done or until (the workload's) until ends;
+// an event under way finishes under ctx.
+func (cs *caseRun) chaos(ctx, until context.Context) {
 	start := time.Now()
 	for _, e := range cs.plan.events {
 		select {
-		case <-ctx.Done():
+		case <-until.Done():
 			return
 		case <-time.After(time.Until(start.Add(e.at))):
+		}
+		if cs.agentGone() && e.kind != "restart-source" && e.kind != "restart-target" {
+			continue
 		}
 		cs.chaosMu.Lock()
 		cs.event(ctx, e)
@@ -155,7 +159,7 @@ func (cs *caseRun) barrier(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		if !cs.waitCaughtUp(ctx, fmt.Sprintf("barrier %d", id)) {
+		if !cs.waitCaughtUp(ctx, fmt.Sprintf("barrier %d", id), 45*time.Second) {
 			return
 		}
 		var n int64

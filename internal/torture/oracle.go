@@ -51,7 +51,7 @@ const userRelationsSQL = `SELECT n.nspname, c.relname, c.relkind::text FROM pg_c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'S') AND n.nspname <> ALL ('{pg_catalog,information_schema,pgshift}')
   AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
-ORDER BY 1 COLLATE "C", 2 COLLATE "C"`
+ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"`
 
 // dbState is what the oracle read from one side.
 type dbState struct {

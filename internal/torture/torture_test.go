@@ -121,6 +121,9 @@ func TestTorture(t *testing.T) {
 		if err := sum.WriteJSON(st.Summary); err != nil {
 			t.Errorf("write summary: %v", err)
 		}
+		if err := os.WriteFile(st.Summary+".txt", []byte(b.String()), 0o644); err != nil {
+			t.Errorf("write summary: %v", err)
+		}
 	}
 	if !t.Failed() {
 		os.RemoveAll(logDir)
