@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -718,8 +719,9 @@ func (cs *caseRun) follow(ctx context.Context) {
 	stopSup()
 	<-supDone
 	if !cs.waitCaughtUp(ctx, "final", 90*time.Second) {
+		cs.res.fail("wait", "state when the wait gave up:\n%s", cs.diagnose(ctx))
 		cs.compare(ctx, "final (after a failed wait)", copyTarget)
-		cs.stopAgent()
+		cs.dumpAgent()
 		return
 	}
 	same := cs.compare(ctx, "final", copyTarget)
@@ -833,6 +835,55 @@ func (cs *caseRun) waitCaughtUp(ctx context.Context, what string, d time.Duratio
 		return false
 	}
 	return true
+}
+
+// diagnose describes replication on the source and the sessions on the target, for a wait
+// that gave up: is the agent streaming, and is its apply stuck on a lock?
+func (cs *caseRun) diagnose(ctx context.Context) string {
+	var b strings.Builder
+	q := func(dsn, title, sql string, args ...any) {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			fmt.Fprintf(&b, "  %s: %v\n", title, err)
+			return
+		}
+		defer conn.Close(context.Background())
+		rows, err := conn.Query(ctx, sql, args...)
+		if err != nil {
+			fmt.Fprintf(&b, "  %s: %v\n", title, err)
+			return
+		}
+		defer rows.Close()
+		fmt.Fprintf(&b, "  %s:\n", title)
+		for rows.Next() {
+			vals, _ := rows.Values()
+			fmt.Fprintf(&b, "    %v\n", vals)
+		}
+	}
+	q(cs.srcDSN, "source slots (name, active, pid, restart_lsn, confirmed_flush_lsn, wal_status)", `SELECT slot_name, active, active_pid, restart_lsn::text, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots`)
+	q(cs.srcDSN, "source walsenders (pid, state, sent, flush, reply age)", `SELECT pid, state, sent_lsn::text, flush_lsn::text, (now() - reply_time)::text FROM pg_stat_replication`)
+	q(cs.srcDSN, "source pg_current_wal_lsn", `SELECT pg_current_wal_lsn()::text`)
+	q(cs.dstDSN, "target sessions (pid, app, state, wait, xact age, query)", `SELECT pid, application_name, state, coalesce(wait_event_type || ':' || wait_event, ''), (now() - xact_start)::text, left(query, 160)
+		FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+	return b.String()
+}
+
+// dumpAgent makes a stuck agent print its goroutines (SIGQUIT) into the case log.
+func (cs *caseRun) dumpAgent() {
+	cs.agentMu.Lock()
+	a := cs.agent
+	cs.agentMu.Unlock()
+	if a == nil || a.exited() {
+		return
+	}
+	a.killed = true
+	_ = a.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		a.kill()
+	}
+	cs.logf("the agent's goroutines were dumped into this log (SIGQUIT) after the wait gave up")
 }
 
 func (cs *caseRun) stopAgent() {

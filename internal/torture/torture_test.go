@@ -63,7 +63,9 @@ func TestTorture(t *testing.T) {
 		}
 	}
 	sum := &Summary{BaseSeed: st.BaseSeed, Classes: st.Classes.String()}
-	sum.Regressions = len(plan)
+	if st.Seed == 0 {
+		sum.Regressions = len(plan)
+	}
 	t.Logf("pgshift torture: base seed %d (PGSHIFT_TORTURE_BASE_SEED replays the run), budget %s, classes %s, %d regression seeds; logs in %s",
 		st.BaseSeed, st.Duration, st.Classes, len(plan), logDir)
 
