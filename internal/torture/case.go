@@ -29,26 +29,28 @@ type Failure struct {
 
 // CaseResult is what one case did and found.
 type CaseResult struct {
-	Seed        uint64        `json:"seed"`
-	Draw        string        `json:"draw"`
-	Outcome     string        `json:"outcome"` // ok, refused (as it must), failed, harness-error
-	Failures    []Failure     `json:"failures,omitempty"`
-	Txns        int64         `json:"txns"`
-	TxnsFailed  int64         `json:"txns_failed"`
-	Rows        int64         `json:"rows"`
-	InitialRows int64         `json:"initial_rows"`
-	BigTxns     int64         `json:"big_txns"`
-	Kills       int           `json:"kills"`
-	EarlyKills  int           `json:"early_kills"`
-	Restarts    int           `json:"server_restarts"`
-	DDL         int           `json:"ddl"`
-	DDLStops    int           `json:"ddl_stops"`
-	Barriers    int           `json:"barriers"`
-	Agents      int           `json:"agent_starts"`
-	PeakRSSKiB  int64         `json:"peak_rss_kib"`
-	Duration    time.Duration `json:"duration_ns"`
-	LogFile     string        `json:"log_file"`
-	mu          sync.Mutex
+	Seed        uint64    `json:"seed"`
+	Draw        string    `json:"draw"`
+	Outcome     string    `json:"outcome"` // ok, refused (as it must), failed, harness-error
+	Failures    []Failure `json:"failures,omitempty"`
+	Txns        int64     `json:"txns"`
+	TxnsFailed  int64     `json:"txns_failed"`
+	Rows        int64     `json:"rows"`
+	InitialRows int64     `json:"initial_rows"`
+	BigTxns     int64     `json:"big_txns"`
+	Kills       int       `json:"kills"`
+	EarlyKills  int       `json:"early_kills"`
+	Restarts    int       `json:"server_restarts"`
+	DDL         int       `json:"ddl"`
+	DDLStops    int       `json:"ddl_stops"`
+	Barriers    int       `json:"barriers"`
+	Agents      int       `json:"agent_starts"`
+	// StartupExits: the agent gave up because a server restarted in its first moments.
+	StartupExits int           `json:"startup_exits"`
+	PeakRSSKiB   int64         `json:"peak_rss_kib"`
+	Duration     time.Duration `json:"duration_ns"`
+	LogFile      string        `json:"log_file"`
+	mu           sync.Mutex
 }
 
 func (r *CaseResult) fail(class, format string, args ...any) {
@@ -254,9 +256,14 @@ type caseRun struct {
 	agent       *proc
 	agentBroken int  // unexpected exits
 	gaveUp      bool // the agent exited on its own twice: not restarted again
-	pendingDDL  []*ddlEvent
-	nextMark    int64
-	logf        func(format string, args ...any)
+	// restartWindow: a server restart is under way or just ended. The agent gives up when a
+	// server is unreachable in its first moments (before it follows); that is not the
+	// retried, mid-follow outage the product promises to ride out.
+	restartWindow time.Time
+	startupExits  int
+	pendingDDL    []*ddlEvent
+	nextMark      int64
+	logf          func(format string, args ...any)
 }
 
 func runCase(ctx context.Context, e *env, seed uint64) *CaseResult {
@@ -286,6 +293,7 @@ func runCase(ctx context.Context, e *env, seed uint64) *CaseResult {
 	defer func() {
 		cs.cleanup()
 		res.Txns, res.TxnsFailed, res.Rows, res.BigTxns = cs.st.txns.Load(), cs.st.txnFailed.Load(), cs.st.rows.Load(), cs.st.bigTxns.Load()
+		res.StartupExits = cs.startupExits
 		if cs.pg != nil {
 			res.PeakRSSKiB = cs.pg.peak
 			res.Agents = cs.pg.starts
@@ -787,6 +795,20 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 		}
 		return
 	}
+	cs.agentMu.Lock()
+	inWindow := time.Now().Before(cs.restartWindow)
+	cs.agentMu.Unlock()
+	if inWindow && a.code != 0 && connectionTrouble(out) && cs.startupExits < 5 {
+		cs.startupExits++
+		cs.logf("the agent gave up while a server restarted (exit %d): %s; starting it again once the servers are up", a.code, lastLines(out, 1))
+		for time.Now().Before(cs.restartWindowEnd()) && ctx.Err() == nil {
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err := cs.startAgent(); err != nil {
+			res.fail("harness", "%v", err)
+		}
+		return
+	}
 	cs.agentBroken++
 	res.fail("agent-exit", "pgshift run exited %d on its own during follow:\n%s", a.code, errorLines(out, 10))
 	if cs.agentBroken < 2 {
@@ -801,6 +823,24 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 		cs.agentMu.Unlock()
 		cs.logf("the agent stopped twice on its own: no more restarts, no more waits")
 	}
+}
+
+func (cs *caseRun) restartWindowEnd() time.Time {
+	cs.agentMu.Lock()
+	defer cs.agentMu.Unlock()
+	return cs.restartWindow
+}
+
+// connectionTrouble: the output ends with a connection-level error (server down or going down).
+func connectionTrouble(out string) bool {
+	last := lastLines(out, 2)
+	for _, s := range []string{"connection refused", "terminating connection due to administrator command", "the database system is shutting down",
+		"the database system is starting up", "server closed the connection", "unexpected EOF", "connection reset"} {
+		if strings.Contains(last, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // agentGone reports whether the harness gave up on the agent (it kept exiting on its own).

@@ -94,9 +94,11 @@ func (cs *caseRun) event(ctx context.Context, e chaosEvent) {
 		if e.kind == "restart-target" {
 			c = cs.env.dst
 		}
+		cs.markRestart(time.Hour) // until it is over
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		err := c.Restart(rctx, e.crash)
 		cancel()
+		cs.markRestart(3 * time.Second)
 		if err != nil {
 			res.fail("harness", "%s (crash=%v): %v", e.kind, e.crash, err)
 			_ = ensureUp(context.Background(), c)
@@ -111,6 +113,13 @@ func (cs *caseRun) event(ctx context.Context, e chaosEvent) {
 	case "barrier":
 		cs.barrier(ctx)
 	}
+}
+
+// markRestart notes that a server is (or was just) restarting, until d from now.
+func (cs *caseRun) markRestart(d time.Duration) {
+	cs.agentMu.Lock()
+	cs.restartWindow = time.Now().Add(d)
+	cs.agentMu.Unlock()
 }
 
 // secondAgent starts another `pgshift run` on the same migration: it must refuse.

@@ -74,6 +74,7 @@ type Summary struct {
 	Kills       int            `json:"agent_kills"`
 	EarlyKills  int            `json:"early_kills"`
 	Agents      int            `json:"agent_starts"`
+	StartupExit int            `json:"startup_exits"`
 	Restarts    int            `json:"server_restarts"`
 	DDL         int            `json:"ddl"`
 	DDLStops    int            `json:"ddl_stops"`
@@ -105,6 +106,7 @@ func (s *Summary) add(r *CaseResult) {
 	s.Kills += r.Kills
 	s.EarlyKills += r.EarlyKills
 	s.Agents += r.Agents
+	s.StartupExit += r.StartupExits
 	s.Restarts += r.Restarts
 	s.DDL += r.DDL
 	s.DDLStops += r.DDLStops
@@ -134,8 +136,8 @@ func (s *Summary) Write(w io.Writer) {
 		s.Cases, s.Regressions, s.OK, s.Refused, s.Failed, s.HarnessErr)
 	fmt.Fprintf(w, "source transactions: %d (%d rolled back or failed on the source), rows written: %d, initial rows: %d, big transactions: %d\n",
 		s.Txns, s.TxnsFailed, s.Rows, s.InitialRows, s.BigTxns)
-	fmt.Fprintf(w, "agent kills: %d (%d during the copy), agent starts: %d, server restarts: %d, DDL: %d (%d loud stops), barrier checks: %d, peak agent RSS: %d MiB\n",
-		s.Kills, s.EarlyKills, s.Agents, s.Restarts, s.DDL, s.DDLStops, s.Barriers, s.PeakRSSKiB>>10)
+	fmt.Fprintf(w, "agent kills: %d (%d during the copy), agent starts: %d (%d after giving up at startup during a server restart), server restarts: %d, DDL: %d (%d loud stops), barrier checks: %d, peak agent RSS: %d MiB\n",
+		s.Kills, s.EarlyKills, s.Agents, s.StartupExit, s.Restarts, s.DDL, s.DDLStops, s.Barriers, s.PeakRSSKiB>>10)
 	if len(s.ByClass) == 0 {
 		fmt.Fprintf(w, "failures: none\n")
 		return
