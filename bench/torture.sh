@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10m}
 mkdir -p bench/out
 STAMP=$(date -u +%Y%m%dT%H%M%S)
-LOG=bench/out/torture-$STAMP.log
-SUMMARY=bench/out/torture-$STAMP.json
+LOG=$PWD/bench/out/torture-$STAMP.log
+SUMMARY=$PWD/bench/out/torture-$STAMP.json
 
 # go test's own deadline: the run's duration, plus room for the last case and cleanup.
 secs=$(awk -v d="$DURATION" 'BEGIN {

@@ -116,7 +116,7 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 	cl := st.Classes
 	p := &casePlan{}
 	p.dbname = fmt.Sprintf("torture_%x", seed&0xffffffff)
-	if cl.On("dbname") && g.chance(0.3) {
+	if g.chance(cl.P("dbname", 0.3)) {
 		p.dbname = fmt.Sprintf("Torture-%X", seed&0xffffff)
 	}
 	p.schema = drawSchema(g.fork(1), cl, p.dbname, st.Scale)
@@ -132,7 +132,7 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 				n = 0
 			case x < 0.4:
 				n = dg.between(1, 20)
-			case x < 0.92 || bulkDone:
+			case x < 0.92 || bulkDone || t.RIFull:
 				n = dg.between(20, 300)
 			default:
 				n = int(float64(dg.between(5000, 20000)) * st.Scale)
@@ -150,18 +150,18 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 	switch x := sg.float(); {
 	case x < 0.2:
 		p.ldwm = "64MB"
-	case x < 0.35 && cl.On("unstreamed"):
+	case x < 0.35 && cl.On("unstreamed"), cl.P("unstreamed", 0) == 1:
 		p.ldwm = "1GB"
 	}
 	p.senderTO = "60s"
-	if cl.On("wal-sender-timeout") && sg.chance(0.3) {
+	if sg.chance(cl.P("wal-sender-timeout", 0.3)) {
 		p.senderTO = "2s"
 	}
-	p.idleTO = cl.On("idle-timeout") && sg.chance(0.15)
+	p.idleTO = sg.chance(cl.P("idle-timeout", 0.15))
 	p.jobs = sg.between(1, 4)
 	p.copyFirst = sg.chance(0.3)
-	p.concurrent = cl.On("copy-concurrent") && sg.chance(0.5)
-	if cl.On("early-kill") && sg.chance(0.5) {
+	p.concurrent = sg.chance(cl.P("copy-concurrent", 0.5))
+	if sg.chance(cl.P("early-kill", 0.5)) {
 		for i, k := 0, sg.between(1, 2); i < k; i++ {
 			p.earlyKills = append(p.earlyKills, time.Duration(sg.between(200, 4000))*time.Millisecond)
 		}

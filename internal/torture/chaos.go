@@ -27,22 +27,30 @@ func drawChaos(g *rng, cl Classes, p *casePlan) []chaosEvent {
 	at := func() time.Duration { return time.Duration(g.float() * float64(d) * 0.9) }
 	var ev []chaosEvent
 	if cl.On("agent-kill") {
-		for i, n := 0, g.between(0, 3); i < n; i++ {
+		lo := 0
+		if cl.P("agent-kill", 0) == 1 {
+			lo = 2
+		}
+		for i, n := 0, g.between(lo, 3); i < n; i++ {
 			ev = append(ev, chaosEvent{at: at(), kind: "kill", pause: time.Duration(g.between(0, 1500)) * time.Millisecond})
 		}
 	}
 	if cl.On("server-restart") {
-		for i, n := 0, g.weighted([]int{4, 4, 2}); i < n; i++ {
+		n := g.weighted([]int{4, 4, 2})
+		if cl.P("server-restart", 0) == 1 {
+			n = 2
+		}
+		for i := 0; i < n; i++ {
 			ev = append(ev, chaosEvent{at: at(), kind: pick(g, []string{"restart-source", "restart-target"}), crash: g.chance(0.5)})
 		}
 	}
-	if cl.On("ddl") && g.chance(0.35) {
+	if g.chance(cl.P("ddl", 0.35)) {
 		for i, n := 0, g.between(1, 2); i < n; i++ {
 			ev = append(ev, chaosEvent{at: at(), kind: "ddl", ddl: pick(g, []string{"add-null", "add-default", "add-notnull", "rename", "rename", "new-partition"}),
 				first: g.chance(0.4), choice: g.uint64()})
 		}
 	}
-	if cl.On("two-agents") && g.chance(0.15) {
+	if g.chance(cl.P("two-agents", 0.15)) {
 		ev = append(ev, chaosEvent{at: at(), kind: "second-agent"})
 	}
 	if cl.On("async-commit") && p.schema.Marks != nil {

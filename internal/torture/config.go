@@ -10,7 +10,8 @@ import (
 )
 
 // Class names switch families of the generator on and off. Every class is on by default;
-// PGSHIFT_TORTURE_CLASSES="-xml,-rls" turns some off, "none,+int,+toast" starts from nothing.
+// PGSHIFT_TORTURE_CLASSES="-xml,-rls" turns some off, "none,+int,+toast" starts from nothing,
+// "++ddl" turns one on and makes every draw that can use it use it.
 // The names are stable: reports and seeds.txt comments use them.
 var allClasses = []classInfo{
 	// Column type families.
@@ -97,6 +98,19 @@ type Classes map[string]bool
 // On reports whether class c is enabled.
 func (c Classes) On(name string) bool { return c[name] }
 
+// P is the probability with which a draw uses class name: p when the class is on, 0 when it
+// is off, 1 when it is boosted ("++name" in PGSHIFT_TORTURE_CLASSES), so a run can aim at one
+// class.
+func (c Classes) P(name string, p float64) float64 {
+	switch {
+	case c["++"+name]:
+		return 1
+	case c[name]:
+		return p
+	}
+	return 0
+}
+
 // ParseClasses applies a PGSHIFT_TORTURE_CLASSES specification to the default (everything on).
 func ParseClasses(spec string) (Classes, error) {
 	c := Classes{}
@@ -120,7 +134,10 @@ func ParseClasses(spec string) (Classes, error) {
 		default:
 			on := true
 			name := item
-			if strings.HasPrefix(item, "-") {
+			boost := strings.HasPrefix(item, "++")
+			if boost {
+				name = item[2:]
+			} else if strings.HasPrefix(item, "-") {
 				on, name = false, item[1:]
 			} else if strings.HasPrefix(item, "+") {
 				name = item[1:]
@@ -129,6 +146,9 @@ func ParseClasses(spec string) (Classes, error) {
 				return nil, fmt.Errorf("PGSHIFT_TORTURE_CLASSES: unknown class %q (known: %s)", name, strings.Join(ClassNames(), ", "))
 			}
 			c[name] = on
+			if boost {
+				c["++"+name] = true
+			}
 		}
 	}
 	return c, nil
@@ -140,6 +160,9 @@ func (c Classes) String() string {
 	for _, ci := range allClasses {
 		if !c[ci.name] {
 			off = append(off, "-"+ci.name)
+		}
+		if c["++"+ci.name] {
+			off = append(off, "++"+ci.name)
 		}
 	}
 	if len(off) == 0 {

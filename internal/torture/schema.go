@@ -144,7 +144,7 @@ func (gen *generator) unique(scope, base string) string {
 }
 
 func (gen *generator) ident(plain, weird []string) string {
-	if gen.cl.On("names") && gen.g.chance(0.35) {
+	if gen.g.chance(gen.cl.P("names", 0.35)) {
 		return pick(gen.g, weird)
 	}
 	return pick(gen.g, plain)
@@ -154,7 +154,7 @@ func (gen *generator) ident(plain, weird []string) string {
 func drawSchema(g *rng, cl Classes, dbname string, scale float64) *Schema {
 	s := &Schema{DB: dbname, names: map[string]bool{}}
 	gen := &generator{g: g, cl: cl, s: s, scale: scale}
-	s.OwnerRole = cl.On("owner-role") && g.chance(0.2)
+	s.OwnerRole = g.chance(cl.P("owner-role", 0.2))
 
 	// Schemas: public plus one or two more.
 	s.Schemas = []string{"public"}
@@ -168,7 +168,7 @@ func drawSchema(g *rng, cl Classes, dbname string, scale float64) *Schema {
 	gen.types = append(builtinTypes(cl, s), extra...)
 	gen.keys = keyTypes(cl)
 
-	if cl.On("triggers") && g.chance(0.5) {
+	if g.chance(cl.P("triggers", 0.5)) {
 		gen.audit()
 	}
 	if cl.On("async-commit") {
@@ -178,10 +178,10 @@ func drawSchema(g *rng, cl Classes, dbname string, scale float64) *Schema {
 	for i := 0; i < ntables; i++ {
 		gen.table()
 	}
-	if cl.On("fk") && g.chance(0.4) {
+	if g.chance(cl.P("fk", 0.4)) {
 		gen.fkTable()
 	}
-	if cl.On("sequences") && g.chance(0.6) {
+	if g.chance(cl.P("sequences", 0.6)) {
 		gen.sequences()
 	}
 	if len(s.SearchPath) > 0 {
@@ -207,7 +207,7 @@ func (gen *generator) userTypes() []*colType {
 	var extra []*colType
 	// A same-named type in two schemas, with the source's database search_path set so that
 	// one of them is rendered unqualified: tests type names rendered under another search_path.
-	shadow := cl.On("search-path") && cl.On("enum") && len(s.Schemas) > 1 && g.chance(0.5)
+	shadow := cl.On("enum") && len(s.Schemas) > 1 && g.chance(cl.P("search-path", 0.5))
 	if cl.On("enum") {
 		sc := gen.schemaName()
 		if shadow {
@@ -237,7 +237,7 @@ func (gen *generator) userTypes() []*colType {
 			s.SearchPath = []string{sc, "public"}
 		}
 	}
-	if cl.On("search-path") && !shadow && len(s.Schemas) > 1 && g.chance(0.3) {
+	if !shadow && len(s.Schemas) > 1 && g.chance(cl.P("search-path", 0.3)) {
 		s.SearchPath = []string{s.Schemas[len(s.Schemas)-1], "public"}
 	}
 	if cl.On("domain") {

@@ -36,6 +36,11 @@ func (gen *generator) table() {
 	if cl.On("generated-only") && cl.On("identity") {
 		weights[4] = 1
 	}
+	for i, c := range []string{"", "partition", "inheritance", "zero-column", "generated-only"} {
+		if c != "" && cl.P(c, 0) == 1 {
+			weights[i] = 12
+		}
+	}
 	switch g.weighted(weights) {
 	case 0:
 		gen.plainTable()
@@ -78,7 +83,7 @@ func (gen *generator) dataColumns(t *Table, count int) []*Column {
 			c.NotNull = true
 		}
 		out = append(out, c)
-		if ty.long != nil && gen.cl.On("toast") && gen.g.chance(0.5) {
+		if ty.long != nil && gen.g.chance(gen.cl.P("toast", 0.5)) {
 			t.Toast = append(t.Toast, c)
 		}
 	}
@@ -118,6 +123,9 @@ func (gen *generator) keyKind() string {
 	kinds := []string{"pk-single", "pk-composite", "pk-comptype", "pk-deferrable", "pk-include", "ri-index", "ri-full", "nokey"}
 	weights := []int{40, 14, 8, 8, 8, 8, 14, 3}
 	for i, k := range kinds {
+		if gen.cl.P(k, 0) == 1 {
+			weights[i] = 60 // boosted
+		}
 		if !gen.cl.On(k) || (k == "pk-comptype" && gen.pairTyp == "") {
 			weights[i] = 0
 		}
@@ -141,7 +149,7 @@ func (gen *generator) plainTable() *Table {
 	switch t.KeyKind {
 	case "pk-single":
 		switch {
-		case cl.On("identity") && g.chance(0.3):
+		case g.chance(cl.P("identity", 0.3)):
 			kind := colIdentityAlways
 			if g.chance(0.5) {
 				kind = colIdentityDefault
@@ -185,7 +193,7 @@ func (gen *generator) plainTable() *Table {
 	}
 	data := gen.dataColumns(t, g.between(1, 5))
 	cols = append(cols, data...)
-	if t.Identity == nil && cl.On("identity") && g.chance(0.2) {
+	if t.Identity == nil && g.chance(cl.P("identity", 0.2)) {
 		kind := colIdentityAlways
 		if g.chance(0.5) {
 			kind = colIdentityDefault
@@ -194,10 +202,10 @@ func (gen *generator) plainTable() *Table {
 		t.Identity = id
 		cols = append(cols, id)
 	}
-	if cl.On("sequences") && g.chance(0.1) {
+	if g.chance(cl.P("sequences", 0.1)) {
 		cols = append(cols, &Column{Name: gen.colName(t, []string{"ser"}, []string{"Serial"}), SQLType: "bigserial", Kind: colSerial})
 	}
-	if cl.On("generated") && g.chance(0.3) {
+	if g.chance(cl.P("generated", 0.3)) {
 		expr := pick(g, []string{"md5(%s::text)", "(%s * 2)", "(%s::text || ' gen')"})
 		typ := "text"
 		if strings.HasPrefix(expr, "(%s *") {
@@ -213,7 +221,7 @@ func (gen *generator) plainTable() *Table {
 	// Column order: the selector and keys anywhere, so attnums do not follow the key.
 	shuffle(g, cols)
 	var dropped []*Column
-	if cl.On("dropped-columns") && g.chance(0.3) {
+	if g.chance(cl.P("dropped-columns", 0.3)) {
 		for i, m := 0, g.between(1, 2); i < m; i++ {
 			d := &Column{Name: gen.colName(t, []string{"old", "gone"}, []string{"Dropped Col"}), SQLType: pick(g, []string{"text", "int4", "numeric"})}
 			pos := g.intn(len(cols) + 1)
@@ -308,7 +316,7 @@ func (gen *generator) decorate(t *Table) {
 			gen.ddl(fmt.Sprintf("ALTER TABLE %s ENABLE %s TRIGGER %s", t.ID(), strings.ToUpper(t.Trigger), qi(trg)))
 		}
 	}
-	if gen.cl.On("rls") && t.N != nil && g.chance(0.15) {
+	if t.N != nil && g.chance(gen.cl.P("rls", 0.15)) {
 		t.RLS = true
 		gen.ddl("ALTER TABLE " + t.ID() + " ENABLE ROW LEVEL SECURITY")
 		gen.ddl("ALTER TABLE " + t.ID() + " FORCE ROW LEVEL SECURITY")
@@ -327,7 +335,7 @@ func (gen *generator) partitionedTable() {
 	p := &Column{Name: gen.colName(root, []string{"p", "region", "bucket"}, []string{"Part Key", "partition"}), SQLType: "int4", NotNull: true, Part: true}
 	cols := []*Column{n, p}
 	cols = append(cols, gen.dataColumns(root, g.between(1, 4))...)
-	if gen.cl.On("generated") && g.chance(0.2) {
+	if g.chance(gen.cl.P("generated", 0.2)) {
 		cols = append(cols, &Column{Name: gen.colName(root, []string{"gen"}, []string{"Gen"}), SQLType: "text", Kind: colGenerated, Expr: "md5(" + qi(n.Name) + "::text)"})
 	}
 	shuffle(g, cols)
@@ -425,7 +433,7 @@ func (gen *generator) partitionedTable() {
 		c.Renamable = false // a rename on a tree is not drawn
 	}
 	for _, c := range root.Cols {
-		if c.Type != nil && c.Type.long != nil && gen.cl.On("toast") && g.chance(0.5) {
+		if c.Type != nil && c.Type.long != nil && g.chance(gen.cl.P("toast", 0.5)) {
 			root.Toast = append(root.Toast, c)
 		}
 	}
