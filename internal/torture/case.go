@@ -104,6 +104,7 @@ type casePlan struct {
 	copyFirst    bool // pgshift copy --chunk-size 1 first, then pgshift run
 	concurrent   bool // the workload starts with the copy
 	earlyKills   []time.Duration
+	earlySecond  time.Duration // > 0: a second pgshift run this long after the first, during the copy
 	work         workloadParams
 	events       []chaosEvent
 	dataSeed     uint64
@@ -166,6 +167,9 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 			p.earlyKills = append(p.earlyKills, time.Duration(sg.between(200, 4000))*time.Millisecond)
 		}
 	}
+	if sg.chance(cl.P("two-agents", 0.08)) {
+		p.earlySecond = time.Duration(sg.between(100, 1500)) * time.Millisecond
+	}
 	p.work = drawWorkload(g.fork(4), cl, st.Scale)
 	// The huge transaction is meant to arrive unstreamed.
 	p.work.hugeOnce = p.work.hugeOnce && p.ldwm == "1GB"
@@ -224,6 +228,9 @@ func (p *casePlan) describe() string {
 	}
 	if p.idleTO {
 		extra = append(extra, "idle-timeout")
+	}
+	if p.earlySecond > 0 {
+		extra = append(extra, "second-agent-during-copy")
 	}
 	ev := map[string]int{}
 	for _, e := range p.events {
@@ -590,6 +597,17 @@ func (cs *caseRun) copyPhase(ctx context.Context) bool {
 		if err := cs.startAgent(); err != nil {
 			res.fail("harness", "%v", err)
 			return false
+		}
+		if p.earlySecond > 0 {
+			// A second agent while the first copies: it must refuse, not copy again.
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				time.Sleep(p.earlySecond)
+				cs.secondAgent("during the copy")
+			}()
+			defer wg.Wait()
 		}
 		for _, d := range p.earlyKills {
 			cs.agentMu.Lock()

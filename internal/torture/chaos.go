@@ -117,7 +117,7 @@ func (cs *caseRun) event(ctx context.Context, e chaosEvent) {
 	case "ddl":
 		cs.ddl(ctx, e)
 	case "second-agent":
-		cs.secondAgent()
+		cs.secondAgent("during follow")
 	case "barrier":
 		cs.barrier(ctx)
 	}
@@ -131,7 +131,7 @@ func (cs *caseRun) markRestart(d time.Duration) {
 }
 
 // secondAgent starts another `pgshift run` on the same migration: it must refuse.
-func (cs *caseRun) secondAgent() {
+func (cs *caseRun) secondAgent(when string) {
 	p, err := cs.pg.start("second agent", cs.runArgs()...)
 	if err != nil {
 		cs.res.fail("harness", "%v", err)
@@ -141,11 +141,11 @@ func (cs *caseRun) secondAgent() {
 	case <-p.done:
 	case <-time.After(15 * time.Second):
 		p.kill()
-		cs.res.fail("two-agents", "a second pgshift run on the same migration was still running 15 s after start (one agent per migration: the second must refuse)")
+		cs.res.fail("two-agents", "a second pgshift run on the same migration, started %s, was still running 15 s later (one agent per migration: the second must refuse)", when)
 		return
 	}
 	if p.code == 0 {
-		cs.res.fail("two-agents", "a second pgshift run exited 0 instead of refusing")
+		cs.res.fail("two-agents", "a second pgshift run, started %s, exited 0 instead of refusing", when)
 		return
 	}
 	cs.logf("second agent refused: exit %d: %s", p.code, lastLines(p.out.String(), 1))

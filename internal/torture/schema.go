@@ -35,6 +35,9 @@ type Column struct {
 	Part bool
 	// Ref marks a foreign-key column (value: a row number of the referenced table).
 	Ref bool
+	// Uniq marks a column under a UNIQUE constraint other than the key; rows start with their
+	// row number there and the workload hands values from row to row.
+	Uniq bool
 	// Renamable: a plain column nothing else depends on (not key, not in an expression).
 	Renamable bool
 }
@@ -69,6 +72,7 @@ type Table struct {
 	partValues   []int     // partition-column values a row may take (partition roots)
 	partMethod   string    // range, list or hash (partition roots)
 	Identity     *Column   // an identity column, if any
+	Uniq         *Column   // a column under a UNIQUE constraint besides the key
 	FKTo         *Table    // the table a Ref column points to
 	Toast        []*Column // columns that get long values
 	Trigger      string    // "", "origin", "always", "replica"

@@ -214,6 +214,14 @@ func (gen *generator) plainTable() *Table {
 		cols = append(cols, &Column{Name: gen.colName(t, []string{"gen", "derived"}, []string{"Generated Col"}), SQLType: typ, Kind: colGenerated,
 			Expr: fmt.Sprintf(expr, qi(n.Name))})
 	}
+	if strings.HasPrefix(t.KeyKind, "pk-") && t.KeyKind != "pk-deferrable" && g.chance(cl.P("key-change", 0.25)) {
+		// A second unique constraint: compacted batches must write rows in an order that
+		// never makes two rows hold one value, or redo the batch in source order.
+		u := &Column{Name: gen.colName(t, []string{"uniq", "slot"}, []string{"Unique No"}), SQLType: "int8", Uniq: true}
+		t.Uniq = u
+		cols = append(cols, u)
+		tail = append(tail, "UNIQUE ("+qi(u.Name)+")")
+	}
 	for _, k := range keyCols {
 		k.Renamable = false
 	}

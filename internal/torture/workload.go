@@ -74,9 +74,9 @@ func drawWorkload(g *rng, cl Classes, scale float64) workloadParams {
 	}
 	w := map[string]int{
 		"insert": 30, "update": 18, "delete": 8, "key-change": 6, "swap-keys": 3, "move-reinsert": 3, "toast-unchanged": 5,
-		"set-default": 3, "truncate": 2, "only": 3, "savepoint": 6, "big-txn": 2, "sequence": 2, "multi": 6,
+		"set-default": 3, "truncate": 2, "only": 3, "savepoint": 6, "big-txn": 2, "sequence": 2, "multi": 6, "unique-shuffle": 4,
 	}
-	gate := map[string]string{"update": "update", "delete": "delete", "key-change": "key-change", "swap-keys": "key-change", "move-reinsert": "key-change",
+	gate := map[string]string{"update": "update", "delete": "delete", "key-change": "key-change", "swap-keys": "key-change", "move-reinsert": "key-change", "unique-shuffle": "key-change",
 		"toast-unchanged": "toast-unchanged", "set-default": "set-default", "truncate": "truncate", "only": "only", "savepoint": "savepoint",
 		"big-txn": "big-txn", "sequence": "sequences"}
 	for k, c := range gate {
@@ -97,7 +97,7 @@ func drawWorkload(g *rng, cl Classes, scale float64) workloadParams {
 	return p
 }
 
-var txnKinds = []string{"insert", "update", "delete", "key-change", "swap-keys", "move-reinsert", "toast-unchanged", "set-default", "truncate", "only", "savepoint", "big-txn", "sequence", "multi"}
+var txnKinds = []string{"insert", "update", "delete", "key-change", "swap-keys", "move-reinsert", "toast-unchanged", "set-default", "truncate", "only", "savepoint", "big-txn", "sequence", "multi", "unique-shuffle"}
 
 func (c *client) connect(ctx context.Context) error {
 	if c.conn != nil && !c.conn.IsClosed() {
@@ -209,6 +209,16 @@ func (c *client) run(ctx context.Context, kind string, ops []op) error {
 		}
 		if sql == "ROLLBACK" {
 			return tx.Rollback(ctx)
+		}
+		if sql == commitAndBegin {
+			// One drawn unit of work made of several source transactions in a row.
+			if err := tx.Commit(ctx); err != nil {
+				return err
+			}
+			if tx, err = c.conn.Begin(ctx); err != nil {
+				return err
+			}
+			continue
 		}
 		tag, err := tx.Exec(ctx, sql, args...)
 		if err != nil {
@@ -338,6 +348,12 @@ func (c *client) drawTxn(kind string) []op {
 			return []op{fixed("SELECT nextval($1::text::regclass)", sq.ID())}
 		}
 		return []op{fixed("SELECT setval($1::text::regclass, nextval($1::text::regclass), false)", sq.ID())}
+	case "unique-shuffle":
+		t := c.cs.pickTable(g, func(t *Table) bool { return t.Uniq != nil })
+		if t == nil {
+			return nil
+		}
+		return c.uniqueShuffle(t)
 	case "multi":
 		var ops []op
 		for i, m := 0, g.between(2, 6); i < m; i++ {
@@ -367,6 +383,8 @@ func (c *client) value(t *Table, col *Column, n int64, long bool) any {
 			root = root.Parent
 		}
 		return strconv.Itoa(pick(g, root.partValues))
+	case col.Uniq:
+		return strconv.FormatInt(n, 10)
 	case col.Ref:
 		if g.chance(0.1) || (t.FKTo.initialRows == 0 && len(c.wrote) == 0) {
 			return nil
@@ -464,7 +482,7 @@ func where(t *Table, args *[]any, n int64) string {
 func dataCols(t *Table, skipToast bool) []*Column {
 	var out []*Column
 	for _, col := range t.Cols {
-		if col.Kind == colPlain && col != t.N && col.fromN == nil && !col.Part && !col.Ref && col.Type != nil {
+		if col.Kind == colPlain && col != t.N && col.fromN == nil && !col.Part && !col.Ref && !col.Uniq && col.Type != nil {
 			if skipToast && containsCol(t.Toast, col) {
 				continue
 			}
@@ -753,6 +771,33 @@ func (c *client) bigTxn() []op {
 	ops = append(ops, chunk(rows/4))
 	if g.chance(0.15) {
 		ops = append(ops, fixed("ROLLBACK"))
+	}
+	return ops
+}
+
+// commitAndBegin, as an op's SQL, commits the transaction so far and begins the next one.
+const commitAndBegin = "-- commit and begin"
+
+// uniqueShuffle hands a UNIQUE value from one row to another over several transactions, and
+// touches the giver again afterwards, so that in a batch of them the taker's last change comes
+// before the giver's: written in that order, two rows would hold the value at once.
+func (c *client) uniqueShuffle(t *Table) []op {
+	g := c.g
+	a, b := c.existing(t), c.existing(t)
+	u := qi(t.Uniq.Name)
+	n := qi(t.N.Name)
+	ops := []op{
+		fixed(fmt.Sprintf("UPDATE %s SET %s = NULL WHERE %s = $1::int8", t.ID(), u, n), a), fixed(commitAndBegin),
+		fixed(fmt.Sprintf("UPDATE %s SET %s = $1::int8 WHERE %s = $2::int8", t.ID(), u, n), a, b), fixed(commitAndBegin),
+	}
+	if cols := dataCols(t, false); len(cols) > 0 {
+		col := pick(g, cols)
+		ops = append(ops, fixed(fmt.Sprintf("UPDATE %s SET %s = $1::text::%s WHERE %s = $2::int8", t.ID(), qi(col.Name), col.SQLType, n), c.value(t, col, a, false), a), fixed(commitAndBegin))
+	}
+	if g.chance(0.5) {
+		ops = append(ops, c.moveOp(t, b, c.fresh()))
+	} else {
+		ops = append(ops, fixed(fmt.Sprintf("UPDATE %s SET %s = $1::int8 WHERE %s = $2::int8", t.ID(), u, n), b, a))
 	}
 	return ops
 }
