@@ -270,6 +270,8 @@ type caseRun struct {
 	startupExits  int
 	pendingDDL    []*ddlEvent
 	nextMark      int64
+	errMu         sync.Mutex
+	srcErrors     map[string]int // source errors seen by the workload, by SQLSTATE and kind
 	logf          func(format string, args ...any)
 }
 
@@ -315,7 +317,7 @@ func runCase(ctx context.Context, e *env, seed uint64) *CaseResult {
 		case res.Outcome == "":
 			res.Outcome = "ok"
 		}
-		cs.logf("outcome %s: %d failures; txns %d (%d failed), rows %d; kinds %v", res.Outcome, len(res.Failures), res.Txns, res.TxnsFailed, res.Rows, cs.st.kindCounts())
+		cs.logf("outcome %s: %d failures; txns %d (%d failed), rows %d; kinds %v; source errors %v", res.Outcome, len(res.Failures), res.Txns, res.TxnsFailed, res.Rows, cs.st.kindCounts(), cs.srcErrors)
 	}()
 	if err := cs.setup(ctx); err != nil {
 		res.fail("harness", "setup: %v", err)

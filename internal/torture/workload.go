@@ -14,6 +14,26 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
+// noteSourceError logs the first occurrences of each kind of error the source returned to the
+// workload (conflicts are expected; a flood of one kind means the generator is wrong).
+func (cs *caseRun) noteSourceError(kind string, err error) {
+	msg := err.Error()
+	var pgErr *pgconn.PgError
+	key := msg
+	if errors.As(err, &pgErr) {
+		key = pgErr.Code + " " + kind
+	}
+	cs.errMu.Lock()
+	defer cs.errMu.Unlock()
+	if cs.srcErrors == nil {
+		cs.srcErrors = map[string]int{}
+	}
+	cs.srcErrors[key]++
+	if cs.srcErrors[key] <= 2 && len(cs.srcErrors) <= 40 {
+		cs.logf("source refused a %s transaction: %s", kind, msg)
+	}
+}
+
 // stats are a case's counters, updated by the clients and the chaos loop.
 type stats struct {
 	txns, txnFailed, rows, bigTxns, bigBytes atomic.Int64
@@ -143,6 +163,7 @@ func (c *client) loop(ctx context.Context) error {
 		c.cs.st.txns.Add(1)
 		if err != nil {
 			c.cs.st.txnFailed.Add(1)
+			c.cs.noteSourceError(kind, err)
 			var pgErr *pgconn.PgError
 			if !errors.As(err, &pgErr) {
 				// Not an SQL error: the connection broke (a server restart); reconnect.
@@ -185,7 +206,8 @@ func (c *client) run(ctx context.Context, kind string, ops []op) error {
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(context.Background())
+	// tx changes at each commitAndBegin: roll back whichever is open at the end.
+	defer func() { tx.Rollback(context.Background()) }()
 	for _, o := range ops {
 		if o.batch != nil {
 			b := o.batch()
@@ -222,7 +244,7 @@ func (c *client) run(ctx context.Context, kind string, ops []op) error {
 		}
 		tag, err := tx.Exec(ctx, sql, args...)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w\n    in: %.300s", err, sql)
 		}
 		c.cs.st.rows.Add(tag.RowsAffected())
 	}
