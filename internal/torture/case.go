@@ -300,6 +300,14 @@ func runCase(ctx context.Context, e *env, seed uint64) *CaseResult {
 		cs.logf("unsupported by design: %s", u)
 	}
 	defer func() {
+		if e.settings.Hold > 0 && res.failed() {
+			cs.agentMu.Lock()
+			a := cs.agent
+			cs.agentMu.Unlock()
+			a.kill()
+			e.logf("seed=%d failed: holding its databases for %s: source %q, target %q", seed, e.settings.Hold, cs.srcDSN, cs.dstDSN)
+			time.Sleep(e.settings.Hold)
+		}
 		cs.cleanup()
 		res.Txns, res.TxnsFailed, res.Rows, res.BigTxns = cs.st.txns.Load(), cs.st.txnFailed.Load(), cs.st.rows.Load(), cs.st.bigTxns.Load()
 		res.StartupExits = cs.startupExits
@@ -443,7 +451,10 @@ func (cs *caseRun) setupSource(ctx context.Context) error {
 }
 
 func (cs *caseRun) runArgs() []string {
-	return append([]string{"run", "--jobs", strconv.Itoa(cs.plan.jobs)}, cs.pg.dsnArgs()...)
+	args := append([]string{"run", "--jobs", strconv.Itoa(cs.plan.jobs)}, cs.pg.dsnArgs()...)
+	// PGSHIFT_TORTURE_AGENT_ARGS adds flags to every pgshift run, e.g. "--log-level debug"
+	// when investigating a seed.
+	return append(args, strings.Fields(os.Getenv("PGSHIFT_TORTURE_AGENT_ARGS"))...)
 }
 
 func (cs *caseRun) copyArgs() []string {

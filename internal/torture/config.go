@@ -190,8 +190,9 @@ type Settings struct {
 	BaseSeed uint64
 	// Cases caps the number of random cases (0: as many as fit in Duration).
 	Cases int
-	// Classes switch generator families.
-	Classes Classes
+	// Classes switch generator families; ClassSpec is the PGSHIFT_TORTURE_CLASSES text.
+	Classes   Classes
+	ClassSpec string
 	// Scale multiplies data sizes and workload durations (1 for the CI run).
 	Scale float64
 	// SeedsOnly runs only the regression seeds of testdata/seeds.txt.
@@ -204,6 +205,9 @@ type Settings struct {
 	KeepGoing bool
 	// Verbose logs every transaction kind and chaos event as it happens.
 	Verbose bool
+	// Hold keeps a failed case's databases (and the agent, stopped) for this long before
+	// cleaning up, so they can be inspected with psql (the DSNs are logged).
+	Hold time.Duration
 }
 
 // DefaultDuration is the CI-bounded run: about three minutes including startup.
@@ -249,7 +253,8 @@ func SettingsFromEnv() (Settings, error) {
 		}
 		s.Scale = f
 	}
-	c, err := ParseClasses(os.Getenv("PGSHIFT_TORTURE_CLASSES"))
+	s.ClassSpec = os.Getenv("PGSHIFT_TORTURE_CLASSES")
+	c, err := ParseClasses(s.ClassSpec)
 	if err != nil {
 		return s, err
 	}
@@ -259,6 +264,13 @@ func SettingsFromEnv() (Settings, error) {
 	s.Summary = os.Getenv("PGSHIFT_TORTURE_SUMMARY")
 	s.KeepGoing = os.Getenv("PGSHIFT_TORTURE_STOP_ON_FAILURE") != "1"
 	s.Verbose = os.Getenv("PGSHIFT_TORTURE_VERBOSE") == "1"
+	if v := os.Getenv("PGSHIFT_TORTURE_HOLD"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return s, fmt.Errorf("PGSHIFT_TORTURE_HOLD=%q: %w", v, err)
+		}
+		s.Hold = d
+	}
 	return s, nil
 }
 

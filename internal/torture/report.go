@@ -12,14 +12,17 @@ import (
 	"time"
 )
 
-// RegressionSeed is one line of testdata/seeds.txt: a seed that once failed, and the bug.
+// RegressionSeed is one line of testdata/seeds.txt: a seed that once failed, the generator
+// classes it was drawn with (empty: the default, everything on), and the bug.
 type RegressionSeed struct {
-	Seed uint64
-	Bug  string
+	Seed    uint64
+	Classes string
+	Bug     string
 }
 
-// ReadSeeds parses a seeds file: "<seed> # <bug>" per line; blank lines and lines starting
-// with # are ignored.
+// ReadSeeds parses a seeds file: "<seed> [classes=<spec>] # <bug>" per line, where spec is a
+// PGSHIFT_TORTURE_CLASSES value without spaces; blank lines and lines starting with # are
+// ignored.
 func ReadSeeds(path string) ([]RegressionSeed, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -36,12 +39,27 @@ func ReadSeeds(path string) ([]RegressionSeed, error) {
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		seedText, bug, _ := strings.Cut(text, "#")
-		seed, err := strconv.ParseUint(strings.TrimSpace(seedText), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %q is not a seed", path, line, strings.TrimSpace(seedText))
+		spec, bug, _ := strings.Cut(text, "#")
+		fields := strings.Fields(spec)
+		if len(fields) == 0 || len(fields) > 2 {
+			return nil, fmt.Errorf("%s:%d: want \"<seed> [classes=<spec>] # <bug>\"", path, line)
 		}
-		out = append(out, RegressionSeed{Seed: seed, Bug: strings.TrimSpace(bug)})
+		seed, err := strconv.ParseUint(fields[0], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %q is not a seed", path, line, fields[0])
+		}
+		r := RegressionSeed{Seed: seed, Bug: strings.TrimSpace(bug)}
+		if len(fields) == 2 {
+			c, ok := strings.CutPrefix(fields[1], "classes=")
+			if !ok {
+				return nil, fmt.Errorf("%s:%d: %q: want classes=<spec>", path, line, fields[1])
+			}
+			if _, err := ParseClasses(c); err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+			}
+			r.Classes = c
+		}
+		out = append(out, r)
 	}
 	return out, sc.Err()
 }

@@ -47,8 +47,9 @@ func TestTorture(t *testing.T) {
 	}
 
 	type planned struct {
-		seed uint64
-		bug  string
+		seed    uint64
+		classes string // "" : the run's
+		bug     string
 	}
 	var plan []planned
 	if st.Seed != 0 {
@@ -59,7 +60,7 @@ func TestTorture(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range regs {
-			plan = append(plan, planned{seed: r.Seed, bug: r.Bug})
+			plan = append(plan, planned{seed: r.Seed, classes: r.Classes, bug: r.Bug})
 		}
 	}
 	sum := &Summary{BaseSeed: st.BaseSeed, Classes: st.Classes.String()}
@@ -74,7 +75,19 @@ func TestTorture(t *testing.T) {
 	runOne := func(p planned, regression bool) {
 		name := fmt.Sprintf("seed=%d", p.seed)
 		t.Run(name, func(t *testing.T) {
-			r := runCase(ctx, e, p.seed)
+			ce := e
+			cst := st
+			if p.classes != "" {
+				c, err := ParseClasses(p.classes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				copyEnv := *e
+				cst.Classes, cst.ClassSpec = c, p.classes
+				copyEnv.settings = cst
+				ce = &copyEnv
+			}
+			r := runCase(ctx, ce, p.seed)
 			spent += r.Duration
 			done++
 			sum.add(r)
@@ -89,7 +102,7 @@ func TestTorture(t *testing.T) {
 				t.Errorf("seed=%d FAILURE [%s]: %s", p.seed, f.Class, f.Detail)
 			}
 			if len(r.Failures) > 0 {
-				t.Errorf("seed=%d: replay with: %s\n  pgshift's output and the case log: %s", p.seed, replayCommand(st, p.seed), r.LogFile)
+				t.Errorf("seed=%d: replay with: %s\n  pgshift's output and the case log: %s", p.seed, replayCommand(cst, p.seed), r.LogFile)
 			}
 		})
 	}
@@ -142,8 +155,8 @@ func replayCommand(st Settings, seed uint64) string {
 	} else {
 		env = append(env, fmt.Sprintf("PGSHIFT_TORTURE_SEED=%d", seed))
 	}
-	if v := os.Getenv("PGSHIFT_TORTURE_CLASSES"); v != "" {
-		env = append(env, "PGSHIFT_TORTURE_CLASSES='"+v+"'")
+	if st.ClassSpec != "" {
+		env = append(env, "PGSHIFT_TORTURE_CLASSES='"+st.ClassSpec+"'")
 	}
 	if v := os.Getenv("PGSHIFT_TORTURE_SCALE"); v != "" {
 		env = append(env, "PGSHIFT_TORTURE_SCALE="+v)
@@ -273,10 +286,14 @@ func TestReadSeeds(t *testing.T) {
 	if _, err := ReadSeeds(path); err == nil || !strings.Contains(err.Error(), ":5:") {
 		t.Fatalf("bad line not reported with its number: %v", err)
 	}
-	os.WriteFile(path, []byte("12 # bug one\n 34#bug two\n"), 0o644)
+	os.WriteFile(path, []byte("12 # bug one\n 34  classes=none,+int,++ddl #bug two\n"), 0o644)
 	regs, err = ReadSeeds(path)
-	if err != nil || len(regs) != 2 || regs[1].Seed != 34 || regs[1].Bug != "bug two" {
+	if err != nil || len(regs) != 2 || regs[1].Seed != 34 || regs[1].Bug != "bug two" || regs[1].Classes != "none,+int,++ddl" || regs[0].Classes != "" {
 		t.Fatalf("got %+v %v", regs, err)
+	}
+	os.WriteFile(path, []byte("12 classes=+nosuch # bug\n"), 0o644)
+	if _, err := ReadSeeds(path); err == nil {
+		t.Fatal("unknown class accepted")
 	}
 }
 
