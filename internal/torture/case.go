@@ -173,6 +173,12 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 	p.work = drawWorkload(g.fork(4), cl, st.Scale)
 	// The huge transaction is meant to arrive unstreamed.
 	p.work.hugeOnce = p.work.hugeOnce && p.ldwm == "1GB"
+	if p.senderTO == "2s" && p.ldwm == "64kB" && cl.On("big-txn") {
+		// Streamed transactions whose replay on the target takes longer than the walsender
+		// waits for a status update.
+		p.work.bigRows, p.work.bigValue = int(float64(sg.between(20000, 40000))*st.Scale), 100
+		p.work.weights["big-txn"] = max(p.work.weights["big-txn"], 8)
+	}
 	p.events = drawChaos(g.fork(5), cl, p)
 	p.dataSeed = g.uint64()
 	for i := 0; i < p.work.clients; i++ {
@@ -357,6 +363,15 @@ func (cs *caseRun) setup(ctx context.Context) error {
 	if _, err := e.src.Psql(ctx, "postgres", fmt.Sprintf("ALTER SYSTEM SET wal_sender_timeout = %s", ql(p.senderTO))); err != nil {
 		return err
 	}
+	// With asynchronous commits drawn, the WAL writer sleeps long between flushes, so such a
+	// commit stays unwritten (and unsent) for seconds after it returns.
+	delay := "200ms"
+	if p.schema.Marks != nil {
+		delay = "5s"
+	}
+	if _, err := e.src.Psql(ctx, "postgres", fmt.Sprintf("ALTER SYSTEM SET wal_writer_delay = %s", ql(delay))); err != nil {
+		return err
+	}
 	if _, err := e.src.Psql(ctx, "postgres", "SELECT pg_reload_conf()"); err != nil {
 		return err
 	}
@@ -470,12 +485,19 @@ func (cs *caseRun) judgeRefusal(ctx context.Context) {
 		res.fail("harness", "%v", err)
 		return
 	}
-	select {
-	case <-p.done:
-	case <-time.After(90 * time.Second):
-		p.kill()
-		res.fail("accepted-unsupported", "pgshift run was still running 90 s after start although the draw is unsupported (%s)", strings.Join(cs.s.Unsupported, "; "))
-		return
+	// Refusing comes first, before anything is created; a copy that completes (or two minutes
+	// of running) means it was accepted.
+	deadline := time.Now().Add(2 * time.Minute)
+	for !p.exited() {
+		if ph := cs.phase(ctx); ph == "copied" || ph == "following" || time.Now().After(deadline) {
+			p.kill()
+			res.fail("accepted-unsupported", "pgshift run accepted an unsupported draw and copied it (phase %q), where it must refuse before creating anything (%s)", ph, strings.Join(cs.s.Unsupported, "; "))
+			return
+		}
+		select {
+		case <-p.done:
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	out := p.out.String()
 	if p.code == 0 {
@@ -1163,6 +1185,7 @@ func (cs *caseRun) cleanup() {
 	}
 	_, _ = e.src.Psql(ctx, "postgres", "ALTER SYSTEM RESET logical_decoding_work_mem")
 	_, _ = e.src.Psql(ctx, "postgres", "ALTER SYSTEM RESET wal_sender_timeout")
+	_, _ = e.src.Psql(ctx, "postgres", "ALTER SYSTEM RESET wal_writer_delay")
 	_, _ = e.src.Psql(ctx, "postgres", "SELECT pg_reload_conf()")
 }
 

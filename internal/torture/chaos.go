@@ -155,6 +155,10 @@ func (cs *caseRun) secondAgent(when string) {
 // checks that the target has the row: the barrier must cover commits not yet flushed.
 func (cs *caseRun) barrier(ctx context.Context) {
 	m := cs.s.Marks
+	// The workload pauses (between its transactions): another client's synchronous commit
+	// would flush the asynchronous one's WAL at once and close the window under test.
+	cs.schemaMu.Lock()
+	defer cs.schemaMu.Unlock()
 	for i := 0; i < 3 && ctx.Err() == nil; i++ {
 		cs.nextMark++
 		id := cs.nextMark

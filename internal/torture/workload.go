@@ -74,7 +74,7 @@ type workloadParams struct {
 	duration  time.Duration
 	thinkMax  time.Duration
 	bigRows   int // rows of one big transaction
-	bigValue  int // bytes of each of its values
+	bigValue  int // under 300: small values only (many rows); else TOASTed values where the table has them
 	hugeOnce  bool
 	hugeBytes int
 	weights   map[string]int
@@ -774,7 +774,7 @@ func (c *client) bigTxn() []op {
 			b := &pgx.Batch{}
 			for i := 0; i < len(ns); i += 20 {
 				end := min(i+20, len(ns))
-				sql, args, _ := c.insertSQL(t, ns[i:end], true)
+				sql, args, _ := c.insertSQL(t, ns[i:end], c.params.bigValue >= 300)
 				b.Queue(sql, args...)
 			}
 			return b
