@@ -90,7 +90,7 @@ func drawWorkload(g *rng, cl Classes, scale float64) workloadParams {
 	}
 	if cl.On("big-txn") && g.chance(cl.P("unstreamed", 0.15)) {
 		p.hugeOnce = true
-		p.hugeBytes = int(float64(g.between(80, 160)) * scale * (1 << 20))
+		p.hugeBytes = int(float64(g.between(60, 120)) * scale * (1 << 20))
 	}
 	w := map[string]int{
 		"insert": 30, "update": 18, "delete": 8, "key-change": 6, "swap-keys": 3, "move-reinsert": 3, "toast-unchanged": 5,
