@@ -70,6 +70,7 @@ var allClasses = []classInfo{
 	{"update", "updates of non-key columns"},
 	{"delete", "deletes"},
 	{"key-change", "updates of key columns and of partition keys (rows moving between partitions)"},
+	{"unique", "a UNIQUE constraint besides the key, its values handed from row to row across transactions"},
 	{"toast-unchanged", "updates that leave TOASTed columns unchanged"},
 	{"set-default", "UPDATE ... SET id = DEFAULT on identity columns"},
 	{"truncate", "TRUNCATE: one table, several, CASCADE, RESTART IDENTITY, ONLY, one partition"},

@@ -214,7 +214,7 @@ func (gen *generator) plainTable() *Table {
 		cols = append(cols, &Column{Name: gen.colName(t, []string{"gen", "derived"}, []string{"Generated Col"}), SQLType: typ, Kind: colGenerated,
 			Expr: fmt.Sprintf(expr, qi(n.Name))})
 	}
-	if strings.HasPrefix(t.KeyKind, "pk-") && t.KeyKind != "pk-deferrable" && g.chance(cl.P("key-change", 0.25)) {
+	if strings.HasPrefix(t.KeyKind, "pk-") && t.KeyKind != "pk-deferrable" && g.chance(cl.P("unique", 0.25)) {
 		// A second unique constraint: compacted batches must write rows in an order that
 		// never makes two rows hold one value, or redo the batch in source order.
 		u := &Column{Name: gen.colName(t, []string{"uniq", "slot"}, []string{"Unique No"}), SQLType: "int8", Uniq: true}

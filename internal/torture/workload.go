@@ -96,7 +96,7 @@ func drawWorkload(g *rng, cl Classes, scale float64) workloadParams {
 		"insert": 30, "update": 18, "delete": 8, "key-change": 6, "swap-keys": 3, "move-reinsert": 3, "toast-unchanged": 5,
 		"set-default": 3, "truncate": 2, "only": 3, "savepoint": 6, "big-txn": 2, "sequence": 2, "multi": 6, "unique-shuffle": 4,
 	}
-	gate := map[string]string{"update": "update", "delete": "delete", "key-change": "key-change", "swap-keys": "key-change", "move-reinsert": "key-change", "unique-shuffle": "key-change",
+	gate := map[string]string{"update": "update", "delete": "delete", "key-change": "key-change", "swap-keys": "key-change", "move-reinsert": "key-change", "unique-shuffle": "unique",
 		"toast-unchanged": "toast-unchanged", "set-default": "set-default", "truncate": "truncate", "only": "only", "savepoint": "savepoint",
 		"big-txn": "big-txn", "sequence": "sequences"}
 	for k, c := range gate {
