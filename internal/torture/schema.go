@@ -96,6 +96,7 @@ type Schema struct {
 	Sequences  []*Sequence
 	Audit      *Table
 	Marks      *Table
+	huge       *Table   // the table of the one huge unstreamed transaction, if drawn
 	SearchPath []string // ALTER DATABASE ... SET search_path, nil for none
 	OwnerRole  bool
 	DDL        []string // run in order, one statement each, before the data
