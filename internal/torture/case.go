@@ -105,6 +105,7 @@ type casePlan struct {
 	concurrent   bool // the workload starts with the copy
 	earlyKills   []time.Duration
 	earlySecond  time.Duration // > 0: a second pgshift run this long after the first, during the copy
+	verifyArgs   []string      // chunking of pgshift verify: small chunks make it split and bisect
 	work         workloadParams
 	events       []chaosEvent
 	dataSeed     uint64
@@ -177,6 +178,12 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 		for i, k := 0, sg.between(1, 2); i < k; i++ {
 			p.earlyKills = append(p.earlyKills, time.Duration(sg.between(200, 4000))*time.Millisecond)
 		}
+	}
+	switch sg.intn(3) {
+	case 0:
+		p.verifyArgs = []string{"--chunk-rows", "50", "--leaf-rows", "5"}
+	case 1:
+		p.verifyArgs = []string{"--chunk-rows", "1000"}
 	}
 	if sg.chance(cl.P("two-agents", 0.08)) {
 		p.earlySecond = time.Duration(sg.between(100, 1500)) * time.Millisecond
@@ -1098,7 +1105,8 @@ func (cs *caseRun) compare(ctx context.Context, when string, copyTarget *dbState
 
 // verify runs `pgshift verify` and judges its verdict against the oracle's.
 func (cs *caseRun) verify(ctx context.Context, same bool) {
-	code, out, err := cs.pg.runOnce(ctx, 5*time.Minute, append([]string{"verify", "--progress", "none"}, cs.pg.dsnArgs()...)...)
+	args := append(append([]string{"verify", "--progress", "none"}, cs.plan.verifyArgs...), cs.pg.dsnArgs()...)
+	code, out, err := cs.pg.runOnce(ctx, 5*time.Minute, args...)
 	switch {
 	case err != nil:
 		cs.res.fail("verify-error", "pgshift verify: %v", err)
