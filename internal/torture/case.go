@@ -1111,12 +1111,32 @@ func (cs *caseRun) verify(ctx context.Context, same bool) {
 	case err != nil:
 		cs.res.fail("verify-error", "pgshift verify: %v", err)
 	case code == 2:
-		cs.res.fail("verify-error", "pgshift verify could not run (exit 2):\n%s", errorLines(out, 8))
+		cs.res.fail("verify-error", "pgshift verify could not run (exit 2):\n%s", matching(out, []string{"NOT COMPARED", "rror", "pgshift:", "Result:"}, 10))
 	case code == 1 && same:
 		cs.res.fail("verify-false-alarm", "pgshift verify reported differences (exit 1) where the oracle found the data identical:\n%s", verifyDigest(out))
 	case code == 0 && !same:
 		cs.res.fail("verify-missed", "pgshift verify said identical (exit 0) where the oracle found differences")
 	}
+}
+
+// matching returns the lines of out containing any of subs (at most n), or its last lines.
+func matching(out string, subs []string, n int) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		for _, s := range subs {
+			if strings.Contains(l, s) {
+				keep = append(keep, l)
+				break
+			}
+		}
+	}
+	if len(keep) == 0 {
+		return lastLines(out, n)
+	}
+	if len(keep) > n {
+		keep = keep[:n]
+	}
+	return strings.Join(keep, "\n")
 }
 
 func verifyDigest(out string) string {
