@@ -577,21 +577,40 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// errorLines are the lines of pgshift's output at warning level or worse.
+// errorLines are pgshift's own error lines (the "pgshift: ..." it exits with, ERROR records),
+// then as many of its latest distinct warnings as fit in n.
 func errorLines(s string, n int) string {
-	var out []string
+	var errs, warns []string
+	seen := map[string]bool{}
 	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") || strings.HasPrefix(l, "Error") || strings.HasPrefix(l, "pgshift:") || strings.Contains(l, "error:") {
-			out = append(out, l)
+		switch {
+		case strings.HasPrefix(l, "pgshift:") || strings.Contains(l, "level=ERROR") || strings.HasPrefix(l, "Error"):
+			if !seen[l] {
+				errs = append(errs, l)
+				seen[l] = true
+			}
+		case strings.Contains(l, "level=WARN"):
+			// The same warning at each restart differs only in its time.
+			key := l
+			if i := strings.Index(l, " level="); i >= 0 {
+				key = l[i:]
+			}
+			if !seen[key] {
+				warns = append(warns, l)
+				seen[key] = true
+			}
 		}
 	}
-	if len(out) == 0 {
+	if len(errs) == 0 && len(warns) == 0 {
 		return lastLines(s, n)
 	}
-	if len(out) > n {
-		out = out[len(out)-n:]
+	if len(errs) > n {
+		errs = errs[len(errs)-n:]
 	}
-	return strings.Join(out, "\n")
+	if room := n - len(errs); room < len(warns) {
+		warns = warns[len(warns)-room:]
+	}
+	return strings.Join(append(warns, errs...), "\n")
 }
 
 // startAgent starts `pgshift run` and makes it the supervised agent.
@@ -699,7 +718,11 @@ func (cs *caseRun) copyPhase(ctx context.Context) bool {
 		cs.agentMu.Unlock()
 		if a.exited() && !a.killed {
 			out := a.out.String()
-			res.fail(refusalClass(out), "pgshift run exited %d during the copy:\n%s", a.code, errorLines(out, 8))
+			if ph := cs.phase(ctx); ph == "copied" || ph == "following" {
+				res.fail("agent-exit", "pgshift run exited %d on its own right after the copy (phase %s):\n%s", a.code, ph, errorLines(out, 8))
+			} else {
+				res.fail(refusalClass(out), "pgshift run exited %d during the copy (phase %q):\n%s", a.code, ph, errorLines(out, 8))
+			}
 			return false
 		}
 		ph := cs.phase(ctx)
@@ -1088,7 +1111,9 @@ func (cs *caseRun) compare(ctx context.Context, when string, copyTarget *dbState
 			if src.seqs[l] != dst.seqs[l] {
 				res.fail("sequence", "%s: sequence %s: source %s, target %s", when, l, src.seqs[l], dst.seqs[l])
 			}
-		} else if copyTarget != nil && copyTarget.seqs[l] != dst.seqs[l] {
+		} else if copyTarget != nil && copyTarget.seqs[l] != dst.seqs[l] && dst.seqs[l] != src.starts[l] {
+			// Applying changes never calls nextval on the target; only a replicated TRUNCATE
+			// ... RESTART IDENTITY may move a sequence there, back to its start.
 			res.fail("sequence", "%s: sequence %s moved on the target during follow: %s after the copy, %s now (source %s)", when, l, copyTarget.seqs[l], dst.seqs[l], src.seqs[l])
 		}
 	}

@@ -57,6 +57,7 @@ ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"`
 type dbState struct {
 	tables map[string]string // "schema.name" -> "count md5"
 	seqs   map[string]string // "schema.name" -> "last_value is_called"
+	starts map[string]string // "schema.name" -> the same text for the sequence restarted
 	ids    map[string]string // "schema.name" -> quoted identifier
 }
 
@@ -88,7 +89,7 @@ func readState(ctx context.Context, dsn string) (*dbState, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	st := &dbState{tables: map[string]string{}, seqs: map[string]string{}, ids: map[string]string{}}
+	st := &dbState{tables: map[string]string{}, seqs: map[string]string{}, starts: map[string]string{}, ids: map[string]string{}}
 	for _, r := range rels {
 		id := qi(r.schema) + "." + qi(r.name)
 		label := r.schema + "." + r.name
@@ -100,6 +101,11 @@ func readState(ctx context.Context, dsn string) (*dbState, error) {
 				return nil, fmt.Errorf("sequence %s: %w", label, err)
 			}
 			st.seqs[label] = fmt.Sprintf("last_value=%d is_called=%v", last, called)
+			var start int64
+			if err := tx.QueryRow(ctx, "SELECT seqstart FROM pg_catalog.pg_sequence WHERE seqrelid = $1::text::regclass", id).Scan(&start); err != nil {
+				return nil, fmt.Errorf("sequence %s: %w", label, err)
+			}
+			st.starts[label] = fmt.Sprintf("last_value=%d is_called=false", start)
 			continue
 		}
 		// ONLY: an inheritance parent's digest is its own rows, its children are read apart.
