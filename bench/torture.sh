@@ -41,7 +41,8 @@ else
 fi
 if [ "$rc" -ne 0 ]; then
 	echo
-	echo "failures (first line of each; details in $LOG):"
-	grep -E 'FAILURE \[' "$LOG" | sed -E 's/^ +torture_test.go:[0-9]+: //' | cut -c1-220 | head -100 || true
+	echo "first failure of each failing seed (all failures, diffs and replay commands: $LOG):"
+	grep -E 'seed=[0-9]+ FAILURE \[' "$LOG" | sed -E 's/^ +[a-z_]+\.go:[0-9]+: //' |
+		awk '{ split($1, a, "="); if (!(a[2] in seen)) { seen[a[2]] = 1; print } }' | cut -c1-200 | head -200 || true
 fi
 exit "$rc"
