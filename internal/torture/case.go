@@ -828,7 +828,7 @@ func (cs *caseRun) follow(ctx context.Context) {
 	cs.settle(ctx)
 	stopSup()
 	<-supDone
-	if !cs.waitCaughtUp(ctx, "final", 90*time.Second) {
+	if !cs.waitCaughtUp(ctx, "final", 60*time.Second) {
 		cs.res.fail("wait", "state when the wait gave up:\n%s", cs.diagnose(ctx))
 		cs.compare(ctx, "final (after a failed wait)", copyTarget)
 		cs.dumpAgent()

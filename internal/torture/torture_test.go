@@ -15,7 +15,7 @@ import (
 )
 
 // TestTorture is the generative differential test: regression seeds first, then random cases
-// until PGSHIFT_TORTURE_DURATION (default about 2.5 minutes of cases) or PGSHIFT_TORTURE_CASES
+// until PGSHIFT_TORTURE_DURATION (default 2 minutes of cases, about 3 with the build) or PGSHIFT_TORTURE_CASES
 // is reached. PGSHIFT_TORTURE_SEED=<seed> replays one case exactly (as far as timing allows).
 func TestTorture(t *testing.T) {
 	if testing.Short() {
