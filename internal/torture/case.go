@@ -824,16 +824,19 @@ func (cs *caseRun) follow(ctx context.Context) {
 	}
 	<-chaosDone
 	cs.logf("workload stopped: %d transactions", cs.st.txns.Load())
-	// Resolve what is still pending: a DDL the agent stopped on, an agent that died.
+	// Resolve what is still pending (a DDL the agent stopped on, an agent that died); the
+	// supervisor keeps watching through the final wait.
 	cs.settle(ctx)
-	stopSup()
-	<-supDone
 	if !cs.waitCaughtUp(ctx, "final", 60*time.Second) {
+		stopSup()
+		<-supDone
 		cs.res.fail("wait", "state when the wait gave up:\n%s", cs.diagnose(ctx))
 		cs.compare(ctx, "final (after a failed wait)", copyTarget)
 		cs.dumpAgent()
 		return
 	}
+	stopSup()
+	<-supDone
 	same := cs.compare(ctx, "final", copyTarget)
 	if cs.env.settings.Classes.On("verify") {
 		cs.verify(ctx, same)
@@ -914,7 +917,17 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 		return
 	}
 	cs.agentBroken++
-	res.fail("agent-exit", "pgshift run exited %d on its own during follow:\n%s", a.code, errorLines(out, 10))
+	class := "agent-exit"
+	cs.agentMu.Lock()
+	for _, d := range cs.pendingDDL {
+		if strings.Contains(out, d.table.Name) {
+			// Stopped on a table whose DDL is now on both sides, and cannot go on: the stop
+			// is loud, but no user action can resume it.
+			class = "ddl-stuck"
+		}
+	}
+	cs.agentMu.Unlock()
+	res.fail(class, "pgshift run exited %d on its own during follow:\n%s", a.code, errorLines(out, 10))
 	if cs.agentBroken < 2 {
 		// Run it again: what it does next (and the oracle) tells more about the failure.
 		if err := cs.startAgent(); err != nil {

@@ -198,6 +198,7 @@ func (cs *caseRun) barrier(ctx context.Context) {
 
 // ddlEvent is a schema change made on the source during follow.
 type ddlEvent struct {
+	kind     string // add-null, add-default, add-notnull, rename, new-partition
 	table    *Table
 	sql      string
 	resolved bool // made on the target too
@@ -222,7 +223,7 @@ func (cs *caseRun) ddl(ctx context.Context, e chaosEvent) {
 		return
 	}
 	t := pick(g, cands)
-	d := &ddlEvent{table: t}
+	d := &ddlEvent{table: t, kind: e.ddl}
 	switch e.ddl {
 	case "add-null", "add-default", "add-notnull":
 		name := uniqueCol(t, pick(g, []string{"added", "Added Col", "new"}))
@@ -293,8 +294,12 @@ func (cs *caseRun) ddl(ctx context.Context, e chaosEvent) {
 // applyTarget makes a pending DDL on the target, as a user does after pgshift stopped on it.
 func (cs *caseRun) applyTarget(ctx context.Context, d *ddlEvent) error {
 	if out, err := cs.env.dst.Psql(ctx, cs.plan.dbname, d.sql); err != nil {
-		// pgshift may have made it itself (it adds nullable columns): not the harness's error.
+		// pgshift changed the target itself: fine when it added the very column the source
+		// added, a guess when what it added makes the source's own DDL fail there.
 		cs.logf("DDL on the target after the stop failed (%v): %s", err, out)
+		if d.kind == "rename" {
+			cs.res.fail("ddl-guessed", "after RENAME COLUMN on the source (%s), pgshift changed the target itself so that the same RENAME fails there: %s", d.sql, strings.TrimSpace(out))
+		}
 	}
 	cs.agentMu.Lock()
 	d.resolved = true
