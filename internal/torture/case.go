@@ -105,6 +105,8 @@ type casePlan struct {
 	concurrent   bool // the workload starts with the copy
 	earlyKills   []time.Duration
 	earlySecond  time.Duration // > 0: a second pgshift run this long after the first, during the copy
+	earlyRestart time.Duration // > 0: a server restart this long into the copy
+	earlyTarget  bool          // the restart is the target's (else the source's)
 	verifyArgs   []string      // chunking of pgshift verify: small chunks make it split and bisect
 	work         workloadParams
 	events       []chaosEvent
@@ -185,6 +187,10 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 	case 1:
 		p.verifyArgs = []string{"--chunk-rows", "1000"}
 	}
+	if sg.chance(cl.P("server-restart", 0.15)) {
+		p.earlyRestart = time.Duration(sg.between(100, 2000)) * time.Millisecond
+		p.earlyTarget = sg.chance(0.5)
+	}
 	if sg.chance(cl.P("two-agents", 0.08)) {
 		p.earlySecond = time.Duration(sg.between(100, 1500)) * time.Millisecond
 	}
@@ -263,6 +269,9 @@ func (p *casePlan) describe() string {
 	}
 	if p.earlySecond > 0 {
 		extra = append(extra, "second-agent-during-copy")
+	}
+	if p.earlyRestart > 0 {
+		extra = append(extra, "restart-during-copy")
 	}
 	ev := map[string]int{}
 	for _, e := range p.events {
@@ -710,12 +719,46 @@ func (cs *caseRun) copyPhase(ctx context.Context) bool {
 			cs.logf("early kill of pgshift run after %s (phase %s)", d, phase)
 		}
 	}
+	if p.earlyRestart > 0 {
+		// A server restart while the copy runs: the agent may ride it out or give up with a
+		// connection error; given up, it is run again, as a user would, and must resume.
+		time.Sleep(p.earlyRestart)
+		c, which := cs.env.src, "source"
+		if p.earlyTarget {
+			c, which = cs.env.dst, "target"
+		}
+		cs.markRestart(time.Hour)
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := c.Restart(rctx, true)
+		cancel()
+		cs.markRestart(3 * time.Second)
+		if err != nil {
+			res.fail("harness", "restart the %s during the copy: %v", which, err)
+			_ = ensureUp(context.Background(), c)
+		} else {
+			res.Restarts++
+			cs.logf("crash restart of the %s during the copy", which)
+		}
+	}
 	// Wait for the copy to complete.
 	deadline := time.Now().Add(time.Duration(float64(4*time.Minute) * max(1, cs.env.settings.Scale)))
 	for {
 		cs.agentMu.Lock()
 		a := cs.agent
+		inWindow := time.Now().Before(cs.restartWindow)
 		cs.agentMu.Unlock()
+		if a.exited() && !a.killed && inWindow && a.code != 0 && connectionTrouble(a.out.String()) && cs.startupExits < 5 {
+			cs.startupExits++
+			cs.logf("the agent gave up during the copy while a server restarted: %s; running it again", lastLines(a.out.String(), 1))
+			for time.Now().Before(cs.restartWindowEnd()) {
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err := cs.startAgent(); err != nil {
+				res.fail("harness", "%v", err)
+				return false
+			}
+			continue
+		}
 		if a.exited() && !a.killed {
 			out := a.out.String()
 			if ph := cs.phase(ctx); ph == "copied" || ph == "following" {
