@@ -105,6 +105,7 @@ type casePlan struct {
 	concurrent   bool // the workload starts with the copy
 	earlyKills   []time.Duration
 	earlySecond  time.Duration // > 0: a second pgshift run this long after the first, during the copy
+	rewriteTable *Table        // rewritten (ALTER TABLE ... TYPE ... USING) as soon as the slot exists
 	earlyRestart time.Duration // > 0: a server restart this long into the copy
 	earlyTarget  bool          // the restart is the target's (else the source's)
 	verifyArgs   []string      // chunking of pgshift verify: small chunks make it split and bisect
@@ -186,6 +187,20 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 		p.verifyArgs = []string{"--chunk-rows", "50", "--leaf-rows", "5"}
 	case 1:
 		p.verifyArgs = []string{"--chunk-rows", "1000"}
+	}
+	if sg.chance(cl.P("ddl", 0.1)) {
+		// TRUNCATE and table-rewriting ALTER TABLE are not MVCC-safe: a reader with an older
+		// snapshot sees the table empty. One right after the slot's snapshot, before the copy
+		// reads the table.
+		var cands []*Table
+		for _, t := range p.schema.Tables {
+			if t.Kind == kPlain && t.N != nil && t.Unsupported == "" && p.rows[t] > 0 {
+				cands = append(cands, t)
+			}
+		}
+		if len(cands) > 0 {
+			p.rewriteTable = pick(sg, cands)
+		}
 	}
 	if sg.chance(cl.P("server-restart", 0.15)) {
 		p.earlyRestart = time.Duration(sg.between(100, 2000)) * time.Millisecond
@@ -272,6 +287,9 @@ func (p *casePlan) describe() string {
 	}
 	if p.earlyRestart > 0 {
 		extra = append(extra, "restart-during-copy")
+	}
+	if p.rewriteTable != nil {
+		extra = append(extra, "rewrite-during-copy")
 	}
 	ev := map[string]int{}
 	for _, e := range p.events {
@@ -649,6 +667,11 @@ func (cs *caseRun) killAgent(pause time.Duration) error {
 // It returns false when the case cannot go on.
 func (cs *caseRun) copyPhase(ctx context.Context) bool {
 	res, p := cs.res, cs.plan
+	if p.rewriteTable != nil {
+		rewritten := make(chan struct{})
+		go cs.rewriteAfterSlot(ctx, p.rewriteTable, rewritten)
+		defer func() { <-rewritten }()
+	}
 	if p.copyFirst {
 		for attempt := 0; ; attempt++ {
 			cp, err := cs.pg.start("copy", cs.copyArgs()...)
@@ -741,6 +764,7 @@ func (cs *caseRun) copyPhase(ctx context.Context) bool {
 		}
 	}
 	// Wait for the copy to complete.
+	copyRetries := 0
 	deadline := time.Now().Add(time.Duration(float64(4*time.Minute) * max(1, cs.env.settings.Scale)))
 	for {
 		cs.agentMu.Lock()
@@ -758,6 +782,25 @@ func (cs *caseRun) copyPhase(ctx context.Context) bool {
 				return false
 			}
 			continue
+		}
+		if a.exited() && !a.killed && a.code != 0 && copyRetries < 2 {
+			// A copy that stopped before any data (phase new or schema) is started afresh by
+			// running it again, as its error tells the user; concurrent DDL on the source
+			// makes pg_dump fail that way. An error that explains nothing is a failure
+			// nonetheless.
+			out := a.out.String()
+			if ph := cs.phase(ctx); ph == "" || ph == "new" || ph == "schema" {
+				copyRetries++
+				if strings.Contains(out, "can't scan") || strings.Contains(out, "cannot scan") {
+					res.fail("unclear-error", "pgshift run stopped during the copy (phase %q) with an error that names no cause or fix:\n%s", ph, errorLines(out, 4))
+				}
+				cs.logf("the copy stopped in phase %q: %s; running pgshift run again", ph, lastLines(out, 1))
+				if err := cs.startAgent(); err != nil {
+					res.fail("harness", "%v", err)
+					return false
+				}
+				continue
+			}
 		}
 		if a.exited() && !a.killed {
 			out := a.out.String()
@@ -782,6 +825,35 @@ func (cs *caseRun) copyPhase(ctx context.Context) bool {
 			return false
 		case <-time.After(300 * time.Millisecond):
 		}
+	}
+}
+
+// rewriteAfterSlot waits for the migration's slot to appear on the source, then rewrites t in
+// place (same column type, so no schema change reaches the stream): a copy that reads t after
+// this in the slot's older snapshot sees it empty unless pgshift guards against it.
+func (cs *caseRun) rewriteAfterSlot(ctx context.Context, t *Table, done chan<- struct{}) {
+	defer close(done)
+	conn, err := pgx.Connect(ctx, cs.srcDSN)
+	if err != nil {
+		return
+	}
+	defer conn.Close(context.Background())
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").Scan(&n); err != nil {
+			return
+		}
+		if n > 0 {
+			sql := fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE int8 USING %s + 0", t.ID(), qi(t.N.Name), qi(t.N.Name))
+			if _, err := conn.Exec(ctx, sql); err != nil {
+				cs.logf("rewrite during the copy failed: %v", err)
+				return
+			}
+			cs.logf("rewrote %s right after the slot appeared (%s)", t.Label(), sql)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
