@@ -188,7 +188,7 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 	case 1:
 		p.verifyArgs = []string{"--chunk-rows", "1000"}
 	}
-	if sg.chance(cl.P("ddl", 0.1)) {
+	if sg.chance(cl.P("rewrite", 0.1)) {
 		// TRUNCATE and table-rewriting ALTER TABLE are not MVCC-safe: a reader with an older
 		// snapshot sees the table empty. One right after the slot's snapshot, before the copy
 		// reads the table.

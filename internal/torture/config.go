@@ -80,6 +80,7 @@ var allClasses = []classInfo{
 	{"unstreamed", "a large logical_decoding_work_mem, so big transactions arrive whole"},
 	{"async-commit", "synchronous_commit = off commits, each followed by pgshift wait and a check on the target"},
 	{"ddl", "ADD COLUMN, RENAME COLUMN, new partitions on the source during follow"},
+	{"rewrite", "a table-rewriting ALTER TABLE right after the slot's snapshot, before the copy reads the table"},
 	// Chaos.
 	{"agent-kill", "SIGKILL of pgshift run during follow, then run again"},
 	{"early-kill", "SIGKILL of pgshift run during the copy, then run again"},
