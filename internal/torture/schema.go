@@ -42,8 +42,6 @@ type Column struct {
 	Renamable bool
 }
 
-func (c *Column) writable() bool { return c.Kind == colPlain || c.Kind == colSerial }
-
 type tableKind int
 
 const (

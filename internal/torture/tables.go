@@ -522,6 +522,18 @@ func (gen *generator) zeroColumnTable() {
 func (gen *generator) generatedOnlyTable() {
 	g := gen.g
 	t := gen.newTable(kGenOnly)
+	if g.chance(0.5) {
+		// Nothing but generated columns of constant expressions: no column is ever sent or
+		// copied, every row is INSERT ... DEFAULT VALUES.
+		t.KeyKind, t.RIFull = "ri-full", true
+		c1 := &Column{Name: gen.colName(t, []string{"answer"}, []string{"Answer"}), SQLType: "int8", Kind: colGenerated, Expr: "42"}
+		c2 := &Column{Name: gen.colName(t, []string{"label"}, []string{"Label"}), SQLType: "text", Kind: colGenerated, Expr: "'x' || 'y'"}
+		t.Cols = []*Column{c1, c2}
+		gen.ddl(fmt.Sprintf("CREATE TABLE %s (%s, %s)", t.ID(), colDef(c1), colDef(c2)))
+		gen.ddl("ALTER TABLE " + t.ID() + " REPLICA IDENTITY FULL")
+		gen.s.Tables = append(gen.s.Tables, t)
+		return
+	}
 	t.KeyKind = "pk-single"
 	kind := colIdentityAlways
 	if g.chance(0.4) {

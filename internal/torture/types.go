@@ -14,9 +14,6 @@ type colType struct {
 	gen   func(g *rng) string
 	// long, when set, draws a value big enough to be TOASTed out of line.
 	long func(g *rng) string
-	// noEq marks types without an equality operator (point, xml, json): a REPLICA IDENTITY
-	// FULL table holding one cannot find its rows by comparing every column with =.
-	noEq bool
 }
 
 // keyType is a type a key column can have; fromN maps the row number to a unique key value.
@@ -54,7 +51,7 @@ func builtinTypes(cl Classes, s *Schema) []*colType {
 		{class: "time", sql: "time", gen: func(g *rng) string { return genTime(g, false) }},
 		{class: "time", sql: "timetz", gen: func(g *rng) string { return genTime(g, true) }},
 		{class: "uuid", sql: "uuid", gen: genUUID},
-		{class: "json", sql: "json", gen: func(g *rng) string { return genJSON(g, 0, false) }, noEq: true},
+		{class: "json", sql: "json", gen: func(g *rng) string { return genJSON(g, 0, false) }},
 		{class: "json", sql: "jsonb", gen: func(g *rng) string { return genJSON(g, 0, true) },
 			long: func(g *rng) string { return jsonString(g, longText(g, g.between(2100, 6000))) }},
 		{class: "array", sql: "int4[]", gen: func(g *rng) string { return genArray(g, func() string { return genInt(g, 32) }) }},
@@ -77,8 +74,8 @@ func builtinTypes(cl Classes, s *Schema) []*colType {
 		{class: "tsvector", sql: "tsquery", gen: func(g *rng) string {
 			return pick(g, []string{"fat & rat", "'über' | !cat", "a:* <-> b", "'x y' & z:AB"})
 		}},
-		{class: "xml", sql: "xml", gen: genXML, noEq: true},
-		{class: "point", sql: "point", gen: genPoint, noEq: true},
+		{class: "xml", sql: "xml", gen: genXML},
+		{class: "point", sql: "point", gen: genPoint},
 		{class: "oid", sql: "oid", gen: func(g *rng) string { return strconv.FormatUint(uint64(uint32(g.uint64())), 10) }},
 		{class: "oid", sql: "pg_lsn", gen: func(g *rng) string { return fmt.Sprintf("%X/%X", uint32(g.uint64()), uint32(g.uint64())) }},
 		{class: "oid", sql: `"char"`, gen: func(g *rng) string { return pick(g, []string{"a", "Z", "\\", " ", "é"}) }},
@@ -98,7 +95,7 @@ func builtinTypes(cl Classes, s *Schema) []*colType {
 		}},
 		{class: "aclitem", sql: "aclitem", gen: func(g *rng) string {
 			return pick(g, []string{"postgres=arwdDxt/postgres", "=r/postgres", ownerRole + "=r*w/postgres", "postgres=U/postgres"})
-		}, noEq: false},
+		}},
 		{class: "aclitem", sql: "aclitem[]", gen: func(g *rng) string { return `{postgres=arwdDxt/postgres,=r/postgres}` }},
 	}
 	var out []*colType
