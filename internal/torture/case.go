@@ -159,8 +159,8 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 		p.ldwm = "1GB"
 	}
 	p.senderTO = "60s"
-	if sg.chance(cl.P("wal-sender-timeout", 0.3)) {
-		p.senderTO = "2s"
+	if sg.chance(cl.P("wal-sender-timeout", 0.2)) {
+		p.senderTO = "1s"
 	}
 	p.idleTO = sg.chance(cl.P("idle-timeout", 0.15))
 	if p.idleTO && !bulkDone {
@@ -220,11 +220,11 @@ func drawPlan(seed uint64, st Settings) *casePlan {
 		p.schema.Tables = append(p.schema.Tables, t)
 		p.schema.huge = t
 	}
-	if p.senderTO == "2s" && p.ldwm == "64kB" && cl.On("big-txn") {
+	if p.senderTO == "1s" && p.ldwm == "64kB" && cl.On("big-txn") {
 		// Streamed transactions whose replay on the target takes longer than the walsender
 		// waits for a status update.
-		p.work.bigRows, p.work.bigValue = int(float64(sg.between(20000, 40000))*st.Scale), 100
-		p.work.weights["big-txn"] = max(p.work.weights["big-txn"], 8)
+		p.work.bigRows, p.work.bigValue = int(float64(sg.between(100000, 200000))*st.Scale), 100
+		p.work.weights["big-txn"] = max(p.work.weights["big-txn"], 4)
 	}
 	p.events = drawChaos(g.fork(5), cl, p)
 	p.dataSeed = g.uint64()
