@@ -53,15 +53,15 @@ func TestObservationState(t *testing.T) {
 		}
 	}
 	save(0, 10, 1)
-	save(time.Second, 500, 2) // the peak
-	save(2*time.Second, 20, 3)
+	save(HistoryBucket/4, 500, 2) // the peak
+	save(HistoryBucket/2, 20, 3)
 	save(HistoryBucket+time.Second, 5, 4) // a new bucket
 	h, err := LoadFollowHistory(ctx, conn, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(h) != 2 || h[0].Samples != 3 || h[0].LagBytes != 500 || h[0].RetainedBytes != 1000 || h[0].LagSeconds != 5 ||
-		h[0].TxsApplied != 3 || !h[0].At.Equal(t0.Add(2*time.Second)) || !h[0].First.Equal(t0) || h[1].LagBytes != 5 {
+		h[0].TxsApplied != 3 || !h[0].At.Equal(t0.Add(HistoryBucket/2)) || !h[0].First.Equal(t0) || h[1].LagBytes != 5 {
 		t.Fatalf("history %+v", h)
 	}
 	if h2, _ := LoadFollowHistory(ctx, conn, h[0].At); len(h2) != 1 {
