@@ -195,7 +195,12 @@ type copyRun struct {
 	// key of the post-data item that carried them (see schema.DeferReplicaEnables).
 	deferred map[string][]schema.EnableState
 	sum      CopySummary
+	recopies int // new snapshots taken because a table was rewritten during the copy
 }
+
+// maxRecopies bounds the new snapshots one copy takes for tables rewritten under it: a source
+// that rewrites a table over and over must be told, not chased.
+const maxRecopies = 3
 
 func (r *copyRun) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -749,6 +754,15 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 	r.sum.Bytes += res.Bytes
 	r.sum.Tables += res.Tables
 	r.sum.Data += time.Since(t0)
+	if rw, ok := errors.AsType[*snapshot.RewrittenError](err); ok && ctx.Err() == nil && r.recopies < maxRecopies {
+		// A table rewritten after this snapshot cannot be read in it: what is finished stays,
+		// the rest is copied again in a new snapshot taken after the rewrite, as an
+		// interrupted copy is.
+		r.recopies++
+		r.log.Warn("a table was rewritten on the source during the copy; copying the unfinished tables again in a new snapshot",
+			"table", rw.Table.String(), "attempt", r.recopies, "fix", "avoid table-rewriting DDL, VACUUM FULL, CLUSTER and TRUNCATE on the source while pgshift copies")
+		return r.resumeData(ctx)
+	}
 	if err != nil {
 		return err
 	}
