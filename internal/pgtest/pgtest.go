@@ -54,7 +54,7 @@ type Cluster struct {
 	// clientBin holds psql: the server's own directory, or the system's client binaries for
 	// fetched servers, which ship none (psql talks to servers of other majors).
 	clientBin string
-	asUser   string // OS user that runs the server, "" for the current one
+	asUser    string // OS user that runs the server, "" for the current one
 }
 
 const dirPrefix = "pgshift-pgtest-"

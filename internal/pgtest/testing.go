@@ -57,8 +57,14 @@ func PairVersions(t testing.TB, dbname string, srcMajor, dstMajor int) (src, dst
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var g errgroup.Group
-	g.Go(func() (err error) { src, err = Start(ctx, Options{Name: t.Name() + "-src", Version: srcMajor}); return err })
-	g.Go(func() (err error) { dst, err = Start(ctx, Options{Name: t.Name() + "-dst", Version: dstMajor}); return err })
+	g.Go(func() (err error) {
+		src, err = Start(ctx, Options{Name: t.Name() + "-src", Version: srcMajor})
+		return err
+	})
+	g.Go(func() (err error) {
+		dst, err = Start(ctx, Options{Name: t.Name() + "-dst", Version: dstMajor})
+		return err
+	})
 	err := g.Wait()
 	t.Cleanup(func() { src.Stop(); dst.Stop() })
 	if err != nil {
