@@ -598,7 +598,8 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase) error {
 		return r.src.Describe(err)
 	}
 	if !pubExists {
-		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, snapshot.PublicationTables(r.tables)); err != nil {
+		v := r.srcInfo.Features()
+		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, snapshot.PublicationTables(r.tables, v), v); err != nil {
 			return r.src.Describe(err)
 		}
 	}
