@@ -71,6 +71,11 @@ func runVersionCase(t *testing.T, bin string, vc versionCase) {
 		}
 	}
 	e := emptyTargetEnv(t, src, dst, "vm", versionSchema)
+	// assess reads every version's catalogs: ready (0) or blockers (1), never "could not run".
+	as := e.startProc(bin, "assess", "--format", "json")
+	if code := as.wait(t, time.Minute); code != 0 && code != 1 {
+		t.Fatalf("pgshift assess on %d → %d: exit %d\n%s", vc.src, vc.dst, code, as.stderr.String())
+	}
 	w := e.startWriter(2)
 	defer func() {
 		select {
