@@ -219,6 +219,9 @@ func (r *copyRun) run(ctx context.Context) (CopySummary, error) {
 	if r.srcInfo, err = catalog.Server(ctx, r.srcConn); err != nil {
 		return r.sum, r.src.Describe(err)
 	}
+	if err := r.srcInfo.Features().CheckSource(); err != nil {
+		return r.sum, err
+	}
 	if r.dstInfo, err = catalog.Server(ctx, r.dstConn); err != nil {
 		return r.sum, r.dst.Describe(err)
 	}

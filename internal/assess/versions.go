@@ -22,10 +22,9 @@ func versionFindings(f Facts) []Finding {
 		out = append(out, Finding{Code: code, Severity: sev, Object: object, Message: msg, Fix: fix})
 	}
 	src := catalog.Version(f.Source.VersionNum)
-	if src < catalog.MinSourceVersion {
-		add(CodeVersionUnsupported, Blocker, "server",
-			fmt.Sprintf("the source runs PostgreSQL %s; logical replication needs 10 or newer", f.Source.Version),
-			"upgrade the source in place to 10 or newer first (pg_upgrade), or migrate with a dump and restore during a write stop")
+	if err := src.CheckSource(); err != nil {
+		add(CodeVersionUnsupported, Blocker, "server", err.Error(),
+			"upgrade the source in place to 12 or newer first (pg_upgrade), or migrate with a dump and restore during a write stop")
 	}
 	if f.Target != nil {
 		if dst := catalog.Version(f.Target.VersionNum); dst < catalog.MinTargetVersion {

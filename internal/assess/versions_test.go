@@ -21,8 +21,8 @@ func TestVersionFindings(t *testing.T) {
 		want     []want
 		wantNot  []string
 	}{
-		{"9.6 source", 90624, 150004, false, []want{{Blocker, "needs 10 or newer"}}, nil},
-		{"10 source", 100023, 150004, false, []want{{Warning, "does not replicate TRUNCATE"}, {Info, "cannot stream transactions"}, {Info, "no max_slot_wal_keep_size"}}, nil},
+		{"9.6 source", 90624, 150004, false, []want{{Blocker, "PostgreSQL 12 or newer"}}, nil},
+		{"10 source", 100023, 150004, false, []want{{Blocker, "PostgreSQL 12 or newer"}, {Warning, "does not replicate TRUNCATE"}, {Info, "cannot stream transactions"}, {Info, "no max_slot_wal_keep_size"}}, nil},
 		{"11 target", 110022, 110022, false, []want{{Blocker, "target of 12 or newer"}}, nil},
 		{"12 source with partitions", 120022, 150004, true, []want{{Info, "leaf partitions only"}, {Info, "cannot stream transactions"}, {Info, "no max_slot_wal_keep_size"}},
 			[]string{"TRUNCATE"}},

@@ -15,14 +15,26 @@ func (v Version) String() string {
 	return fmt.Sprintf("%d.%d", v.Major(), int(v)%10000)
 }
 
-// Supported ranges: sources from 10 (logical replication's first release), targets from 12.
+// Supported ranges. Logical replication exists from 10, but pgshift's catalog reads use what 12
+// added (pg_attribute.attgenerated, pg_partition_tree and pg_partition_root, prokind), so
+// sources of 10 and 11 are refused up front (CheckSource) rather than failing on a query
+// mid-way. Targets from 12.
 const (
-	MinSourceVersion Version = 100000
+	MinSourceVersion Version = 120000
 	MinTargetVersion Version = 120000
 )
 
+// CheckSource refuses a source pgshift cannot migrate from, saying what to do.
+func (v Version) CheckSource() error {
+	if v >= MinSourceVersion {
+		return nil
+	}
+	return fmt.Errorf("the source runs PostgreSQL %s; pgshift migrates from PostgreSQL 12 or newer (it reads catalog columns that 12 added). "+
+		"Upgrade the source in place first (pg_upgrade to 12 or newer), or move it with pg_dump and pg_restore during a write stop", v)
+}
+
 // TruncateReplicated: pgoutput sends TRUNCATE from 11 on; a 10 source silently leaves a
-// TRUNCATE out of the stream.
+// TRUNCATE out of the stream (kept for when sources before 12 are supported).
 func (v Version) TruncateReplicated() bool { return v >= 110000 }
 
 // HasGeneratedColumns: GENERATED ALWAYS AS (...) STORED columns (pg_attribute.attgenerated),
