@@ -507,7 +507,9 @@ func (n *nullableString) Scan(src any) error {
 
 // heartbeat writes a transactional logical message into the source's WAL every interval. It
 // travels the slot like a transaction of its own, so the applied (and confirmed) position
-// advances even when the published tables are idle, and the slot does not pin old WAL.
+// advances even when the published tables are idle, and the slot does not pin old WAL. Before
+// 14 pgoutput sends no messages, but sends the heartbeat's transaction all the same, empty
+// (catalog.Version.HasMessages).
 func (s *session) heartbeat(ctx context.Context) error {
 	if s.opts.HeartbeatInterval < 0 {
 		return nil
