@@ -224,6 +224,9 @@ func (r *copyRun) run(ctx context.Context) (CopySummary, error) {
 	if r.srcInfo, err = catalog.Server(ctx, r.srcConn); err != nil {
 		return r.sum, r.src.Describe(err)
 	}
+	if err := r.srcInfo.Features().CheckSource(); err != nil {
+		return r.sum, err
+	}
 	if r.dstInfo, err = catalog.Server(ctx, r.dstConn); err != nil {
 		return r.sum, r.dst.Describe(err)
 	}
@@ -604,7 +607,8 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase) error {
 		return r.src.Describe(err)
 	}
 	if !pubExists {
-		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, snapshot.PublicationTables(r.tables)); err != nil {
+		v := r.srcInfo.Features()
+		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, snapshot.PublicationTables(r.tables, v), v); err != nil {
 			return r.src.Describe(err)
 		}
 	}

@@ -133,19 +133,13 @@ func ReadStatus(ctx context.Context, cfg config.Config, log *slog.Logger) (Statu
 		return st, nil
 	}
 	defer src.Close(context.Background())
-	var cur, restart string
-	err = src.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text,
-		coalesce((SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0')`, m.Slot).Scan(&cur, &restart)
+	slot, err := catalog.Slot(ctx, src, m.Slot)
 	if err != nil {
 		log.Warn("cannot measure lag on the source; showing the agent's last measurement", "err", source.Describe(err))
 		return st, nil
 	}
-	curLSN, _ := pgtypes.ParseLSN(cur)
-	restartLSN, _ := pgtypes.ParseLSN(restart)
-	st.LagBytes = max(int64(curLSN)-int64(pos.AppliedLSN), 0)
-	if restartLSN != 0 {
-		st.RetainedBytes = max(int64(curLSN)-int64(restartLSN), 0)
-	}
+	st.LagBytes = max(int64(slot.CurrentLSN)-int64(pos.AppliedLSN), 0)
+	st.RetainedBytes = slot.RetainedBytes
 	now := time.Now()
 	st.MeasuredAt, st.Live = &now, true
 	return st, nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
@@ -56,6 +57,9 @@ func Run(ctx context.Context, src, dst *pgx.Conn, opts Options) (Report, error) 
 		return Report{}, fmt.Errorf("%s: %w", srcName, err)
 	}
 	f.Source.Endpoint = srcName
+	if err := catalog.Version(f.Source.VersionNum).CheckSource(); err != nil {
+		return Report{}, fmt.Errorf("%s: %w", srcName, err)
+	}
 	if f.Tables, err = readTables(ctx, src, opts.Filter); err != nil {
 		return Report{}, fmt.Errorf("%s: %w", srcName, err)
 	}

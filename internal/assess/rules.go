@@ -279,6 +279,7 @@ func Evaluate(f Facts) []Finding {
 
 	out = append(out, slotFindings(f)...)
 	out = append(out, targetFindings(f)...)
+	out = append(out, versionFindings(f)...)
 	sortFindings(out)
 	return out
 }
@@ -424,8 +425,11 @@ func targetFindings(f Facts) []Finding {
 			fmt.Sprintf("target runs PostgreSQL %s, older than the source's %s; schema and data from a newer major version may not load", dst.Version, src.Version),
 			fmt.Sprintf("use a target of PostgreSQL %d or newer", srcMajor))
 	case dstMajor > srcMajor:
-		add(CodeMajorUpgrade, Info, "server",
-			fmt.Sprintf("major version upgrade %s → %s", src.Version, dst.Version),
+		msg := fmt.Sprintf("major version upgrade %s → %s", src.Version, dst.Version)
+		if gains := upgradeGains(catalog.Version(src.VersionNum), catalog.Version(dst.VersionNum)); len(gains) > 0 {
+			msg += "; it gives " + strings.Join(gains, "; ")
+		}
+		add(CodeMajorUpgrade, Info, "server", msg,
 			"read the release notes of every major version in between; pgshift runs ANALYZE on the target after the copy")
 	}
 

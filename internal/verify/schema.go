@@ -46,6 +46,9 @@ WHERE r.relkind IN ('r', 'p', 'f', 'v', 'm')
 UNION ALL
 SELECT 'constraint', r.qname || '.' || quote_ident(c.conname), r.nspname, r.relname, pg_get_constraintdef(c.oid)
 FROM pg_constraint c JOIN rel r ON r.oid = c.conrelid
+-- PostgreSQL 18 also records NOT NULL as constraints (contype n); older servers have only
+-- attnotnull, which the column's definition above compares on every version.
+WHERE c.contype <> 'n'
 UNION ALL
 SELECT 'index', quote_ident(r.nspname) || '.' || quote_ident(ic.relname), r.nspname, r.relname, pg_get_indexdef(i.indexrelid)
 FROM pg_index i JOIN rel r ON r.oid = i.indrelid JOIN pg_class ic ON ic.oid = i.indexrelid

@@ -300,9 +300,10 @@ func currentLSN(ctx context.Context, q catalog.Querier) (pgtypes.LSN, error) {
 
 // nextXid is the next transaction id the server will assign: it moves only when a
 // transaction writes, so comparing it before and after tells whether the source was written to.
+// The txid_ functions exist on every supported version (pg_current_snapshot is 13+).
 func nextXid(ctx context.Context, q catalog.Querier) (int64, error) {
 	var x int64
-	if err := q.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&x); err != nil {
+	if err := q.QueryRow(ctx, `SELECT txid_snapshot_xmax(txid_current_snapshot())`).Scan(&x); err != nil {
 		return 0, fmt.Errorf("read next transaction id: %w", err)
 	}
 	return x, nil
