@@ -18,6 +18,7 @@ const killHookEnv = "PGSHIFT_TEST_KILL_AT"
 
 func (c *cli) runCommand() *cobra.Command {
 	var flags connFlags
+	var cf copyFlags
 	var pf proxyFlags
 	var httpAddr string
 	cmd := &cobra.Command{
@@ -38,6 +39,7 @@ Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migrati
 			if err != nil {
 				return withCode(2, err)
 			}
+			cf.apply(cmd, &cfg)
 			if changed(cmd.Flags(), "http") {
 				cfg.HTTP = httpAddr
 			}
@@ -65,6 +67,7 @@ Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migrati
 		},
 	}
 	addConnFlags(cmd, &flags, true)
+	addCopyFlags(cmd, &cf)
 	cmd.Flags().StringVar(&httpAddr, "http", "", "serve the JSON status API and /metrics on this address")
 	addProxyFlags(cmd, &pf, "proxy") // --proxy ADDR runs the routing proxy inside the agent
 	return cmd
