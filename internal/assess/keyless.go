@@ -45,7 +45,7 @@ func PlanIdentities(tables []catalog.Table, setFull bool) IdentityPlan {
 		switch {
 		case fullable && setFull:
 			p.SetFull = append(p.SetFull, t.ID)
-		case fullable:
+		case fullable && !strings.Contains(f.Fix, "--replica-identity-full"):
 			p.Blocked = append(p.Blocked, fmt.Sprintf("%s: %s; fix: pass --replica-identity-full (config: replica_identity_full) to let pgshift set REPLICA IDENTITY FULL on it on the source (recorded there; pgshift finish restores it), or %s",
 				f.Object, f.Message, f.Fix))
 		default:

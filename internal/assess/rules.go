@@ -350,7 +350,7 @@ func identityFinding(t Table, byID map[string]*Table, viaRoot bool) (Finding, bo
 					sanitize(t), sanitize(*root), root.ID()),
 			}, true
 		}
-		fix := fmt.Sprintf("add a primary key that is not DEFERRABLE (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns, or ALTER TABLE %[1]s REPLICA IDENTITY FULL; (pgshift copy --replica-identity-full does that for you, and finish restores it) — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns (through an index that matches, if it has one); or leave it out with --exclude %[3]s",
+		fix := fmt.Sprintf("add a primary key that is not DEFERRABLE (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns, or ALTER TABLE %[1]s REPLICA IDENTITY FULL; (pgshift copy --replica-identity-full, config replica_identity_full, does that for you, and pgshift finish restores it) — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns (through an index that matches, if it has one); or leave it out with --exclude %[3]s",
 			sanitize(t), humanBytes(avgRow(t)), id)
 		if len(t.PrimaryKey) > 0 && t.ReplicaIdentity == "default" {
 			// A primary key exists but PostgreSQL does not use it (DEFERRABLE, or not valid).

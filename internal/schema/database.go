@@ -107,8 +107,10 @@ func databaseStatement(st, sourceDB, targetDB string, roleExists func(string) bo
 	switch {
 	case up(0) == "CREATE" && up(1) == "DATABASE":
 		return "", "", nil // the target database exists: it is where pgshift copies to
-	case up(0) == "SET" || up(0) == "RESET":
-		return st, "", nil // session settings; SET SESSION AUTHORIZATION of a grantor among them
+	case up(0) == "SET" || up(0) == "RESET", strings.HasPrefix(st, "SELECT pg_catalog.set_config('search_path', '', false);"):
+		// Session settings (repeated after each \connect); SET SESSION AUTHORIZATION of a
+		// grantor among them.
+		return st, "", nil
 	case up(0) == "ALTER" && up(1) == "DATABASE":
 		return rename(2)
 	case up(0) == "ALTER" && up(1) == "ROLE" && up(3) == "IN" && up(4) == "DATABASE":
@@ -126,6 +128,23 @@ func databaseStatement(st, sourceDB, targetDB string, roleExists func(string) bo
 		return onDatabase()
 	}
 	return "", "", fmt.Errorf("unknown statement about the database: %q — pgshift runs only its owner, settings, comment, security label and privileges", truncate(oneLine(st), 120))
+}
+
+// dropOwnerChangeTo leaves out ALTER DATABASE ... OWNER TO owner: the target database already
+// belongs to that role, and the statement would only need rights for nothing.
+func (p *DatabasePlan) dropOwnerChangeTo(owner string) {
+	kept := p.Statements[:0]
+	for _, st := range p.Statements {
+		w := words(st)
+		if len(w) == 6 && strings.EqualFold(w[0].text, "ALTER") && strings.EqualFold(w[1].text, "DATABASE") &&
+			strings.EqualFold(w[3].text, "OWNER") && strings.EqualFold(w[4].text, "TO") {
+			if parts, ok := parseNameParts(w[5].text); ok && len(parts) == 1 && parts[0] == owner {
+				continue
+			}
+		}
+		kept = append(kept, st)
+	}
+	p.Statements = kept
 }
 
 // CheckDatabase says what the target user lacks to run the database step, before anything is
@@ -152,7 +171,7 @@ func CheckDatabase(ctx context.Context, dst catalog.Querier, user TargetUser, p 
 			return ""
 		}
 		switch {
-		case up(0) == "SET" || up(0) == "RESET":
+		case up(0) == "SET" || up(0) == "RESET" || up(0) == "SELECT":
 		case up(0) == "ALTER" && up(1) == "ROLE":
 			needCreateRole = true
 		case up(0) == "ALTER" && up(1) == "DATABASE" && up(3) == "OWNER" && up(4) == "TO":

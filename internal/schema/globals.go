@@ -51,6 +51,11 @@ func (d PgDump) PlanGlobals(ctx context.Context, src, dst *pgx.Conn, sourceDSN, 
 	if g.Database, err = PlanDatabase(s, sourceDB, targetDB, roleExists); err != nil {
 		return g, err
 	}
+	var owner string
+	if err := dst.QueryRow(ctx, `SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()`).Scan(&owner); err != nil {
+		return g, fmt.Errorf("read the target database's owner: %w", err)
+	}
+	g.Database.dropOwnerChangeTo(owner)
 	user, err := ReadTargetUser(ctx, dst)
 	if err != nil {
 		return g, err

@@ -57,7 +57,7 @@ direct(oid, owner) AS (
     AND NOT (d.classid = 'pg_namespace'::regclass AND d.objid IN (SELECT oid FROM own_ns))
     AND NOT (d.classid = 'pg_class'::regclass AND d.objid IN (SELECT c.oid FROM pg_class c WHERE c.relnamespace IN (SELECT oid FROM own_ns)))
     AND NOT (d.classid = 'pg_type'::regclass AND d.objid IN (SELECT t.oid FROM pg_type t WHERE t.typnamespace IN (SELECT oid FROM own_ns)))
-  UNION ALL SELECT datdba, true FROM db
+  UNION ALL SELECT datdba, false FROM db -- the database step checks what its owner needs
   UNION ALL SELECT s.setrole, false FROM pg_db_role_setting s CROSS JOIN db WHERE s.setdatabase = db.oid AND s.setrole <> 0
 ),
 down(oid) AS (SELECT oid FROM direct UNION SELECT m.member FROM pg_auth_members m JOIN down ON m.roleid = down.oid),
@@ -253,6 +253,10 @@ func PlanRoles(ctx context.Context, src, dst catalog.Querier, dump func(ctx cont
 		problems = append(problems, fmt.Sprintf("objects of the database are owned by %s, the source's bootstrap superuser, and the target has no role of that name: create one (CREATE ROLE %s), or pass --no-owner",
 			pgtypes.QuoteIdent(bootstrap), pgtypes.QuoteIdent(bootstrap)))
 	}
+	if tr := onTarget[bootstrap]; bootstrapOwns && !opts.NoOwner && bootstrapOnTarget && !user.Super && (!tr.member || !tr.usage) {
+		problems = append(problems, fmt.Sprintf("membership (with INHERIT and SET) in %[1]s, which owns objects of the database: GRANT %[1]s TO %[2]s (as a superuser), or pass --no-owner",
+			pgtypes.QuoteIdent(bootstrap), pgtypes.QuoteIdent(user.Name)))
+	}
 	problems = append(problems, user.roleProblems(roles, create, opts, func(n string) (member, usage bool) {
 		tr := onTarget[n]
 		return tr.member, tr.usage
@@ -286,6 +290,9 @@ func PlanRoles(ctx context.Context, src, dst catalog.Querier, dump func(ctx cont
 	for _, it := range script.Items {
 		for _, st := range it.Statements {
 			keep, why, err := filterRoleStatement(st, create, byName, exists)
+			if keep != "" && !user.Super {
+				keep = withoutSuperuserDefaults(keep)
+			}
 			if err != nil {
 				return plan, err
 			}
@@ -487,6 +494,32 @@ func filterRoleStatement(st string, create map[string]bool, byName map[string]Ro
 		return out, "", nil
 	}
 	return unknown()
+}
+
+// superuserOnlyDefaults are role options only a superuser may name before PostgreSQL 16, even
+// to keep the default; pg_dumpall writes them for every role. A new role has them anyway.
+var superuserOnlyDefaults = map[string]bool{"NOSUPERUSER": true, "NOREPLICATION": true, "NOBYPASSRLS": true}
+
+// withoutSuperuserDefaults drops those options from pg_dumpall's ALTER ROLE ... WITH, so a
+// target user with CREATEROLE but no superuser can run it (as on managed services).
+func withoutSuperuserDefaults(st string) string {
+	w := words(st)
+	if len(w) < 4 || !strings.EqualFold(w[0].text, "ALTER") || !strings.EqualFold(w[1].text, "ROLE") || !strings.EqualFold(w[3].text, "WITH") {
+		return st
+	}
+	var b strings.Builder
+	prev := 0
+	for _, x := range w[4:] {
+		if superuserOnlyDefaults[strings.ToUpper(x.text)] {
+			b.WriteString(st[prev:x.start])
+			prev = x.start + len(x.text)
+			for prev < len(st) && st[prev] == ' ' {
+				prev++
+			}
+		}
+	}
+	b.WriteString(st[prev:])
+	return b.String()
 }
 
 // word is one white-space separated token of a statement, double-quoted names kept whole, with
