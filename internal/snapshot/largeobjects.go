@@ -306,13 +306,17 @@ func (w *loWriter) metadata(ctx context.Context, tx pgx.Tx, work loWork) error {
 			grantees[i] = granteeSQL(n)
 		}
 		if len(grantees) > 0 {
-			if err := exec("revoke privileges", "REVOKE ALL ON "+obj+" FROM "+strings.Join(grantees, ", ")); err != nil {
+			// CASCADE: grants made by other grantors hang on the owner's grant options.
+			if err := exec("revoke privileges", "REVOKE ALL ON "+obj+" FROM "+strings.Join(grantees, ", ")+" CASCADE"); err != nil {
 				return err
 			}
 		}
 		grants, err := sourceGrants(ctx, w.src, work.oid)
 		if err != nil {
 			return fmt.Errorf("large object %s: read privileges on the source: %w", oid, w.srcEP.Describe(err))
+		}
+		if grants, err = grantOrder(grants, work.want.Owner); err != nil {
+			return fmt.Errorf("large object %s: %w", oid, err)
 		}
 		for _, g := range grants {
 			if !privilegeRE.MatchString(g.privilege) {
@@ -364,6 +368,32 @@ var privilegeRE = regexp.MustCompile(`^[A-Z]+$`)
 type loGrant struct {
 	grantor, grantee, privilege string
 	grantable                   bool
+}
+
+// grantOrder orders grants so that each grantor holds the privilege WITH GRANT OPTION before
+// it grants it: the owner's grants first, then those of the roles the owner gave the option
+// to, and so on.
+func grantOrder(grants []loGrant, owner string) ([]loGrant, error) {
+	holds := map[string]bool{} // grantee + privilege with grant option
+	var out []loGrant
+	for len(grants) > 0 {
+		var rest []loGrant
+		for _, g := range grants {
+			if g.grantor == owner || holds[g.grantor+"\x00"+g.privilege] {
+				out = append(out, g)
+				if g.grantable {
+					holds[g.grantee+"\x00"+g.privilege] = true
+				}
+			} else {
+				rest = append(rest, g)
+			}
+		}
+		if len(rest) == len(grants) {
+			return nil, fmt.Errorf("privileges granted by %s, which holds no grant option for them", rest[0].grantor)
+		}
+		grants = rest
+	}
+	return out, nil
 }
 
 // granteeSQL renders a grantee for GRANT and REVOKE: "" is PUBLIC.
