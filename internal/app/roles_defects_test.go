@@ -230,9 +230,29 @@ func TestCopyRolesPreflight(t *testing.T) {
 	if got := psqlOut(t, dst, "shop", `SELECT count(*) FROM pg_namespace WHERE nspname IN ('pgshift', 'app')`); got != "0" {
 		t.Errorf("the refused copy created schemas on the target (%s)", got)
 	}
-	// With CREATEROLE it creates the roles and, not being a superuser, grants itself the owner
-	// role so it can give it its objects.
+	// With CREATEROLE it could create the roles, but the policies of a FORCE ROW LEVEL SECURITY
+	// table would apply on the target to the user applying changes, even as (a member of) its
+	// owner: refused before anything is created.
 	if out, err := dst.Psql(ctx, "shop", `ALTER ROLE migrator CREATEROLE`); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := src.Psql(ctx, "shop", `SET ROLE app_owner; CREATE TABLE app.guarded (id int PRIMARY KEY);
+		ALTER TABLE app.guarded ENABLE ROW LEVEL SECURITY; ALTER TABLE app.guarded FORCE ROW LEVEL SECURITY;
+		CREATE POLICY p ON app.guarded USING (true);`); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	_, err = Copy(ctx, cfg, CopyOptions{NoProgress: true}, testLogger(t))
+	for _, want := range []string{"row-level security", "app.guarded", "BYPASSRLS", "nothing was created"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("copy with a forced-RLS table as a plain target user: want an error with %q, got %v", want, err)
+		}
+	}
+	if got := psqlOut(t, dst, "shop", `SELECT count(*) FROM pg_roles WHERE rolname IN ('app_owner', 'app_rw')`); got != "0" {
+		t.Errorf("the refused copy created roles on the target (%s)", got)
+	}
+	// With BYPASSRLS it creates the roles and, not being a superuser, grants itself the owner
+	// role so it can give it its objects.
+	if out, err := dst.Psql(ctx, "shop", `ALTER ROLE migrator BYPASSRLS`); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if _, err := Copy(ctx, cfg, CopyOptions{NoProgress: true}, testLogger(t)); err != nil {
