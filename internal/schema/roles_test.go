@@ -20,8 +20,8 @@ func TestFilterRoleStatement(t *testing.T) {
 		{in: "SET default_transaction_read_only = off;", want: "SET default_transaction_read_only = off;"},
 		{in: "CREATE ROLE app_user;", want: "CREATE ROLE app_user;"},
 		{in: `CREATE ROLE "Odd Role";`, want: `CREATE ROLE "Odd Role";`},
-		{in: "CREATE ROLE postgres;"},    // not to create (bootstrap, or existing)
-		{in: "CREATE ROLE unrelated;"},   // not referenced
+		{in: "CREATE ROLE postgres;"},                                                   // not to create (bootstrap, or existing)
+		{in: "CREATE ROLE unrelated;"},                                                  // not referenced
 		{in: "ALTER ROLE reporting WITH NOSUPERUSER LOGIN PASSWORD 'SCRAM-SHA-256$x';"}, // exists: left alone
 		{in: "ALTER ROLE app_user WITH LOGIN PASSWORD 'md5abc';", want: "ALTER ROLE app_user WITH LOGIN PASSWORD 'md5abc';"},
 		{in: "ALTER ROLE app_user SET work_mem TO '64MB';", want: "ALTER ROLE app_user SET work_mem TO '64MB';"},
