@@ -71,13 +71,14 @@ type CopySummary struct {
 	Recopied  []pgtypes.TableID
 	RecopyLSN pgtypes.LSN
 
-	Tables    int // tables copied by this run
-	Rows      int64
-	Bytes     int64
-	Sequences int
-	Indexes   int // post-data steps applied
-	MatViews  int
-	Warnings  []string
+	Tables       int // tables copied by this run
+	LargeObjects int // large objects copied by this run
+	Rows         int64
+	Bytes        int64
+	Sequences    int
+	Indexes      int // post-data steps applied
+	MatViews     int
+	Warnings     []string
 
 	Schema, Data, PostData, SequenceTime, MatViewTime, Total time.Duration
 }
@@ -194,8 +195,13 @@ type copyRun struct {
 	// deferred are the enable-state statements of post-data kept back until cutover, by the
 	// key of the post-data item that carried them (see schema.DeferReplicaEnables).
 	deferred map[string][]schema.EnableState
-	sum      CopySummary
-	recopies int // new snapshots taken because a table was rewritten during the copy
+	// globals are the roles step (run with pre-data) and the database step (run last).
+	globals schema.Globals
+	// identities are the tables to give REPLICA IDENTITY FULL on the source before they are
+	// published (--replica-identity-full).
+	identities assess.IdentityPlan
+	sum        CopySummary
+	recopies   int // new snapshots taken because a table was rewritten during the copy
 }
 
 // maxRecopies bounds the new snapshots one copy takes for tables rewritten under it: a source
@@ -351,11 +357,17 @@ func (r *copyRun) preflight(ctx context.Context) error {
 		return r.src.Describe(err)
 	}
 	if largeObjects > 0 {
-		r.warn(fmt.Sprintf("the source has %d large object(s): they are NOT copied (logical replication cannot follow them either); move them separately, e.g. into bytea columns", largeObjects))
+		r.warn(fmt.Sprintf("the source has %d large object(s): copied in the snapshot, but logical replication does not carry their later changes — cutover copies what changed again (snapshot.SyncLargeObjects)", largeObjects))
 	}
 	var err error
 	if r.pgDump, err = schema.FindPgDump(ctx, r.opts.PgDump, r.srcInfo.VersionNum); err != nil {
 		return err
+	}
+	if r.globals, err = r.pgDump.PlanGlobals(ctx, r.srcConn, r.dstConn, r.cfg.Source, r.srcInfo.Database, r.dstInfo.Database, r.globalsOptions()); err != nil {
+		return err
+	}
+	for _, n := range r.globals.Notes() {
+		r.warn(n)
 	}
 	all, err := catalog.Tables(ctx, r.srcConn, config.TableFilter{})
 	if err != nil {
@@ -372,24 +384,29 @@ func (r *copyRun) preflight(ctx context.Context) error {
 		case t.Kind == catalog.KindMatView:
 			r.warn(fmt.Sprintf("materialized view %s: refreshed on the target after the copy; refresh it again at cutover", t.ID))
 		case t.Persistence == 'u' && t.HoldsData():
-			r.warn(fmt.Sprintf("UNLOGGED table %s: copied once, but its changes are not in the WAL and CANNOT be followed — it will be stale on the target; make it logged (ALTER TABLE %s SET LOGGED) or exclude it",
-				t.ID, t.ID.Sanitize()))
+			r.warn(snapshot.UnloggedNote(t, r.cfg.RecopyUnlogged))
 		}
 	}
 	// The identity rule is assess's, judged as pgoutput will publish the changes: partitions as
 	// themselves, each with its own replica identity (see snapshot.CreatePublication). A table
 	// the rule blocks would make the application's own UPDATEs fail on the source once published.
-	var blocked []string
-	for _, f := range assess.IdentityFindings(assess.TablesFromCatalog(r.tables), false) {
-		if f.Severity == assess.Blocker {
-			blocked = append(blocked, fmt.Sprintf("%s: %s; fix: %s", f.Object, f.Message, f.Fix))
-		}
-	}
-	if len(blocked) > 0 {
+	r.identities = assess.PlanIdentities(r.tables, r.cfg.ReplicaIdentityFull)
+	if blocked := r.identities.Blocked; len(blocked) > 0 {
 		return fmt.Errorf("%d table(s) have no replica identity PostgreSQL can use, so their UPDATEs and DELETEs could not be followed (nothing was created):\n  %s",
 			len(blocked), strings.Join(blocked, "\n  "))
 	}
-	return snapshot.CheckRowSecurity(r.tables, r.srcInfo.User)
+	for _, w := range r.identities.Warnings {
+		r.warn(w)
+	}
+	if err := snapshot.CheckRowSecurity(r.tables, r.srcInfo.User); err != nil {
+		return err
+	}
+	return snapshot.CheckTargetRowSecurity(ctx, r.dstConn, r.tables, r.cfg.NoOwner)
+}
+
+// globalsOptions are the copy's opt-outs of roles, owners and privileges.
+func (r *copyRun) globalsOptions() schema.GlobalsOptions {
+	return schema.GlobalsOptions{NoOwner: r.cfg.NoOwner, NoPrivileges: r.cfg.NoPrivileges, NoRoles: r.cfg.NoRoles}
 }
 
 func (r *copyRun) warn(msg string) {
@@ -602,6 +619,14 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase) error {
 	if err := snapshot.DropSlot(ctx, r.srcConn, r.slotName); err != nil { // unused: nothing was copied from it
 		return r.src.Describe(err)
 	}
+	// Before the tables are published: once they are, an UPDATE without identity fails.
+	changed, err := state.SetReplicaIdentityFull(ctx, r.srcConn, r.identities.SetFull)
+	if err != nil {
+		return r.src.Describe(err)
+	}
+	for _, c := range changed {
+		r.warn(fmt.Sprintf("%s has no key: set REPLICA IDENTITY FULL on the source (recorded in its pgshift schema; pgshift finish restores it: %s)", c.Table, c.Restore()))
+	}
 	pubExists, err := snapshot.PublicationExists(ctx, r.srcConn, r.pubName)
 	if err != nil {
 		return r.src.Describe(err)
@@ -630,11 +655,11 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase) error {
 	if err != nil {
 		return err
 	}
-	pre, err := r.dump(ctx, schema.PreData, schema.DumpOptions{Snapshot: exp.slot.SnapshotName, ExcludeTables: excl, Clean: r.opts.Force})
+	pre, err := r.dump(ctx, schema.PreData, r.dumpOptions(schema.DumpOptions{Snapshot: exp.slot.SnapshotName, ExcludeTables: excl, Clean: r.opts.Force}))
 	if err != nil {
 		return err
 	}
-	err = schema.ApplyPreData(ctx, r.dstConn, pre, func(tx pgx.Tx) error {
+	err = schema.ApplyPreData(ctx, r.dstConn, r.globals.WithRoles(pre), func(tx pgx.Tx) error {
 		if err := state.RegisterTables(ctx, tx, r.migrationTables(), lsn); err != nil {
 			return err
 		}
@@ -646,6 +671,12 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase) error {
 	r.sum.Schema = time.Since(t0)
 	r.log.Info("pre-data schema applied", "took", r.sum.Schema.Round(time.Millisecond).String())
 	return r.copyData(ctx, exp, nil)
+}
+
+// dumpOptions adds the copy's opt-outs to o.
+func (r *copyRun) dumpOptions(o schema.DumpOptions) schema.DumpOptions {
+	o.NoOwner, o.NoPrivileges = r.cfg.NoOwner, r.cfg.NoPrivileges
+	return o
 }
 
 func (r *copyRun) dump(ctx context.Context, section schema.Section, o schema.DumpOptions) (schema.Script, error) {
@@ -757,6 +788,12 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 	r.sum.Rows += res.Rows
 	r.sum.Bytes += res.Bytes
 	r.sum.Tables += res.Tables
+	if err == nil {
+		// In the same snapshot as the rows that may name them by OID.
+		var lo snapshot.LargeObjectResult
+		lo, err = snapshot.SyncLargeObjects(ctx, r.src, r.dst, r.largeObjectOptions(exp.slot.SnapshotName))
+		r.sum.LargeObjects, r.sum.Bytes = r.sum.LargeObjects+lo.Copied, r.sum.Bytes+lo.Bytes
+	}
 	r.sum.Data += time.Since(t0)
 	if rw, ok := errors.AsType[*snapshot.RewrittenError](err); ok && ctx.Err() == nil && r.recopies < maxRecopies {
 		// A table rewritten after this snapshot cannot be read in it: what is finished stays,
@@ -804,7 +841,7 @@ func (r *copyRun) postDataPlan(ctx context.Context) (schema.PostDataPlan, error)
 	if err != nil {
 		return schema.PostDataPlan{}, err
 	}
-	post, err := r.dump(ctx, schema.PostData, schema.DumpOptions{ExcludeTables: excl})
+	post, err := r.dump(ctx, schema.PostData, r.dumpOptions(schema.DumpOptions{ExcludeTables: excl}))
 	if err != nil {
 		return schema.PostDataPlan{}, err
 	}
@@ -913,7 +950,17 @@ func (r *copyRun) sequencesAndViews(ctx context.Context) error {
 	}
 	r.sum.MatViews = len(plan.MatViews)
 	r.sum.MatViewTime = time.Since(t1)
+	// Last, so the database's settings (a search_path, a statement_timeout) never apply to the
+	// copy's own sessions; idempotent, so a resumed copy runs it again.
+	if err := schema.ApplyDatabase(ctx, r.dstConn, r.globals.Database); err != nil {
+		return r.dst.Describe(err)
+	}
 	return nil
+}
+
+// largeObjectOptions are SyncLargeObjects' options for this copy, reading in snapshotName.
+func (r *copyRun) largeObjectOptions(snapshotName string) snapshot.LargeObjectOptions {
+	return snapshot.LargeObjectOptions{Snapshot: snapshotName, NoOwner: r.cfg.NoOwner, NoPrivileges: r.cfg.NoPrivileges, Log: r.log}
 }
 
 // SyncSequences sets each sequence that exists on both sides (and passes the filter) to the
@@ -966,6 +1013,9 @@ func (s CopySummary) WriteSummary(w io.Writer) {
 	fmt.Fprintf(&b, "  schema %s · data %s · indexes and constraints %s (%d steps) · sequences %s (%d) · materialized views %s (%d)\n",
 		s.Schema.Round(time.Millisecond), s.Data.Round(time.Millisecond), s.PostData.Round(time.Millisecond), s.Indexes,
 		s.SequenceTime.Round(time.Millisecond), s.Sequences, s.MatViewTime.Round(time.Millisecond), s.MatViews)
+	if s.LargeObjects > 0 {
+		fmt.Fprintf(&b, "  %d large object(s) copied in the snapshot\n", s.LargeObjects)
+	}
 	fmt.Fprintf(&b, "  slot %s and publication %s hold every change since %s\n", s.Slot, s.Publication, s.ConsistentLSN)
 	if len(s.Recopied) > 0 {
 		fmt.Fprintf(&b, "  %d unfinished table(s) were copied again in a new snapshot consistent at %s\n", len(s.Recopied), s.RecopyLSN)

@@ -284,6 +284,13 @@ func (a *Applier) buildPlan(ctx context.Context, r *cdc.Relation, prev *plan) (*
 			p.keep = append(p.keep, tc.Name)
 		}
 	}
+	if p.full {
+		var index string
+		if index, p.fullIndex, err = fullIdentityIndex(ctx, a.conn, r.Table, p); err != nil {
+			return nil, err
+		}
+		a.log.Debug("REPLICA IDENTITY FULL rows are looked up through an index", "table", r.Table.String(), "index", index)
+	}
 	return p, nil
 }
 

@@ -171,7 +171,7 @@ func TestFindings(t *testing.T) {
 		{name: "replica identity nothing",
 			source: `CREATE SCHEMA "Sales"; CREATE TABLE "Sales"."Odd Name" (id int PRIMARY KEY);
 				ALTER TABLE "Sales"."Odd Name" REPLICA IDENTITY NOTHING;`,
-			want: []want{{CodeNoReplicaIdentity, Blocker, `"Sales"."Odd Name"`}}},
+			want: []want{{CodeReplicaIdentityNothing, Warning, `"Sales"."Odd Name"`}}},
 		{name: "replica identity full", source: `CREATE TABLE public.ledger (a int, b text); ALTER TABLE public.ledger REPLICA IDENTITY FULL;`,
 			want: []want{{CodeReplicaIdentityFull, Warning, "public.ledger"}}},
 		{name: "replica identity index", source: `CREATE TABLE public.ledger (a int NOT NULL, b text);

@@ -325,6 +325,15 @@ func identityFinding(t Table, byID map[string]*Table, viaRoot bool) (Finding, bo
 	if t.Partition && t.Root != "" {
 		root = byID[t.Root]
 	}
+	if !t.UsableIdentity && t.ReplicaIdentity == "nothing" {
+		// The user's own choice of no identity: an insert-only table. Its UPDATEs and DELETEs
+		// fail on the source once it is published, as they would under native replication.
+		return Finding{Code: CodeReplicaIdentityNothing, Severity: Warning, Object: id,
+			Message: "REPLICA IDENTITY NOTHING: taken as insert-only — once published, every UPDATE and DELETE on it fails on the source (SQLSTATE 55000)",
+			Fix: fmt.Sprintf("if the application ever updates or deletes its rows, give it an identity first: a primary key, or ALTER TABLE %s REPLICA IDENTITY FULL; (or let pgshift copy --replica-identity-full set FULL after ALTER TABLE %s REPLICA IDENTITY DEFAULT)",
+				sanitize(t), sanitize(t)),
+		}, true
+	}
 	if !t.UsableIdentity {
 		why := t.IdentityIssue
 		switch {
@@ -342,7 +351,7 @@ func identityFinding(t Table, byID map[string]*Table, viaRoot bool) (Finding, bo
 					sanitize(t), sanitize(*root), root.ID()),
 			}, true
 		}
-		fix := fmt.Sprintf("add a primary key that is not DEFERRABLE (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns, or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns; or leave it out with --exclude %[3]s",
+		fix := fmt.Sprintf("add a primary key that is not DEFERRABLE (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns, or ALTER TABLE %[1]s REPLICA IDENTITY FULL; (pgshift copy --replica-identity-full, config replica_identity_full, does that for you, and pgshift finish restores it) — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns (through an index that matches, if it has one); or leave it out with --exclude %[3]s",
 			sanitize(t), humanBytes(avgRow(t)), id)
 		if len(t.PrimaryKey) > 0 && t.ReplicaIdentity == "default" {
 			// A primary key exists but PostgreSQL does not use it (DEFERRABLE, or not valid).
