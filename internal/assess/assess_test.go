@@ -44,8 +44,8 @@ type scenario struct {
 
 // baseline findings appear in every assessment of their kind; scenarios assert everything else exactly.
 // max_slot_wal_keep_size is a note about the source cluster's setting, the same for every
-// database; its own subtest checks it.
-var baseline = map[string]bool{CodeTargetSpace: true, CodeNoTarget: true, CodeMaxSlotWALKeepSize: true}
+// database; its own subtest checks it. not_replicated (sequences and DDL) is said for every server.
+var baseline = map[string]bool{CodeTargetSpace: true, CodeNoTarget: true, CodeMaxSlotWALKeepSize: true, CodeNotReplicated: true}
 
 func connect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
 	t.Helper()
