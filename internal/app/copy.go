@@ -206,7 +206,7 @@ type copyRun struct {
 
 // maxRecopies bounds the new snapshots one copy takes for tables rewritten under it: a source
 // that rewrites a table over and over must be told, not chased.
-const maxRecopies = 3
+const maxRecopies = 5
 
 func (r *copyRun) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -750,6 +750,14 @@ func (r *copyRun) resumeData(ctx context.Context) error {
 	for _, id := range truncate {
 		keep[id] = true
 	}
+	// Held locked while they are copied again (as pg_dump holds every table it dumps), the
+	// next TRUNCATE or rewrite of one waits instead of hiding its rows from this snapshot too;
+	// that is often the table one just hit.
+	locks, err := snapshot.LockTables(ctx, r.src, exp.slot.SnapshotName, truncate, 10*time.Second)
+	if err != nil {
+		r.log.Warn("copying again without holding the tables locked (a rewrite during the copy is still noticed)", "err", err)
+	}
+	defer locks.Release()
 	return r.copyData(ctx, exp, keep)
 }
 
@@ -800,8 +808,8 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 		// the rest is copied again in a new snapshot taken after the rewrite, as an
 		// interrupted copy is.
 		r.recopies++
-		r.log.Warn("a table was rewritten on the source during the copy; copying the unfinished tables again in a new snapshot",
-			"table", rw.Table.String(), "attempt", r.recopies, "fix", "avoid table-rewriting DDL, VACUUM FULL, CLUSTER and TRUNCATE on the source while pgshift copies")
+		r.log.Warn("tables were rewritten on the source during the copy; copying the unfinished tables again in a new snapshot",
+			"tables", len(rw.Tables), "first", rw.Tables[0].String(), "attempt", r.recopies, "fix", "avoid table-rewriting DDL, VACUUM FULL, CLUSTER and TRUNCATE on the source while pgshift copies")
 		return r.resumeData(ctx)
 	}
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,6 +121,8 @@ func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts Copy
 		}
 	}
 	var rows, bytes, finished atomic.Int64
+	var rewrittenMu sync.Mutex
+	rewritten := map[pgtypes.TableID]bool{}
 	g, gctx := errgroup.WithContext(ctx)
 	queue := make(chan WorkItem)
 	g.Go(func() error {
@@ -139,6 +142,14 @@ func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts Copy
 			defer w.close()
 			for it := range queue {
 				r, b, err := w.copyItemRetrying(gctx, it)
+				if rw, ok := errors.AsType[*RewrittenError](err); ok {
+					// The item is rolled back and its tables stay unfinished; the rest goes on.
+					opts.Log.Warn("table rewritten on the source after the copy's snapshot; it will be copied again in a new snapshot", "table", rw.Tables[0].String())
+					rewrittenMu.Lock()
+					rewritten[rw.Tables[0]] = true
+					rewrittenMu.Unlock()
+					continue
+				}
 				if err != nil {
 					return err
 				}
@@ -154,6 +165,14 @@ func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts Copy
 		})
 	}
 	err := g.Wait()
+	if err == nil && len(rewritten) > 0 {
+		rw := &RewrittenError{}
+		for id := range rewritten {
+			rw.Tables = append(rw.Tables, id)
+		}
+		slices.SortFunc(rw.Tables, func(a, b pgtypes.TableID) int { return strings.Compare(a.String(), b.String()) })
+		err = rw
+	}
 	return Result{Rows: rows.Load(), Bytes: bytes.Load(), Tables: int(finished.Load())}, err
 }
 
@@ -212,12 +231,20 @@ func (w *worker) ensureSource(ctx context.Context) error {
 // snapshot cannot see, so a COPY in that snapshot reads the table as empty (or as the rows
 // since), and no change in the stream would repair it. The chunk is not kept; the table must
 // be copied again in a snapshot taken after the rewrite.
+//
+// Copy goes on with the other work items and returns this error at the end, naming every such
+// table: the caller copies them (and whatever else is unfinished) again in a new snapshot.
 type RewrittenError struct {
-	Table pgtypes.TableID
+	Tables []pgtypes.TableID
 }
 
 func (e *RewrittenError) Error() string {
-	return fmt.Sprintf("table %s was rewritten on the source (ALTER TABLE … TYPE, VACUUM FULL, CLUSTER or TRUNCATE) after the copy's snapshot was taken, so the snapshot cannot see its rows: it must be copied again in a new snapshot", e.Table)
+	names := make([]string, len(e.Tables))
+	for i, t := range e.Tables {
+		names[i] = t.String()
+	}
+	return fmt.Sprintf("table %s was rewritten on the source (ALTER TABLE … TYPE, VACUUM FULL, CLUSTER or TRUNCATE) after the copy's snapshot was taken, so the snapshot cannot see its rows: it must be copied again in a new snapshot",
+		strings.Join(names, ", "))
 }
 
 // checkNotRewritten fails with a *RewrittenError when t's storage changed after the snapshot.
@@ -235,7 +262,7 @@ func (w *worker) checkNotRewritten(ctx context.Context, t *catalog.Table) error 
 		return fmt.Errorf("copy %s: check its storage against the snapshot: %w", t.ID, w.src.Describe(err))
 	}
 	if rewritten {
-		return &RewrittenError{Table: t.ID}
+		return &RewrittenError{Tables: []pgtypes.TableID{t.ID}}
 	}
 	return nil
 }
