@@ -718,7 +718,8 @@ func (r *copyRun) resumeData(ctx context.Context) error {
 	}
 	// A temporary slot only exports a fresh snapshot and tells its consistent point; it
 	// disappears with its connection when the recopy is done.
-	tmpName := fmt.Sprintf("%s_r%d", r.slotName, time.Now().Unix())
+	// (Unique also when a rewrite makes one copy take several within a second.)
+	tmpName := fmt.Sprintf("%s_r%d_%d", r.slotName, time.Now().Unix(), r.recopies)
 	if len(tmpName) > 63 {
 		tmpName = fmt.Sprintf("pgshift_r%d", time.Now().UnixNano())
 	}
@@ -750,14 +751,6 @@ func (r *copyRun) resumeData(ctx context.Context) error {
 	for _, id := range truncate {
 		keep[id] = true
 	}
-	// Held locked while they are copied again (as pg_dump holds every table it dumps), the
-	// next TRUNCATE or rewrite of one waits instead of hiding its rows from this snapshot too;
-	// that is often the table one just hit.
-	locks, err := snapshot.LockTables(ctx, r.src, exp.slot.SnapshotName, truncate, 10*time.Second)
-	if err != nil {
-		r.log.Warn("copying again without holding the tables locked (a rewrite during the copy is still noticed)", "err", err)
-	}
-	defer locks.Release()
 	return r.copyData(ctx, exp, keep)
 }
 
@@ -785,10 +778,18 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 	g.Go(func() error {
 		defer stopProgress()
 		var err error
-		res, err = snapshot.Copy(gctx, r.src, r.dst, items, snapshot.CopyOptions{
+		copts := snapshot.CopyOptions{
 			Jobs: r.cfg.Jobs, Snapshot: exp.slot.SnapshotName, Binary: r.srcInfo.VersionNum/10000 == r.dstInfo.VersionNum/10000,
 			Retries: 2, Tracker: tracker, Log: r.log,
-		})
+		}
+		if r.recopies > 0 {
+			// Copying again what a rewrite hit (often a table the application TRUNCATEs):
+			// one worker holding them locked, so the next TRUNCATE waits for it.
+			for _, t := range tables {
+				copts.LockTables = append(copts.LockTables, t.ID)
+			}
+		}
+		res, err = snapshot.Copy(gctx, r.src, r.dst, items, copts)
 		return err
 	})
 	err := g.Wait()

@@ -69,8 +69,14 @@ type CopyOptions struct {
 	// StallTimeout fails a chunk through which no byte has flowed for this long (default 10
 	// minutes): a half-open connection must become an error (and a retry), never a hang.
 	StallTimeout time.Duration
-	Tracker      *progress.Tracker
-	Log          *slog.Logger
+	// LockTables, when set, are locked in ACCESS SHARE mode by the one worker (Jobs becomes 1)
+	// right after it imports the snapshot, held until the copy ends, as pg_dump holds every
+	// table it dumps: a TRUNCATE or rewrite of one then waits instead of hiding its rows from
+	// the snapshot. One worker only: a second one's lock request would queue behind the
+	// waiting TRUNCATE while the first holds its locks to the end, and both would wait for good.
+	LockTables []pgtypes.TableID
+	Tracker    *progress.Tracker
+	Log        *slog.Logger
 }
 
 // Result sums what Copy moved.
@@ -95,7 +101,7 @@ type tableState struct {
 // of a table commits, the table is marked done in pgshift.tables with a synchronous commit,
 // which also makes every earlier (asynchronously committed) chunk durable.
 func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts CopyOptions) (Result, error) {
-	if opts.Jobs < 1 {
+	if opts.Jobs < 1 || len(opts.LockTables) > 0 {
 		opts.Jobs = 1
 	}
 	if opts.Log == nil {
@@ -221,8 +227,28 @@ func (w *worker) ensureSource(ctx context.Context) error {
 		}
 		return fmt.Errorf("import the copy snapshot %s on the source: %w", w.opts.Snapshot, w.src.Describe(err))
 	}
+	if len(w.opts.LockTables) > 0 {
+		w.lockTables(ctx, conn)
+	}
 	w.srcConn = conn
 	return nil
+}
+
+// lockTables takes opts.LockTables' locks in the snapshot transaction, waiting at most 10 s (a
+// lock queued behind a long ALTER TABLE would hold the copy up); when it cannot, the copy goes
+// on without them: the check after each chunk still notices a rewrite.
+func (w *worker) lockTables(ctx context.Context, conn *pgx.Conn) {
+	names := make([]string, len(w.opts.LockTables))
+	for i, t := range w.opts.LockTables {
+		names[i] = t.Sanitize()
+	}
+	_, err := conn.Exec(ctx, "SAVEPOINT pgshift_lock; SET LOCAL lock_timeout = '10s'; LOCK TABLE "+strings.Join(names, ", ")+" IN ACCESS SHARE MODE; SET LOCAL lock_timeout = 0; RELEASE SAVEPOINT pgshift_lock")
+	if err != nil {
+		w.opts.Log.Warn("copying without holding the tables locked (a rewrite during the copy is still noticed)", "tables", len(names), "err", w.src.Describe(err))
+		if _, rerr := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT pgshift_lock; RELEASE SAVEPOINT pgshift_lock"); rerr != nil {
+			w.opts.Log.Warn("undo the failed lock", "err", w.src.Describe(rerr))
+		}
+	}
 }
 
 // RewrittenError: a table was rewritten on the source (ALTER TABLE that rewrites it, VACUUM
