@@ -230,8 +230,11 @@ func (a *Applier) buildPlan(ctx context.Context, r *cdc.Relation, prev *plan) (*
 	if prev != nil {
 		prevCols = prev.cols
 	}
-	add, targetOnly, err := reconcile(r.Table, msg, prevCols, tt.cols, srcCols)
+	add, targetOnly, checks, err := reconcile(r.Table, msg, prevCols, tt.cols, srcCols)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkAdded(ctx, a.conn, r.Table, checks); err != nil {
 		return nil, err
 	}
 	if len(add) > 0 {
@@ -298,7 +301,7 @@ func (a *Applier) buildPlan(ctx context.Context, r *cdc.Relation, prev *plan) (*
 // table, nil if none) can be applied to the target's columns tgt, given the source's current
 // columns src. It returns the indexes of msg columns to add on the target and the target's
 // columns the source does not have, or an *ErrSchema saying what was seen and what to do.
-func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src map[string]sourceColumn) (add []int, targetOnly []string, err error) {
+func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src map[string]sourceColumn) (add []int, targetOnly []string, checks []addedCheck, err error) {
 	tbl := t.Sanitize()
 	q := pgtypes.QuoteIdent
 	tgtByName := map[string]*targetColumn{}
@@ -323,11 +326,11 @@ func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src
 			continue
 		}
 		if tc.Generated {
-			return nil, nil, &ErrSchema{Table: t, Msg: fmt.Sprintf("column %s is generated on the target but sent by the source", q(c.Name)),
+			return nil, nil, nil, &ErrSchema{Table: t, Msg: fmt.Sprintf("column %s is generated on the target but sent by the source", q(c.Name)),
 				Fix: "make the target column a plain column like the source's"}
 		}
 		if pc, ok := prevByName[c.Name]; ok && pc.Attnum != 0 && c.Attnum != 0 && pc.Attnum != c.Attnum {
-			return nil, nil, &ErrSchema{Table: t,
+			return nil, nil, nil, &ErrSchema{Table: t,
 				Msg: fmt.Sprintf("column %s was dropped and added again on the source (attnum %d, now %d): its rows' values on the target are the old column's",
 					q(c.Name), pc.Attnum, c.Attnum),
 				Fix: fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s, ADD COLUMN %s %s <same DEFAULT / NOT NULL as the source>; (on the target; if pgshift was behind the source when it happened, run pgshift verify afterwards)",
@@ -341,14 +344,14 @@ func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src
 		for i, c := range msg {
 			j := plainIdx[c.Name]
 			if j < last {
-				return nil, nil, &ErrSchema{Table: t,
+				return nil, nil, nil, &ErrSchema{Table: t,
 					Msg: fmt.Sprintf("the source sends column %s after %s, the target has it before: a column was dropped and added again on the source (%s)",
 						q(c.Name), q(msg[i-1].Name), describeColumns(msg, plain)),
 					Fix: fmt.Sprintf("make the target's columns of %s the source's, in the source's order (compare pg_dump --schema-only -t on both)", tbl)}
 			}
 			last = j
 			if c.Type != plain[j].Type {
-				return nil, nil, &ErrSchema{Table: t,
+				return nil, nil, nil, &ErrSchema{Table: t,
 					Msg: fmt.Sprintf("column %s is %s on the source but %s on the target", q(c.Name), c.Type, plain[j].Type),
 					Fix: fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s;", tbl, q(c.Name), c.Type)}
 			}
@@ -368,12 +371,12 @@ func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src
 				continue
 			}
 			if _, ok := prevByName[tc.Name]; ok {
-				return nil, nil, &ErrSchema{Table: t,
+				return nil, nil, nil, &ErrSchema{Table: t,
 					Msg: fmt.Sprintf("the source no longer sends column %s (dropped or renamed on the source; now %s)", q(tc.Name), describeColumns(msg, plain)),
 					Fix: fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s; (on the target, if it was dropped on the source)", tbl, q(tc.Name))}
 			}
 			if tc.NotNull && !tc.HasDef && tc.Identity == "" {
-				return nil, nil, &ErrSchema{Table: t,
+				return nil, nil, nil, &ErrSchema{Table: t,
 					Msg: fmt.Sprintf("column %s exists only on the target and is NOT NULL without a default, so new rows cannot be written", q(tc.Name)),
 					Fix: fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s;", tbl, q(tc.Name))}
 			}
@@ -383,13 +386,17 @@ func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src
 			for _, c := range msg {
 				if _, ok := prevByName[c.Name]; !ok {
 					s, ok := src[c.Name]
-					if err := sameAddedValues(t, c, s, ok, tgtByName[c.Name]); err != nil {
-						return nil, nil, err
+					check, err := sameAddedValues(t, c, s, ok, tgtByName[c.Name])
+					if err != nil {
+						return nil, nil, nil, err
+					}
+					if check != nil {
+						checks = append(checks, *check)
 					}
 				}
 			}
 		}
-		return nil, targetOnly, nil
+		return nil, targetOnly, checks, nil
 	}
 
 	// Columns the target lacks: provably ADD COLUMN, or stop.
@@ -405,7 +412,7 @@ func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src
 		}
 	}
 	if !provable {
-		return nil, nil, notAnAdd(t, msg, plain, unknown)
+		return nil, nil, nil, notAnAdd(t, msg, plain, unknown)
 	}
 	for i := n; i < len(msg); i++ {
 		c := msg[i]
@@ -413,18 +420,18 @@ func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src
 		ddl := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", tbl, q(c.Name), c.Type)
 		switch {
 		case !ok || s.Type != c.Type:
-			return nil, nil, &ErrSchema{Table: t,
+			return nil, nil, nil, &ErrSchema{Table: t,
 				Msg: fmt.Sprintf("the source sends column %s %s, which the target lacks, and the source's table no longer has it so", q(c.Name), c.Type),
 				Fix: ddl + " <same DEFAULT / NOT NULL as the source had>; (on the target)"}
 		case s.HasDef || s.NotNull || s.Generated:
 			// Existing rows got a value on the source that no change event carries.
-			return nil, nil, &ErrSchema{Table: t,
+			return nil, nil, nil, &ErrSchema{Table: t,
 				Msg: fmt.Sprintf("the source added column %s with a default or NOT NULL; existing rows' values were never streamed", q(c.Name)),
 				Fix: ddl + " <same DEFAULT / NOT NULL as the source>; (for a volatile default, re-copy the table)"}
 		}
 		add = append(add, i)
 	}
-	return add, nil, nil
+	return add, nil, nil, nil
 }
 
 // sameAddedValues decides a column the source added (since the previous relation) that the
@@ -439,13 +446,15 @@ func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src
 //
 // Anything else (a volatile default, which rewrote the table; now(), whose missing values
 // differ; a side rewritten since, which drops the missing value) stops with what was seen.
-func sameAddedValues(t pgtypes.TableID, c relColumn, s sourceColumn, onSource bool, tc *targetColumn) error {
+// What the definitions promise, the target's rows must still hold (someone may have written
+// the column there): the returned check is run on the target before the plan is used.
+func sameAddedValues(t pgtypes.TableID, c relColumn, s sourceColumn, onSource bool, tc *targetColumn) (*addedCheck, error) {
 	q := pgtypes.QuoteIdent
 	if tc == nil {
-		return nil
+		return nil, nil
 	}
 	if !onSource || s.Type != c.Type {
-		return &ErrSchema{Table: t,
+		return nil, &ErrSchema{Table: t,
 			Msg: fmt.Sprintf("the source sends column %s %s, which the target already has, and the source's table no longer has it so: what its older rows hold cannot be checked", q(c.Name), c.Type),
 			Fix: "compare the column on both sides (pg_dump --schema-only -t), make the target's the source's, then run pgshift verify"}
 	}
@@ -453,9 +462,9 @@ func sameAddedValues(t pgtypes.TableID, c relColumn, s sourceColumn, onSource bo
 	switch {
 	case s.Generated || tc.Generated:
 	case !s.HasDef && srcDef == "" && s.Missing == "" && !tc.HasDef && tc.Missing == "":
-		return nil
+		return &addedCheck{Column: c.Name, Type: c.Type}, nil
 	case s.Missing != "" && s.Missing == tc.Missing && srcDef == tgtDef:
-		return nil
+		return &addedCheck{Column: c.Name, Type: c.Type, Missing: true}, nil
 	}
 	describe := func(def, missing string) string {
 		d := "no default"
@@ -469,11 +478,47 @@ func sameAddedValues(t pgtypes.TableID, c relColumn, s sourceColumn, onSource bo
 		}
 		return d
 	}
-	return &ErrSchema{Table: t,
+	return nil, &ErrSchema{Table: t,
 		Msg: fmt.Sprintf("the source added column %s (%s), which the target already has (%s): the rows older than each ADD COLUMN may not hold the same values on both sides, and no change carries them",
 			q(c.Name), describe(srcDef, s.Missing), describe(tgtDef, tc.Missing)),
 		Fix: fmt.Sprintf("on the target, give the column the source's definition and its rows the source's values (ALTER TABLE %s DROP COLUMN %s, ADD COLUMN %s %s <the source's DEFAULT / NOT NULL>; for a volatile default, re-copy the table), then run pgshift verify",
 			t.Sanitize(), q(c.Name), q(c.Name), c.Type)}
+}
+
+// addedCheck is what the target's rows of a column added on both sides must hold before the
+// source's rows are applied: NULL everywhere, or (Missing) the column's missing value.
+type addedCheck struct {
+	Column, Type string
+	Missing      bool
+}
+
+// checkAdded runs the checks on the target, in the applier's transaction: any row holding
+// something else was written there on its own, and the values would differ from the source's.
+func checkAdded(ctx context.Context, q catalog.Querier, t pgtypes.TableID, checks []addedCheck) error {
+	for _, c := range checks {
+		col := pgtypes.QuoteIdent(c.Column)
+		want := "NULL"
+		cond := col + " IS NOT NULL"
+		if c.Missing {
+			want = "its missing value (the ADD COLUMN's default)"
+			cond = fmt.Sprintf("%s IS DISTINCT FROM (SELECT (a.attmissingval::text::%s[])[1] FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::regclass AND a.attname = $2::text)", col, c.Type)
+		}
+		var args []any
+		if c.Missing {
+			args = []any{t.Sanitize(), c.Column}
+		}
+		var differs bool
+		if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM ONLY "+t.Sanitize()+" WHERE "+cond+")", args...).Scan(&differs); err != nil {
+			return fmt.Errorf("table %s: check the values of column %s, added on both sides: %w", t, col, err)
+		}
+		if differs {
+			return &ErrSchema{Table: t,
+				Msg: fmt.Sprintf("the source added column %s, which the target already has with the same definition, but rows on the target hold values other than %s there: they were written on the target, and the source's rows hold the definition's", col, want),
+				Fix: fmt.Sprintf("on the target, give those rows the source's values (UPDATE %s SET %s = %s; for the rows older than the source's ADD COLUMN), or drop the column there (ALTER TABLE %s DROP COLUMN %s;)",
+					t.Sanitize(), col, map[bool]string{false: "NULL", true: "DEFAULT"}[c.Missing], t.Sanitize(), col)}
+		}
+	}
+	return nil
 }
 
 // notAnAdd explains a relation with columns the target lacks that is not columns added at the end.

@@ -85,7 +85,7 @@ func TestReconcile(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			add, targetOnly, err := reconcile(tbl, c.msg, c.prev, c.tgt, src)
+			add, targetOnly, _, err := reconcile(tbl, c.msg, c.prev, c.tgt, src)
 			if c.err == nil {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)

@@ -2,14 +2,17 @@ package torture
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The oracle reads both databases with SQL of its own under fixed session settings, so the
@@ -64,6 +67,20 @@ type dbState struct {
 
 // readState reads every table's digest and every sequence's position in one snapshot.
 func readState(ctx context.Context, dsn string) (*dbState, error) {
+	// The read locks table after table in one transaction; pgshift applying a TRUNCATE of
+	// several tables at the same moment can deadlock with it, and the server then cancels one
+	// of the two: the read is tried again.
+	for attempt := 1; ; attempt++ {
+		st, err := readStateOnce(ctx, dsn)
+		var pgErr *pgconn.PgError
+		if err == nil || attempt == 5 || !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "40001") {
+			return st, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func readStateOnce(ctx context.Context, dsn string) (*dbState, error) {
 	conn, err := oracleConnect(ctx, dsn)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -134,9 +135,30 @@ func (v *verifier) schemaDiff(ctx context.Context) (*SchemaResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if v.src.info.VersionNum < 170000 && v.tgt.info.VersionNum >= 170000 {
+		withoutMaintain(tgt)
+	}
 	res := diffSchema(src, tgt, v.opts.ValueLimit)
 	res.keepDeferred(src, tgt, deferred)
 	return res, nil
+}
+
+// aclPrivs matches the privilege letters of an aclitem ("grantee=privs/grantor").
+var aclPrivs = regexp.MustCompile(`=([a-zA-Z*]*)/`)
+
+// withoutMaintain drops PostgreSQL 17's MAINTAIN privilege (m) from the target's table
+// privileges when the source is older: there an owner's rights and GRANT ALL have no MAINTAIN
+// to give, and on 17 they include it; the grants are the same ones.
+func withoutMaintain(objs map[string]schemaObject) {
+	for id, o := range objs {
+		if o.kind != "privileges" && o.kind != "default privileges" {
+			continue
+		}
+		o.def = aclPrivs.ReplaceAllStringFunc(o.def, func(m string) string {
+			return strings.NewReplacer("m*", "", "m", "").Replace(m)
+		})
+		objs[id] = o
+	}
 }
 
 // deferredObjects lists the triggers and rules whose enable state pgshift keeps back on the
