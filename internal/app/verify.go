@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
+	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/progress"
 	"github.com/pgshift/pgshift/internal/state"
@@ -167,7 +168,7 @@ func liveMode(ctx context.Context, vo *verify.Options, src, dst *pgxpool.Pool, s
 		}
 		return max(pos.AppliedLSN, conf), nil
 	}
-	vo.Heartbeat = func(ctx context.Context) error { return EmitHeartbeat(ctx, src) }
+	vo.Heartbeat = func(ctx context.Context) error { return follow.EmitHeartbeat(ctx, src) }
 	log.Info("live verify: pgshift run follows the source; differing rows are re-checked after the target catches up", "slot", slot)
 	return []string{"live mode: pgshift run follows the source; differences were re-checked after the target caught up"}, nil
 }

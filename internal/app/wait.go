@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
+	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
 )
@@ -111,7 +112,7 @@ func WaitWith(ctx context.Context, cfg config.Config, opts WaitOptions, log *slo
 	if res.SourceLSN, err = pgtypes.ParseLSN(cur); err != nil {
 		return res, err
 	}
-	if err := EmitHeartbeat(ctx, src); err != nil {
+	if err := follow.EmitHeartbeat(ctx, src); err != nil {
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
 			return res, waitErr(ctx, source.Describe(fmt.Errorf("write heartbeat: %w", err)))

@@ -1,4 +1,4 @@
-package app
+package follow
 
 import (
 	"sync"
@@ -9,12 +9,13 @@ import (
 
 	"github.com/pgshift/pgshift/internal/apply"
 	"github.com/pgshift/pgshift/internal/cdc"
+	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
 )
 
-// followMetrics outlives reconnects: counters keep counting across follow attempts, and the
+// Metrics outlives reconnects: counters keep counting across follow attempts, and the
 // last lag measurement stays available to /metrics between measurements.
-type followMetrics struct {
+type Metrics struct {
 	stream     cdc.Stats
 	apply      apply.Stats
 	reconnects atomic.Uint64
@@ -23,21 +24,22 @@ type followMetrics struct {
 	last state.FollowStatus
 }
 
-func (m *followMetrics) setLast(s state.FollowStatus) {
+func (m *Metrics) setLast(s state.FollowStatus) {
 	m.mu.Lock()
 	m.last = s
 	m.mu.Unlock()
 }
 
-func (m *followMetrics) lastStatus() state.FollowStatus {
+// LastStatus is the last lag measurement (zero before the first).
+func (m *Metrics) LastStatus() state.FollowStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.last
 }
 
-// registry exposes the follow phase to Prometheus. Names follow Prometheus conventions: a
+// Registry exposes the follow phase to Prometheus. Names follow Prometheus conventions: a
 // _total suffix for counters, base units (bytes, seconds).
-func (m *followMetrics) registry() *prometheus.Registry {
+func (m *Metrics) Registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gauge := func(name, help string, f func() float64) {
@@ -51,13 +53,13 @@ func (m *followMetrics) registry() *prometheus.Registry {
 	gauge("pgshift_confirmed_lsn_bytes", "Source WAL position last confirmed to the replication slot.",
 		func() float64 { return float64(m.stream.Confirmed.Load()) })
 	gauge("pgshift_lag_bytes", "Source current WAL position minus the applied position, at the last measurement.",
-		func() float64 { return float64(m.lastStatus().LagBytes) })
+		func() float64 { return float64(m.LastStatus().LagBytes) })
 	gauge("pgshift_lag_seconds", "Now minus the commit time of the last applied source transaction; 0 when caught up.",
-		func() float64 { return m.lastStatus().LagSeconds })
+		func() float64 { return m.LastStatus().LagSeconds })
 	gauge("pgshift_slot_retained_wal_bytes", "Source WAL held back by the replication slot (current position minus restart_lsn).",
-		func() float64 { return float64(m.lastStatus().RetainedBytes) })
+		func() float64 { return float64(m.LastStatus().RetainedBytes) })
 	gauge("pgshift_apply_rate_bytes_per_second", "Source WAL applied per second over the last measurement interval.",
-		func() float64 { return m.lastStatus().ApplyRate })
+		func() float64 { return m.LastStatus().ApplyRate })
 	counter("pgshift_transactions_received_total", "Source transactions received from the slot.",
 		func() float64 { return float64(m.stream.Received.Load()) })
 	counter("pgshift_transactions_applied_total", "Source transactions committed on the target.",
@@ -72,3 +74,7 @@ func (m *followMetrics) registry() *prometheus.Registry {
 		func() float64 { return float64(m.reconnects.Load()) })
 	return reg
 }
+
+// AppliedLSN is the source position the target has durably applied, as the applier last
+// reported it.
+func (m *Metrics) AppliedLSN() pgtypes.LSN { return pgtypes.LSN(m.apply.AppliedLSN.Load()) }
