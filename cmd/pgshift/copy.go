@@ -9,6 +9,10 @@ import (
 	"github.com/pgshift/pgshift/internal/progress"
 )
 
+// maxChunkMB bounds --chunk-size: a chunk is one worker's unit of work and of redo after a
+// failure, so one bigger than 64 GiB only stops big tables from being split.
+const maxChunkMB = 64 << 10
+
 func (c *cli) copyCommand() *cobra.Command {
 	var f connFlags
 	var opts app.CopyOptions
@@ -43,6 +47,9 @@ Exit status: 0 done, 2 failed (or another agent holds the migration).`,
 			log, err := c.logger()
 			if err != nil {
 				return withCode(2, err)
+			}
+			if chunkMB < 1 || chunkMB > maxChunkMB {
+				return withCode(2, fmt.Errorf("--chunk-size %d: give a size in MiB between 1 and %d (default 256)", chunkMB, maxChunkMB))
 			}
 			opts.ChunkBytes = chunkMB << 20
 			switch progressMode {

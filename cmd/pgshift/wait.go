@@ -53,7 +53,7 @@ Exit status: 0 caught up, 1 --timeout passed first or no agent is running, 2 cou
 			return nil
 		},
 	}
-	addConnFlags(cmd, &flags, true)
+	addDSNFlags(cmd, &flags)
 	cmd.Flags().DurationVar(&opts.Timeout, "timeout", 0, "give up after this long (exit 1); 0 waits indefinitely")
 	cmd.Flags().DurationVar(&opts.AgentGrace, "agent-grace", app.DefaultAgentGrace, "give up (exit 1) when no agent has run for this long")
 	return cmd
