@@ -19,12 +19,19 @@ func (c *cli) copyCommand() *cobra.Command {
 	var chunkMB int64
 	var progressMode string
 	cmd := &cobra.Command{
-		Use:   "copy --source DSN --target DSN [--jobs N]",
+		Use:   "copy [schema|data|indexes|sequences] --source DSN --target DSN [--jobs N]",
 		Short: "Copy schema and data in the replication slot's snapshot, then indexes and sequences",
 		Long: `copy moves the schema (pg_dump pre-data), every table's rows in ONE consistent snapshot
 exported by the migration's logical replication slot, then indexes and constraints (built in
 parallel), sequences and materialized views. The slot then holds every change made since the
 snapshot, for 'pgshift run' to follow.
+
+The work is four numbered steps, each resumable, and each can run alone once the steps before it
+are done: 1 schema (publication, slot, pre-data), 2 data (every table's rows), 3 indexes
+(post-data built in parallel, then ANALYZE of every table), 4 sequences (and materialized
+views; run alone after the copy, it sets the sequences again). Without a step, copy runs every
+step not done yet. A schema step run alone leaves the slot's snapshot unused: the data step
+copies the tables in a snapshot of its own, and follow skips the changes that snapshot holds.
 
 Run it again after an interruption and it resumes: finished tables are kept, unfinished ones are
 copied again in a new snapshot (never mixing two snapshots in one table). Once the copy is done,
@@ -38,8 +45,16 @@ One agent per migration: copy holds the migration's lease on the target while it
 to start (with --force too) while another copy or run holds it, naming that agent.
 
 Exit status: 0 done, 2 failed (or another agent holds the migration).`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: []string{"schema", "data", "indexes", "sequences"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				step, err := app.ParseCopyStep(args[0])
+				if err != nil {
+					return withCode(2, err)
+				}
+				opts.Step = step
+			}
 			cfg, err := c.config(cmd, &f)
 			if err != nil {
 				return withCode(2, err)

@@ -21,6 +21,15 @@ type CopyOptions = copy.Options
 // CopySummary is what a copy did (see copy.Summary).
 type CopySummary = copy.Summary
 
+// ErrCopyInterrupted is the error of a copy stopped before it finished (see copy.ErrInterrupted).
+var ErrCopyInterrupted = copy.ErrInterrupted
+
+// CopyStep is one numbered step of the copy (see copy.Step).
+type CopyStep = copy.Step
+
+// ParseCopyStep reads a step name as the command line gives it (see copy.ParseStep).
+func ParseCopyStep(name string) (CopyStep, error) { return copy.ParseStep(name) }
+
 // Copy runs phase 2 of a migration under the migration's lease: see copy.Run.
 func Copy(ctx context.Context, cfg config.Config, opts CopyOptions, log *slog.Logger) (CopySummary, error) {
 	return copy.Run(ctx, cfg, opts, log)

@@ -2,11 +2,13 @@ package app
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/copy"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/state"
@@ -33,6 +35,11 @@ func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logg
 	}
 	return withLease(ctx, cfg, "run", opts, log, func(ctx context.Context, lease *state.Lease) error {
 		if err := follow.EnsureCopied(ctx, cfg, lease, log); err != nil {
+			if errors.Is(err, copy.ErrInterrupted) && ctx.Err() != nil {
+				// A clean stop: the copy resumes where it stopped when run starts again.
+				log.Info("stopped during the copy; run pgshift run again to resume", "detail", err.Error())
+				return nil
+			}
 			return err
 		}
 		return runFollow(ctx, cfg, opts, lease, log)

@@ -58,6 +58,11 @@ type Options struct {
 	// LeaseInterval is the heartbeat interval of the migration's lease (default 5 s; see
 	// state.Lease).
 	LeaseInterval time.Duration
+	// Step runs one step alone (see Step); StepAll runs every step not done yet.
+	Step Step
+	// Resume is the command an interrupted copy tells the user to run again (default
+	// "pgshift copy", with the step).
+	Resume string
 }
 
 // Summary is what a copy did.
@@ -80,7 +85,12 @@ type Summary struct {
 	MatViews  int
 	Warnings  []string
 
-	Schema, Data, PostData, SequenceTime, MatViewTime, Total time.Duration
+	Analyzed int  // tables analyzed after the data
+	Step     Step // the step run alone; StepAll for the whole copy
+	// Steps are the steps this run went through (see Step).
+	Steps []string
+
+	Schema, Data, PostData, AnalyzeTime, SequenceTime, MatViewTime, Total time.Duration
 }
 
 // Throughput is bytes per second over the data phase.
@@ -167,12 +177,16 @@ func (opts *Options) check(cfg config.Config) error {
 func copyLeased(ctx context.Context, cfg config.Config, opts Options, lease *state.Lease, log *slog.Logger) (Summary, error) {
 	ctx, cancel := lease.Bind(ctx)
 	defer cancel()
-	r := &copyRun{cfg: cfg, opts: opts, log: log, start: time.Now(), lease: lease,
+	r := &copyRun{cfg: cfg, opts: opts, log: log, start: time.Now(), lease: lease, sum: Summary{Step: opts.Step},
 		src: db.Endpoint{Role: db.Source, DSN: cfg.Source}, dst: db.Endpoint{Role: db.Target, DSN: cfg.Target, Session: lease.Fence}}
 	defer r.close()
 	sum, err := r.run(ctx)
-	if err != nil && errors.Is(context.Cause(ctx), state.ErrLeaseLost) {
+	switch {
+	case err == nil:
+	case errors.Is(context.Cause(ctx), state.ErrLeaseLost):
 		err = fmt.Errorf("%w: the copy stopped before another agent could take over; run it again to resume (%v)", state.ErrLeaseLost, err)
+	case ctx.Err() != nil:
+		err = r.interrupted()
 	}
 	return sum, err
 }
@@ -197,6 +211,7 @@ type copyRun struct {
 	// key of the post-data item that carried them (see schema.DeferReplicaEnables).
 	deferred map[string][]schema.EnableState
 	sum      Summary
+	step     string // the step under way, for messages
 }
 
 func (r *copyRun) close() {
@@ -250,13 +265,19 @@ func (r *copyRun) run(ctx context.Context) (Summary, error) {
 		}
 		r.slotName, r.pubName = m.Slot, m.Publication
 		r.sum.Slot, r.sum.Publication, r.sum.ConsistentLSN = m.Slot, m.Publication, m.ConsistentLSN
-		if m.Phase.AtLeast(pgtypes.PhaseCopied) {
+		if m.Phase.AtLeast(pgtypes.PhaseCopied) && r.opts.Step != StepSequences {
 			r.sum.AlreadyCopied = true
 			r.log.Info("copy already complete; nothing to do", "phase", m.Phase.String(), "slot", m.Slot)
 			return r.sum, nil
 		}
 	}
 	r.sum.Slot, r.sum.Publication = r.slotName, r.pubName
+	switch {
+	case r.opts.Force && r.opts.Step > StepSchema:
+		return r.sum, fmt.Errorf("--force starts the migration over: use it with pgshift copy or pgshift copy schema, not with step %s", r.opts.Step)
+	case !exists && r.opts.Step > StepSchema:
+		return r.sum, fmt.Errorf("the target holds no migration yet: run pgshift copy schema (or pgshift copy) before step %s", r.opts.Step)
+	}
 
 	if err := r.preflight(ctx); err != nil {
 		return r.sum, err
@@ -285,37 +306,22 @@ func (r *copyRun) run(ctx context.Context) (Summary, error) {
 		}
 		m.Phase = pgtypes.PhaseNew
 	} else {
-		r.sum.Resumed = true
-		r.log.Info("resuming an interrupted copy", "phase", m.Phase.String(), "slot", r.slotName)
+		r.sum.Resumed = r.opts.Step == StepAll
+		if r.sum.Resumed {
+			r.log.Info("resuming an interrupted copy", "phase", m.Phase.String(), "slot", r.slotName)
+		}
 	}
 
-	if !m.Phase.AtLeast(pgtypes.PhaseData) {
-		// Nothing copied yet: (re)start the migration's snapshot.
-		if err := r.schemaAndData(ctx, m.Phase); err != nil {
-			return r.sum, err
-		}
-	} else {
-		if err := r.checkSlot(ctx); err != nil {
-			return r.sum, err
-		}
-		if m.Phase == pgtypes.PhaseData {
-			if err := r.resumeData(ctx); err != nil {
-				return r.sum, err
-			}
-		}
-	}
-	if err := r.postData(ctx); err != nil {
+	if err := r.steps(ctx, m.Phase, !exists); err != nil {
 		return r.sum, err
-	}
-	if err := r.sequencesAndViews(ctx); err != nil {
-		return r.sum, err
-	}
-	if err := state.Advance(ctx, r.dstConn, pgtypes.PhaseSequences, pgtypes.PhaseCopied); err != nil {
-		return r.sum, r.dst.Describe(err)
 	}
 	r.sum.Total = time.Since(r.start)
 	if m2, err := state.Load(ctx, r.dstConn); err == nil {
 		r.sum.ConsistentLSN = m2.ConsistentLSN
+	}
+	if r.opts.Step != StepAll {
+		r.log.Info("copy step done", "step", r.opts.Step.String(), "took", r.sum.Total.Round(time.Millisecond).String())
+		return r.sum, nil
 	}
 	r.log.Info("copy complete", "tables", r.sum.Tables, "rows", r.sum.Rows, "bytes", progress.HumanBytes(r.sum.Bytes),
 		"took", r.sum.Total.Round(time.Millisecond).String(), "consistent_lsn", r.sum.ConsistentLSN.String())
@@ -587,10 +593,10 @@ func (r *copyRun) newExporter(ctx context.Context, name string, temporary bool) 
 	return &exporter{conn: conn, slot: slot}, nil
 }
 
-// schemaAndData creates the publication and slot, applies pre-data and copies every table in
-// the slot's snapshot. from is the stored phase: new, or schema when an earlier attempt stopped
-// before its data phase.
-func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase) error {
+// schemaAndData creates the publication and slot, applies pre-data and, with data, copies every
+// table in the slot's snapshot. from is the stored phase: new, or schema when an earlier attempt
+// stopped before its data phase.
+func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bool) error {
 	t0 := time.Now()
 	if err := snapshot.DropSlot(ctx, r.srcConn, r.slotName); err != nil { // unused: nothing was copied from it
 		return r.src.Describe(err)
@@ -637,6 +643,10 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase) error {
 	}
 	r.sum.Schema = time.Since(t0)
 	r.log.Info("pre-data schema applied", "took", r.sum.Schema.Round(time.Millisecond).String())
+	if !data {
+		return nil
+	}
+	r.step = StepData.String()
 	return r.copyData(ctx, exp, nil)
 }
 
@@ -834,6 +844,9 @@ func (r *copyRun) postData(ctx context.Context) error {
 	r.sum.Indexes = n
 	r.sum.PostData = time.Since(t0)
 	r.log.Info("post-data applied", "steps", n, "took", r.sum.PostData.Round(time.Millisecond).String())
+	if err := r.analyze(ctx); err != nil {
+		return err
+	}
 	if err := state.Advance(ctx, r.dstConn, pgtypes.PhasePostData, pgtypes.PhaseSequences); err != nil {
 		return r.dst.Describe(err)
 	}
@@ -940,15 +953,33 @@ func (s Summary) WriteSummary(w io.Writer) {
 		_, _ = io.WriteString(w, b.String())
 		return
 	}
+	if s.Step != StepAll {
+		fmt.Fprintf(&b, "copy step %d (%s) done in %s", s.Step, s.Step, s.Total.Round(time.Millisecond))
+		switch s.Step {
+		case StepSchema:
+			fmt.Fprintf(&b, ": schema applied; slot %s consistent at %s — next: pgshift copy data\n", s.Slot, s.ConsistentLSN)
+		case StepData:
+			fmt.Fprintf(&b, ": %d tables, %s rows, %s — next: pgshift copy indexes\n", s.Tables, progress.HumanCount(s.Rows), progress.HumanBytes(s.Bytes))
+		case StepIndexes:
+			fmt.Fprintf(&b, ": %d post-data steps, %d tables analyzed — next: pgshift copy sequences\n", s.Indexes, s.Analyzed)
+		case StepSequences:
+			fmt.Fprintf(&b, ": %d sequences set, %d materialized views refreshed — next: pgshift run\n", s.Sequences, s.MatViews)
+		}
+		for _, warn := range s.Warnings {
+			fmt.Fprintf(&b, "  warning: %s\n", warn)
+		}
+		_, _ = io.WriteString(w, b.String())
+		return
+	}
 	verb := "copied"
 	if s.Resumed {
 		verb = "copied (resumed)"
 	}
 	fmt.Fprintf(&b, "%s %d tables, %s rows, %s in %s (%s/s during the data phase)\n", verb, s.Tables,
 		progress.HumanCount(s.Rows), progress.HumanBytes(s.Bytes), s.Total.Round(time.Millisecond), progress.HumanBytes(int64(s.Throughput())))
-	fmt.Fprintf(&b, "  schema %s · data %s · indexes and constraints %s (%d steps) · sequences %s (%d) · materialized views %s (%d)\n",
+	fmt.Fprintf(&b, "  schema %s · data %s · indexes and constraints %s (%d steps) · statistics %s (%d tables) · sequences %s (%d) · materialized views %s (%d)\n",
 		s.Schema.Round(time.Millisecond), s.Data.Round(time.Millisecond), s.PostData.Round(time.Millisecond), s.Indexes,
-		s.SequenceTime.Round(time.Millisecond), s.Sequences, s.MatViewTime.Round(time.Millisecond), s.MatViews)
+		s.AnalyzeTime.Round(time.Millisecond), s.Analyzed, s.SequenceTime.Round(time.Millisecond), s.Sequences, s.MatViewTime.Round(time.Millisecond), s.MatViews)
 	fmt.Fprintf(&b, "  slot %s and publication %s hold every change since %s\n", s.Slot, s.Publication, s.ConsistentLSN)
 	if len(s.Recopied) > 0 {
 		fmt.Fprintf(&b, "  %d unfinished table(s) were copied again in a new snapshot consistent at %s\n", len(s.Recopied), s.RecopyLSN)
@@ -962,7 +993,7 @@ func (s Summary) WriteSummary(w io.Writer) {
 // First runs the copy phase when the target does not hold a completed copy yet (it resumes an
 // interrupted one), under the agent's lease, before following.
 func First(ctx context.Context, cfg config.Config, lease *state.Lease, log *slog.Logger) error {
-	var opts Options
+	opts := Options{Resume: "pgshift run"}
 	if err := opts.check(cfg); err != nil {
 		return err
 	}
