@@ -3,6 +3,9 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -133,4 +136,181 @@ func TestOpsCopySteps(t *testing.T) {
 	if got, want := e.query(dst, `SELECT nextval('notes_id_seq')`), e.query(src, `SELECT nextval('notes_id_seq')`); got != want {
 		t.Errorf("sequence on the target gives %s, the source %s", got, want)
 	}
+}
+
+// statusText renders the status as `pgshift status` prints it.
+func statusText(t *testing.T, st Status) string {
+	t.Helper()
+	var b strings.Builder
+	if err := PrintStatus(&b, st, false); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestOpsStatusTellsTheTruth: right after a copy the applied position is the copy's consistent
+// point, not 0/0; with the agent stopped and the source megabytes ahead, status says so —
+// behind, in bytes and seconds, no agent, phase stopped — and never "caught up"; a running
+// agent that has applied everything is caught up.
+func TestOpsStatusTellsTheTruth(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := newFollowEnv(t, src, dst, "truth", workloadSchema)
+	ctx := context.Background()
+	log := testLogger(t)
+
+	st, err := ReadStatus(ctx, e.cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consistent := e.query(dst, `SELECT consistent_lsn FROM pgshift.migration`)
+	if st.AppliedLSN != consistent {
+		t.Errorf("after the copy: applied position %s, want the consistent point %s", st.AppliedLSN, consistent)
+	}
+	if st.LagBytes > 1<<20 {
+		t.Errorf("after the copy: lag %d bytes, as if the whole WAL were behind", st.LagBytes)
+	}
+
+	a := e.start(RunOptions{})
+	e.exec(`UPDATE accounts SET balance = balance + 1`)
+	e.waitApplied(a)
+	until(t, 30*time.Second, "a running agent to report it is caught up", func() bool {
+		st, err := ReadStatus(ctx, e.cfg, log)
+		return err == nil && st.CaughtUp && st.Agent != nil && st.Agent.Alive
+	})
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The agent is stopped; the source writes about 4 MiB of published changes.
+	e.exec(`INSERT INTO history (account, delta) SELECT g % 200, g FROM generate_series(1, 40000) g`)
+	time.Sleep(1100 * time.Millisecond)
+
+	for _, withSource := range []bool{true, false} {
+		cfg := e.cfg
+		if !withSource {
+			cfg.Source = ""
+		}
+		st, err := ReadStatus(ctx, cfg, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := statusText(t, st)
+		if st.CaughtUp || strings.Contains(text, "caught up") {
+			t.Errorf("source %v: status claims caught up while the agent is stopped and behind:\n%s", withSource, text)
+		}
+		if st.Agent == nil || st.Agent.Alive || !strings.Contains(text, "none running") {
+			t.Errorf("source %v: status does not say no agent runs:\n%s", withSource, text)
+		}
+		if !strings.Contains(text, "stopped") {
+			t.Errorf("source %v: phase shown as if following went on:\n%s", withSource, text)
+		}
+		if withSource {
+			if st.LagBytes < 2<<20 || st.LagSeconds < 1 {
+				t.Errorf("stopped agent, source ahead: lag %d bytes, %.1f s; want megabytes and seconds:\n%s", st.LagBytes, st.LagSeconds, text)
+			}
+		}
+	}
+}
+
+// logTo is a logger at the info level (the command's default) writing into b.
+func logTo(b *syncBuffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// TestOpsRunReportsProgress: at the default log level, following logs a line at every progress
+// interval with the applied position, the lag in bytes and seconds, and changes and
+// transactions per second.
+func TestOpsRunReportsProgress(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := newFollowEnv(t, src, dst, "progress", workloadSchema)
+	var logs syncBuffer
+	a := e.launch(func(ctx context.Context, opts RunOptions) error { return Follow(ctx, e.cfg, opts, logTo(&logs)) },
+		RunOptions{ProgressInterval: time.Second})
+	w := e.startWriter(2)
+	time.Sleep(3500 * time.Millisecond)
+	w.halt()
+	e.waitApplied(a)
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "msg=following") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) < 2 {
+		t.Fatalf("%d progress lines in 3.5 s at a 1 s interval:\n%s", len(lines), logs.String())
+	}
+	busy := false
+	for _, l := range lines {
+		for _, f := range []string{"applied=", "lag_bytes=", "lag_seconds=", "changes_per_second=", "txs_per_second="} {
+			if !strings.Contains(l, f) {
+				t.Errorf("progress line lacks %s: %s", f, l)
+			}
+		}
+		busy = busy || !strings.Contains(l, "txs_per_second=0 ")
+	}
+	if !busy {
+		t.Errorf("no progress line shows the writer's transactions:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// TestOpsRunGivesUpOnAnUnreachedSource: a source that following never reached ends the run
+// after the start timeout with the classified cause; Ctrl-C before that is no clean stop either.
+// Once following has run, an outage is retried with the attempt count and the time since the
+// last success.
+func TestOpsRunGivesUpOnAnUnreachedSource(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := newFollowEnv(t, src, dst, "unreached", workloadSchema)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cfg := e.cfg
+	cfg.Source = fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=unreached connect_timeout=2", closed)
+
+	began := time.Now()
+	err = Follow(context.Background(), cfg, RunOptions{StartTimeout: 3 * time.Second, MaxRetryDelay: time.Second}, testLogger(t))
+	if err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "could not start following") {
+		t.Fatalf("unreachable source: %v", err)
+	}
+	if d := time.Since(began); d > 20*time.Second {
+		t.Errorf("gave up after %s, want about the 3 s start timeout", d)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(2500*time.Millisecond, cancel)
+	err = Follow(ctx, cfg, RunOptions{StartTimeout: time.Hour, MaxRetryDelay: time.Second}, testLogger(t))
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("Ctrl-C while the source was never reached: %v, want the cause", err)
+	}
+
+	var logs syncBuffer
+	a := e.launch(func(ctx context.Context, opts RunOptions) error { return Follow(ctx, e.cfg, opts, logTo(&logs)) },
+		RunOptions{StartTimeout: time.Second})
+	e.exec(`UPDATE accounts SET balance = 1 WHERE id = 1`)
+	e.waitApplied(a)
+	if err := src.StopServer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	until(t, 30*time.Second, "two retries logged", func() bool { return strings.Contains(logs.String(), "attempt=2") })
+	select {
+	case <-a.done:
+		t.Fatalf("the agent gave up on an outage after following ran: %v", a.err)
+	default:
+	}
+	if !strings.Contains(logs.String(), "since_last_success=") {
+		t.Errorf("retries do not say how long since the last success:\n%s", logs.String())
+	}
+	if err := src.StartServer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`UPDATE accounts SET balance = 2 WHERE id = 1`)
+	e.waitApplied(a)
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.compare()
 }

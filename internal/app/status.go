@@ -33,6 +33,12 @@ type Status struct {
 	RetainedBytes  int64      `json:"retained_wal_bytes"`
 	ETASeconds     float64    `json:"catch_up_eta_seconds"`
 	ApplyRate      float64    `json:"apply_rate_bytes_per_second"`
+	// CaughtUp: the target has applied everything up to the source's current position.
+	CaughtUp bool `json:"caught_up"`
+	// Following is false while the copy is not complete: no lag is measured then.
+	Following bool `json:"following"`
+	// Stale: the figures are the last record of an agent that is no longer running.
+	Stale bool `json:"stale,omitempty"`
 	// MeasuredAt is when the lag figures were measured; Live says they were measured now on the
 	// source rather than read from the agent's last record.
 	MeasuredAt *time.Time `json:"measured_at,omitempty"`
@@ -110,19 +116,22 @@ func ReadStatus(ctx context.Context, cfg config.Config, log *slog.Logger) (Statu
 	if err != nil {
 		return st, target.Describe(err)
 	}
-	st.AppliedLSN = pos.AppliedLSN.String()
+	// Everything before the copy's consistent point is in the copy: that is where following
+	// starts, and what is applied before the first change is.
+	applied := pos.AppliedLSN
+	if m.Phase.AtLeast(pgtypes.PhaseCopied) {
+		applied = max(applied, m.ConsistentLSN)
+	}
+	st.Following = m.Phase.AtLeast(pgtypes.PhaseCopied)
+	st.AppliedLSN = applied.String()
 	if !pos.CommitTime.IsZero() {
 		ct := pos.CommitTime
 		st.LastCommitTime = &ct
 	}
 	st.ETASeconds = -1
-	if fs, ok, err := state.LoadFollowStatus(ctx, conn); err != nil {
+	fs, haveRecord, err := state.LoadFollowStatus(ctx, conn)
+	if err != nil {
 		return st, target.Describe(err)
-	} else if ok {
-		st.LagBytes, st.LagSeconds, st.RetainedBytes = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes
-		st.ETASeconds, st.ApplyRate = fs.ETASeconds, fs.ApplyRate
-		at := fs.MeasuredAt
-		st.MeasuredAt = &at
 	}
 	if st.LastVerify, err = lastVerify(ctx, conn); err != nil {
 		return st, target.Describe(err)
@@ -151,32 +160,73 @@ func ReadStatus(ctx context.Context, cfg config.Config, log *slog.Logger) (Statu
 		}
 		st.Deferred = append(st.Deferred, ds)
 	}
-	if cfg.Source == "" {
-		return st, nil
+	alive := st.Agent != nil && st.Agent.Alive
+	switch {
+	case !st.Following:
+		// The copy is not done: there is no lag to speak of yet.
+	case alive && haveRecord && time.Since(fs.MeasuredAt) < recordFresh:
+		// The running agent measures every few seconds, and knows what it has in hand.
+		st.LagBytes, st.LagSeconds, st.RetainedBytes = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes
+		st.ETASeconds, st.ApplyRate, st.CaughtUp = fs.ETASeconds, fs.ApplyRate, fs.LagBytes == 0
+		at := fs.MeasuredAt
+		st.MeasuredAt = &at
+	default:
+		// No agent is applying (or its record is old): measure on the source. Caught up only
+		// when the applied position has reached the source's current one.
+		if cfg.Source != "" && measureLive(ctx, cfg, m, pos, applied, &st, log) == nil {
+			break
+		}
+		if haveRecord {
+			// The last record of an agent that is gone: shown as what it was, never as caught up.
+			st.LagBytes, st.LagSeconds, st.RetainedBytes, st.ApplyRate = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes, fs.ApplyRate
+			at := fs.MeasuredAt
+			st.MeasuredAt, st.Stale = &at, true
+		}
 	}
+	return st, nil
+}
+
+// recordFresh is how old the agent's last measurement may be and still be shown as current
+// (it measures every 5 s by default).
+const recordFresh = 30 * time.Second
+
+// measureLive measures lag on the source now: bytes from the applied position to the source's
+// current one, seconds from the last applied commit (or the start of the migration, when
+// nothing was applied since the copy) to the source's clock.
+func measureLive(ctx context.Context, cfg config.Config, m state.Migration, pos state.Position, applied pgtypes.LSN, st *Status, log *slog.Logger) error {
 	source := db.Endpoint{Role: db.Source, DSN: cfg.Source}
 	src, err := source.Connect(ctx)
 	if err != nil {
 		log.Warn("cannot measure lag on the source; showing the agent's last measurement", "err", err)
-		return st, nil
+		return err
 	}
 	defer src.Close(context.Background())
 	var cur, restart string
+	var now time.Time
 	err = src.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text,
-		coalesce((SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0')`, m.Slot).Scan(&cur, &restart)
+		coalesce((SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0'), clock_timestamp()`, m.Slot).Scan(&cur, &restart, &now)
 	if err != nil {
-		log.Warn("cannot measure lag on the source; showing the agent's last measurement", "err", source.Describe(err))
-		return st, nil
+		err = source.Describe(err)
+		log.Warn("cannot measure lag on the source; showing the agent's last measurement", "err", err)
+		return err
 	}
 	curLSN, _ := pgtypes.ParseLSN(cur)
 	restartLSN, _ := pgtypes.ParseLSN(restart)
-	st.LagBytes = max(int64(curLSN)-int64(pos.AppliedLSN), 0)
+	st.LagBytes = max(int64(curLSN)-int64(applied), 0)
+	st.CaughtUp = st.LagBytes == 0
 	if restartLSN != 0 {
 		st.RetainedBytes = max(int64(curLSN)-int64(restartLSN), 0)
 	}
-	now := time.Now()
-	st.MeasuredAt, st.Live = &now, true
-	return st, nil
+	if !st.CaughtUp {
+		since := pos.CommitTime
+		if since.IsZero() {
+			since = m.CreatedAt
+		}
+		st.LagSeconds = max(now.Sub(since).Seconds(), 0)
+	}
+	measured := time.Now()
+	st.MeasuredAt, st.Live = &measured, true
+	return nil
 }
 
 // lastVerify reads the latest saved verify result's headline; nil when verify never ran.
@@ -221,34 +271,52 @@ func PrintStatus(w io.Writer, st Status, asJSON bool) error {
 		return enc.Encode(st)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "phase:\t%s\n", st.Phase)
+	alive := st.Agent != nil && st.Agent.Alive
+	phase := st.Phase
+	if !alive && (st.Phase == string(pgtypes.PhaseFollowing) || !st.Following) {
+		phase += " — stopped: no agent is running (start pgshift run)"
+	}
+	fmt.Fprintf(tw, "phase:\t%s\n", phase)
+	fmt.Fprintf(tw, "agent:\t%s\n", agentLine(st.Agent))
 	fmt.Fprintf(tw, "slot / publication:\t%s / %s\n", st.Slot, st.Publication)
-	fmt.Fprintf(tw, "applied position:\t%s\n", st.AppliedLSN)
+	if !st.Following {
+		fmt.Fprintf(tw, "applied position:\tnot following yet: the copy is not complete (the slot keeps every change since its snapshot)\n")
+	} else {
+		fmt.Fprintf(tw, "applied position:\t%s\n", st.AppliedLSN)
+	}
 	if st.LastCommitTime != nil {
 		fmt.Fprintf(tw, "last applied commit:\t%s\n", st.LastCommitTime.UTC().Format(time.RFC3339Nano))
 	}
-	if st.MeasuredAt != nil {
-		src := "agent's last measurement"
+	switch {
+	case !st.Following:
+	case st.MeasuredAt == nil:
+		fmt.Fprintf(tw, "lag:\tnot measured yet (pass --source to measure it, or start pgshift run)\n")
+	case st.Stale:
+		fmt.Fprintf(tw, "lag:\tunknown: no agent is running, and without --source it cannot be measured (the last agent measured %s, %s %s ago)\n",
+			bytesHuman(st.LagBytes), secondsHuman(st.LagSeconds), time.Since(*st.MeasuredAt).Round(time.Second))
+	default:
+		src := "the running agent's measurement"
 		if st.Live {
 			src = "measured now on the source"
 		}
-		fmt.Fprintf(tw, "lag:\t%s, %.1f s (%s, %s ago)\n", bytesHuman(st.LagBytes), st.LagSeconds, src, time.Since(*st.MeasuredAt).Round(time.Second))
+		fmt.Fprintf(tw, "lag:\t%s, %s (%s, %s ago)\n", bytesHuman(st.LagBytes), secondsHuman(st.LagSeconds), src, time.Since(*st.MeasuredAt).Round(time.Second))
 		fmt.Fprintf(tw, "WAL retained by slot:\t%s\n", bytesHuman(st.RetainedBytes))
 		switch {
-		case st.ETASeconds == 0:
+		case st.CaughtUp:
 			fmt.Fprintf(tw, "catch-up:\tcaught up\n")
+		case !alive:
+			fmt.Fprintf(tw, "catch-up:\tbehind, and no agent is applying (start pgshift run)\n")
 		case st.ETASeconds > 0:
-			fmt.Fprintf(tw, "catch-up:\tabout %s\n", (time.Duration(st.ETASeconds) * time.Second).String())
+			fmt.Fprintf(tw, "catch-up:\tbehind; about %s at the current rates\n", (time.Duration(st.ETASeconds) * time.Second).String())
+		default:
+			fmt.Fprintf(tw, "catch-up:\tbehind, not gaining on the source yet\n")
 		}
-	} else {
-		fmt.Fprintf(tw, "lag:\tnot measured yet (is pgshift run running?)\n")
 	}
 	if st.LastVerify != nil {
 		fmt.Fprintf(tw, "last verify:\t%s\n", verifyHeadline(st.LastVerify))
 	} else {
 		fmt.Fprintf(tw, "last verify:\tnever (run pgshift verify)\n")
 	}
-	fmt.Fprintf(tw, "agent:\t%s\n", agentLine(st.Agent))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -288,6 +356,14 @@ func agentLine(a *AgentStatus) string {
 		return fmt.Sprintf("none running (start pgshift run); the last was host %s pid %d running `%s`, last heartbeat %s ago",
 			a.Host, a.PID, a.Command, time.Since(a.Heartbeat).Round(time.Second))
 	}
+}
+
+// secondsHuman writes a lag in seconds, with sub-second precision only below ten seconds.
+func secondsHuman(s float64) string {
+	if s < 10 {
+		return fmt.Sprintf("%.1f s", s)
+	}
+	return (time.Duration(s) * time.Second).String()
 }
 
 func bytesHuman(n int64) string {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -28,6 +29,7 @@ import (
 	"github.com/pgshift/pgshift/internal/copy"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/progress"
 	"github.com/pgshift/pgshift/internal/state"
 )
 
@@ -52,6 +54,12 @@ type RunOptions struct {
 	// LeaseInterval is the heartbeat interval of the migration's lease (default 5 s; see
 	// state.Lease): a lost lease session is noticed within about one interval.
 	LeaseInterval time.Duration
+	// StartTimeout bounds how long connection failures are retried before following has ever
+	// started in this run (default 1 minute); after that they are retried indefinitely.
+	StartTimeout time.Duration
+	// ProgressInterval is how often a progress line (applied position, lag, changes and
+	// transactions per second) is logged at the info level (default 10 s; negative: never).
+	ProgressInterval time.Duration
 }
 
 func (o *RunOptions) defaults() {
@@ -69,6 +77,12 @@ func (o *RunOptions) defaults() {
 	}
 	if o.MaxRetryDelay <= 0 {
 		o.MaxRetryDelay = 30 * time.Second
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = time.Minute
+	}
+	if o.ProgressInterval == 0 {
+		o.ProgressInterval = 10 * time.Second
 	}
 }
 
@@ -110,22 +124,41 @@ func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 	if opts.Apply.Warned == nil {
 		opts.Apply.Warned = &apply.WarnOnce{}
 	}
+	// Until an attempt has reached both servers and the slot, a failure to connect is most
+	// likely a wrong DSN, a firewall or a server that is down: retrying for ever would hide it.
+	// So such failures end following after StartTimeout; once following has run, the same
+	// failures are outages, retried for as long as it takes.
+	began := time.Now()
+	var everReached bool
+	var lastReached time.Time // when the last attempt that reached the slot ended
+	attempts := 0             // failed attempts since then
+	var lastErr error
+	stopped := func() error {
+		if !everReached && lastErr != nil {
+			return fmt.Errorf("interrupted before following could start (%d failed attempts in %s); the last one: %w",
+				attempts, time.Since(began).Round(time.Second), lastErr)
+		}
+		log.Info("stopped; run pgshift run again to resume")
+		return nil
+	}
 	for {
 		started := time.Now()
 		actx, cancel := lease.Bind(ctx)
-		err := followOnce(actx, cfg, opts, m, &heartbeatWarned, lease, log)
+		reached := false
+		err := followOnce(actx, cfg, opts, m, &heartbeatWarned, lease, &reached, log)
 		lost := errors.Is(context.Cause(actx), state.ErrLeaseLost) || errors.Is(err, state.ErrLeaseLost)
 		cancel()
+		if reached {
+			everReached, lastReached, attempts = true, time.Now(), 0
+		}
 		if ctx.Err() != nil {
-			log.Info("stopped; run pgshift run again to resume")
-			return nil
+			return stopped()
 		}
 		if lost {
 			log.Warn("stopped applying: the agent's lease session on the target was lost; resuming once the lease is taken again", "err", err)
 			if err := lease.WaitHeld(ctx); err != nil {
 				if ctx.Err() != nil {
-					log.Info("stopped; run pgshift run again to resume")
-					return nil
+					return stopped()
 				}
 				return err
 			}
@@ -135,15 +168,26 @@ func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 		if err == nil || !retryable(err) {
 			return err
 		}
+		attempts++
+		lastErr = err
+		if !everReached && time.Since(began) >= opts.StartTimeout {
+			return fmt.Errorf("could not start following: %d attempts in %s failed, the last with: %w (nothing was applied; fix the cause, then run pgshift run again)",
+				attempts, time.Since(began).Round(time.Second), err)
+		}
 		if time.Since(started) > time.Minute {
 			delay = time.Second
 		}
 		m.reconnects.Add(1)
-		log.Warn("replication interrupted; resuming from the target's applied position", "err", err, "retry_in", delay.String())
+		if everReached {
+			log.Warn("replication interrupted; resuming from the target's applied position", "err", err, "attempt", attempts,
+				"since_last_success", time.Since(lastReached).Round(time.Second).String(), "retry_in", delay.String())
+		} else {
+			log.Warn("cannot start following yet; retrying", "err", err, "attempt", attempts,
+				"gives_up_in", (opts.StartTimeout - time.Since(began)).Round(time.Second).String(), "retry_in", delay.String())
+		}
 		select {
 		case <-ctx.Done():
-			log.Info("stopped; run pgshift run again to resume")
-			return nil
+			return stopped()
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, opts.MaxRetryDelay)
@@ -216,8 +260,10 @@ type session struct {
 	heartbeatWarned *atomic.Bool
 }
 
+// followOnce is one follow attempt. It sets *reached once both servers and the slot checked
+// out, just before streaming starts.
 func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *Metrics, heartbeatWarned *atomic.Bool,
-	lease *state.Lease, log *slog.Logger) error {
+	lease *state.Lease, reached *bool, log *slog.Logger) error {
 	// Every target session of the attempt is fenced by the lease: none writes unless this
 	// agent's lease session holds the lease (see state.Lease).
 	s := &session{cfg: cfg, opts: opts, log: log, metrics: m, heartbeatWarned: heartbeatWarned,
@@ -295,6 +341,7 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir, StatusInterval: statusEvery, Tables: migrated,
 	}, q, applier.Durable, sstats, log)
 
+	*reached = true
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.Run(gctx) })
 	g.Go(func() error { return applier.Run(gctx, q) })
@@ -517,7 +564,16 @@ func EmitHeartbeat(ctx context.Context, q catalog.Querier) error {
 }
 
 // monitor measures lag and retained WAL, records them on the target for `pgshift status`,
-// warns above cfg.LagWarn, and stops on a slot that vanished or lost WAL while streaming.
+// warns above cfg.LagWarn, logs a progress line every ProgressInterval, and stops on a slot
+// that vanished or lost WAL while streaming.
+//
+// What counts as applied: the applied position, and — when every transaction handed to the
+// applier is applied — the position up to which the walsender has decoded the WAL (its
+// keepalives say so), since nothing committed before that is left to apply. Caught up means
+// that position has reached the source's current one. Lag in seconds is the source's clock
+// minus the commit time of the last applied transaction (heartbeats keep that recent while
+// the source is idle), an upper bound of the age of the oldest unapplied transaction, and 0
+// when caught up.
 func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) error {
 	t := time.NewTicker(s.opts.MonitorInterval)
 	defer t.Stop()
@@ -525,9 +581,11 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 	var prevSource pgtypes.LSN
 	var prevAt time.Time
 	var lastWarn time.Time
+	// The progress line's rates are over the time since the previous line.
+	lastLine, linePrev := time.Now(), [2]uint64{as.Changes.Load(), as.Txs.Load()}
 	warnedUnreserved := false
-	// Transactions delivered but not yet applied mean lag; count from this attempt's start,
-	// because an earlier attempt's undelivered work is delivered again.
+	// Transactions delivered but not yet applied mean work in hand; count from this attempt's
+	// start, because an earlier attempt's undelivered work is delivered again.
 	d0, a0 := ss.Delivered.Load(), as.Txs.Load()
 	for {
 		select {
@@ -538,12 +596,13 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 		var cur, confirmed, restart string
 		var walStatus *string
 		var exists bool
+		var sourceNow time.Time
 		err := s.srcPool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text,
 			coalesce((SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0'),
 			coalesce((SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0'),
 			(SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),
-			EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, s.mig.Slot).
-			Scan(&cur, &confirmed, &restart, &walStatus, &exists)
+			EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), clock_timestamp()`, s.mig.Slot).
+			Scan(&cur, &confirmed, &restart, &walStatus, &exists, &sourceNow)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -573,12 +632,16 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 		st.SourceLSN, _ = pgtypes.ParseLSN(cur)
 		st.ConfirmedLSN, _ = pgtypes.ParseLSN(confirmed)
 		st.RestartLSN, _ = pgtypes.ParseLSN(restart)
-		st.AppliedLSN = pgtypes.LSN(as.AppliedLSN.Load())
-		st.LagBytes = max(int64(st.SourceLSN)-int64(st.AppliedLSN), 0)
+		st.AppliedLSN = max(pgtypes.LSN(as.AppliedLSN.Load()), s.mig.ConsistentLSN)
+		done := st.AppliedLSN
+		if ss.Delivered.Load()-d0 == as.Txs.Load()-a0 {
+			done = max(done, pgtypes.LSN(ss.ServerWALEnd.Load()))
+		}
+		st.LagBytes = max(int64(st.SourceLSN)-int64(done), 0)
 		st.RetainedBytes = max(int64(st.SourceLSN)-int64(st.RestartLSN), 0)
-		caughtUp := ss.Delivered.Load()-d0 == as.Txs.Load()-a0
-		if ct := as.CommitTimeUS.Load(); ct != 0 && !caughtUp {
-			st.LagSeconds = max(now.Sub(time.UnixMicro(ct)).Seconds(), 0)
+		caughtUp := st.LagBytes == 0
+		if !caughtUp {
+			st.LagSeconds = max(sourceNow.Sub(s.lastCommit(as)).Seconds(), 0)
 		}
 		st.ETASeconds = -1
 		if !prevAt.IsZero() {
@@ -605,7 +668,31 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 			s.log.Warn("replication lag above limit", "lag_seconds", int64(st.LagSeconds), "limit", s.cfg.LagWarn.String(),
 				"lag_bytes", st.LagBytes, "eta_seconds", int64(st.ETASeconds))
 		}
+		if dt := now.Sub(lastLine); s.opts.ProgressInterval > 0 && dt >= s.opts.ProgressInterval {
+			changes, txs := as.Changes.Load(), as.Txs.Load()
+			s.log.Info("following", "applied", st.AppliedLSN.String(), "lag_bytes", st.LagBytes, "lag", progressLag(st.LagBytes),
+				"lag_seconds", roundTo(st.LagSeconds, 0.1), "changes_per_second", roundTo(float64(changes-linePrev[0])/dt.Seconds(), 0.1),
+				"txs_per_second", roundTo(float64(txs-linePrev[1])/dt.Seconds(), 0.1), "caught_up", caughtUp)
+			lastLine, linePrev = now, [2]uint64{changes, txs}
+		}
 		s.log.Debug("lag", "applied", st.AppliedLSN.String(), "lag_bytes", st.LagBytes, "lag_seconds", st.LagSeconds,
 			"retained_bytes", st.RetainedBytes, "txs", st.TxsApplied)
 	}
 }
+
+// lastCommit is the source commit time of the last applied transaction: this agent's, else
+// the one stored when it started, else (nothing applied since the copy) the time the migration
+// began, which is before its consistent point.
+func (s *session) lastCommit(as *apply.Stats) time.Time {
+	if us := as.CommitTimeUS.Load(); us != 0 {
+		return time.UnixMicro(us)
+	}
+	if !s.pos.CommitTime.IsZero() {
+		return s.pos.CommitTime
+	}
+	return s.mig.CreatedAt
+}
+
+func progressLag(n int64) string { return progress.HumanBytes(n) }
+
+func roundTo(v, unit float64) float64 { return math.Round(v/unit) * unit }
