@@ -314,3 +314,23 @@ func TestOpsRunGivesUpOnAnUnreachedSource(t *testing.T) {
 	}
 	e.compare()
 }
+
+// TestOpsVerifyLeavesAPlainTargetAlone: verify of a target that holds no migration (a copy made
+// otherwise) compares and reports, and creates nothing on the target.
+func TestOpsVerifyLeavesAPlainTargetAlone(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := emptyTargetEnv(t, src, dst, "plain", workloadSchema)
+	if out, err := dst.Psql(context.Background(), "plain", workloadSchema); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	rep, err := Verify(context.Background(), e.cfg, VerifyOptions{Live: "auto"}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := rep.ExitCode(); code != 0 {
+		t.Errorf("identical copies: exit %d", code)
+	}
+	if got := e.query(dst, `SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'`); got != "0" {
+		t.Errorf("verify created the pgshift schema on a target it only read")
+	}
+}
