@@ -445,6 +445,10 @@ func (w *worker) copyChunk(ctx context.Context, c Chunk) (rows, bytes int64, err
 			}
 		}
 	})
+	// When the source fails, the target's COPY fails too (the pipe carries the source's error
+	// into CopyFail): the source's error is the cause and the one to report, whichever side's
+	// error reaches the group first.
+	var srcErr, dstRaw error
 	g.Go(func() error {
 		bw := bufio.NewWriterSize(&countingWriter{w: pw, task: task, n: &bytes}, pipeBuffer)
 		_, err := w.srcConn.PgConn().CopyTo(gctx, bw, out)
@@ -453,7 +457,8 @@ func (w *worker) copyChunk(ctx context.Context, c Chunk) (rows, bytes int64, err
 		}
 		if err != nil {
 			pw.CloseWithError(err)
-			return fmt.Errorf("copy %s chunk %d/%d out of the source: %w%s", c.Table.ID, c.No+1, c.Of, w.src.Describe(err), rowSecurityHint(err, c.Table))
+			srcErr = fmt.Errorf("copy %s chunk %d/%d out of the source: %w%s", c.Table.ID, c.No+1, c.Of, w.src.Describe(err), rowSecurityHint(err, c.Table))
+			return srcErr
 		}
 		return pw.Close()
 	})
@@ -461,6 +466,7 @@ func (w *worker) copyChunk(ctx context.Context, c Chunk) (rows, bytes int64, err
 		tag, err := w.dstConn.PgConn().CopyFrom(gctx, pr, in)
 		close(streamed)
 		if err != nil {
+			dstRaw = err
 			pr.CloseWithError(err)
 			return fmt.Errorf("copy %s chunk %d/%d into the target: %w%s", c.Table.ID, c.No+1, c.Of, w.dst.Describe(err), rowSecurityHint(err, c.Table))
 		}
@@ -468,6 +474,10 @@ func (w *worker) copyChunk(ctx context.Context, c Chunk) (rows, bytes int64, err
 		return nil
 	})
 	if err := g.Wait(); err != nil {
+		// (The source's error is only the echo of the target's when the target closed the pipe.)
+		if srcErr != nil && !errors.Is(srcErr, context.Canceled) && (dstRaw == nil || !errors.Is(srcErr, dstRaw)) {
+			err = srcErr
+		}
 		return 0, atomic.LoadInt64(&bytes), err
 	}
 	task.Add(0, rows)

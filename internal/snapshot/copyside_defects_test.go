@@ -13,6 +13,7 @@ import (
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtest"
+	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
 )
 
@@ -104,7 +105,12 @@ func TestCopyWorkersRowSecurity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tc.Exec(ctx, `TRUNCATE pgshift.tables, pgshift.chunks`); err != nil {
+		if _, err := tc.Exec(ctx, `TRUNCATE pgshift.tables, pgshift.chunks, pgshift.migration`); err != nil {
+			t.Fatal(err)
+		}
+		// Table states move only while a migration copies tables (compare-and-set transitions).
+		if err := state.Create(ctx, tc, state.Migration{SourceSystemID: "1", SourceDatabase: "rls", Slot: "rls_test",
+			Publication: "rls_test", Phase: pgtypes.PhaseData}); err != nil {
 			t.Fatal(err)
 		}
 		if err := state.RegisterTables(ctx, tc, []state.TableProgress{{ID: tables[0].ID, Root: tables[0].ID, Kind: state.KindData}}, 1); err != nil {
