@@ -331,28 +331,6 @@ func (r *copyRun) run(ctx context.Context) (Summary, error) {
 // preflight checks what would make the copy fail half-way, before anything is created, and
 // reads and checks the tables to migrate.
 func (r *copyRun) preflight(ctx context.Context) error {
-	var walLevel string
-	if err := r.srcConn.QueryRow(ctx, "SELECT current_setting('wal_level')").Scan(&walLevel); err != nil {
-		return r.src.Describe(err)
-	}
-	if walLevel != "logical" {
-		return fmt.Errorf("%s: wal_level is %s — set wal_level = logical on the source (ALTER SYSTEM SET wal_level = logical) and restart it", r.src, walLevel)
-	}
-	var canReplicate bool
-	if err := r.srcConn.QueryRow(ctx, `SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user`).Scan(&canReplicate); err != nil {
-		return r.src.Describe(err)
-	}
-	if !canReplicate {
-		return fmt.Errorf("%s: role %s may not create replication slots — grant it: ALTER ROLE %s REPLICATION (on RDS: GRANT rds_replication TO %s)",
-			r.src, r.srcInfo.User, pgtypes.QuoteIdent(r.srcInfo.User), pgtypes.QuoteIdent(r.srcInfo.User))
-	}
-	var largeObjects int64
-	if err := r.srcConn.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_largeobject_metadata`).Scan(&largeObjects); err != nil {
-		return r.src.Describe(err)
-	}
-	if largeObjects > 0 {
-		r.warn(fmt.Sprintf("the source has %d large object(s): they are NOT copied (logical replication cannot follow them either); move them separately, e.g. into bytea columns", largeObjects))
-	}
 	var err error
 	if r.pgDump, err = schema.FindPgDump(ctx, r.opts.PgDump, r.srcInfo.VersionNum); err != nil {
 		return err
@@ -361,35 +339,40 @@ func (r *copyRun) preflight(ctx context.Context) error {
 	if err != nil {
 		return r.src.Describe(err)
 	}
-	r.tables = SelectTables(all, r.cfg.Filter())
+	r.tables = assess.SelectTables(all, r.cfg.Filter())
 	if len(r.tables) == 0 {
 		r.sum.Warnings = append(r.sum.Warnings, "no tables match the include/exclude patterns: only the schema is copied")
 	}
-	for _, t := range r.tables {
-		switch {
-		case t.Kind == catalog.KindForeign:
-			r.warn(fmt.Sprintf("foreign table %s: its definition is copied, its rows stay on the foreign server", t.ID))
-		case t.Kind == catalog.KindMatView:
-			r.warn(fmt.Sprintf("materialized view %s: refreshed on the target after the copy; refresh it again at cutover", t.ID))
-		case t.Persistence == 'u' && t.HoldsData():
-			r.warn(fmt.Sprintf("UNLOGGED table %s: copied once, but its changes are not in the WAL and CANNOT be followed — it will be stale on the target; make it logged (ALTER TABLE %s SET LOGGED) or exclude it",
-				t.ID, t.ID.Sanitize()))
-		}
+	// One rule table: the blockers are exactly those `pgshift assess` reports for these
+	// servers and tables (wal_level, replication privilege — REPLICATION, superuser or
+	// rds_replication —, ownership, row security, replica identity as pgoutput will publish
+	// the changes, unlogged tables, a target that is not empty, extensions and languages the
+	// target lacks, ...), and its warnings are the copy's.
+	findings, err := assess.Preflight(ctx, r.srcConn, r.dstConn, assess.Options{Filter: r.cfg.Filter(), Jobs: r.cfg.Jobs,
+		SourceName: r.src.String(), TargetName: r.dst.String(), Logger: r.log, StartOver: r.opts.Force})
+	if err != nil {
+		return fmt.Errorf("preflight: %w", err)
 	}
-	// The identity rule is assess's, judged as pgoutput will publish the changes: partitions as
-	// themselves, each with its own replica identity (see snapshot.CreatePublication). A table
-	// the rule blocks would make the application's own UPDATEs fail on the source once published.
 	var blocked []string
-	for _, f := range assess.IdentityFindings(assess.TablesFromCatalog(r.tables), false) {
-		if f.Severity == assess.Blocker {
+	for _, f := range findings {
+		switch f.Severity {
+		case assess.Blocker:
 			blocked = append(blocked, fmt.Sprintf("%s: %s; fix: %s", f.Object, f.Message, f.Fix))
+		case assess.Warning:
+			w := f.Object + ": " + f.Message
+			if f.Fix != "" {
+				w += " (" + f.Fix + ")"
+			}
+			r.warn(w)
+		default:
+			r.log.Debug("preflight", "object", f.Object, "finding", f.Message)
 		}
 	}
 	if len(blocked) > 0 {
-		return fmt.Errorf("%d table(s) have no replica identity PostgreSQL can use, so their UPDATEs and DELETEs could not be followed (nothing was created):\n  %s",
+		return fmt.Errorf("the copy cannot start (nothing was created): %d blocker(s), as pgshift assess reports them:\n  %s",
 			len(blocked), strings.Join(blocked, "\n  "))
 	}
-	return snapshot.CheckRowSecurity(r.tables, r.srcInfo.User)
+	return nil
 }
 
 func (r *copyRun) warn(msg string) {
@@ -397,50 +380,13 @@ func (r *copyRun) warn(msg string) {
 	r.log.Warn(msg)
 }
 
-// SelectTables applies the filter to partition trees as a whole: a partition is migrated
-// exactly when its root is. The publication names the root, which publishes every partition of
-// the tree (see snapshot.PublicationTables), and pg_dump creates a partitioned table with its
-// partitions, so a tree cannot be split between migrated and not.
-func SelectTables(all []catalog.Table, f config.TableFilter) []catalog.Table {
-	byID := make(map[pgtypes.TableID]*catalog.Table, len(all))
-	for i := range all {
-		byID[all[i].ID] = &all[i]
-	}
-	var out []catalog.Table
-	for _, t := range all {
-		root := rootOf(t, byID)
-		if f.Match(root.Schema, root.Name) {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
 func rootOf(t catalog.Table, byID map[pgtypes.TableID]*catalog.Table) pgtypes.TableID {
 	return assess.PartitionRoot(t.ID, byID)
 }
 
-// checkFresh refuses a target that already holds user tables, and source objects that
-// already use this migration's names.
+// checkFresh refuses source objects that already use this migration's names (a target that
+// holds user tables is a blocker of preflight's).
 func (r *copyRun) checkFresh(ctx context.Context) error {
-	if !r.opts.Force {
-		existing, err := catalog.Tables(ctx, r.dstConn, config.TableFilter{})
-		if err != nil {
-			return r.dst.Describe(err)
-		}
-		if len(existing) > 0 {
-			var names []string
-			for i, t := range existing {
-				if i == 5 {
-					names = append(names, fmt.Sprintf("and %d more", len(existing)-5))
-					break
-				}
-				names = append(names, t.ID.String())
-			}
-			return fmt.Errorf("%s is not empty: it has %d table(s) (%s). pgshift copies into an empty database — use a new target database, or pass --force to drop and re-create the source's objects on it",
-				r.dst, len(existing), strings.Join(names, ", "))
-		}
-	}
 	slot, err := snapshot.LookupSlot(ctx, r.srcConn, r.slotName)
 	if err != nil {
 		return r.src.Describe(err)

@@ -35,7 +35,6 @@ import (
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/cdc"
 	"github.com/pgshift/pgshift/internal/config"
-	"github.com/pgshift/pgshift/internal/copy"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/progress"
 	"github.com/pgshift/pgshift/internal/snapshot"
@@ -251,7 +250,7 @@ func (s *session) publishLeaves(ctx context.Context) error {
 	}
 	// Changes committed before the switch still come through the roots, with the roots'
 	// replica identity: say where that cannot work, so a failure to apply them is expected.
-	for _, f := range assess.IdentityFindings(assess.TablesFromCatalog(copy.SelectTables(all, s.cfg.Filter())), true) {
+	for _, f := range assess.IdentityFindings(assess.TablesFromCatalog(assess.SelectTables(all, s.cfg.Filter())), true) {
 		if f.Severity == assess.Blocker {
 			s.log.Warn("changes of this partition committed before the publication switch below are published through its root and may fail to apply; if they do, start the migration over (pgshift copy --force)",
 				"table", f.Object, "reason", f.Message)
