@@ -413,3 +413,26 @@ func TestOpsAssessAndCopyAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOpsCopyAcceptsRDSReplication: a member of rds_replication (RDS's replication role) passes
+// copy's preflight as it passes assess; on a plain PostgreSQL the server itself then refuses
+// the slot, which shows the preflight did not.
+func TestOpsCopyAcceptsRDSReplication(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := emptyTargetEnv(t, src, dst, "rds", workloadSchema)
+	e.exec(`CREATE ROLE rds_replication NOLOGIN; CREATE ROLE rds_mover LOGIN IN ROLE rds_replication;
+		ALTER TABLE accounts OWNER TO rds_mover; ALTER TABLE history OWNER TO rds_mover; GRANT CREATE ON DATABASE rds TO rds_mover;`)
+	cfg := e.cfg
+	cfg.Source = withUser(cfg.Source, "rds_mover")
+	_, by := assessFindings(t, cfg)
+	if f := by[assess.CodeReplicationPriv]; f != nil {
+		t.Fatalf("assess refuses an rds_replication member: %+v", f)
+	}
+	_, err := Copy(context.Background(), cfg, CopyOptions{NoProgress: true}, testLogger(t))
+	if err == nil {
+		t.Fatal("copy as a plain role created a replication slot")
+	}
+	if strings.Contains(err.Error(), "the copy cannot start") || strings.Contains(err.Error(), "may not") && strings.Contains(err.Error(), "replication") && !strings.Contains(err.Error(), "SQLSTATE") {
+		t.Errorf("copy's preflight refuses what assess accepts: %v", err)
+	}
+}
