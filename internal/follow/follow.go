@@ -9,10 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
-	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -194,7 +192,8 @@ func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 	}
 }
 
-// retryable tells connection-level failures, which a reconnect fixes, from everything else.
+// retryable tells connection-level failures, which a reconnect fixes, from everything else:
+// pgshift's one retry policy (db.Transient), plus the follow session's own signals.
 func retryable(err error) bool {
 	var fe *FatalError
 	var se *apply.ErrSchema
@@ -204,24 +203,7 @@ func retryable(err error) bool {
 	if errors.Is(err, errTreeChanged) {
 		return true // the next attempt's preflight settles it, or stops with the fix
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code[:2] == "08", pgErr.Code[:2] == "53", pgErr.Code[:2] == "57":
-			return true // connection exception, insufficient resources, operator intervention/shutdown
-		case pgErr.Code == "55006": // replication slot active for another PID (a previous session not yet gone)
-			return true
-		case pgErr.Code == "40001", pgErr.Code == "40P01":
-			return true
-		}
-		return false
-	}
-	var ne net.Error
-	if errors.Is(err, cdc.ErrStreamEnded) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
-		return true
-	}
-	var connErr *pgconn.ConnectError
-	return errors.As(err, &connErr)
+	return errors.Is(err, cdc.ErrStreamEnded) || db.Transient(err)
 }
 
 // EnsureCopied makes sure the copy phase is complete before following.
