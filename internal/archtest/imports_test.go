@@ -54,7 +54,8 @@ func layers(t *testing.T, root string) map[string]int {
 }
 
 // TestImportRule fails when a package imports one from a layer above its own, or is missing
-// from the rule. Only the files of a normal build count: tests may import anything (pgtest).
+// from the rule, or imports "testing" outside its tests. Only the files of a normal build
+// count: tests may import anything (pgtest).
 func TestImportRule(t *testing.T) {
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
@@ -101,6 +102,11 @@ func TestImportRule(t *testing.T) {
 			return nil
 		}
 		for _, imp := range bp.Imports {
+			if imp == "testing" {
+				// The demo links pgtest into the release binary: no package of a normal
+				// build may drag the test framework (and its flags) in with it.
+				problems = append(problems, rel+" imports testing outside its _test.go files")
+			}
 			dep, ok := strings.CutPrefix(imp, module)
 			if !ok {
 				continue
