@@ -3,7 +3,8 @@
 # nothing that is already there: the PostgreSQL server and client binaries (initdb, pg_ctl,
 # postgres, pg_dump, pgbench), a C compiler for the SQL parser the proxy links (pg_query_go uses
 # cgo), PgBouncer (the proxy benchmark's contender) and psycopg2 (the proxy's non-Go driver
-# test). Safe to run repeatedly.
+# test), Chromium (the dashboard's browser test) and promtool (the alert rules check). Safe to
+# run repeatedly.
 set -euo pipefail
 
 have_server() {
@@ -18,6 +19,10 @@ command -v pgbench >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pgbe
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1 || missing+=(python3-psycopg2)
+# The dashboard's browser test drives headless Chromium; promtool (in Debian's prometheus
+# package) checks the rules file of `pgshift alerts rules`.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}" >&2
@@ -29,6 +34,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The pgbouncer package starts a system service on port 6432; the benchmark runs its own.
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet pgbouncer 2>/dev/null; then
     $SUDO systemctl stop pgbouncer || true
+  fi
+  # Likewise the prometheus package's server (only promtool is wanted).
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $SUDO systemctl stop prometheus || true
   fi
 fi
 

@@ -61,6 +61,9 @@ file, the file over the environment. Passwords may also come from ~/.pgpass or P
 		c.demoCommand(),
 		c.verifyCommand(),
 		c.proxyCommand(),
+		c.reportCommand(),
+		c.alertsCommand(),
+		c.grafanaCommand(),
 	)
 	return root
 }
@@ -118,6 +121,15 @@ func (c *cli) config(cmd *cobra.Command, f *connFlags) (config.Config, error) {
 		set("publication", func() { cfg.Publication = f.publication })
 	}
 	c.secrets = config.Secrets(cfg.Source, cfg.Target)
+	// The API token and webhook URLs (Slack's carry their token) are secrets too.
+	if cfg.HTTPToken != "" {
+		c.secrets = append(c.secrets, cfg.HTTPToken)
+	}
+	for _, w := range cfg.Alerts.Webhooks {
+		if w.URL != "" {
+			c.secrets = append(c.secrets, w.URL)
+		}
+	}
 	if f != nil && !c.passwordWarned {
 		for _, name := range []string{"source", "target"} {
 			if changed(fs, name) && config.PasswordInDSN(fs.Lookup(name).Value.String()) {

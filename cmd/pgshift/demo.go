@@ -65,6 +65,8 @@ Needs the PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/pos
 	fs.DurationVar(&opts.Warmup, "warmup", opts.Warmup, "how long the sample workload runs before the assessment (0 to skip)")
 	fs.Float64Var(&opts.Rate, "rate", opts.Rate, "workload transactions per second (0: as fast as possible)")
 	fs.StringVar(&format, "format", "text", "assessment output format: text, json or markdown")
+	fs.StringVar(&opts.HTTP, "http", "", "serve the agent's dashboard on this address while the demo follows (e.g. 127.0.0.1:8080)")
+	fs.StringVar(&opts.ReportFile, "report", "", "write the HTML migration report to FILE (default: a file in the temporary directory)")
 	fs.StringVar(&opts.BinDir, "pg-bin", "", "directory of the PostgreSQL server binaries (default: PATH, then /usr/lib/postgresql/*/bin)")
 	return cmd
 }

@@ -19,7 +19,7 @@ const killHookEnv = "PGSHIFT_TEST_KILL_AT"
 func (c *cli) runCommand() *cobra.Command {
 	var flags connFlags
 	var pf proxyFlags
-	var httpAddr string
+	var httpAddr, httpTokenFile, httpCert, httpKey string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "The migration agent: copy if not done, then follow the source's changes until stopped",
@@ -40,6 +40,15 @@ Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migrati
 			}
 			if changed(cmd.Flags(), "http") {
 				cfg.HTTP = httpAddr
+			}
+			if changed(cmd.Flags(), "http-token-file") {
+				cfg.HTTPSettings.TokenFile = httpTokenFile
+			}
+			if changed(cmd.Flags(), "http-tls-cert") {
+				cfg.HTTPSettings.TLSCertFile = httpCert
+			}
+			if changed(cmd.Flags(), "http-tls-key") {
+				cfg.HTTPSettings.TLSKeyFile = httpKey
 			}
 			pf.apply(cmd, &cfg, "proxy")
 			if err := cfg.Validate(); err != nil {
@@ -65,7 +74,10 @@ Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migrati
 		},
 	}
 	addConnFlags(cmd, &flags, true)
-	cmd.Flags().StringVar(&httpAddr, "http", "", "serve the JSON status API and /metrics on this address")
+	cmd.Flags().StringVar(&httpAddr, "http", "", "serve the dashboard, the JSON API and /metrics on this address (loopback unless a token is set)")
+	cmd.Flags().StringVar(&httpTokenFile, "http-token-file", "", "file holding the API's bearer token (or PGSHIFT_HTTP_TOKEN); required unless --http is a loopback address")
+	cmd.Flags().StringVar(&httpCert, "http-tls-cert", "", "serve the API over HTTPS with this certificate file")
+	cmd.Flags().StringVar(&httpKey, "http-tls-key", "", "the certificate's private key file")
 	addProxyFlags(cmd, &pf, "proxy") // --proxy ADDR runs the routing proxy inside the agent
 	return cmd
 }

@@ -29,7 +29,12 @@ measurement is shown. With --http ADDR it asks a running agent (pgshift run --ht
 			}
 			var st app.Status
 			if httpAddr != "" {
-				err = web.FetchStatus(cmd.Context(), httpAddr, &st)
+				token, terr := cfg.HTTPTokenValue()
+				if terr != nil {
+					return withCode(2, terr)
+				}
+				c.secrets = append(c.secrets, token)
+				err = web.FetchStatus(cmd.Context(), httpAddr, token, &st)
 			} else {
 				st, err = app.ReadStatus(cmd.Context(), cfg, log)
 			}

@@ -470,9 +470,10 @@ INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g;
 INSERT INTO parts SELECT g, 0 FROM generate_series(1, 2999, 7) g;`
 
 // enableStates lists every user trigger's and rule's enable state (pg_trigger.tgenabled,
-// pg_rewrite.ev_enabled) on one side.
+// pg_rewrite.ev_enabled) on one side; pgshift's own state schema is not the user's.
 const enableStatesSQL = `SELECT string_agg(x, E'\n' ORDER BY x) FROM (
-	SELECT 'trigger ' || tgrelid::regclass::text || ' ' || tgname || ' ' || tgenabled::text AS x FROM pg_trigger WHERE NOT tgisinternal
+	SELECT 'trigger ' || tgrelid::regclass::text || ' ' || tgname || ' ' || tgenabled::text AS x FROM pg_trigger
+	WHERE NOT tgisinternal AND tgrelid::regclass::text NOT LIKE 'pgshift.%'
 	UNION ALL
 	SELECT 'rule ' || ev_class::regclass::text || ' ' || rulename || ' ' || ev_enabled::text FROM pg_rewrite
 	WHERE rulename <> '_RETURN' AND ev_class::regclass::text NOT LIKE 'pg_%') s`

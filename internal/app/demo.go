@@ -37,8 +37,13 @@ type DemoOptions struct {
 	Format    assess.Format
 	// BinDir holds the PostgreSQL server binaries; empty means search PATH and /usr/lib/postgresql.
 	BinDir string
-	Out    io.Writer
-	Logger *slog.Logger
+	// HTTP, when set, is the address of the agent's dashboard and API during the demo.
+	HTTP string
+	// ReportFile receives the HTML migration report at the end (default a file in the
+	// system's temporary directory; the path is printed).
+	ReportFile string
+	Out        io.Writer
+	Logger     *slog.Logger
 }
 
 // Demo is what the steps share: the clusters, their DSNs, and what earlier steps produced.
@@ -72,6 +77,7 @@ func DemoSteps() []DemoStep {
 		{"follow the source's changes under a live workload", followDemo},
 		{"verify source and target while the agent follows", verifyDemo},
 		{"stop the agent", stopAgentDemo},
+		{"write the migration report", reportDemo},
 	}
 }
 

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/report"
 	"github.com/pgshift/pgshift/internal/sampledb"
 	"github.com/pgshift/pgshift/internal/verify"
 )
@@ -43,6 +46,10 @@ func (d *Demo) config() config.Config {
 // applied everything the source committed.
 func followDemo(ctx context.Context, d *Demo) error {
 	cfg := d.config()
+	cfg.HTTP = d.Opts.HTTP
+	if cfg.HTTP != "" {
+		fmt.Fprintf(d.Opts.Out, "    dashboard: http://%s/\n", cfg.HTTP)
+	}
 	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.agent = &demoAgent{cancel: cancel, done: make(chan error, 1)}
 	go func() {
@@ -128,5 +135,34 @@ func stopAgentDemo(ctx context.Context, d *Demo) error {
 		return fmt.Errorf("the agent: %w", err)
 	}
 	fmt.Fprintln(d.Opts.Out, "    stopped cleanly; `pgshift run` would resume from the target's stored position")
+	return nil
+}
+
+// reportDemo writes the migration report: its validation summary to the output, the whole
+// report as one HTML file.
+func reportDemo(ctx context.Context, d *Demo) error {
+	rep, err := Report(ctx, d.config(), time.Now())
+	if err != nil {
+		return err
+	}
+	for _, l := range rep.SummaryTree() {
+		fmt.Fprintf(d.Opts.Out, "    %s\n", l)
+	}
+	file := d.Opts.ReportFile
+	if file == "" {
+		file = filepath.Join(os.TempDir(), fmt.Sprintf("pgshift-demo-report-%s.html", time.Now().Format("20060102-150405")))
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return fmt.Errorf("migration report: %w", err)
+	}
+	if err := rep.Write(f, report.HTML); err != nil {
+		f.Close()
+		return fmt.Errorf("migration report %s: %w", file, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("migration report %s: %w", file, err)
+	}
+	fmt.Fprintf(d.Opts.Out, "    report: %s (pgshift report --format markdown|html|json writes it again)\n", file)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -39,15 +40,18 @@ func TestDemo(t *testing.T) {
 			dirs = []string{d.Source.Dir, d.Target.Dir}
 			return nil
 		}})
-		opts := DemoOptions{Scale: 0.02, Warmup: 700 * time.Millisecond, FollowFor: 2 * time.Second, Format: assess.FormatText, Out: &out}
+		reportFile := filepath.Join(artifactsDir(t), "demo-report.html")
+		opts := DemoOptions{Scale: 0.02, Warmup: 700 * time.Millisecond, FollowFor: 6 * time.Second, Format: assess.FormatText, Out: &out,
+			HTTP: freeTCPAddr(t), ReportFile: reportFile}
 		if err := RunDemo(context.Background(), opts, steps); err != nil {
 			t.Fatalf("demo: %v\n%s", err, out.String())
 		}
 		text := out.String()
-		for _, s := range []string{"[1/9] start source and target clusters", "create the sample supply-chain database",
+		for _, s := range []string{"[1/10] start source and target clusters", "create the sample supply-chain database",
 			"Result: READY", "[replica_identity_full] public.inventory_transactions", "public.order_items",
 			"copied 7 tables", "target caught up", "Tables identical: 7/7", "Result: IDENTICAL (exit 0)",
-			"stopped cleanly", "demo finished"} {
+			"stopped cleanly", "dashboard: http://", "Table Validation Summary:", "Tables matched: 7/7 tables (100%)",
+			"report: " + reportFile, "demo finished"} {
 			if !strings.Contains(text, s) {
 				t.Errorf("demo output lacks %q:\n%s", s, text)
 			}
@@ -60,6 +64,23 @@ func TestDemo(t *testing.T) {
 			t.Errorf("assessment shows %d inserts, workload made %d after the load", seen.Report.Totals.Inserts, seen.Workload.Inserts)
 		}
 		gone(t, dirs...)
+		// The demo's report, rendered in headless Chromium.
+		html, err := os.ReadFile(reportFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"<svg", "Table Validation Summary", "following", "agent.start", "agent.stop"} {
+			if !strings.Contains(string(html), want) {
+				t.Errorf("demo report lacks %q", want)
+			}
+		}
+		// The demo's copy step held the lease before the agent: that is no agent restart.
+		if strings.Contains(string(html), "PgshiftAgentRestarted") {
+			t.Errorf("the demo report shows an agent restart")
+		}
+		b := newBrowser(t)
+		b.open("file://"+reportFile, `document.querySelector("svg polyline") !== null`)
+		b.screenshot(strings.TrimSuffix(reportFile, ".html") + ".png")
 	})
 
 	t.Run("interrupted", func(t *testing.T) {

@@ -110,15 +110,28 @@ func TestRunKillResumeLoop(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "phase:") || !strings.Contains(string(out), "following") {
 		t.Fatalf("pgshift status --http: %v\n%s", err, out)
 	}
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, m := range []string{"pgshift_transactions_applied_total", "pgshift_lag_seconds", "pgshift_slot_retained_wal_bytes"} {
-		if !strings.Contains(string(metrics), m) {
-			t.Fatalf("/metrics lacks %s:\n%s", m, metrics)
+	// The lag families appear with the agent's first lag measurement (every MonitorInterval,
+	// 5 s by default) after this restart; the counters are there from the start.
+	var missing string
+	var metrics []byte
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		resp, err := http.Get("http://" + httpAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		missing = ""
+		for _, m := range []string{"pgshift_applied_transactions_total", "pgshift_replication_lag_seconds", "pgshift_slot_retained_wal_bytes", "pgshift_received_transactions_total"} {
+			if !strings.Contains(string(metrics), m) {
+				missing = m
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %s after 30 s:\n%s", missing, metrics)
 		}
 	}
 	// SIGTERM is a clean stop: exit 0.

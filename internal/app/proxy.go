@@ -79,9 +79,14 @@ func RunProxy(ctx context.Context, cfg config.Config, reload func() (config.Conf
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
+	wopts, err := webOptions(cfg, reg, log)
+	if err != nil {
+		return err
+	}
+	wopts.Extra = []web.Route{{Pattern: "/proxy/", Handler: p.Handler()}}
 	g.Go(func() error {
 		status := func(context.Context) (any, error) { return p.Stats(), nil }
-		return web.Serve(gctx, cfg.HTTP, status, reg, log, web.Route{Pattern: "/proxy/", Handler: p.Handler()})
+		return web.Serve(gctx, wopts, web.Agent{Status: status})
 	})
 	g.Go(func() error {
 		defer cancel()
@@ -104,15 +109,15 @@ func proxyReload(reload func() (config.Config, error)) func() (proxy.Config, err
 }
 
 // startAgentProxy starts the proxy of `pgshift run --proxy` in g, with the agent's own applied
-// position and lag as its progress, its metrics in reg, and returns the HTTP routes for the
-// agent's API. Without cfg.Proxy it does nothing.
-func startAgentProxy(ctx context.Context, g *errgroup.Group, cfg config.Config, m *follow.Metrics, reg *prometheus.Registry, log *slog.Logger) ([]web.Route, error) {
+// position and lag as its progress, its metrics in reg, and returns it with the HTTP routes
+// for the agent's API. Without cfg.Proxy it does nothing.
+func startAgentProxy(ctx context.Context, g *errgroup.Group, cfg config.Config, m *follow.Metrics, reg *prometheus.Registry, log *slog.Logger) (*proxy.Proxy, []web.Route, error) {
 	if cfg.Proxy == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	pc, err := ProxyConfig(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	progress := proxy.ProgressFunc(func(context.Context) (pgtypes.LSN, time.Duration, bool, error) {
 		st := m.LastStatus()
@@ -130,8 +135,8 @@ func startAgentProxy(ctx context.Context, g *errgroup.Group, cfg config.Config, 
 	})
 	p, err := proxy.New(pc, proxy.Options{Progress: progress, Registerer: reg, Logger: log.With("component", "proxy")})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	g.Go(func() error { return p.Serve(ctx) })
-	return []web.Route{{Pattern: "/proxy/", Handler: p.Handler()}}, nil
+	return p, []web.Route{{Pattern: "/proxy/", Handler: p.Handler()}}, nil
 }

@@ -5,14 +5,11 @@ import (
 	"errors"
 	"log/slog"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/copy"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/state"
-	"github.com/pgshift/pgshift/internal/web"
 )
 
 // RunOptions tune the follow phase (see follow.RunOptions).
@@ -25,7 +22,8 @@ type FatalError = follow.FatalError
 // until ctx is cancelled (a clean stop, nil error) or a fatal error occurs. Running it again
 // resumes from the position stored on the target. It holds the migration's lease from start to
 // end, copy and follow alike, and refuses to start while another agent holds it (a
-// *state.HeldError naming that agent).
+// *state.HeldError naming that agent). The observer (status, metrics, alerts, audit, HTTP API,
+// proxy) runs beside it for its whole life.
 func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
 	if err := cfg.RequireSource(); err != nil {
 		return err
@@ -33,29 +31,35 @@ func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logg
 	if err := cfg.RequireTarget(); err != nil {
 		return err
 	}
+	prev := previousAgent(ctx, cfg)
 	return withLease(ctx, cfg, "run", opts, log, func(ctx context.Context, lease *state.Lease) error {
-		if err := follow.EnsureCopied(ctx, cfg, lease, log); err != nil {
-			if errors.Is(err, copy.ErrInterrupted) && ctx.Err() != nil {
-				// A clean stop: the copy resumes where it stopped when run starts again.
-				log.Info("stopped during the copy; run pgshift run again to resume", "detail", err.Error())
-				return nil
+		return withObserver(ctx, cfg, lease, prev, log, func(ctx context.Context, m *follow.Metrics) error {
+			if err := follow.EnsureCopied(ctx, cfg, lease, log); err != nil {
+				if errors.Is(err, copy.ErrInterrupted) && ctx.Err() != nil {
+					// A clean stop: the copy resumes where it stopped when run starts again.
+					log.Info("stopped during the copy; run pgshift run again to resume", "detail", err.Error())
+					return nil
+				}
+				return err
 			}
-			return err
-		}
-		return runFollow(ctx, cfg, opts, lease, log)
+			return follow.Run(ctx, cfg, opts, m, lease, log)
+		})
 	})
 }
 
 // Follow streams the slot and applies changes until ctx is cancelled. Connection failures
 // (replication connection cut, source or target restarted) are retried with backoff, each time
 // resuming from the durable position on the target; fatal conditions end it with an explanation.
-// Like Run, it holds the migration's lease while it runs.
+// Like Run, it holds the migration's lease while it runs, with the observer beside it.
 func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
 	if err := cfg.RequireTarget(); err != nil {
 		return err
 	}
+	prev := previousAgent(ctx, cfg)
 	return withLease(ctx, cfg, "run", opts, log, func(ctx context.Context, lease *state.Lease) error {
-		return runFollow(ctx, cfg, opts, lease, log)
+		return withObserver(ctx, cfg, lease, prev, log, func(ctx context.Context, m *follow.Metrics) error {
+			return follow.Run(ctx, cfg, opts, m, lease, log)
+		})
 	})
 }
 
@@ -63,33 +67,4 @@ func withLease(ctx context.Context, cfg config.Config, command string, opts RunO
 	fn func(ctx context.Context, lease *state.Lease) error) error {
 	target := db.Endpoint{Role: db.Target, DSN: cfg.Target}
 	return state.WithLease(ctx, target.Connect, command, opts.LeaseInterval, log, fn)
-}
-
-// runFollow is Follow under a lease the caller holds, with the agent's HTTP API and proxy
-// beside it when the configuration asks for them.
-func runFollow(ctx context.Context, cfg config.Config, opts RunOptions, lease *state.Lease, log *slog.Logger) error {
-	m := &follow.Metrics{}
-	if cfg.HTTP == "" && cfg.Proxy == "" {
-		return follow.Run(ctx, cfg, opts, m, lease, log)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	reg := m.Registry()
-	// With --proxy the routing proxy runs beside following, reading the lag directly (proxy.go).
-	routes, err := startAgentProxy(gctx, g, cfg, m, reg, log)
-	if err != nil {
-		return err
-	}
-	if cfg.HTTP != "" {
-		g.Go(func() error {
-			status := func(ctx context.Context) (any, error) { return ReadStatus(ctx, cfg, log) }
-			return web.Serve(gctx, cfg.HTTP, status, reg, log, routes...)
-		})
-	}
-	g.Go(func() error {
-		defer cancel() // the API goes when following ends
-		return follow.Run(gctx, cfg, opts, m, lease, log)
-	})
-	return g.Wait()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/report"
 	"github.com/pgshift/pgshift/internal/state"
 	"github.com/pgshift/pgshift/internal/verify"
 )
@@ -50,6 +51,21 @@ type Status struct {
 	Agent *AgentStatus `json:"agent,omitempty"`
 	// Deferred are the target statements kept back until cutover (pgshift.deferred_ddl).
 	Deferred []DeferredStatus `json:"deferred,omitempty"`
+	// TxsApplied and ChangesApplied count what the measuring agent applied since it started.
+	TxsApplied     int64 `json:"txs_applied"`
+	ChangesApplied int64 `json:"changes_applied"`
+	// Timeline is the phases the migration went through, with when each began.
+	Timeline []state.PhaseEntry `json:"timeline,omitempty"`
+	// Cutover is the latest cutover attempt, or the planned steps as not started.
+	Cutover CutoverStatus `json:"cutover"`
+}
+
+// CutoverStatus is the state of the cutover: State is "not started" until a first attempt,
+// then the latest attempt's outcome (running, done, failed).
+type CutoverStatus struct {
+	State   string              `json:"state"`
+	Attempt int                 `json:"attempt,omitempty"`
+	Steps   []state.CutoverStep `json:"steps"`
 }
 
 // AgentStatus is the lease holder as status shows it. Alive comes from the lease lock (held
@@ -86,6 +102,12 @@ type TableStatus struct {
 	Rows        int64  `json:"rows_copied"`
 	Bytes       int64  `json:"bytes_copied"`
 	SnapshotLSN string `json:"snapshot_lsn"`
+	// EstRows and EstBytes are the source's size when the copy planned the table (rows -1
+	// when never analyzed, both 0 when not recorded): with StartedAt they give an ETA.
+	EstRows    int64      `json:"est_rows"`
+	EstBytes   int64      `json:"est_bytes"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
 
 // ReadStatus gathers the status from the target, and from the source when cfg names one.
@@ -100,90 +122,31 @@ func ReadStatus(ctx context.Context, cfg config.Config, log *slog.Logger) (Statu
 		return st, err
 	}
 	defer conn.Close(context.Background())
-	m, err := state.Load(ctx, conn)
+	st, facts, err := readTarget(ctx, conn)
 	if err != nil {
 		return st, target.Describe(err)
 	}
-	st.Phase, st.Slot, st.Publication = string(m.Phase), m.Slot, m.Publication
-	tables, err := state.LoadTables(ctx, conn)
-	if err != nil {
-		return st, target.Describe(err)
-	}
-	for _, t := range tables {
-		st.Tables = append(st.Tables, TableStatus{Table: t.ID.String(), State: t.State, Rows: t.Rows, Bytes: t.Bytes, SnapshotLSN: t.SnapshotLSN.String()})
-	}
-	pos, err := state.LoadPosition(ctx, conn)
-	if err != nil {
-		return st, target.Describe(err)
-	}
-	// Everything before the copy's consistent point is in the copy: that is where following
-	// starts, and what is applied before the first change is.
-	applied := pos.AppliedLSN
-	if m.Phase.AtLeast(pgtypes.PhaseCopied) {
-		applied = max(applied, m.ConsistentLSN)
-	}
-	st.Following = m.Phase.AtLeast(pgtypes.PhaseCopied)
-	st.AppliedLSN = applied.String()
-	if !pos.CommitTime.IsZero() {
-		ct := pos.CommitTime
-		st.LastCommitTime = &ct
-	}
-	st.ETASeconds = -1
-	fs, haveRecord, err := state.LoadFollowStatus(ctx, conn)
-	if err != nil {
-		return st, target.Describe(err)
-	}
-	if st.LastVerify, err = lastVerify(ctx, conn); err != nil {
-		return st, target.Describe(err)
-	}
-	ls, err := state.ReadLease(ctx, conn)
-	if err != nil {
-		return st, target.Describe(err)
-	}
-	if ls.Recorded || ls.Alive {
-		a := &AgentStatus{Alive: ls.Alive, LockPID: ls.LockPID}
-		if ls.Recorded {
-			a.Holder = ls.Holder
-			a.Identified = !ls.Alive || ls.Holder.LeasePID == ls.LockPID
-		}
-		st.Agent = a
-	}
-	deferred, err := state.LoadDeferred(ctx, conn)
-	if err != nil {
-		return st, target.Describe(err)
-	}
-	for _, d := range deferred {
-		ds := DeferredStatus{Object: d.Object, Statement: d.Statement, Reason: d.Reason, Recorded: d.RecordedAt}
-		if !d.AppliedAt.IsZero() {
-			at := d.AppliedAt
-			ds.Applied = &at
-		}
-		st.Deferred = append(st.Deferred, ds)
-	}
-	alive := st.Agent != nil && st.Agent.Alive
-	switch {
-	case !st.Following:
-		// The copy is not done: there is no lag to speak of yet.
-	case alive && haveRecord && time.Since(fs.MeasuredAt) < recordFresh:
-		// The running agent measures every few seconds, and knows what it has in hand.
-		st.LagBytes, st.LagSeconds, st.RetainedBytes = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes
-		st.ETASeconds, st.ApplyRate, st.CaughtUp = fs.ETASeconds, fs.ApplyRate, fs.LagBytes == 0
-		at := fs.MeasuredAt
-		st.MeasuredAt = &at
-	default:
+	if st.Following && !facts.agentFresh && cfg.Source != "" {
 		// No agent is applying (or its record is old): measure on the source. Caught up only
-		// when the applied position has reached the source's current one.
-		if cfg.Source != "" && measureLive(ctx, cfg, m, pos, applied, &st, log) == nil {
-			break
-		}
-		if haveRecord {
-			// The last record of an agent that is gone: shown as what it was, never as caught up.
-			st.LagBytes, st.LagSeconds, st.RetainedBytes, st.ApplyRate = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes, fs.ApplyRate
-			at := fs.MeasuredAt
-			st.MeasuredAt, st.Stale = &at, true
+		// when the applied position has reached the source's current one. When the source
+		// cannot be reached, the agent's last record stays, marked stale.
+		live := st
+		live.LagBytes, live.LagSeconds, live.RetainedBytes, live.ApplyRate, live.ETASeconds = 0, 0, 0, 0, -1
+		live.CaughtUp, live.Stale, live.MeasuredAt = false, false, nil
+		if measureLive(ctx, cfg, facts.m, facts.pos, facts.applied, &live, log) == nil {
+			st = live
 		}
 	}
 	return st, nil
+}
+
+// targetFacts are what readTarget read beside the Status, for a live measurement.
+type targetFacts struct {
+	m       state.Migration
+	pos     state.Position
+	applied pgtypes.LSN
+	// agentFresh: a live agent's measurement younger than recordFresh is in the Status.
+	agentFresh bool
 }
 
 // recordFresh is how old the agent's last measurement may be and still be shown as current
@@ -227,6 +190,152 @@ func measureLive(ctx context.Context, cfg config.Config, m state.Migration, pos 
 	measured := time.Now()
 	st.MeasuredAt, st.Live = &measured, true
 	return nil
+}
+
+// readTargetStatus reads the status from the target's state alone: what `pgshift status`
+// shows without --source, and what the agent serves from memory (it refreshes it with this).
+func readTargetStatus(ctx context.Context, conn catalog.Querier) (Status, error) {
+	st, _, err := readTarget(ctx, conn)
+	return st, err
+}
+
+// readTarget is readTargetStatus with the facts a live measurement needs. The lag figures are
+// the agent's last record: current when a live agent measured within recordFresh (caught up
+// only when it had applied all it knew of), stale when no agent is running or its record is
+// old (never caught up), none before the copy is complete.
+func readTarget(ctx context.Context, conn catalog.Querier) (Status, targetFacts, error) {
+	var st Status
+	var facts targetFacts
+	m, err := state.Load(ctx, conn)
+	if err != nil {
+		return st, facts, err
+	}
+	facts.m = m
+	st.Phase, st.Slot, st.Publication = string(m.Phase), m.Slot, m.Publication
+	tables, err := state.LoadTables(ctx, conn)
+	if err != nil {
+		return st, facts, err
+	}
+	for _, t := range tables {
+		ts := TableStatus{Table: t.ID.String(), State: t.State, Rows: t.Rows, Bytes: t.Bytes, SnapshotLSN: t.SnapshotLSN.String(),
+			EstRows: t.Estimate.Rows, EstBytes: t.Estimate.Bytes}
+		if !t.StartedAt.IsZero() {
+			at := t.StartedAt
+			ts.StartedAt = &at
+		}
+		if !t.FinishedAt.IsZero() {
+			at := t.FinishedAt
+			ts.FinishedAt = &at
+		}
+		st.Tables = append(st.Tables, ts)
+	}
+	pos, err := state.LoadPosition(ctx, conn)
+	if err != nil {
+		return st, facts, err
+	}
+	facts.pos = pos
+	// Everything before the copy's consistent point is in the copy: that is where following
+	// starts, and what is applied before the first change is.
+	applied := pos.AppliedLSN
+	if m.Phase.AtLeast(pgtypes.PhaseCopied) {
+		applied = max(applied, m.ConsistentLSN)
+	}
+	facts.applied = applied
+	st.Following = m.Phase.AtLeast(pgtypes.PhaseCopied)
+	st.AppliedLSN = applied.String()
+	if !pos.CommitTime.IsZero() {
+		ct := pos.CommitTime
+		st.LastCommitTime = &ct
+	}
+	st.ETASeconds = -1
+	fs, haveRecord, err := state.LoadFollowStatus(ctx, conn)
+	if err != nil {
+		return st, facts, err
+	}
+	if haveRecord {
+		st.TxsApplied, st.ChangesApplied = fs.TxsApplied, fs.Changes
+	}
+	if st.LastVerify, err = lastVerify(ctx, conn); err != nil {
+		return st, facts, err
+	}
+	ls, err := state.ReadLease(ctx, conn)
+	if err != nil {
+		return st, facts, err
+	}
+	if ls.Recorded || ls.Alive {
+		a := &AgentStatus{Alive: ls.Alive, LockPID: ls.LockPID}
+		if ls.Recorded {
+			a.Holder = ls.Holder
+			a.Identified = !ls.Alive || ls.Holder.LeasePID == ls.LockPID
+		}
+		st.Agent = a
+	}
+	deferred, err := state.LoadDeferred(ctx, conn)
+	if err != nil {
+		return st, facts, err
+	}
+	for _, d := range deferred {
+		ds := DeferredStatus{Object: d.Object, Statement: d.Statement, Reason: d.Reason, Recorded: d.RecordedAt}
+		if !d.AppliedAt.IsZero() {
+			at := d.AppliedAt
+			ds.Applied = &at
+		}
+		st.Deferred = append(st.Deferred, ds)
+	}
+	if st.Timeline, err = state.LoadPhaseHistory(ctx, conn); err != nil {
+		return st, facts, err
+	}
+	steps, err := state.LoadCutoverSteps(ctx, conn)
+	if err != nil {
+		return st, facts, err
+	}
+	st.Cutover = cutoverStatus(steps)
+	alive := st.Agent != nil && st.Agent.Alive
+	switch {
+	case !st.Following || !haveRecord:
+		// The copy is not done (no lag to speak of yet), or nothing was measured.
+	case alive && time.Since(fs.MeasuredAt) < recordFresh:
+		// The running agent measures every few seconds, and knows what it has in hand.
+		st.LagBytes, st.LagSeconds, st.RetainedBytes = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes
+		st.ETASeconds, st.ApplyRate, st.CaughtUp = fs.ETASeconds, fs.ApplyRate, fs.LagBytes == 0
+		at := fs.MeasuredAt
+		st.MeasuredAt = &at
+		facts.agentFresh = true
+	default:
+		// The last record of an agent that is gone: shown as what it was, never as caught up.
+		st.LagBytes, st.LagSeconds, st.RetainedBytes, st.ApplyRate = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes, fs.ApplyRate
+		at := fs.MeasuredAt
+		st.MeasuredAt, st.Stale = &at, true
+	}
+	return st, facts, nil
+}
+
+// cutoverStatus is the latest attempt of steps, or the plan as not started when there is none.
+func cutoverStatus(steps []state.CutoverStep) CutoverStatus {
+	if len(steps) == 0 {
+		c := CutoverStatus{State: "not started", Steps: []state.CutoverStep{}}
+		for i, name := range state.PlannedCutover() {
+			c.Steps = append(c.Steps, state.CutoverStep{No: i + 1, Name: name, State: state.StepPending})
+		}
+		return c
+	}
+	last := steps[len(steps)-1].Attempt
+	c := CutoverStatus{Attempt: last, State: state.StepDone}
+	for _, s := range steps {
+		if s.Attempt != last {
+			continue
+		}
+		c.Steps = append(c.Steps, s)
+		switch s.State {
+		case state.StepFailed:
+			c.State = state.StepFailed
+		case state.StepRunning, state.StepPending:
+			if c.State != state.StepFailed {
+				c.State = state.StepRunning
+			}
+		}
+	}
+	return c
 }
 
 // lastVerify reads the latest saved verify result's headline; nil when verify never ran.
@@ -377,4 +486,22 @@ func bytesHuman(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// Report writes the migration up from the target's state (pgshift report).
+func Report(ctx context.Context, cfg config.Config, now time.Time) (*report.Report, error) {
+	if err := cfg.RequireTarget(); err != nil {
+		return nil, err
+	}
+	target := db.Endpoint{Role: db.Target, DSN: cfg.Target}
+	conn, err := target.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	r, err := report.Load(ctx, conn, now)
+	if err != nil {
+		return nil, target.Describe(err)
+	}
+	return r, nil
 }

@@ -45,6 +45,13 @@ type Config struct {
 
 	// ProxySettings tune the routing proxy (pgshift proxy, pgshift run --proxy).
 	ProxySettings ProxySettings `yaml:"proxy_settings"`
+
+	// HTTPSettings secure the HTTP API; HTTPToken comes from PGSHIFT_HTTP_TOKEN only (never
+	// from the file: a token belongs in a file of its own, http_settings.token_file).
+	HTTPSettings HTTPSettings `yaml:"http_settings"`
+	HTTPToken    string       `yaml:"-"`
+	// Alerts are the agent's alert rules and webhooks (observe.go).
+	Alerts Alerts `yaml:"alerts"`
 }
 
 // ProxySettings are the proxy's settings; zero values take the proxy's defaults.
@@ -117,6 +124,9 @@ func Load(path string, getenv func(string) string) (Config, error) {
 	}
 	if v := getenv("PGSHIFT_TARGET"); v != "" {
 		cfg.Target = v
+	}
+	if v := getenv("PGSHIFT_HTTP_TOKEN"); v != "" {
+		cfg.HTTPToken = v
 	}
 	if path == "" {
 		return cfg, nil

@@ -68,6 +68,22 @@ func checkYAML(n *yaml.Node, t reflect.Type, path string) error {
 			}
 		}
 		return nil
+	case t.Kind() == reflect.Map:
+		// A mapping of free keys (alerts.labels): every key and value is checked, none refused
+		// by name.
+		if n.Kind != yaml.MappingNode {
+			return fmt.Errorf("line %d: %s: want %s", n.Line, keyName(path), describeType(t))
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if err := checkYAML(k, t.Key(), path); err != nil {
+				return err
+			}
+			if err := checkYAML(v, t.Elem(), join(path, k.Value)); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: %s: want %s", n.Line, keyName(path), describeType(t))
@@ -115,6 +131,8 @@ func describeType(t reflect.Type) string {
 		return "a list (one item per line, each starting with -) of " + plural(describeType(t.Elem()))
 	case reflect.Struct:
 		return "a mapping of keys"
+	case reflect.Map:
+		return "a mapping of names to " + plural(describeType(t.Elem()))
 	}
 	return "a value of another kind"
 }

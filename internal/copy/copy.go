@@ -488,7 +488,8 @@ func (r *copyRun) migrationTables() []state.TableProgress {
 		default:
 			continue
 		}
-		out = append(out, state.TableProgress{ID: t.ID, Root: rootOf(t, byID), Kind: kind})
+		out = append(out, state.TableProgress{ID: t.ID, Root: rootOf(t, byID), Kind: kind,
+			Estimate: state.Estimate{Rows: t.RowsEstimate, Bytes: t.HeapBytes + t.ToastBytes}})
 	}
 	return out
 }

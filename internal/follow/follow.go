@@ -326,7 +326,13 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 	*reached = true
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.Run(gctx) })
-	g.Go(func() error { return applier.Run(gctx, q) })
+	g.Go(func() error {
+		err := applier.Run(gctx, q)
+		if err != nil && gctx.Err() == nil {
+			m.applyErrors.Add(1) // pgshift_apply_errors_total
+		}
+		return err
+	})
 	g.Go(func() error { return s.heartbeat(gctx) })
 	g.Go(func() error { return s.monitor(gctx, sstats, astats) })
 	err = g.Wait()

@@ -29,3 +29,8 @@ func (p Phase) Valid() bool { _, ok := phaseOrder[p]; return ok }
 
 // AtLeast reports whether p is at or past q in the lifecycle.
 func (p Phase) AtLeast(q Phase) bool { return phaseOrder[p] >= phaseOrder[q] }
+
+// Phases returns every phase in lifecycle order.
+func Phases() []Phase {
+	return []Phase{PhaseNew, PhaseSchema, PhaseData, PhasePostData, PhaseSequences, PhaseCopied, PhaseFollowing, PhaseCutover, PhaseFinished}
+}

@@ -174,6 +174,10 @@ func table(cols []string, rows [][]string) []byte {
 	return encode(out, &pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("SHOW %d", len(rows)))})
 }
 
+// Show answers SHOW CLIENTS, SERVERS or ROUTES ("clients", "servers", "routes") as column
+// names and rows, for the agent's API.
+func (p *Proxy) Show(what string) ([]string, [][]string, error) { return p.show(what) }
+
 // show returns the rows of SHOW what.
 func (p *Proxy) show(what string) ([]string, [][]string, error) {
 	switch what {

@@ -62,6 +62,9 @@ type TableProgress struct {
 	Bytes       int64
 	StartedAt   time.Time // zero until the copy starts
 	FinishedAt  time.Time // zero until done
+	// Estimate is the source's size when the table was registered (pgshift.table_estimates);
+	// zero when none was recorded.
+	Estimate Estimate
 }
 
 // RegisterTables records the migrated tables, all pending at snapshot_lsn lsn. Tables already
@@ -74,12 +77,21 @@ func RegisterTables(ctx context.Context, q catalog.Querier, tables []TableProgre
 		if err != nil {
 			return fmt.Errorf("register table %s: %w", t.ID, err)
 		}
+		if t.Estimate != (Estimate{}) {
+			if err := saveEstimate(ctx, q, t.ID, t.Estimate); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
 
 // LoadTables reads every row of pgshift.tables, ordered by name.
 func LoadTables(ctx context.Context, q catalog.Querier) ([]TableProgress, error) {
+	est, err := LoadEstimates(ctx, q)
+	if err != nil {
+		return nil, err
+	}
 	rows, err := q.Query(ctx, `SELECT schema_name, table_name, root_schema, root_name, kind, chunks, state,
 		coalesce(snapshot_lsn::text, '0/0'), rows_copied, bytes_copied, started_at, finished_at
 		FROM pgshift.tables ORDER BY schema_name, table_name`)
@@ -105,6 +117,7 @@ func LoadTables(ctx context.Context, q catalog.Querier) ([]TableProgress, error)
 		if finished != nil {
 			t.FinishedAt = *finished
 		}
+		t.Estimate = est[t.ID]
 		out = append(out, t)
 	}
 	if err := rows.Err(); err != nil {

@@ -89,10 +89,10 @@ var ddl = []string{
 
 // Ensure creates the state schema and all its tables on the target if they are missing: the
 // core tables above, and those each part declares beside its code (copyDDL, followDDL,
-// leaseDDL, deferredDDL). It is cheap and idempotent, so every command that writes state calls
+// leaseDDL, deferredDDL, observeDDL). It is cheap and idempotent, so every command that writes state calls
 // it first.
 func Ensure(ctx context.Context, q catalog.Querier) error {
-	for _, stmt := range slices.Concat(ddl, copyDDL, followDDL, leaseDDL, deferredDDL) {
+	for _, stmt := range slices.Concat(ddl, copyDDL, followDDL, leaseDDL, deferredDDL, observeDDL) {
 		if _, err := q.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("create pgshift state schema on target: %w", err)
 		}

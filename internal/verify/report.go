@@ -1,6 +1,8 @@
 package verify
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/pgshift/pgshift/internal/pgtypes"
@@ -223,4 +225,15 @@ type Duration time.Duration
 func (d Duration) MarshalJSON() ([]byte, error) {
 	s := time.Duration(d).Round(time.Millisecond).Seconds()
 	return []byte(formatFloat(s)), nil
+}
+
+// UnmarshalJSON reads the seconds MarshalJSON writes (saved reports are read back by status
+// and the migration report).
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s float64
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(time.Duration(s * float64(time.Second)))
+	return nil
 }

@@ -1,0 +1,343 @@
+package torture
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// chaosEvent is one disturbance at a fixed offset into the workload. What and when are drawn
+// from the seed; where exactly it lands in pgshift's work is timing.
+type chaosEvent struct {
+	at     time.Duration
+	kind   string // kill, restart-source, restart-target, ddl, second-agent, barrier
+	crash  bool   // restarts: immediate (crash) rather than fast
+	pause  time.Duration
+	ddl    string // ddl: add-null, add-default, add-notnull, rename, new-partition
+	first  bool   // ddl: on the target first (else on the source only; the harness follows up)
+	choice uint64 // which table / column
+}
+
+func drawChaos(g *rng, cl Classes, p *casePlan) []chaosEvent {
+	d := p.work.duration
+	at := func() time.Duration { return time.Duration(g.float() * float64(d) * 0.9) }
+	var ev []chaosEvent
+	if cl.On("agent-kill") {
+		lo := 0
+		if cl.P("agent-kill", 0) == 1 {
+			lo = 2
+		}
+		for i, n := 0, g.between(lo, 3); i < n; i++ {
+			ev = append(ev, chaosEvent{at: at(), kind: "kill", pause: time.Duration(g.between(0, 1500)) * time.Millisecond})
+		}
+	}
+	if cl.On("server-restart") {
+		n := g.weighted([]int{4, 4, 2})
+		if cl.P("server-restart", 0) == 1 {
+			n = 2
+		}
+		for i := 0; i < n; i++ {
+			ev = append(ev, chaosEvent{at: at(), kind: pick(g, []string{"restart-source", "restart-target"}), crash: g.chance(0.5)})
+		}
+	}
+	if g.chance(cl.P("ddl", 0.35)) {
+		for i, n := 0, g.between(1, 2); i < n; i++ {
+			ev = append(ev, chaosEvent{at: at(), kind: "ddl", ddl: pick(g, []string{"add-null", "add-default", "add-notnull", "rename", "rename", "new-partition"}),
+				first: g.chance(0.4), choice: g.uint64()})
+		}
+	}
+	if g.chance(cl.P("two-agents", 0.15)) {
+		ev = append(ev, chaosEvent{at: at(), kind: "second-agent"})
+	}
+	if cl.On("async-commit") && p.schema.Marks != nil {
+		for i, n := 0, g.between(1, 2); i < n; i++ {
+			ev = append(ev, chaosEvent{at: at(), kind: "barrier"})
+		}
+	}
+	sort.SliceStable(ev, func(i, j int) bool { return ev[i].at < ev[j].at })
+	return ev
+}
+
+// chaos plays the case's events until they are done or until (the workload's) until ends;
+// an event under way finishes under ctx.
+func (cs *caseRun) chaos(ctx, until context.Context) {
+	start := time.Now()
+	for _, e := range cs.plan.events {
+		select {
+		case <-until.Done():
+			return
+		case <-time.After(time.Until(start.Add(e.at))):
+		}
+		if cs.agentGone() && e.kind != "restart-source" && e.kind != "restart-target" {
+			continue
+		}
+		cs.chaosMu.Lock()
+		cs.event(ctx, e)
+		cs.chaosMu.Unlock()
+	}
+}
+
+func (cs *caseRun) event(ctx context.Context, e chaosEvent) {
+	res := cs.res
+	switch e.kind {
+	case "kill":
+		cs.agentMu.Lock()
+		a := cs.agent
+		cs.agentMu.Unlock()
+		if a.exited() {
+			return // the supervisor handles (or gave up on) a dead agent
+		}
+		if err := cs.killAgent(e.pause); err != nil {
+			res.fail("harness", "%v", err)
+			return
+		}
+		res.Kills++
+		cs.logf("killed the agent (restart after %s)", e.pause)
+	case "restart-source", "restart-target":
+		c := cs.env.src
+		if e.kind == "restart-target" {
+			c = cs.env.dst
+		}
+		cs.markRestart(time.Hour) // until it is over
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := c.Restart(rctx, e.crash)
+		cancel()
+		cs.markRestart(3 * time.Second)
+		if err != nil {
+			res.fail("harness", "%s (crash=%v): %v", e.kind, e.crash, err)
+			_ = ensureUp(context.Background(), c)
+			return
+		}
+		res.Restarts++
+		cs.logf("%s (crash=%v)", e.kind, e.crash)
+	case "ddl":
+		cs.ddl(ctx, e)
+	case "second-agent":
+		cs.secondAgent("during follow")
+	case "barrier":
+		cs.barrier(ctx)
+	}
+}
+
+// markRestart notes that a server is (or was just) restarting, until d from now.
+func (cs *caseRun) markRestart(d time.Duration) {
+	cs.agentMu.Lock()
+	cs.restartWindow = time.Now().Add(d)
+	cs.agentMu.Unlock()
+}
+
+// secondAgent starts another `pgshift run` on the same migration: it must refuse.
+func (cs *caseRun) secondAgent(when string) {
+	p, err := cs.pg.start("second agent", cs.runArgs()...)
+	if err != nil {
+		cs.res.fail("harness", "%v", err)
+		return
+	}
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.kill()
+		cs.res.fail("two-agents", "a second pgshift run on the same migration, started %s, was still running 15 s later (one agent per migration: the second must refuse)", when)
+		return
+	}
+	if p.code == 0 {
+		cs.res.fail("two-agents", "a second pgshift run, started %s, exited 0 instead of refusing", when)
+		return
+	}
+	cs.logf("second agent refused: exit %d: %s", p.code, lastLines(p.out.String(), 1))
+}
+
+// barrier writes one row with synchronous_commit = off, runs `pgshift wait` at once, and
+// checks that the target has the row: the barrier must cover commits not yet flushed.
+func (cs *caseRun) barrier(ctx context.Context) {
+	m := cs.s.Marks
+	// The workload pauses (between its transactions): another client's synchronous commit
+	// would flush the asynchronous one's WAL at once and close the window under test.
+	cs.schemaMu.Lock()
+	defer cs.schemaMu.Unlock()
+	for i := 0; i < 3 && ctx.Err() == nil; i++ {
+		cs.nextMark++
+		id := cs.nextMark
+		conn, err := pgx.Connect(ctx, cs.srcDSN)
+		if err != nil {
+			return
+		}
+		tx, err := conn.Begin(ctx)
+		if err == nil {
+			_, err = tx.Exec(ctx, "SET LOCAL synchronous_commit = off")
+		}
+		if err == nil {
+			_, err = tx.Exec(ctx, fmt.Sprintf("INSERT INTO %s (id, note) VALUES ($1::int8, $2::text)", m.ID()), id, "async commit")
+		}
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
+		conn.Close(context.Background())
+		if err != nil {
+			return
+		}
+		if !cs.waitCaughtUp(ctx, fmt.Sprintf("barrier %d", id), 45*time.Second) {
+			return
+		}
+		var n int64
+		if err := queryOne(ctx, cs.dstDSN, fmt.Sprintf("SELECT count(*) FROM %s WHERE id = $1::int8", m.ID()), &n, id); err != nil {
+			cs.res.fail("harness", "barrier check: %v", err)
+			return
+		}
+		cs.res.Barriers++
+		if n != 1 {
+			cs.res.fail("barrier", "a row committed with synchronous_commit = off (%s id %d) was not on the target when pgshift wait returned 0", m.Label(), id)
+			return
+		}
+	}
+}
+
+// ddlEvent is a schema change made on the source during follow.
+type ddlEvent struct {
+	kind     string // add-null, add-default, add-notnull, rename, new-partition
+	table    *Table
+	sql      string
+	resolved bool // made on the target too
+	apply    func()
+}
+
+// ddl makes one schema change, with the workload paused between transactions.
+func (cs *caseRun) ddl(ctx context.Context, e chaosEvent) {
+	g := newRNG(e.choice, 3)
+	var cands []*Table
+	for _, t := range cs.s.Tables {
+		switch {
+		case e.ddl == "new-partition" && t.Kind == kPartRoot && t.Children != nil && len(t.partValues) > 0 && t.partMethod != "hash":
+			cands = append(cands, t)
+		case e.ddl == "rename" && t.Kind == kPlain && len(renamable(t)) > 0:
+			cands = append(cands, t)
+		case strings.HasPrefix(e.ddl, "add") && t.Kind == kPlain && t.N != nil:
+			cands = append(cands, t)
+		}
+	}
+	if len(cands) == 0 {
+		return
+	}
+	t := pick(g, cands)
+	d := &ddlEvent{table: t, kind: e.ddl}
+	switch e.ddl {
+	case "add-null", "add-default", "add-notnull":
+		name := uniqueCol(t, pick(g, []string{"added", "Added Col", "new"}))
+		var c *Column
+		switch e.ddl {
+		case "add-null":
+			ty := &colType{sql: "text", gen: genText}
+			c = &Column{Name: name, Type: ty, SQLType: "text", Renamable: true}
+			d.sql = fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text", t.ID(), qi(name))
+		case "add-default":
+			ty := &colType{sql: "int4", gen: func(g *rng) string { return genInt(g, 32) }}
+			c = &Column{Name: name, Type: ty, SQLType: "int4", Renamable: true}
+			d.sql = fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s int4 DEFAULT 7", t.ID(), qi(name))
+		default:
+			ty := &colType{sql: "text", gen: genText}
+			c = &Column{Name: name, Type: ty, SQLType: "text", NotNull: true, Renamable: true}
+			d.sql = fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text NOT NULL DEFAULT 'filled'", t.ID(), qi(name))
+		}
+		d.apply = func() { t.Cols = append(t.Cols, c) }
+	case "rename":
+		c := pick(g, renamable(t))
+		name := uniqueCol(t, c.Name+" renamed")
+		d.sql = fmt.Sprintf("ALTER TABLE %s RENAME COLUMN %s TO %s", t.ID(), qi(c.Name), qi(name))
+		d.apply = func() { c.Name = name }
+	case "new-partition":
+		base := 1000 + 10*len(t.Children)
+		leaf := &Table{Schema: t.Schema, Kind: kPartition, Parent: t, Leaf: true, Cols: t.Cols, N: t.N, Name: t.Name + fmt.Sprintf("_new%d", base)}
+		vals := seq(base, base+10)
+		if t.partMethod == "range" {
+			d.sql = fmt.Sprintf("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%d) TO (%d)", leaf.ID(), t.ID(), base, base+10)
+		} else {
+			d.sql = fmt.Sprintf("CREATE TABLE %s PARTITION OF %s FOR VALUES IN (%s)", leaf.ID(), t.ID(), joinInts(vals))
+		}
+		if t.KeyKind == "part-leaves" {
+			d.sql += fmt.Sprintf("; ALTER TABLE %s ADD PRIMARY KEY (%s)", leaf.ID(), qi(t.N.Name))
+		}
+		d.apply = func() {
+			t.Children = append(t.Children, leaf)
+			cs.s.Tables = append(cs.s.Tables, leaf)
+			t.partValues = append(t.partValues, vals...)
+		}
+	}
+	cs.schemaMu.Lock()
+	defer cs.schemaMu.Unlock()
+	if e.first {
+		if _, err := cs.env.dst.Psql(ctx, cs.plan.dbname, d.sql); err != nil {
+			cs.res.fail("harness", "DDL on the target: %v", err)
+			return
+		}
+		d.resolved = true
+	}
+	if _, err := cs.env.src.Psql(ctx, cs.plan.dbname, d.sql); err != nil {
+		cs.res.fail("harness", "DDL on the source: %v", err)
+		return
+	}
+	d.apply()
+	cs.agentMu.Lock()
+	cs.pendingDDL = append(cs.pendingDDL, d)
+	cs.agentMu.Unlock()
+	cs.res.DDL++
+	where := "source only"
+	if e.first {
+		where = "target, then source"
+	}
+	cs.logf("DDL (%s): %s", where, d.sql)
+}
+
+// applyTarget makes a pending DDL on the target, as a user does after pgshift stopped on it.
+func (cs *caseRun) applyTarget(ctx context.Context, d *ddlEvent) error {
+	if out, err := cs.env.dst.Psql(ctx, cs.plan.dbname, d.sql); err != nil {
+		// pgshift changed the target itself: fine when it added the very column the source
+		// added, a guess when what it added makes the source's own DDL fail there.
+		cs.logf("DDL on the target after the stop failed (%v): %s", err, out)
+		if d.kind == "rename" {
+			cs.res.fail("ddl-guessed", "after RENAME COLUMN on the source (%s), pgshift changed the target itself so that the same RENAME fails there: %s", d.sql, strings.TrimSpace(out))
+		}
+	}
+	cs.agentMu.Lock()
+	d.resolved = true
+	cs.agentMu.Unlock()
+	cs.logf("DDL made on the target after the stop: %s", d.sql)
+	return nil
+}
+
+func renamable(t *Table) []*Column {
+	var out []*Column
+	for _, c := range t.Cols {
+		if c.Renamable && c.Kind == colPlain {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func uniqueCol(t *Table, base string) string {
+	name := base
+	for i := 2; ; i++ {
+		clash := false
+		for _, c := range t.Cols {
+			if c.Name == name {
+				clash = true
+			}
+		}
+		if !clash {
+			return name
+		}
+		name = fmt.Sprintf("%s %d", base, i)
+	}
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ", ")
+}
