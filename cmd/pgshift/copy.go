@@ -15,11 +15,12 @@ const maxChunkMB = 64 << 10
 
 func (c *cli) copyCommand() *cobra.Command {
 	var f connFlags
+	var cf copyFlags
 	var opts app.CopyOptions
 	var chunkMB int64
 	var progressMode string
 	cmd := &cobra.Command{
-		Use:   "copy [schema|data|indexes|sequences] --source DSN --target DSN [--jobs N]",
+		Use:   "copy [schema|data|indexes|sequences] --source DSN --target DSN [--jobs N] [--replica-identity-full] [--no-owner] [--no-privileges] [--no-roles]",
 		Short: "Copy schema and data in the replication slot's snapshot, then indexes and sequences",
 		Long: `copy moves the schema (pg_dump pre-data), every table's rows in ONE consistent snapshot
 exported by the migration's logical replication slot, then indexes and constraints (built in
@@ -32,6 +33,20 @@ are done: 1 schema (publication, slot, pre-data), 2 data (every table's rows), 3
 views; run alone after the copy, it sets the sequences again). Without a step, copy runs every
 step not done yet. A schema step run alone leaves the slot's snapshot unused: the data step
 copies the tables in a snapshot of its own, and follow skips the changes that snapshot holds.
+
+Roles, owners and privileges come along: the roles the database's objects name (owners,
+grantees, policy roles, members) are created on the target when it lacks them, from
+pg_dumpall --roles-only (with their password verifiers where the source lets pgshift read
+pg_authid); roles the target already has are left as they are. Every object keeps its owner and
+its GRANTs/REVOKEs (schema public's included), default privileges, comments and security labels;
+the database keeps its owner, settings (ALTER DATABASE ... SET, ALTER ROLE ... IN DATABASE ...
+SET) and privileges. --no-owner, --no-privileges and --no-roles opt out, as with pg_restore.
+Large objects are copied in the snapshot too.
+
+Tables without a key and without a usable replica identity are refused unless
+--replica-identity-full lets pgshift set REPLICA IDENTITY FULL on them on the source (recorded
+there, and restored by 'pgshift finish'). Tables set to REPLICA IDENTITY NOTHING are taken as
+insert-only, with a warning.
 
 Run it again after an interruption and it resumes: finished tables are kept, unfinished ones are
 copied again in a new snapshot (never mixing two snapshots in one table). Once the copy is done,
@@ -59,6 +74,7 @@ Exit status: 0 done, 2 failed (or another agent holds the migration).`,
 			if err != nil {
 				return withCode(2, err)
 			}
+			cf.apply(cmd, &cfg)
 			log, err := c.logger()
 			if err != nil {
 				return withCode(2, err)
@@ -88,6 +104,7 @@ Exit status: 0 done, 2 failed (or another agent holds the migration).`,
 		},
 	}
 	addConnFlags(cmd, &f, true)
+	addCopyFlags(cmd, &cf)
 	fs := cmd.Flags()
 	fs.BoolVar(&opts.Force, "force", false, "start over: drop previous pgshift state, slot and publication, and the target's copies of the source's objects")
 	fs.StringVar(&opts.PgDump, "pg-dump", "", "pg_dump binary to use (default: one at least as new as the source server)")

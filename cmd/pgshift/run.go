@@ -18,6 +18,7 @@ const killHookEnv = "PGSHIFT_TEST_KILL_AT"
 
 func (c *cli) runCommand() *cobra.Command {
 	var flags connFlags
+	var cf copyFlags
 	var pf proxyFlags
 	var httpAddr, httpTokenFile, httpCert, httpKey string
 	cmd := &cobra.Command{
@@ -38,6 +39,7 @@ Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migrati
 			if err != nil {
 				return withCode(2, err)
 			}
+			cf.apply(cmd, &cfg)
 			if changed(cmd.Flags(), "http") {
 				cfg.HTTP = httpAddr
 			}
@@ -74,6 +76,7 @@ Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migrati
 		},
 	}
 	addConnFlags(cmd, &flags, true)
+	addCopyFlags(cmd, &cf)
 	cmd.Flags().StringVar(&httpAddr, "http", "", "serve the dashboard, the JSON API and /metrics on this address (loopback unless a token is set)")
 	cmd.Flags().StringVar(&httpTokenFile, "http-token-file", "", "file holding the API's bearer token (or PGSHIFT_HTTP_TOKEN); required unless --http is a loopback address")
 	cmd.Flags().StringVar(&httpCert, "http-tls-cert", "", "serve the API over HTTPS with this certificate file")

@@ -323,6 +323,31 @@ func TestFollowFatalConditions(t *testing.T) {
 		e.waitApplied(a)
 		e.compare()
 	})
+	t.Run("ColumnAddedOnTargetFirst", func(t *testing.T) {
+		// The order PostgreSQL's logical replication asks for: the subscriber's table first.
+		// Same definitions give the older rows the same values on both sides: pgshift goes on
+		// (it stopped here for good, found by the torture harness); DEFAULT now() cannot give
+		// them the same values, and stops.
+		e := newFollowEnv(t, src, dst, "targetfirst", workloadSchema)
+		a := e.start(RunOptions{})
+		e.exec(`UPDATE accounts SET balance = 3 WHERE id = 1`)
+		e.waitApplied(a)
+		e.query(dst, `ALTER TABLE accounts ADD COLUMN flag int, ADD COLUMN region text NOT NULL DEFAULT 'eu', ADD COLUMN n int DEFAULT 7`)
+		e.exec(`ALTER TABLE accounts ADD COLUMN flag int, ADD COLUMN region text NOT NULL DEFAULT 'eu', ADD COLUMN n int DEFAULT 7;
+			UPDATE accounts SET balance = 4 WHERE id <= 3; INSERT INTO accounts VALUES (1001, 1, 'x', 7, 'us', 8)`)
+		e.waitApplied(a)
+		e.compare()
+		e.query(dst, `ALTER TABLE accounts ADD COLUMN at timestamptz DEFAULT now()`)
+		e.exec(`ALTER TABLE accounts ADD COLUMN at timestamptz DEFAULT now(); UPDATE accounts SET balance = 5 WHERE id = 1`)
+		select {
+		case <-a.done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("agent kept running after a column whose older rows differ (DEFAULT now() on both sides)")
+		}
+		if !strings.Contains(fmt.Sprint(a.err), `added column "at"`) || !strings.Contains(fmt.Sprint(a.err), "now()") {
+			t.Fatalf("got %v, want a schema error naming the column and its default", a.err)
+		}
+	})
 	t.Run("SourceChangedColumnType", func(t *testing.T) {
 		e := newFollowEnv(t, src, dst, "retype", workloadSchema)
 		a := e.start(RunOptions{})

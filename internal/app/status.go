@@ -164,28 +164,21 @@ func measureLive(ctx context.Context, cfg config.Config, m state.Migration, pos 
 		return err
 	}
 	defer src.Close(context.Background())
-	var cur, restart string
-	var now time.Time
-	err = src.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text,
-		coalesce((SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0'), clock_timestamp()`, m.Slot).Scan(&cur, &restart, &now)
+	slot, err := catalog.Slot(ctx, src, m.Slot)
 	if err != nil {
 		err = source.Describe(err)
 		log.Warn("cannot measure lag on the source; showing the agent's last measurement", "err", err)
 		return err
 	}
-	curLSN, _ := pgtypes.ParseLSN(cur)
-	restartLSN, _ := pgtypes.ParseLSN(restart)
-	st.LagBytes = max(int64(curLSN)-int64(applied), 0)
+	st.LagBytes = max(int64(slot.CurrentLSN)-int64(applied), 0)
 	st.CaughtUp = st.LagBytes == 0
-	if restartLSN != 0 {
-		st.RetainedBytes = max(int64(curLSN)-int64(restartLSN), 0)
-	}
+	st.RetainedBytes = slot.RetainedBytes
 	if !st.CaughtUp {
 		since := pos.CommitTime
 		if since.IsZero() {
 			since = m.CreatedAt
 		}
-		st.LagSeconds = max(now.Sub(since).Seconds(), 0)
+		st.LagSeconds = max(slot.ServerTime.Sub(since).Seconds(), 0)
 	}
 	measured := time.Now()
 	st.MeasuredAt, st.Live = &measured, true

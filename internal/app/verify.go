@@ -9,10 +9,10 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/follow"
@@ -178,18 +178,14 @@ func liveMode(ctx context.Context, vo *verify.Options, src, dst *pgxpool.Pool, s
 
 // slotConfirmed reads a replication slot's confirmed_flush_lsn on the source.
 func slotConfirmed(ctx context.Context, q *pgxpool.Pool, slot string) (pgtypes.LSN, error) {
-	var lsn *string
-	err := q.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lsn)
-	if errors.Is(err, pgx.ErrNoRows) {
+	st, err := catalog.Slot(ctx, q, slot)
+	if err != nil {
+		return 0, err
+	}
+	if !st.Exists {
 		return 0, fmt.Errorf("replication slot %q does not exist on the source: pass the follower's slot with --slot", slot)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("read slot %s: %w", slot, err)
-	}
-	if lsn == nil {
-		return 0, nil
-	}
-	return pgtypes.ParseLSN(*lsn)
+	return st.ConfirmedFlush, nil
 }
 
 // saveVerify writes the report into pgshift.verify_runs of the target's migration; it returns

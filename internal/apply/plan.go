@@ -22,7 +22,10 @@ type plan struct {
 	always []bool      // target column is GENERATED ALWAYS AS IDENTITY
 	keys   []int       // source column indexes of the replica identity
 	full   bool        // REPLICA IDENTITY FULL: match whole old rows, one row per change
-	stmts  map[string]string
+	// fullIndex are the source column indexes of the target index a FULL change finds its
+	// row through (see fullindex.go); empty: none, every change scans the table.
+	fullIndex []int
+	stmts     map[string]string
 	// partitioned: the target table is a partitioned table, whose changes route through it to
 	// its partitions; every other table is written with ONLY, so an inheritance parent's
 	// changes never reach its children (which send their own).
@@ -118,6 +121,10 @@ func (p *plan) whereSQL(where []int, first int) string {
 		col := pgtypes.QuoteIdent(p.rel.Columns[i].Name)
 		if p.full {
 			conds[j] = fmt.Sprintf("%s::text IS NOT DISTINCT FROM (%s)::text", col, p.param(first+j, i))
+			if p.indexed(i) {
+				// Narrows the scan through the index; the text comparison still decides.
+				conds[j] = fmt.Sprintf("%s = %s AND %s", col, p.param(first+j, i), conds[j])
+			}
 		} else {
 			conds[j] = fmt.Sprintf("%s = %s", col, p.param(first+j, i))
 		}

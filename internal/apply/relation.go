@@ -68,6 +68,8 @@ type targetColumn struct {
 	Identity  string // "a", "d" or ""
 	NotNull   bool
 	HasDef    bool
+	Default   string // the default expression (pg_get_expr), "" without one
+	Missing   string // attmissingval as text when atthasmissing: the value rows older than the ADD COLUMN have
 }
 
 // targetTable is the target's table: its relkind and columns in attnum order.
@@ -83,6 +85,8 @@ type sourceColumn struct {
 	NotNull   bool
 	HasDef    bool // a default, or a missing value (ADD COLUMN ... DEFAULT)
 	Generated bool
+	Default   string // the default expression (pg_get_expr), "" without one
+	Missing   string // attmissingval as text when atthasmissing
 }
 
 // relColumn is one column of a relation message with the source's type name and the attnum
@@ -96,14 +100,18 @@ type relColumn struct {
 // targetTableSQL reads the target table; a table without columns still gives one row.
 const targetTableSQL = `
 SELECT c.relkind::text, a.attnum IS NOT NULL, coalesce(a.attname::text, ''), coalesce(format_type(a.atttypid, a.atttypmod), ''),
-       coalesce(a.attgenerated <> '', false), coalesce(a.attidentity::text, ''), coalesce(a.attnotnull, false), coalesce(a.atthasdef, false)
+       coalesce(a.attgenerated <> '', false), coalesce(a.attidentity::text, ''), coalesce(a.attnotnull, false), coalesce(a.atthasdef, false),
+       coalesce(pg_get_expr(d.adbin, d.adrelid), ''), CASE WHEN a.atthasmissing THEN coalesce(a.attmissingval::text, '') ELSE '' END
 FROM pg_class c LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE c.oid = to_regclass($1)
 ORDER BY a.attnum`
 
 const sourceColumnsSQL = `
-SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef OR a.atthasmissing, a.attgenerated <> ''
-FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`
+SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef OR a.atthasmissing, a.attgenerated <> '',
+       coalesce(pg_get_expr(d.adbin, d.adrelid), ''), CASE WHEN a.atthasmissing THEN coalesce(a.attmissingval::text, '') ELSE '' END
+FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`
 
 const messageTypesSQL = `SELECT format_type(t.o, t.m) FROM unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS t(o, m, n) ORDER BY t.n`
 
@@ -118,7 +126,7 @@ func loadTargetTable(ctx context.Context, q catalog.Querier, t pgtypes.TableID) 
 		var kind string
 		var has bool
 		var c targetColumn
-		if err := rows.Scan(&kind, &has, &c.Name, &c.Type, &c.Generated, &c.Identity, &c.NotNull, &c.HasDef); err != nil {
+		if err := rows.Scan(&kind, &has, &c.Name, &c.Type, &c.Generated, &c.Identity, &c.NotNull, &c.HasDef, &c.Default, &c.Missing); err != nil {
 			return nil, fmt.Errorf("read columns of %s on the target: %w", t, err)
 		}
 		if tt == nil {
@@ -175,7 +183,7 @@ func scanSourceColumns(ctx context.Context, q catalog.Querier, oid uint32) (map[
 	for rows.Next() {
 		var name string
 		var c sourceColumn
-		if err := rows.Scan(&name, &c.Attnum, &c.Type, &c.NotNull, &c.HasDef, &c.Generated); err != nil {
+		if err := rows.Scan(&name, &c.Attnum, &c.Type, &c.NotNull, &c.HasDef, &c.Generated, &c.Default, &c.Missing); err != nil {
 			return nil, err
 		}
 		cols[name] = c
@@ -276,6 +284,13 @@ func (a *Applier) buildPlan(ctx context.Context, r *cdc.Relation, prev *plan) (*
 			p.keep = append(p.keep, tc.Name)
 		}
 	}
+	if p.full {
+		var index string
+		if index, p.fullIndex, err = fullIdentityIndex(ctx, a.conn, r.Table, p); err != nil {
+			return nil, err
+		}
+		a.log.Debug("REPLICA IDENTITY FULL rows are looked up through an index", "table", r.Table.String(), "index", index)
+	}
 	return p, nil
 }
 
@@ -367,9 +382,10 @@ func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src
 		if prev != nil {
 			for _, c := range msg {
 				if _, ok := prevByName[c.Name]; !ok {
-					return nil, nil, &ErrSchema{Table: t,
-						Msg: fmt.Sprintf("the source added column %s, which the target already had on its own: its values there are not the source's (NULL in every existing row)", q(c.Name)),
-						Fix: fmt.Sprintf("UPDATE %s SET %s = NULL; (on the target, if the source's column is nullable without default; otherwise re-create it there with the source's definition)", tbl, q(c.Name))}
+					s, ok := src[c.Name]
+					if err := sameAddedValues(t, c, s, ok, tgtByName[c.Name]); err != nil {
+						return nil, nil, err
+					}
 				}
 			}
 		}
@@ -409,6 +425,55 @@ func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src
 		add = append(add, i)
 	}
 	return add, nil, nil
+}
+
+// sameAddedValues decides a column the source added (since the previous relation) that the
+// target has already, added there by the user before or after the source (the order
+// PostgreSQL's logical replication asks for: subscriber first). The rows older than each ADD
+// COLUMN got their value from that side's definition, and no change event carries it; they
+// are provably equal only when both sides gave them the same value:
+//   - neither side has a default nor a missing value: NULL on both;
+//   - both sides stored the same missing value (ADD COLUMN with a non-volatile default keeps it
+//     in attmissingval) and have the same default expression: that value on both, and rows
+//     pgshift wrote between the two ADDs got the same default.
+//
+// Anything else (a volatile default, which rewrote the table; now(), whose missing values
+// differ; a side rewritten since, which drops the missing value) stops with what was seen.
+func sameAddedValues(t pgtypes.TableID, c relColumn, s sourceColumn, onSource bool, tc *targetColumn) error {
+	q := pgtypes.QuoteIdent
+	if tc == nil {
+		return nil
+	}
+	if !onSource || s.Type != c.Type {
+		return &ErrSchema{Table: t,
+			Msg: fmt.Sprintf("the source sends column %s %s, which the target already has, and the source's table no longer has it so: what its older rows hold cannot be checked", q(c.Name), c.Type),
+			Fix: "compare the column on both sides (pg_dump --schema-only -t), make the target's the source's, then run pgshift verify"}
+	}
+	srcDef, tgtDef := s.Default, tc.Default
+	switch {
+	case s.Generated || tc.Generated:
+	case !s.HasDef && srcDef == "" && s.Missing == "" && !tc.HasDef && tc.Missing == "":
+		return nil
+	case s.Missing != "" && s.Missing == tc.Missing && srcDef == tgtDef:
+		return nil
+	}
+	describe := func(def, missing string) string {
+		d := "no default"
+		if def != "" {
+			d = "DEFAULT " + def
+		}
+		if missing != "" {
+			d += ", older rows " + missing
+		} else if def != "" {
+			d += ", older rows written with their values"
+		}
+		return d
+	}
+	return &ErrSchema{Table: t,
+		Msg: fmt.Sprintf("the source added column %s (%s), which the target already has (%s): the rows older than each ADD COLUMN may not hold the same values on both sides, and no change carries them",
+			q(c.Name), describe(srcDef, s.Missing), describe(tgtDef, tc.Missing)),
+		Fix: fmt.Sprintf("on the target, give the column the source's definition and its rows the source's values (ALTER TABLE %s DROP COLUMN %s, ADD COLUMN %s %s <the source's DEFAULT / NOT NULL>; for a volatile default, re-copy the table), then run pgshift verify",
+			t.Sanitize(), q(c.Name), q(c.Name), c.Type)}
 }
 
 // notAnAdd explains a relation with columns the target lacks that is not columns added at the end.

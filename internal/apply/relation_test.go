@@ -37,6 +37,11 @@ func TestReconcile(t *testing.T) {
 	src := map[string]sourceColumn{
 		"id": {Attnum: 1, Type: "integer"}, "a": {Attnum: 2, Type: "text"}, "b": {Attnum: 3, Type: "text"},
 		"c": {Attnum: 4, Type: "text"}, "d": {Attnum: 5, Type: "integer", HasDef: true}, "g": {Attnum: 6, Type: "integer", Generated: true},
+		"n": {Attnum: 7, Type: "text"}, "k": {Attnum: 8, Type: "integer", HasDef: true, Default: "7", Missing: "{7}"},
+		"v": {Attnum: 9, Type: "timestamptz", HasDef: true, Default: "now()", Missing: "{\"2026-12-01 10:00:00+00\"}"},
+	}
+	withDef := func(name, typ, def, missing string) targetColumn {
+		return targetColumn{Name: name, Type: typ, HasDef: def != "", Default: def, Missing: missing}
 	}
 	cases := []struct {
 		name       string
@@ -62,7 +67,18 @@ func TestReconcile(t *testing.T) {
 		{name: "dropped and added again, same place", msg: rc("id integer 1", "a text 4"), prev: rc("id integer 1", "a text 2"), tgt: tc("id integer", "a text"), err: []string{"dropped and added again", "attnum 2, now 4"}},
 		{name: "dropped while followed", msg: rc("id integer 1"), prev: rc("id integer 1", "a text 2"), tgt: tc("id integer", "a text"), err: []string{`no longer sends column "a"`, `DROP COLUMN "a"`}},
 		{name: "dropped before this run: only a warning", msg: rc("id integer 1"), tgt: tc("id integer", "a text"), targetOnly: []string{"a"}},
-		{name: "added where the target had it on its own", msg: rc("id integer 1", "x text 7"), prev: rc("id integer 1"), tgt: tc("id integer", "x text"), err: []string{`added column "x"`}},
+		{name: "added where the target had it, not on the source any more", msg: rc("id integer 1", "x text 7"), prev: rc("id integer 1"), tgt: tc("id integer", "x text"), err: []string{`column "x" text`, "no longer has it"}},
+		{name: "added on both sides without default", msg: rc("id integer 1", "n text 7"), prev: rc("id integer 1"), tgt: tc("id integer", "n text")},
+		{name: "added on the source without, on the target with a default", msg: rc("id integer 1", "n text 7"), prev: rc("id integer 1"),
+			tgt: []targetColumn{{Name: "id", Type: "integer"}, withDef("n", "text", "'x'::text", "{x}")}, err: []string{`added column "n"`, "no default", "DEFAULT 'x'::text"}},
+		{name: "added on both sides with the same constant default", msg: rc("id integer 1", "k integer 8"), prev: rc("id integer 1"),
+			tgt: []targetColumn{{Name: "id", Type: "integer"}, withDef("k", "integer", "7", "{7}")}},
+		{name: "added on both sides with another default", msg: rc("id integer 1", "k integer 8"), prev: rc("id integer 1"),
+			tgt: []targetColumn{{Name: "id", Type: "integer"}, withDef("k", "integer", "8", "{8}")}, err: []string{"DEFAULT 7", "DEFAULT 8"}},
+		{name: "added on both sides with DEFAULT now()", msg: rc("id integer 1", "v timestamptz 9"), prev: rc("id integer 1"),
+			tgt: []targetColumn{{Name: "id", Type: "integer"}, withDef("v", "timestamptz", "now()", `{"2026-12-01 10:00:05+00"}`)}, err: []string{"now()", "older rows"}},
+		{name: "added on the target after a volatile default rewrote the source", msg: rc("id integer 1", "k integer 8"), prev: rc("id integer 1"),
+			tgt: []targetColumn{{Name: "id", Type: "integer"}, withDef("k", "integer", "7", "")}, err: []string{"written with their values"}},
 		{name: "add behind a target-only column", msg: rc("id integer 1", "b text 3"), tgt: tc("id integer", "x text"), err: []string{"renamed"}},
 		{name: "previous description differs from the target", msg: rc("id integer 1", "a text 2", "b text 3"), prev: rc("id integer 1"), tgt: tc("id integer", "a text"), err: []string{"not columns added at the end"}},
 		{name: "generated on the target, sent by the source", msg: rc("id integer 1", "a text 2"), tgt: tc("id integer", "a text gen"), err: []string{"generated on the target"}},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
@@ -30,6 +31,9 @@ type Options struct {
 	Now func() time.Time
 	// StartOver: the copy this assessment is for starts the migration over (copy --force).
 	StartOver bool
+	// RecopyUnlogged: the copy copies unlogged tables again in the cutover pause
+	// (--recopy-unlogged, config recopy_unlogged).
+	RecopyUnlogged bool
 }
 
 // DefaultSampleBytes is enough to measure a steady read rate and small enough to be harmless
@@ -105,6 +109,11 @@ func gather(ctx context.Context, src, dst *pgx.Conn, opts Options, log *slog.Log
 		return f, fmt.Errorf("%s: %w", srcName, err)
 	}
 	f.Source.Endpoint = srcName
+	// A source too old to migrate from is refused before anything else is read (its catalogs
+	// lack what the queries below ask for).
+	if err := catalog.Version(f.Source.VersionNum).CheckSource(); err != nil {
+		return f, fmt.Errorf("%s: %w", srcName, err)
+	}
 	if f.Tables, err = readTables(ctx, src, opts.Filter); err != nil {
 		return f, fmt.Errorf("%s: %w", srcName, err)
 	}
@@ -131,7 +140,7 @@ func gather(ctx context.Context, src, dst *pgx.Conn, opts Options, log *slog.Log
 	}
 	log.Debug("assess: facts read", "tables", len(f.Tables), "extensions", len(f.Extensions))
 
-	f.StartOver = opts.StartOver
+	f.StartOver, f.RecopyUnlogged = opts.StartOver, opts.RecopyUnlogged
 	return f, nil
 }
 

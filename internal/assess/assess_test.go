@@ -44,8 +44,8 @@ type scenario struct {
 
 // baseline findings appear in every assessment of their kind; scenarios assert everything else exactly.
 // max_slot_wal_keep_size is a note about the source cluster's setting, the same for every
-// database; its own subtest checks it.
-var baseline = map[string]bool{CodeTargetSpace: true, CodeNoTarget: true, CodeMaxSlotWALKeepSize: true}
+// database; its own subtest checks it. not_replicated (sequences and DDL) is said for every server.
+var baseline = map[string]bool{CodeTargetSpace: true, CodeNoTarget: true, CodeMaxSlotWALKeepSize: true, CodeNotReplicated: true}
 
 func connect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
 	t.Helper()
@@ -171,7 +171,7 @@ func TestFindings(t *testing.T) {
 		{name: "replica identity nothing",
 			source: `CREATE SCHEMA "Sales"; CREATE TABLE "Sales"."Odd Name" (id int PRIMARY KEY);
 				ALTER TABLE "Sales"."Odd Name" REPLICA IDENTITY NOTHING;`,
-			want: []want{{CodeNoReplicaIdentity, Blocker, `"Sales"."Odd Name"`}}},
+			want: []want{{CodeReplicaIdentityNothing, Warning, `"Sales"."Odd Name"`}}},
 		{name: "replica identity full", source: `CREATE TABLE public.ledger (a int, b text); ALTER TABLE public.ledger REPLICA IDENTITY FULL;`,
 			want: []want{{CodeReplicaIdentityFull, Warning, "public.ledger"}}},
 		{name: "replica identity index", source: `CREATE TABLE public.ledger (a int NOT NULL, b text);

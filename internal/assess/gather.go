@@ -472,12 +472,13 @@ func collect(ctx context.Context, q catalog.Querier, sql string, args []any, fn 
 
 // readReplicaModeTriggers lists user triggers and rules set ENABLE ALWAYS or ENABLE REPLICA on
 // migrated tables. A trigger cloned onto a partition is listed only when its state differs
-// from its parent's: the parent's finding covers the others.
+// from its parent's: the parent's finding covers the others (from 13 on; 12 does not record
+// the parent, so every clone is listed).
 func readReplicaModeTriggers(ctx context.Context, q catalog.Querier, f *Facts, filter config.TableFilter) error {
 	err := collect(ctx, q, `
 SELECT 'trigger', n.nspname, c.relname, t.tgname, CASE t.tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END
 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_trigger parent ON parent.oid = t.tgparentid
+LEFT JOIN pg_trigger parent ON parent.oid = (to_jsonb(t) ->> 'tgparentid')::oid -- tgparentid is 13+; NULL before
 WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R') AND (parent.oid IS NULL OR parent.tgenabled <> t.tgenabled)
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
   AND `+fmt.Sprintf(notExtensionMember, "'pg_trigger'", "t.oid")+`

@@ -63,6 +63,8 @@ type Facts struct {
 	// StartOver says the copy will start the migration over (copy --force): it drops the
 	// target's copies of the source's tables first, so existing tables do not stop it.
 	StartOver bool
+	// RecopyUnlogged says the copy copies unlogged tables again in the cutover pause.
+	RecopyUnlogged bool
 	// TargetMigration is the pgshift migration recorded on the target; nil when there is none
 	// or no target was given.
 	TargetMigration *TargetMigration
@@ -227,12 +229,16 @@ func Evaluate(f Facts) []Finding {
 	for _, t := range f.Tables {
 		id := t.ID()
 		switch {
+		case t.Kind == "table" && t.Unlogged && f.RecopyUnlogged:
+			add(CodeUnloggedTable, Warning, id,
+				fmt.Sprintf("unlogged table (%s): copied now; its changes never reach the WAL and cannot be followed, so the cutover pause copies it again (--recopy-unlogged), which takes the time of copying %s", humanBytes(t.TotalBytes), humanBytes(t.TotalBytes)),
+				fmt.Sprintf("ALTER TABLE %s SET LOGGED; (rewrites the table) to have it followed instead", sanitize(t)))
 		case t.Kind == "table" && t.Unlogged:
 			// Copied once (schema and rows), left out of the publication: a blocker would leave
 			// only --exclude, which drops the table from the target altogether.
 			add(CodeUnloggedTable, Warning, id,
 				fmt.Sprintf("unlogged table (%s): copied once, but its changes never reach the WAL, so they cannot be followed and it will be stale on the target", humanBytes(t.TotalBytes)),
-				fmt.Sprintf("ALTER TABLE %s SET LOGGED; (rewrites the table) to have it followed, or --exclude %s if the target needs neither its definition nor its rows", sanitize(t), id))
+				fmt.Sprintf("pass --recopy-unlogged (config: recopy_unlogged) to copy it again during the cutover pause, ALTER TABLE %s SET LOGGED; (rewrites the table) to have it followed, or --exclude %s if the target needs neither its definition nor its rows", sanitize(t), id))
 		case t.Kind == "table":
 			if f, ok := identityFinding(t, byID, false); ok {
 				out = append(out, f)
@@ -249,8 +255,8 @@ func Evaluate(f Facts) []Finding {
 	}
 	if f.LargeObjects > 0 {
 		add(CodeLargeObjects, Warning, "database "+src.Database,
-			fmt.Sprintf("%s (%s): logical replication does not carry large objects, so pgshift neither copies nor follows them", plural(int(f.LargeObjects), "large object", "large objects"), humanBytes(f.LargeObjectBytes)),
-			"move them into bytea columns before migrating, or copy them while writes are stopped at cutover (pg_dump --large-objects --data-only | psql)")
+			fmt.Sprintf("%s (%s): copied in the snapshot, but logical replication does not carry their later changes — cutover copies what changed again", plural(int(f.LargeObjects), "large object", "large objects"), humanBytes(f.LargeObjectBytes)),
+			"keep large-object writes low during the migration (the cutover pause copies every changed one), or move them into bytea columns to have them followed")
 	}
 	if n := len(f.Sequences); n > 0 {
 		add(CodeSequences, Info, "database "+src.Database,
@@ -296,6 +302,7 @@ func Evaluate(f Facts) []Finding {
 
 	out = append(out, slotFindings(f)...)
 	out = append(out, targetFindings(f)...)
+	out = append(out, versionFindings(f)...)
 	sortFindings(out)
 	return out
 }
@@ -341,6 +348,15 @@ func identityFinding(t Table, byID map[string]*Table, viaRoot bool) (Finding, bo
 	if t.Partition && t.Root != "" {
 		root = byID[t.Root]
 	}
+	if !t.UsableIdentity && t.ReplicaIdentity == "nothing" {
+		// The user's own choice of no identity: an insert-only table. Its UPDATEs and DELETEs
+		// fail on the source once it is published, as they would under native replication.
+		return Finding{Code: CodeReplicaIdentityNothing, Severity: Warning, Object: id,
+			Message: "REPLICA IDENTITY NOTHING: taken as insert-only — once published, every UPDATE and DELETE on it fails on the source (SQLSTATE 55000)",
+			Fix: fmt.Sprintf("if the application ever updates or deletes its rows, give it an identity first: a primary key, or ALTER TABLE %s REPLICA IDENTITY FULL; (or let pgshift copy --replica-identity-full set FULL after ALTER TABLE %s REPLICA IDENTITY DEFAULT)",
+				sanitize(t), sanitize(t)),
+		}, true
+	}
 	if !t.UsableIdentity {
 		why := t.IdentityIssue
 		switch {
@@ -358,7 +374,7 @@ func identityFinding(t Table, byID map[string]*Table, viaRoot bool) (Finding, bo
 					sanitize(t), sanitize(*root), root.ID()),
 			}, true
 		}
-		fix := fmt.Sprintf("add a primary key that is not DEFERRABLE (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns, or ALTER TABLE %[1]s REPLICA IDENTITY FULL; — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns; or leave it out with --exclude %[3]s",
+		fix := fmt.Sprintf("add a primary key that is not DEFERRABLE (ALTER TABLE %[1]s ADD PRIMARY KEY (...)), or ALTER TABLE %[1]s REPLICA IDENTITY USING INDEX on a unique index that is neither DEFERRABLE nor partial, over NOT NULL columns, or ALTER TABLE %[1]s REPLICA IDENTITY FULL; (pgshift copy --replica-identity-full, config replica_identity_full, does that for you, and pgshift finish restores it) — FULL costs: every UPDATE/DELETE writes the whole old row to WAL (about %[2]s per change here), and the target finds each row by comparing all columns (through an index that matches, if it has one); or leave it out with --exclude %[3]s",
 			sanitize(t), humanBytes(avgRow(t)), id)
 		if len(t.PrimaryKey) > 0 && t.ReplicaIdentity == "default" {
 			// A primary key exists but PostgreSQL does not use it (DEFERRABLE, or not valid).
@@ -441,8 +457,11 @@ func targetFindings(f Facts) []Finding {
 			fmt.Sprintf("target runs PostgreSQL %s, older than the source's %s; schema and data from a newer major version may not load", dst.Version, src.Version),
 			fmt.Sprintf("use a target of PostgreSQL %d or newer", srcMajor))
 	case dstMajor > srcMajor:
-		add(CodeMajorUpgrade, Info, "server",
-			fmt.Sprintf("major version upgrade %s → %s", src.Version, dst.Version),
+		msg := fmt.Sprintf("major version upgrade %s → %s", src.Version, dst.Version)
+		if gains := upgradeGains(catalog.Version(src.VersionNum), catalog.Version(dst.VersionNum)); len(gains) > 0 {
+			msg += "; it gives " + strings.Join(gains, "; ")
+		}
+		add(CodeMajorUpgrade, Info, "server", msg,
 			"read the release notes of every major version in between; pgshift runs ANALYZE on the target after the copy")
 	}
 

@@ -60,17 +60,6 @@ func readSlotLimits(ctx context.Context, q catalog.Querier, s *Server) error {
 	return nil
 }
 
-// slotsSQL lists the source's pgshift slots with the WAL each holds. Temporary slots vanish
-// with their session and are skipped. wal_status is read through to_jsonb so the query also
-// runs on servers older than 13, which lack the column.
-const slotsSQL = `
-SELECT s.slot_name, s.slot_type, coalesce(s.database, ''), s.active, coalesce(s.active_pid, 0),
-       coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END, s.restart_lsn), 0)::bigint,
-       coalesce(to_jsonb(s) ->> 'wal_status', '')
-FROM pg_replication_slots s
-WHERE (left(s.slot_name, length($1::text)) = $1::text OR s.slot_name = $2::text) AND NOT s.temporary
-ORDER BY 1`
-
 // readPgshiftObjects reads the slots and publications on the source that belong to pgshift:
 // those with pgshift's name prefix, and those the target's migration state names (which may
 // have been chosen with --slot/--publication). It runs after the target's state is read.
@@ -79,15 +68,17 @@ func readPgshiftObjects(ctx context.Context, q catalog.Querier, f *Facts) error 
 	if m := f.TargetMigration; m != nil {
 		slot, pub = m.Slot, m.Publication
 	}
-	if err := collect(ctx, q, slotsSQL, []any{namePrefix, slot}, func(r scanner) error {
-		var s Slot
-		if err := r.Scan(&s.Name, &s.Type, &s.Database, &s.Active, &s.ActivePID, &s.RetainedBytes, &s.WALStatus); err != nil {
-			return err
+	slots, err := catalog.Slots(ctx, q)
+	if err != nil {
+		return err
+	}
+	for _, s := range slots {
+		// Temporary slots vanish with their session.
+		if s.Temporary || !strings.HasPrefix(s.Name, namePrefix) && s.Name != slot {
+			continue
 		}
-		f.PgshiftSlots = append(f.PgshiftSlots, s)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("list replication slots: %w", err)
+		f.PgshiftSlots = append(f.PgshiftSlots, Slot{Name: s.Name, Type: s.Type, Database: s.Database, Active: s.Active,
+			ActivePID: s.ActivePID, RetainedBytes: s.RetainedBytes, WALStatus: s.WALStatus})
 	}
 	if err := collect(ctx, q, `SELECT pubname FROM pg_publication WHERE left(pubname, length($1::text)) = $1::text OR pubname = $2::text ORDER BY 1`,
 		[]any{namePrefix, pub}, func(r scanner) error {

@@ -561,6 +561,9 @@ type ServerInfo struct {
 	Superuser  bool
 }
 
+// Features is the server's version, to ask what it supports.
+func (s ServerInfo) Features() Version { return Version(s.VersionNum) }
+
 // Server reads the server's version and identity.
 func Server(ctx context.Context, q Querier) (ServerInfo, error) {
 	var s ServerInfo

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
@@ -42,7 +43,8 @@ type Options struct {
 	// SkipBelow drops transactions whose commit LSN is below it: they end at or before the
 	// applied position, so the target already has them.
 	SkipBelow pgtypes.LSN
-	// ServerVersion is server_version_num; protocol 2 (streaming of large transactions) needs 14+.
+	// ServerVersion is server_version_num: it decides the pgoutput protocol and options
+	// (catalog.Version: streaming and messages from 14).
 	ServerVersion int
 	// StatusInterval is how often a standby status update is sent even when nothing changes.
 	StatusInterval time.Duration
@@ -146,11 +148,15 @@ func NewStream(conn *pgconn.PgConn, opts Options, q *Queue, durable func() pgtyp
 // pluginArgs are pgoutput's options for this server version.
 func (s *Stream) pluginArgs() []string {
 	pub := strings.ReplaceAll(pgtypes.QuoteIdent(s.opts.Publication), "'", "''")
-	args := []string{"publication_names '" + pub + "'", "messages 'true'"}
-	if s.opts.ServerVersion >= 140000 {
-		args = append(args, "proto_version '2'", "streaming 'on'")
-	} else {
-		args = append(args, "proto_version '1'")
+	v := catalog.Version(s.opts.ServerVersion)
+	args := []string{"proto_version '" + strconv.Itoa(v.ProtoVersion()) + "'", "publication_names '" + pub + "'"}
+	if v.HasStreaming() {
+		args = append(args, "streaming 'on'")
+	}
+	// Heartbeats arrive as messages from 14 on; before, as the empty transaction they were
+	// written in (see catalog.Version.HasMessages). 13 and older refuse the option.
+	if v.HasMessages() {
+		args = append(args, "messages 'true'")
 	}
 	return args
 }

@@ -43,6 +43,19 @@ type Config struct {
 	HTTP  string `yaml:"http"`
 	Proxy string `yaml:"proxy"`
 
+	// ReplicaIdentityFull lets copy set REPLICA IDENTITY FULL on the source for tables with no
+	// key and no usable replica identity (recorded, and restored by finish); without it such
+	// tables are refused.
+	ReplicaIdentityFull bool `yaml:"replica_identity_full"`
+	// NoOwner, NoPrivileges and NoRoles opt out of recreating owners, privileges and roles on
+	// the target, as pg_restore's options of those names do.
+	NoOwner      bool `yaml:"no_owner"`
+	NoPrivileges bool `yaml:"no_privileges"`
+	NoRoles      bool `yaml:"no_roles"`
+	// RecopyUnlogged copies unlogged tables again during the cutover pause (their changes are
+	// not in the WAL, so they cannot be followed).
+	RecopyUnlogged bool `yaml:"recopy_unlogged"`
+
 	// ProxySettings tune the routing proxy (pgshift proxy, pgshift run --proxy).
 	ProxySettings ProxySettings `yaml:"proxy_settings"`
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -77,13 +78,14 @@ type Summary struct {
 	Recopied  []pgtypes.TableID
 	RecopyLSN pgtypes.LSN
 
-	Tables    int // tables copied by this run
-	Rows      int64
-	Bytes     int64
-	Sequences int
-	Indexes   int // post-data steps applied
-	MatViews  int
-	Warnings  []string
+	Tables       int // tables copied by this run
+	LargeObjects int // large objects copied by this run
+	Rows         int64
+	Bytes        int64
+	Sequences    int
+	Indexes      int // post-data steps applied
+	MatViews     int
+	Warnings     []string
 
 	Analyzed int  // tables analyzed after the data
 	Step     Step // the step run alone; StepAll for the whole copy
@@ -210,9 +212,19 @@ type copyRun struct {
 	// deferred are the enable-state statements of post-data kept back until cutover, by the
 	// key of the post-data item that carried them (see schema.DeferReplicaEnables).
 	deferred map[string][]schema.EnableState
-	sum      Summary
-	step     string // the step under way, for messages
+	// globals are the roles step (run with pre-data) and the database step (run last).
+	globals schema.Globals
+	// identities are the tables to give REPLICA IDENTITY FULL on the source before they are
+	// published (--replica-identity-full).
+	identities assess.IdentityPlan
+	sum        Summary
+	step       string // the step under way, for messages
+	recopies   int    // new snapshots taken because a table was rewritten during the copy
 }
+
+// maxRecopies bounds the new snapshots one copy takes for tables rewritten under it: a source
+// that rewrites a table over and over must be told, not chased.
+const maxRecopies = 3
 
 func (r *copyRun) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -235,6 +247,9 @@ func (r *copyRun) run(ctx context.Context) (Summary, error) {
 	}
 	if r.srcInfo, err = catalog.Server(ctx, r.srcConn); err != nil {
 		return r.sum, r.src.Describe(err)
+	}
+	if err := r.srcInfo.Features().CheckSource(); err != nil {
+		return r.sum, err
 	}
 	if r.dstInfo, err = catalog.Server(ctx, r.dstConn); err != nil {
 		return r.sum, r.dst.Describe(err)
@@ -335,6 +350,12 @@ func (r *copyRun) preflight(ctx context.Context) error {
 	if r.pgDump, err = schema.FindPgDump(ctx, r.opts.PgDump, r.srcInfo.VersionNum); err != nil {
 		return err
 	}
+	if r.globals, err = r.pgDump.PlanGlobals(ctx, r.srcConn, r.dstConn, r.cfg.Source, r.srcInfo.Database, r.dstInfo.Database, r.globalsOptions()); err != nil {
+		return err
+	}
+	for _, n := range r.globals.Notes() {
+		r.warn(n)
+	}
 	all, err := catalog.Tables(ctx, r.srcConn, config.TableFilter{})
 	if err != nil {
 		return r.src.Describe(err)
@@ -349,12 +370,20 @@ func (r *copyRun) preflight(ctx context.Context) error {
 	// the changes, unlogged tables, a target that is not empty, extensions and languages the
 	// target lacks, ...), and its warnings are the copy's.
 	findings, err := assess.Preflight(ctx, r.srcConn, r.dstConn, assess.Options{Filter: r.cfg.Filter(), Jobs: r.cfg.Jobs,
-		SourceName: r.src.String(), TargetName: r.dst.String(), Logger: r.log, StartOver: r.opts.Force})
+		SourceName: r.src.String(), TargetName: r.dst.String(), Logger: r.log, StartOver: r.opts.Force,
+		RecopyUnlogged: r.cfg.RecopyUnlogged})
 	if err != nil {
 		return fmt.Errorf("preflight: %w", err)
 	}
-	var blocked []string
+	// The identity rule's blockers are planned by the same rule (assess.PlanIdentities): with
+	// --replica-identity-full a table with no key and no usable identity is given REPLICA
+	// IDENTITY FULL on the source instead of refused; without it, the refusal names the flag.
+	r.identities = assess.PlanIdentities(r.tables, r.cfg.ReplicaIdentityFull)
+	blocked := slices.Clone(r.identities.Blocked)
 	for _, f := range findings {
+		if f.Code == assess.CodeNoReplicaIdentity {
+			continue
+		}
 		switch f.Severity {
 		case assess.Blocker:
 			blocked = append(blocked, fmt.Sprintf("%s: %s; fix: %s", f.Object, f.Message, f.Fix))
@@ -372,7 +401,13 @@ func (r *copyRun) preflight(ctx context.Context) error {
 		return fmt.Errorf("the copy cannot start (nothing was created): %d blocker(s), as pgshift assess reports them:\n  %s",
 			len(blocked), strings.Join(blocked, "\n  "))
 	}
-	return nil
+	// The target side of row security needs the owners the copy will give the tables there.
+	return snapshot.CheckTargetRowSecurity(ctx, r.dstConn, r.tables, r.cfg.NoOwner)
+}
+
+// globalsOptions are the copy's opt-outs of roles, owners and privileges.
+func (r *copyRun) globalsOptions() schema.GlobalsOptions {
+	return schema.GlobalsOptions{NoOwner: r.cfg.NoOwner, NoPrivileges: r.cfg.NoPrivileges, NoRoles: r.cfg.NoRoles}
 }
 
 func (r *copyRun) warn(msg string) {
@@ -548,12 +583,21 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bo
 	if err := snapshot.DropSlot(ctx, r.srcConn, r.slotName); err != nil { // unused: nothing was copied from it
 		return r.src.Describe(err)
 	}
+	// Before the tables are published: once they are, an UPDATE without identity fails.
+	changed, err := state.SetReplicaIdentityFull(ctx, r.srcConn, r.identities.SetFull)
+	if err != nil {
+		return r.src.Describe(err)
+	}
+	for _, c := range changed {
+		r.warn(fmt.Sprintf("%s has no key: set REPLICA IDENTITY FULL on the source (recorded in its pgshift schema; pgshift finish restores it: %s)", c.Table, c.Restore()))
+	}
 	pubExists, err := snapshot.PublicationExists(ctx, r.srcConn, r.pubName)
 	if err != nil {
 		return r.src.Describe(err)
 	}
 	if !pubExists {
-		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, snapshot.PublicationTables(r.tables)); err != nil {
+		v := r.srcInfo.Features()
+		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, snapshot.PublicationTables(r.tables, v), v); err != nil {
 			return r.src.Describe(err)
 		}
 	}
@@ -575,11 +619,11 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bo
 	if err != nil {
 		return err
 	}
-	pre, err := r.dump(ctx, schema.PreData, schema.DumpOptions{Snapshot: exp.slot.SnapshotName, ExcludeTables: excl, Clean: r.opts.Force})
+	pre, err := r.dump(ctx, schema.PreData, r.dumpOptions(schema.DumpOptions{Snapshot: exp.slot.SnapshotName, ExcludeTables: excl, Clean: r.opts.Force}))
 	if err != nil {
 		return err
 	}
-	err = schema.ApplyPreData(ctx, r.dstConn, pre, func(tx pgx.Tx) error {
+	err = schema.ApplyPreData(ctx, r.dstConn, r.globals.WithRoles(pre), func(tx pgx.Tx) error {
 		if err := state.RegisterTables(ctx, tx, r.migrationTables(), lsn); err != nil {
 			return err
 		}
@@ -595,6 +639,12 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bo
 	}
 	r.step = StepData.String()
 	return r.copyData(ctx, exp, nil)
+}
+
+// dumpOptions adds the copy's opt-outs to o.
+func (r *copyRun) dumpOptions(o schema.DumpOptions) schema.DumpOptions {
+	o.NoOwner, o.NoPrivileges = r.cfg.NoOwner, r.cfg.NoPrivileges
+	return o
 }
 
 func (r *copyRun) dump(ctx context.Context, section schema.Section, o schema.DumpOptions) (schema.Script, error) {
@@ -706,7 +756,22 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 	r.sum.Rows += res.Rows
 	r.sum.Bytes += res.Bytes
 	r.sum.Tables += res.Tables
+	if err == nil {
+		// In the same snapshot as the rows that may name them by OID.
+		var lo snapshot.LargeObjectResult
+		lo, err = snapshot.SyncLargeObjects(ctx, r.src, r.dst, r.largeObjectOptions(exp.slot.SnapshotName))
+		r.sum.LargeObjects, r.sum.Bytes = r.sum.LargeObjects+lo.Copied, r.sum.Bytes+lo.Bytes
+	}
 	r.sum.Data += time.Since(t0)
+	if rw, ok := errors.AsType[*snapshot.RewrittenError](err); ok && ctx.Err() == nil && r.recopies < maxRecopies {
+		// A table rewritten after this snapshot cannot be read in it: what is finished stays,
+		// the rest is copied again in a new snapshot taken after the rewrite, as an
+		// interrupted copy is.
+		r.recopies++
+		r.log.Warn("a table was rewritten on the source during the copy; copying the unfinished tables again in a new snapshot",
+			"table", rw.Table.String(), "attempt", r.recopies, "fix", "avoid table-rewriting DDL, VACUUM FULL, CLUSTER and TRUNCATE on the source while pgshift copies")
+		return r.resumeData(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -744,7 +809,7 @@ func (r *copyRun) postDataPlan(ctx context.Context) (schema.PostDataPlan, error)
 	if err != nil {
 		return schema.PostDataPlan{}, err
 	}
-	post, err := r.dump(ctx, schema.PostData, schema.DumpOptions{ExcludeTables: excl})
+	post, err := r.dump(ctx, schema.PostData, r.dumpOptions(schema.DumpOptions{ExcludeTables: excl}))
 	if err != nil {
 		return schema.PostDataPlan{}, err
 	}
@@ -856,7 +921,17 @@ func (r *copyRun) sequencesAndViews(ctx context.Context) error {
 	}
 	r.sum.MatViews = len(plan.MatViews)
 	r.sum.MatViewTime = time.Since(t1)
+	// Last, so the database's settings (a search_path, a statement_timeout) never apply to the
+	// copy's own sessions; idempotent, so a resumed copy runs it again.
+	if err := schema.ApplyDatabase(ctx, r.dstConn, r.globals.Database); err != nil {
+		return r.dst.Describe(err)
+	}
 	return nil
+}
+
+// largeObjectOptions are SyncLargeObjects' options for this copy, reading in snapshotName.
+func (r *copyRun) largeObjectOptions(snapshotName string) snapshot.LargeObjectOptions {
+	return snapshot.LargeObjectOptions{Snapshot: snapshotName, NoOwner: r.cfg.NoOwner, NoPrivileges: r.cfg.NoPrivileges, Log: r.log}
 }
 
 // SyncSequences sets each sequence that exists on both sides (and passes the filter) to the
@@ -927,6 +1002,9 @@ func (s Summary) WriteSummary(w io.Writer) {
 	fmt.Fprintf(&b, "  schema %s · data %s · indexes and constraints %s (%d steps) · statistics %s (%d tables) · sequences %s (%d) · materialized views %s (%d)\n",
 		s.Schema.Round(time.Millisecond), s.Data.Round(time.Millisecond), s.PostData.Round(time.Millisecond), s.Indexes,
 		s.AnalyzeTime.Round(time.Millisecond), s.Analyzed, s.SequenceTime.Round(time.Millisecond), s.Sequences, s.MatViewTime.Round(time.Millisecond), s.MatViews)
+	if s.LargeObjects > 0 {
+		fmt.Fprintf(&b, "  %d large object(s) copied in the snapshot\n", s.LargeObjects)
+	}
 	fmt.Fprintf(&b, "  slot %s and publication %s hold every change since %s\n", s.Slot, s.Publication, s.ConsistentLSN)
 	if len(s.Recopied) > 0 {
 		fmt.Fprintf(&b, "  %d unfinished table(s) were copied again in a new snapshot consistent at %s\n", len(s.Recopied), s.RecopyLSN)

@@ -236,6 +236,7 @@ type session struct {
 	applyCon *pgx.Conn
 	mig      state.Migration
 	pos      state.Position
+	srcVer   catalog.Version // the source's version, read by preflight
 	metrics  *Metrics
 	// heartbeatWarned is shared by the attempts of one run: set once the missing privilege
 	// to write heartbeats has been reported.
@@ -352,13 +353,11 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 
 // slotLost reports whether the migration's slot has lost WAL.
 func (s *session) slotLost(ctx context.Context) (bool, error) {
-	var lost bool
-	err := s.srcPool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND wal_status = 'lost')`,
-		s.mig.Slot).Scan(&lost)
+	slot, err := catalog.Slot(ctx, s.srcPool, s.mig.Slot)
 	if err != nil {
-		return false, s.source.Describe(fmt.Errorf("read replication slot %s: %w", s.mig.Slot, err))
+		return false, s.source.Describe(err)
 	}
-	return lost, nil
+	return slot.Lost(), nil
 }
 
 // preflight refuses to stream when the source is not the one the migration started from, or
@@ -378,51 +377,36 @@ func (s *session) preflight(ctx context.Context) error {
 	if err != nil {
 		return s.source.Describe(err)
 	}
+	s.srcVer = srv.Features()
 	if srv.SystemID != s.mig.SourceSystemID {
 		return fatalf("the source is a different cluster (system identifier %s) from the one this migration started from (%s): "+
 			"it may have been restored from a backup or replaced by a failover; following it could lose or duplicate changes. "+
 			"Point --source at the original server, or start the migration again (pgshift finish, then pgshift run)",
 			srv.SystemID, s.mig.SourceSystemID)
 	}
-	var cur, confirmed, restart string
-	var walStatus *string
-	var plugin, database *string
-	err = s.srcPool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text,
-		(SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1),
-		(SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1),
-		(SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),
-		(SELECT plugin FROM pg_replication_slots WHERE slot_name = $1),
-		(SELECT database FROM pg_replication_slots WHERE slot_name = $1)`, s.mig.Slot).
-		Scan(&cur, nullString(&confirmed), nullString(&restart), &walStatus, &plugin, &database)
+	slot, err := catalog.Slot(ctx, s.srcPool, s.mig.Slot)
 	if err != nil {
-		return s.source.Describe(fmt.Errorf("read replication slot %s: %w", s.mig.Slot, err))
+		return s.source.Describe(err)
 	}
-	if plugin == nil {
+	if !slot.Exists {
 		return fatalf("replication slot %q is missing on the source: it was dropped, or the source was restored or failed over. "+
 			"The changes since %s cannot be recovered from it; start the migration again (pgshift finish, then pgshift run)",
 			s.mig.Slot, s.pos.AppliedLSN)
 	}
-	if *plugin != "pgoutput" || *database != s.mig.SourceDatabase {
+	if slot.Plugin != "pgoutput" || slot.Database != s.mig.SourceDatabase {
 		return fatalf("replication slot %q on the source uses plugin %s in database %s, not pgoutput in %s: it is not this migration's slot",
-			s.mig.Slot, *plugin, *database, s.mig.SourceDatabase)
+			s.mig.Slot, slot.Plugin, slot.Database, s.mig.SourceDatabase)
 	}
-	if walStatus != nil && *walStatus == "lost" {
+	if slot.Lost() {
 		return s.walLost(0)
 	}
-	curLSN, err := pgtypes.ParseLSN(cur)
-	if err != nil {
-		return err
-	}
+	curLSN := slot.CurrentLSN
 	if curLSN < s.pos.AppliedLSN {
 		return fatalf("the source's current WAL position %s is behind the position the target already applied (%s): "+
 			"the source was restored from a backup or failed over to a server that lacks transactions the target has. "+
 			"Do not continue this migration against it; investigate, then start again (pgshift finish, then pgshift run)", curLSN, s.pos.AppliedLSN)
 	}
-	if confirmed != "" {
-		conf, err := pgtypes.ParseLSN(confirmed)
-		if err != nil {
-			return err
-		}
+	if conf := slot.ConfirmedFlush; conf != 0 {
 		base := max(s.pos.AppliedLSN, s.mig.ConsistentLSN)
 		if conf > base {
 			return fatalf("replication slot %q has confirmed %s, beyond the target's applied position %s: something else consumed the slot "+
@@ -492,26 +476,11 @@ func (s *session) walLost(applied pgtypes.LSN) error {
 		"then pgshift run into an empty target database", s.mig.Slot, max(applied, s.pos.AppliedLSN, s.mig.ConsistentLSN))
 }
 
-// nullString scans a nullable text column into a string ("" for NULL).
-func nullString(dst *string) any { return &nullableString{dst} }
-
-type nullableString struct{ dst *string }
-
-func (n *nullableString) Scan(src any) error {
-	switch v := src.(type) {
-	case nil:
-		*n.dst = ""
-	case string:
-		*n.dst = v
-	default:
-		return fmt.Errorf("unexpected %T", src)
-	}
-	return nil
-}
-
 // heartbeat writes a transactional logical message into the source's WAL every interval. It
 // travels the slot like a transaction of its own, so the applied (and confirmed) position
-// advances even when the published tables are idle, and the slot does not pin old WAL.
+// advances even when the published tables are idle, and the slot does not pin old WAL. Before
+// 14 pgoutput sends no messages, but sends the heartbeat's transaction all the same, empty
+// (catalog.Version.HasMessages).
 func (s *session) heartbeat(ctx context.Context) error {
 	if s.opts.HeartbeatInterval < 0 {
 		return nil
@@ -581,23 +550,15 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 			return nil
 		case <-t.C:
 		}
-		var cur, confirmed, restart string
-		var walStatus *string
-		var exists bool
-		var sourceNow time.Time
-		err := s.srcPool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text,
-			coalesce((SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0'),
-			coalesce((SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '0/0'),
-			(SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),
-			EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), clock_timestamp()`, s.mig.Slot).
-			Scan(&cur, &confirmed, &restart, &walStatus, &exists, &sourceNow)
+		slot, err := catalog.Slot(ctx, s.srcPool, s.mig.Slot)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return s.source.Describe(fmt.Errorf("measure lag: %w", err))
 		}
-		if !exists {
+		sourceNow := slot.ServerTime
+		if !slot.Exists {
 			return fatalf("replication slot %q vanished from the source while streaming", s.mig.Slot)
 		}
 		if err := s.watchTrees(ctx); err != nil {
@@ -606,10 +567,10 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 			}
 			return err
 		}
-		if walStatus != nil && *walStatus == "lost" {
+		if slot.Lost() {
 			return s.walLost(pgtypes.LSN(as.AppliedLSN.Load()))
 		}
-		if walStatus != nil && *walStatus == "unreserved" && !warnedUnreserved {
+		if slot.WALStatus == "unreserved" && !warnedUnreserved {
 			// The next checkpoint may remove WAL the slot still needs: the last chance to act.
 			warnedUnreserved = true
 			s.log.Warn("the replication slot holds more WAL than max_slot_wal_keep_size allows; the next checkpoint can remove WAL it needs, which ends the migration",
@@ -617,16 +578,14 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 		}
 		now := time.Now()
 		st := state.FollowStatus{MeasuredAt: now, TxsApplied: int64(as.Txs.Load()), Changes: int64(as.Changes.Load())}
-		st.SourceLSN, _ = pgtypes.ParseLSN(cur)
-		st.ConfirmedLSN, _ = pgtypes.ParseLSN(confirmed)
-		st.RestartLSN, _ = pgtypes.ParseLSN(restart)
+		st.SourceLSN, st.ConfirmedLSN, st.RestartLSN = slot.CurrentLSN, slot.ConfirmedFlush, slot.RestartLSN
 		st.AppliedLSN = max(pgtypes.LSN(as.AppliedLSN.Load()), s.mig.ConsistentLSN)
 		done := st.AppliedLSN
 		if ss.Delivered.Load()-d0 == as.Txs.Load()-a0 {
 			done = max(done, pgtypes.LSN(ss.ServerWALEnd.Load()))
 		}
 		st.LagBytes = max(int64(st.SourceLSN)-int64(done), 0)
-		st.RetainedBytes = max(int64(st.SourceLSN)-int64(st.RestartLSN), 0)
+		st.RetainedBytes = slot.RetainedBytes
 		caughtUp := st.LagBytes == 0
 		if !caughtUp {
 			st.LagSeconds = max(sourceNow.Sub(s.lastCommit(as)).Seconds(), 0)

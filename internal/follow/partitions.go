@@ -208,11 +208,17 @@ func (s *session) markLeft(ctx context.Context, ts treeState) error {
 }
 
 // watchTrees is the monitor's check: a registered partition that left its tree ends the session
-// (errTreeChanged), after it has been marked to be copied again.
+// (errTreeChanged), after it has been marked to be copied again. On a source whose
+// publications cannot name a partitioned table (12), a partition that joined a tree ends it
+// too: its changes are never published until the next preflight adopts it (settleTrees).
 func (s *session) watchTrees(ctx context.Context) error {
 	ts, err := s.readTrees(ctx)
 	if err != nil {
 		return err
+	}
+	if len(ts.joined) > 0 && !s.srcVer.PublishesPartitionedTables() {
+		return fmt.Errorf("%w: %s joined a partition tree, and PostgreSQL %d publishes no partition added after the copy began",
+			errTreeChanged, idList(ts.joined), s.srcVer.Major())
 	}
 	if len(ts.left) == 0 {
 		return nil
@@ -334,7 +340,9 @@ func (s *session) settleTrees(ctx context.Context) error {
 			problems = append(problems, fmt.Sprintf("%s was dropped on the source during the migration, but the target still has it: drop it on the target too (DROP TABLE %s;), then run pgshift run again",
 				id, id.Sanitize()))
 		case mirrored(si, di):
-			a := adoptee{id: id, root: si.root, kind: si.kind}
+			// On 12 the publication names leaves, not roots (snapshot.PublicationTables): a new
+			// leaf is published only once added.
+			a := adoptee{id: id, root: si.root, kind: si.kind, publish: si.kind == catalog.KindTable && !s.srcVer.PublishesPartitionedTables()}
 			if _, migratedRoot := ts.reg[si.root]; si.root == id || !migratedRoot {
 				if si.root != id {
 					problems = append(problems, fmt.Sprintf("%s is now a partition of %s, which is not part of the migration, so its changes are not published: detach it on the source, or start the migration over with that table included (pgshift copy --force)",
@@ -344,6 +352,12 @@ func (s *session) settleTrees(ctx context.Context) error {
 				a.publish = true
 			}
 			adopt = append(adopt, a)
+		case joined && !di.exists && !s.srcVer.PublishesPartitionedTables():
+			// On 12 no change of it is ever published before pgshift adds it to the
+			// publication, so waiting for one would follow on while the target misses its rows.
+			problems = append(problems, fmt.Sprintf("%s was created or attached as a partition of %s on the source after the copy began; the source runs PostgreSQL %d, whose publications hold leaf partitions only, so none of its changes are published until pgshift adds it. "+
+				"Fix: %s then run pgshift run again: pgshift adds it to the publication, copies its rows in a new snapshot and follows it from there",
+				id, si.parent, s.srcVer.Major(), createHint(id, si)))
 		case joined && !di.exists:
 			// Waits for its first change, which stops the stream; see notMigrated.
 			s.log.Warn("a partition was created or attached on the source after the copy began and does not exist on the target: following stops at its first change",

@@ -28,8 +28,12 @@ import (
 // Options shape a cluster. The zero value is a trust-authenticated cluster of the newest
 // installed version.
 type Options struct {
-	// BinDir holds initdb, pg_ctl and postgres; empty means search PATH, then /usr/lib/postgresql.
+	// BinDir holds initdb, pg_ctl and postgres; empty means Version's binaries, or else search
+	// PATH, then /usr/lib/postgresql.
 	BinDir string
+	// Version, when not zero and BinDir is empty, is the server's major version (10 to 18): the
+	// system's binaries of that major if installed, else fetched into CacheDir (see BinDirFor).
+	Version int
 	// Password, when set, is given to the postgres superuser and TCP connections require SCRAM.
 	Password string
 	// Settings are extra postgresql.conf lines, e.g. {"max_slot_wal_keep_size": "'16MB'"}.
@@ -44,18 +48,38 @@ type Cluster struct {
 	Port     int
 	User     string
 	Password string
-	Dir      string // base directory: data/, server.log, owner.pid
+	Dir      string // base directory: data/, server.log, owner.pid, bin
+	Major    int    // the server's major version, e.g. 15
 	bin      string
-	asUser   string // OS user that runs the server, "" for the current one
+	// clientBin holds psql: the server's own directory, or the system's client binaries for
+	// fetched servers, which ship none (psql talks to servers of other majors).
+	clientBin string
+	asUser    string // OS user that runs the server, "" for the current one
 }
 
 const dirPrefix = "pgshift-pgtest-"
 
 // Start creates and starts a cluster. The caller must Stop it.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
-	bin, err := FindBinDir(opts.BinDir)
+	bin := opts.BinDir
+	var err error
+	if bin == "" && opts.Version != 0 {
+		if bin, err = BinDirFor(ctx, opts.Version); err != nil {
+			return nil, err
+		}
+	}
+	if bin, err = FindBinDir(bin); err != nil {
+		return nil, err
+	}
+	major, err := MajorOf(ctx, bin)
 	if err != nil {
 		return nil, err
+	}
+	clientBin := bin
+	if _, err := os.Stat(filepath.Join(bin, "psql")); err != nil {
+		if clientBin, err = FindBinDir(""); err != nil {
+			return nil, fmt.Errorf("pgtest: the server binaries in %s have no psql, and none is installed: %w", bin, err)
+		}
 	}
 	sweepOrphans()
 	asUser := ""
@@ -65,7 +89,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := reachable(ctx, os.TempDir(), asUser); err != nil {
 		return nil, err
 	}
-	tmpl, err := template(ctx, bin, asUser)
+	tmpl, err := template(ctx, bin, major, asUser)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +97,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
-	c := &Cluster{Host: "127.0.0.1", User: "postgres", Password: opts.Password, Dir: base, bin: bin, asUser: asUser}
+	c := &Cluster{Host: "127.0.0.1", User: "postgres", Password: opts.Password, Dir: base, Major: major, bin: bin, clientBin: clientBin, asUser: asUser}
+	// bin tells sweepOrphans which pg_ctl stops this server if the process is killed.
+	if err := os.WriteFile(filepath.Join(base, "bin"), []byte(bin), 0o644); err != nil {
+		os.RemoveAll(base)
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
 	if err := os.WriteFile(filepath.Join(base, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		os.RemoveAll(base)
 		return nil, fmt.Errorf("pgtest: %w", err)
@@ -145,7 +174,7 @@ func (c *Cluster) CreateDB(ctx context.Context, name string) (string, error) {
 
 // Psql runs SQL through psql over the local socket as the superuser, in database dbname.
 func (c *Cluster) Psql(ctx context.Context, dbname, sql string) (string, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At",
+	cmd := exec.CommandContext(ctx, filepath.Join(c.clientBin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At",
 		"-h", c.dataDir(), "-p", strconv.Itoa(c.Port), "-U", "postgres", "-d", dbname, "-c", sql)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -159,8 +188,13 @@ func (c *Cluster) psqlLocal(ctx context.Context, sql string) error {
 	return err
 }
 
-// BinDir is the directory of the server binaries this cluster runs (pg_dump and friends live there too).
+// BinDir is the directory of the server binaries this cluster runs (pg_dump and friends live
+// there too, except for fetched servers, which ship none: see ClientBinDir).
 func (c *Cluster) BinDir() string { return c.bin }
+
+// ClientBinDir is the directory of the psql this cluster is used with: BinDir when it has one,
+// else the system's.
+func (c *Cluster) ClientBinDir() string { return c.clientBin }
 
 // Restart stops the server (fast mode, or immediate when crash is true) and starts it again
 // on the same port.
@@ -318,7 +352,7 @@ func reachable(ctx context.Context, dir, asUser string) error {
 
 // template returns a data directory initdb'ed once per machine and server binary directory.
 // Concurrent test binaries may race to build it; each builds its own and the first rename wins.
-func template(ctx context.Context, bin, asUser string) (string, error) {
+func template(ctx context.Context, bin string, major int, asUser string) (string, error) {
 	cache := filepath.Join(os.TempDir(), "pgshift-pgtest-template")
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return "", fmt.Errorf("pgtest: %w", err)
@@ -339,12 +373,14 @@ func template(ctx context.Context, bin, asUser string) (string, error) {
 	if err := chownTo(work, asUser); err != nil { // work is ours; data inside it must be reachable
 		return "", err
 	}
-	cmd := runAs(ctx, asUser, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust",
-		"-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions")
+	args := []string{"-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"}
+	if major >= 14 {
+		args = append(args, "--no-instructions") // unknown to older initdb
+	}
+	cmd := runAs(ctx, asUser, filepath.Join(bin, "initdb"), append(args, "--locale=C.UTF-8")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		// Some systems lack C.UTF-8; plain C still gives a UTF8 database.
-		cmd = runAs(ctx, asUser, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust",
-			"-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
+		cmd = runAs(ctx, asUser, filepath.Join(bin, "initdb"), append(args, "--locale=C")...)
 		if out2, err2 := cmd.CombinedOutput(); err2 != nil {
 			return "", fmt.Errorf("pgtest: initdb: %v: %s\n%s", err2, out, out2)
 		}
@@ -403,6 +439,9 @@ func sweepOrphans() {
 			continue
 		}
 		bin, err := FindBinDir("")
+		if b, rerr := os.ReadFile(filepath.Join(d, "bin")); rerr == nil {
+			bin, err = string(b), nil
+		}
 		if err != nil {
 			return
 		}

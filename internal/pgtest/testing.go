@@ -41,7 +41,7 @@ func New(t TB, opts Options) *Cluster {
 	if opts.Name == "" {
 		opts.Name = t.Name()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c, err := Start(ctx, opts)
 	if err != nil {
@@ -62,14 +62,30 @@ func New(t TB, opts Options) *Cluster {
 // and returns the two clusters and the DSNs of those databases.
 func Pair(t TB, dbname string) (src, dst *Cluster, srcDSN, dstDSN string) {
 	t.Helper()
+	return PairVersions(t, dbname, 0, 0)
+}
+
+// PairVersions is Pair with a source of major version srcMajor and a target of dstMajor (0:
+// the newest installed). Binaries of a major the system lacks are fetched (BinDirFor); a
+// version that cannot be had fails the test loudly, naming what was tried: a version matrix
+// that silently tested fewer versions would claim support it never checked.
+func PairVersions(t TB, dbname string, srcMajor, dstMajor int) (src, dst *Cluster, srcDSN, dstDSN string) {
+	t.Helper()
 	if short() {
 		t.Skip("integration test: needs PostgreSQL (skipped with -short)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// A first fetch of a version's binaries can take a minute on a slow link.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var g errgroup.Group
-	g.Go(func() (err error) { src, err = Start(ctx, Options{Name: t.Name() + "-src"}); return err })
-	g.Go(func() (err error) { dst, err = Start(ctx, Options{Name: t.Name() + "-dst"}); return err })
+	g.Go(func() (err error) {
+		src, err = Start(ctx, Options{Name: t.Name() + "-src", Version: srcMajor})
+		return err
+	})
+	g.Go(func() (err error) {
+		dst, err = Start(ctx, Options{Name: t.Name() + "-dst", Version: dstMajor})
+		return err
+	})
 	err := g.Wait()
 	t.Cleanup(func() { src.Stop(); dst.Stop() })
 	if err != nil {

@@ -455,6 +455,9 @@ func (p *Proxy) handleConn(ctx context.Context, c net.Conn) {
 	br := bufio.NewReaderSize(c, ioBufSize)
 	tlsOn := false
 	var sm pgproto3.StartupMessage
+	keyLen := 4 // the cancel key's secret: 4 bytes in protocol 3.0, 32 in 3.2
+	var clientMinor uint32
+	var negotiate bool
 	for {
 		msg, err := readStartup(br)
 		if err != nil {
@@ -503,15 +506,25 @@ func (p *Proxy) handleConn(ctx context.Context, c net.Conn) {
 			_ = writeAll(c, encode(nil, errorMsg("FATAL", "0A000", fmt.Sprintf("pgshift: unsupported frontend protocol %d.%d", code>>16, code&0xffff))))
 			return
 		}
-		if code&0xffff != 0 {
-			// Speak 3.0, as the servers behind the proxy may.
-			binary.BigEndian.PutUint32(msg[4:8], pgproto3.ProtocolVersion30)
+		// The client's side speaks 3.2 (PostgreSQL 18: cancel keys of up to 256 bytes; the
+		// proxy hands out 32) when asked for 3.2 or newer, else 3.0; 3.1 was never used, and
+		// is answered like PostgreSQL 18 does, with 3.0. Sessions to the servers always speak
+		// 3.0, which every server accepts: cancel keys never cross from one side to the other
+		// (the proxy maps its own keys to the servers'), and 3.2 changes nothing else.
+		minor := code & 0xffff
+		switch {
+		case minor >= 2:
+			keyLen, negotiate = 32, minor > 2
+			clientMinor = 2
+		case minor == 1:
+			negotiate = true
 		}
+		binary.BigEndian.PutUint32(msg[4:8], pgproto3.ProtocolVersion30) // what sm.Decode reads
 		if err := sm.Decode(msg[4:]); err != nil {
 			_ = writeAll(c, encode(nil, errorMsg("FATAL", "08P01", "pgshift: invalid startup packet")))
 			return
 		}
-		if code&0xffff != 0 || hasProtocolOptions(sm.Parameters) {
+		if negotiate || hasProtocolOptions(sm.Parameters) {
 			var opts []string
 			for k := range sm.Parameters {
 				if strings.HasPrefix(k, "_pq_.") {
@@ -519,7 +532,7 @@ func (p *Proxy) handleConn(ctx context.Context, c net.Conn) {
 					delete(sm.Parameters, k)
 				}
 			}
-			if err := writeAll(c, encode(nil, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: opts})); err != nil {
+			if err := writeAll(c, encode(nil, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: clientMinor, UnrecognizedOptions: opts})); err != nil {
 				return
 			}
 		}
@@ -561,7 +574,7 @@ func (p *Proxy) handleConn(ctx context.Context, c net.Conn) {
 		p.serveAdmin(ctx, c, rd, user)
 		return
 	}
-	s := p.newSession(c, rd, user, database, sm.Parameters, creds, tlsOn)
+	s := p.newSession(c, rd, user, database, sm.Parameters, creds, tlsOn, keyLen)
 	defer p.dropSession(s)
 	if err := p.welcome(ctx, s); err != nil {
 		var se *serverError
@@ -587,7 +600,7 @@ func hasProtocolOptions(params map[string]string) bool {
 
 const adminDatabase = "pgshift"
 
-func (p *Proxy) newSession(c net.Conn, rd *msgReader, user, database string, startup map[string]string, creds credentials, tlsOn bool) *session {
+func (p *Proxy) newSession(c net.Conn, rd *msgReader, user, database string, startup map[string]string, creds credentials, tlsOn bool, keyLen int) *session {
 	params := map[string]string{}
 	for k, v := range startup {
 		if k != "user" && k != "database" {
@@ -600,7 +613,7 @@ func (p *Proxy) newSession(c net.Conn, rd *msgReader, user, database string, sta
 		clientParams: map[string]string{}}
 	s.cond = sync.NewCond(&s.mu)
 	s.lastActive.Store(time.Now().UnixNano())
-	s.keySecret = make([]byte, 4)
+	s.keySecret = make([]byte, keyLen)
 	p.mu.Lock()
 	p.nextID++
 	s.id = p.nextID

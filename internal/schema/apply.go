@@ -94,7 +94,7 @@ type StatementError struct {
 }
 
 func (e *StatementError) Error() string {
-	return fmt.Sprintf("apply %s on the target: %v\n  statement: %s", e.Object, e.Err, truncate(oneLine(e.Statement), 300))
+	return fmt.Sprintf("apply %s on the target: %v\n  statement: %s", e.Object, e.Err, truncate(oneLine(RedactPasswords(e.Statement)), 300))
 }
 
 func (e *StatementError) Unwrap() error { return e.Err }

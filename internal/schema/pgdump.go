@@ -136,25 +136,23 @@ type DumpOptions struct {
 	// Clean adds DROP ... IF EXISTS for every object before creating it (pg_dump --clean
 	// --if-exists): used to start a migration over on a target that already has the objects.
 	Clean bool
+	// NoOwner leaves out ALTER ... OWNER TO (pg_dump --no-owner): every object then belongs to
+	// the user that applies the script. NoPrivileges leaves out GRANT and REVOKE, default
+	// privileges included (--no-privileges).
+	NoOwner, NoPrivileges bool
 }
 
 // Dump runs pg_dump for one section of the source database and returns the plain-format
-// script. Owners, privileges, tablespaces, security labels, publications and subscriptions are
-// left out: roles and tablespaces are cluster-wide objects the target may not have (create
-// roles first with `pg_dumpall --roles-only` if you need the grants). Large objects are left out
-// too: their contents are not table rows and logical replication cannot follow them. pgshift's own schema is
-// never dumped. The password travels in PGPASSWORD, never on the command line where `ps`
+// script. Owners, privileges (GRANT/REVOKE, default privileges), comments and security labels
+// are kept unless opts leave them out; the roles they name must exist on the target first (see
+// PlanGlobals). Tablespaces, publications and subscriptions are left out: tablespaces are
+// cluster-wide places on the source's disks, and the publication is pgshift's own. Large
+// objects are left out too: snapshot.SyncLargeObjects copies them in batches (one pre-data
+// transaction holding a lock per large object exhausts the lock table). pgshift's own schema
+// is never dumped. The password travels in PGPASSWORD, never on the command line where `ps`
 // would show it.
 func (d PgDump) Dump(ctx context.Context, sourceDSN string, section Section, opts DumpOptions) (string, error) {
-	dsn, password, err := splitPassword(sourceDSN)
-	if err != nil {
-		return "", err
-	}
-	args := []string{
-		"--section=" + string(section), "--format=plain", "--no-owner", "--no-privileges", "--no-tablespaces",
-		"--no-security-labels", "--no-publications", "--no-subscriptions", "--no-blobs",
-		"--exclude-schema=" + catalog.StateSchema,
-	}
+	args := []string{"--section=" + string(section)}
 	if opts.Snapshot != "" {
 		args = append(args, "--snapshot="+opts.Snapshot)
 	}
@@ -164,8 +162,38 @@ func (d PgDump) Dump(ctx context.Context, sourceDSN string, section Section, opt
 	for _, t := range opts.ExcludeTables {
 		args = append(args, "--exclude-table="+dumpPattern(t))
 	}
+	return d.run(ctx, sourceDSN, "--section="+string(section), opts, args)
+}
+
+// DumpDatabase runs `pg_dump --create` for nothing but the database itself: its owner,
+// settings (ALTER DATABASE ... SET, ALTER ROLE ... IN DATABASE ... SET), comment, security
+// label and privileges, which pg_dump writes only with --create. Every schema is excluded, so
+// no object of the database is in it.
+func (d PgDump) DumpDatabase(ctx context.Context, sourceDSN string, opts DumpOptions) (string, error) {
+	return d.run(ctx, sourceDSN, "--create", opts, []string{"--create", "--section=pre-data", "--exclude-schema=*"})
+}
+
+// run runs pg_dump with pgshift's fixed options, opts' opt-outs and args.
+func (d PgDump) run(ctx context.Context, sourceDSN, what string, opts DumpOptions, args []string) (string, error) {
+	args = append([]string{"--format=plain", "--no-tablespaces", "--no-publications", "--no-subscriptions", "--no-blobs",
+		"--exclude-schema=" + catalog.StateSchema}, args...)
+	if opts.NoOwner {
+		args = append(args, "--no-owner")
+	}
+	if opts.NoPrivileges {
+		args = append(args, "--no-privileges")
+	}
+	return d.exec(ctx, d.Path, sourceDSN, "pg_dump "+what, args)
+}
+
+// exec runs bin (pg_dump or pg_dumpall) with args against the source and returns its output.
+func (d PgDump) exec(ctx context.Context, bin, sourceDSN, what string, args []string) (string, error) {
+	dsn, password, err := splitPassword(sourceDSN)
+	if err != nil {
+		return "", err
+	}
 	args = append(args, "--dbname="+dsn)
-	cmd := exec.CommandContext(ctx, d.Path, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), "PGAPPNAME=pgshift")
 	if password != "" {
 		cmd.Env = append(cmd.Env, "PGPASSWORD="+password)
@@ -174,7 +202,7 @@ func (d PgDump) Dump(ctx context.Context, sourceDSN string, section Section, opt
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		msg := config.Scrub(strings.TrimSpace(stderr.String()), config.Secrets(sourceDSN))
-		return "", fmt.Errorf("pg_dump --section=%s of the source failed (%v): %s", section, err, msg)
+		return "", fmt.Errorf("%s of the source failed (%v): %s", what, err, msg)
 	}
 	return stdout.String(), nil
 }

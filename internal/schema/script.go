@@ -59,7 +59,16 @@ var validKey = regexp.MustCompile(`^[A-Za-z0-9]+$`)
 // \restrict/\unrestrict pair with the same key and rejecting any other meta-command, anywhere,
 // with or without \restrict. COPY ... FROM stdin (inline data) is rejected too: schema
 // sections never contain it.
-func Parse(script string) (Script, error) {
+func Parse(script string) (Script, error) { return parse(script, false) }
+
+// ParseDatabase parses a script of `pg_dump --create`: like Parse, but it also accepts the
+// `\connect DB` lines pg_dump writes after CREATE DATABASE, each between an `\unrestrict KEY`
+// and a `\restrict KEY` with the script's one key (or, from a pg_dump without \restrict,
+// anywhere). They are dropped: pgshift runs the statements in a session of its own, already
+// connected to the target database. Any other meta-command is still rejected.
+func ParseDatabase(script string) (Script, error) { return parse(script, true) }
+
+func parse(script string, allowConnect bool) (Script, error) {
 	var s Script
 	p := parser{src: script}
 	cur := Item{}
@@ -92,6 +101,10 @@ func Parse(script string) (Script, error) {
 				restricted, s.RestrictKey = true, arg
 			case cmd == `\unrestrict` && restricted && arg == s.RestrictKey:
 				restricted = false
+			case allowConnect && cmd == `\connect` && !restricted && arg != "":
+				// dropped: the caller's session is the target database
+			case allowConnect && cmd == `\restrict` && !restricted && s.RestrictKey != "" && arg == s.RestrictKey:
+				restricted = true
 			default:
 				return s, fmt.Errorf("%w at line %d: %q; pgshift runs only SQL statements and the \\restrict/\\unrestrict pair of pg_dump, never other meta-commands",
 					ErrMetaCommand, ev.line, truncate(ev.text, 60))

@@ -196,6 +196,40 @@ func (w *worker) ensureSource(ctx context.Context) error {
 	return nil
 }
 
+// RewrittenError: a table was rewritten on the source (ALTER TABLE that rewrites it, VACUUM
+// FULL, CLUSTER, TRUNCATE) after the copy's snapshot was taken. Such commands are not
+// MVCC-safe: the new file holds the rows with the rewriting transaction's xid, which the older
+// snapshot cannot see, so a COPY in that snapshot reads the table as empty (or as the rows
+// since), and no change in the stream would repair it. The chunk is not kept; the table must
+// be copied again in a snapshot taken after the rewrite.
+type RewrittenError struct {
+	Table pgtypes.TableID
+}
+
+func (e *RewrittenError) Error() string {
+	return fmt.Sprintf("table %s was rewritten on the source (ALTER TABLE … TYPE, VACUUM FULL, CLUSTER or TRUNCATE) after the copy's snapshot was taken, so the snapshot cannot see its rows: it must be copied again in a new snapshot", e.Table)
+}
+
+// checkNotRewritten fails with a *RewrittenError when t's storage changed after the snapshot.
+// It runs after a chunk's COPY in the same source transaction, which holds the table's ACCESS
+// SHARE lock from the COPY on, so the storage the COPY read is the current one: pg_class read
+// by a query shows the row as of the snapshot, pg_relation_filenode the current file (the
+// catalog cache, refreshed when the lock was taken). They differ exactly when a rewrite
+// committed after the snapshot and before the COPY.
+func (w *worker) checkNotRewritten(ctx context.Context, t *catalog.Table) error {
+	var rewritten bool
+	err := w.srcConn.QueryRow(ctx, `SELECT c.relfilenode IS DISTINCT FROM pg_relation_filenode(c.oid) FROM pg_class c WHERE c.oid = $1::oid`, t.OID).Scan(&rewritten)
+	if errors.Is(err, pgx.ErrNoRows) {
+		rewritten = true // created after the snapshot under the same OID: not the table the snapshot knew
+	} else if err != nil {
+		return fmt.Errorf("copy %s: check its storage against the snapshot: %w", t.ID, w.src.Describe(err))
+	}
+	if rewritten {
+		return &RewrittenError{Table: t.ID}
+	}
+	return nil
+}
+
 // SnapshotGone reports whether err is the server refusing to import an exported snapshot
 // because the session that exported it has ended: 22023 "invalid snapshot identifier" (up to
 // PostgreSQL 16), 42704 "snapshot does not exist" (17 and later), or 55000 when the exporter
@@ -250,8 +284,14 @@ func (w *worker) copyItemRetrying(ctx context.Context, it WorkItem) (int64, int6
 }
 
 // retryable: the session was lost, or the server asked for a retry (db.Transient, pgshift's
-// one retry policy); a server that rejected the data would reject it again.
-func retryable(err error) bool { return db.Transient(err) }
+// one retry policy); a server that rejected the data would reject it again, and a table
+// rewritten after the snapshot cannot be seen in that snapshot again.
+func retryable(err error) bool {
+	if _, ok := errors.AsType[*RewrittenError](err); ok {
+		return false
+	}
+	return db.Transient(err)
+}
 
 func describeItem(it WorkItem) string {
 	var parts []string
@@ -296,6 +336,9 @@ func (w *worker) copyItem(ctx context.Context, it WorkItem) (rows, bytes int64, 
 		progressed = append(progressed, counted{w.tables[c.Table.ID].task, b, r})
 		if cerr != nil {
 			return 0, 0, cerr
+		}
+		if err = w.checkNotRewritten(ctx, c.Table); err != nil {
+			return 0, 0, err
 		}
 		if err = state.RecordChunk(ctx, tx, c.Table.ID, c.No, r, b); err != nil {
 			return 0, 0, err

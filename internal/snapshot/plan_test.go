@@ -139,8 +139,13 @@ func TestPublicationTables(t *testing.T) {
 		{ID: pgtypes.TableID{Schema: "p", Name: "foreign"}, Kind: catalog.KindForeign, Persistence: 'p'},
 		{ID: pgtypes.TableID{Schema: "p", Name: "mv"}, Kind: catalog.KindMatView, Persistence: 'p'},
 	}
-	got := PublicationTables(tables)
+	got := PublicationTables(tables, 150000)
 	if len(got) != 2 || got[0].Name != "plain" || got[1].Name != "root" {
 		t.Errorf("published %v", got)
+	}
+	// 12 cannot publish a partitioned table: its leaves are named instead.
+	got = PublicationTables(tables, 120022)
+	if len(got) != 2 || got[0].Name != "plain" || got[1].Name != "leaf" {
+		t.Errorf("published on 12: %v", got)
 	}
 }

@@ -55,19 +55,25 @@ func ValidSlotName(name string) error {
 	return nil
 }
 
-// PublicationTables returns the tables to name in the publication: every migrated table that
-// can be followed. A partition tree is named by its root only: a publication that names a
-// partitioned table publishes all its partitions, present and future, and with
-// publish_via_partition_root off (see CreatePublication) their changes arrive under the leaf
-// partitions' own names. Unlogged tables are not WAL-logged and cannot be published; foreign
-// tables and materialized views hold no local rows to follow.
-func PublicationTables(tables []catalog.Table) []pgtypes.TableID {
+// PublicationTables returns the tables to name in the publication of a source of version v:
+// every migrated table that can be followed. From 13 on a partition tree is named by its root
+// only: a publication that names a partitioned table publishes all its partitions, present and
+// future, and with publish_via_partition_root off (see CreatePublication) their changes arrive
+// under the leaf partitions' own names. On 12, which cannot publish a partitioned table, every
+// leaf partition is named instead: their changes arrive the same way, but a partition created
+// later is in no publication until pgshift adds it (the follow session stops to adopt it).
+// Unlogged tables are not WAL-logged and cannot be published; foreign tables and materialized
+// views hold no local rows to follow.
+func PublicationTables(tables []catalog.Table, v catalog.Version) []pgtypes.TableID {
 	var out []pgtypes.TableID
 	for _, t := range tables {
-		if t.IsPartition || t.Persistence == 'u' {
+		if t.Persistence == 'u' {
 			continue
 		}
-		if t.Kind == catalog.KindTable || t.Kind == catalog.KindPartitioned {
+		switch {
+		case v.PublishesPartitionedTables() && !t.IsPartition && (t.Kind == catalog.KindTable || t.Kind == catalog.KindPartitioned):
+			out = append(out, t.ID)
+		case !v.PublishesPartitionedTables() && t.Kind == catalog.KindTable:
 			out = append(out, t.ID)
 		}
 	}
@@ -84,7 +90,8 @@ func PublicationExists(ctx context.Context, q catalog.Querier, name string) (boo
 }
 
 // CreatePublication creates the publication FOR TABLE the given tables WITH
-// (publish_via_partition_root = false). It must exist before the slot is created: a slot
+// (publish_via_partition_root = false) on a source of version v (12 lacks the option, and
+// publishes leaves as themselves anyway). It must exist before the slot is created: a slot
 // decodes with the publication as of each change's position, and pgoutput fails on changes
 // decoded before the publication existed.
 //
@@ -95,18 +102,18 @@ func PublicationExists(ctx context.Context, q catalog.Querier, name string) (boo
 // over keyed leaves breaks on the first UPDATE. Published as themselves, leaves carry their own
 // identity, a TRUNCATE lists exactly the leaves it emptied, and an UPDATE that moves a row to
 // another partition arrives as a DELETE from one leaf and an INSERT into the other.
-func CreatePublication(ctx context.Context, q catalog.Querier, name string, tables []pgtypes.TableID) error {
-	var sql string
-	if len(tables) == 0 {
-		// An empty publication still lets the slot stream; tables can be added later.
-		sql = "CREATE PUBLICATION " + pgtypes.QuoteIdent(name) + " WITH (publish_via_partition_root = false)"
-	} else {
+func CreatePublication(ctx context.Context, q catalog.Querier, name string, tables []pgtypes.TableID, v catalog.Version) error {
+	sql := "CREATE PUBLICATION " + pgtypes.QuoteIdent(name)
+	// An empty publication still lets the slot stream; tables can be added later.
+	if len(tables) > 0 {
 		names := make([]string, len(tables))
 		for i, t := range tables {
 			names[i] = t.Sanitize()
 		}
-		sql = "CREATE PUBLICATION " + pgtypes.QuoteIdent(name) + " FOR TABLE " + strings.Join(names, ", ") +
-			" WITH (publish_via_partition_root = false)"
+		sql += " FOR TABLE " + strings.Join(names, ", ")
+	}
+	if v.HasViaRoot() {
+		sql += " WITH (publish_via_partition_root = false)"
 	}
 	if _, err := q.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("create publication %s on the source: %w", name, err)
@@ -116,9 +123,10 @@ func CreatePublication(ctx context.Context, q catalog.Querier, name string, tabl
 
 // PublishesViaRoot reports whether the publication has publish_via_partition_root on, as
 // migrations created by pgshift before it published partitions as themselves do; ok is false
-// when there is no such publication.
+// when there is no such publication. On 12, which has no such option (pubviaroot is read
+// through to_jsonb, NULL where the column does not exist), it is always off.
 func PublishesViaRoot(ctx context.Context, q catalog.Querier, name string) (viaRoot, ok bool, err error) {
-	err = q.QueryRow(ctx, `SELECT pubviaroot FROM pg_publication WHERE pubname = $1`, name).Scan(&viaRoot)
+	err = q.QueryRow(ctx, `SELECT coalesce((to_jsonb(p) ->> 'pubviaroot')::boolean, false) FROM pg_publication p WHERE pubname = $1`, name).Scan(&viaRoot)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, false, nil
 	}
@@ -194,30 +202,18 @@ type SlotInfo struct {
 	Plugin     string
 	Database   string
 	Active     bool
-	WALStatus  string // reserved, extended, unreserved, lost
+	WALStatus  string // reserved, extended, unreserved, lost; empty before PostgreSQL 13
 	ConfirmLSN pgtypes.LSN
 }
 
-// LookupSlot reads a slot's state from pg_replication_slots.
+// LookupSlot reads a slot's state (catalog.Slot, which knows each version's columns).
 func LookupSlot(ctx context.Context, q catalog.Querier, name string) (SlotInfo, error) {
-	var si SlotInfo
-	var plugin, database, walStatus, confirm *string
-	err := q.QueryRow(ctx, `SELECT plugin, database, active, wal_status, confirmed_flush_lsn::text
-		FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&plugin, &database, &si.Active, &walStatus, &confirm)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return si, nil
-	}
+	st, err := catalog.Slot(ctx, q, name)
 	if err != nil {
-		return si, fmt.Errorf("look up replication slot %s on the source: %w", name, err)
+		return SlotInfo{}, fmt.Errorf("look up replication slot %s on the source: %w", name, err)
 	}
-	si.Exists = true
-	si.Plugin, si.Database, si.WALStatus = deref(plugin), deref(database), deref(walStatus)
-	if confirm != nil {
-		if si.ConfirmLSN, err = pgtypes.ParseLSN(*confirm); err != nil {
-			return si, fmt.Errorf("replication slot %s: %w", name, err)
-		}
-	}
-	return si, nil
+	return SlotInfo{Exists: st.Exists, Plugin: st.Plugin, Database: st.Database, Active: st.Active,
+		WALStatus: st.WALStatus, ConfirmLSN: st.ConfirmedFlush}, nil
 }
 
 // DropSlot drops a slot if it exists (and is not in use).
@@ -227,11 +223,4 @@ func DropSlot(ctx context.Context, q catalog.Querier, name string) error {
 		return fmt.Errorf("drop replication slot %s on the source: %w", name, err)
 	}
 	return nil
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }

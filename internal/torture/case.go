@@ -327,6 +327,9 @@ type caseRun struct {
 	// retried, mid-follow outage the product promises to ride out.
 	restartWindow time.Time
 	startupExits  int
+	// sourceCrashed: the source crash-restarted. Its sequences then jump ahead of what was
+	// last handed out (PostgreSQL logs them 32 values ahead), which is no pgshift fault.
+	sourceCrashed bool
 	pendingDDL    []*ddlEvent
 	nextMark      int64
 	errMu         sync.Mutex
@@ -760,6 +763,7 @@ func (cs *caseRun) copyPhase(ctx context.Context) bool {
 			_ = ensureUp(context.Background(), c)
 		} else {
 			res.Restarts++
+			cs.sourceCrashed = cs.sourceCrashed || !p.earlyTarget
 			cs.logf("crash restart of the %s during the copy", which)
 		}
 	}
@@ -1236,7 +1240,9 @@ func (cs *caseRun) compare(ctx context.Context, when string, copyTarget *dbState
 	// must not have moved (applying changes never calls nextval there).
 	for _, l := range sortedKeys(src.seqs) {
 		if when == "after-copy" {
-			if src.seqs[l] != dst.seqs[l] {
+			if cs.sourceCrashed {
+				cs.logf("sequence %s after the copy: source %s, target %s (not compared: the source crash-restarted, which moves sequences ahead)", l, src.seqs[l], dst.seqs[l])
+			} else if src.seqs[l] != dst.seqs[l] {
 				res.fail("sequence", "%s: sequence %s: source %s, target %s", when, l, src.seqs[l], dst.seqs[l])
 			}
 		} else if copyTarget != nil && copyTarget.seqs[l] != dst.seqs[l] && dst.seqs[l] != src.starts[l] {
@@ -1247,7 +1253,11 @@ func (cs *caseRun) compare(ctx context.Context, when string, copyTarget *dbState
 	}
 	sd, err1 := schemaDump(ctx, cs.env.src.BinDir(), cs.srcDSN)
 	dd, err2 := schemaDump(ctx, cs.env.dst.BinDir(), cs.dstDSN)
-	if err := errors.Join(err1, err2); err != nil {
+	var err3 error
+	if err2 == nil {
+		dd, err3 = withDeferred(ctx, cs.dstDSN, dd)
+	}
+	if err := errors.Join(err1, err2, err3); err != nil {
 		res.fail("harness", "%s: %v", when, err)
 	} else if sd != dd {
 		res.fail("schema", "%s: pg_dump --schema-only differs (- source, + target):\n%s", when, lineDiff(sd, dd, 30))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -199,6 +200,51 @@ func schemaDump(ctx context.Context, binDir, dsn string) (string, error) {
 		keep = append(keep, l)
 	}
 	return strings.Join(keep, "\n"), nil
+}
+
+// withDeferred is the target's dump as it will be after cutover: pgshift keeps triggers and
+// rules that fire in replica mode disabled on the target while it applies changes, and records
+// the statements that enable them (pgshift.deferred_ddl) to run at cutover. Each recorded
+// statement replaces the dump's DISABLE line of the same trigger or rule, so the comparison
+// with the source's dump checks the record as well as the rest.
+func withDeferred(ctx context.Context, dsn, dump string) (string, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.Background())
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('pgshift.deferred_ddl') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return dump, err
+	}
+	rows, err := conn.Query(ctx, `SELECT statement FROM pgshift.deferred_ddl WHERE applied_at IS NULL ORDER BY id`)
+	if err != nil {
+		return "", err
+	}
+	stmts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", err
+	}
+	enable := regexp.MustCompile(`^(ALTER TABLE (?:ONLY )?.+) ENABLE (?:ALWAYS|REPLICA) (TRIGGER|RULE) (.+);$`)
+	lines := strings.Split(dump, "\n")
+	for _, st := range stmts {
+		m := enable.FindStringSubmatch(strings.TrimSpace(st))
+		if m == nil {
+			return "", fmt.Errorf("pgshift.deferred_ddl holds a statement the oracle does not know: %q", st)
+		}
+		disabled := m[1] + " DISABLE " + m[2] + " " + m[3] + ";"
+		found := false
+		for i, l := range lines {
+			if l == disabled {
+				lines[i], found = strings.TrimSpace(st), true
+				break
+			}
+		}
+		if !found {
+			lines = append(lines, "-- deferred, but not disabled on the target: "+st)
+		}
+	}
+	return strings.Join(lines, "\n"), nil
 }
 
 // lineDiff is a small LCS diff of two texts: the lines removed (-) and added (+), with one

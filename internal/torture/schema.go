@@ -195,6 +195,11 @@ func drawSchema(g *rng, cl Classes, dbname string, scale float64) *Schema {
 		s.postStmts = append(s.postStmts, stmt{sql: fmt.Sprintf("ALTER DATABASE %s SET search_path = %s", qi(dbname), strings.Join(parts, ", "))})
 	}
 	for _, t := range s.Tables {
+		if t.RLS && s.OwnerRole && t.Unsupported == "" {
+			// The owner without BYPASSRLS reads a FORCE ROW LEVEL SECURITY table through its
+			// policies: pgshift must refuse, as pg_dump does, rather than copy what they allow.
+			t.Unsupported = "FORCE ROW LEVEL SECURITY policies apply to the reading owner, who has no BYPASSRLS"
+		}
 		if t.Unsupported != "" {
 			s.Unsupported = append(s.Unsupported, t.Label()+": "+t.Unsupported)
 		}

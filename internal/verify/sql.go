@@ -312,24 +312,47 @@ func (q *tableSQL) colsText() string {
 }
 
 // Tables without a key are compared as multisets of rows, grouped by their 64-bit row hash.
+// Bucket sums compute the hash in a subquery kept apart by OFFSET 0: flattened, the planner
+// would compute it once for the filter, once for the bucket and once for the sum. Listings are
+// left flattened, so their row texts are built only for the rows the filter keeps.
 // Level buckets use successive groups of the hash's bits: a filter (h & mask) = val picks the
 // rows of one bucket, and ((h >> shift) & 15) splits it in 16.
 
 // multisetBucketSQL counts and sums row hashes per sub-bucket of the rows matching the filter.
 func (q *tableSQL) multisetBucketSQL(mask, val int64, shift uint, width uint) (string, []any) {
 	sub := fmt.Sprintf("((h >> %d) & %d)", shift, int64(1)<<width-1)
-	return fmt.Sprintf(`SELECT %s AS b, count(*), sum(h)::text FROM (SELECT %s AS h FROM %s AS x) s
+	return fmt.Sprintf(`SELECT %s AS b, count(*), sum(h)::text FROM (SELECT %s AS h FROM %s AS x OFFSET 0) s
 		WHERE (h & $1::bigint) = $2::bigint GROUP BY 1`, sub, q.rowHash(), q.table), []any{mask, val}
 }
 
-// multisetLeafSQL counts every distinct row hash matching the filter (full digests in rows mode).
-func (q *tableSQL) multisetLeafSQL(mask, val int64, full bool) (string, []any) {
+// multisetLeafSQL counts every distinct row hash in the buckets (h & mask) = any of vals (full
+// digests in rows mode).
+func (q *tableSQL) multisetLeafSQL(mask int64, vals []int64, full bool) (string, []any) {
 	d := "h::text"
 	if full {
 		d = "d"
 	}
 	return fmt.Sprintf(`SELECT %s, count(*), min(h)::text FROM (SELECT %s AS h, %s AS d FROM %s AS x) s
-		WHERE (h & $1::bigint) = $2::bigint GROUP BY 1`, d, q.rowHash(), q.rowDigestOrNull(full), q.table), []any{mask, val}
+		WHERE (h & $1::bigint) = ANY($2::bigint[]) GROUP BY 1`, d, q.rowHash(), q.rowDigestOrNull(full), q.table), []any{mask, vals}
+}
+
+// withPages limits a statement of the form "... FROM table AS x OFFSET 0) s WHERE ..." to the heap
+// pages [from, to) of the table (-1: unbounded), as a TID range scan (PostgreSQL 14+).
+func (q *tableSQL) withPages(sql string, a []any, fromPage, toPage int64) (string, []any) {
+	var conds []string
+	if fromPage >= 0 {
+		a = append(a, fmt.Sprintf("(%d,0)", fromPage))
+		conds = append(conds, fmt.Sprintf("x.ctid >= $%d::text::tid", len(a)))
+	}
+	if toPage >= 0 {
+		a = append(a, fmt.Sprintf("(%d,0)", toPage))
+		conds = append(conds, fmt.Sprintf("x.ctid < $%d::text::tid", len(a)))
+	}
+	if len(conds) == 0 {
+		return sql, a
+	}
+	from := "FROM " + q.table + " AS x OFFSET 0)"
+	return strings.Replace(sql, from, "FROM "+q.table+" AS x WHERE "+strings.Join(conds, " AND ")+" OFFSET 0)", 1), a
 }
 
 func (q *tableSQL) rowDigestOrNull(full bool) string {

@@ -61,6 +61,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/big"
 	"slices"
 	"sort"
 	"strings"
@@ -300,9 +301,10 @@ func currentLSN(ctx context.Context, q catalog.Querier) (pgtypes.LSN, error) {
 
 // nextXid is the next transaction id the server will assign: it moves only when a
 // transaction writes, so comparing it before and after tells whether the source was written to.
+// The txid_ functions exist on every supported version (pg_current_snapshot is 13+).
 func nextXid(ctx context.Context, q catalog.Querier) (int64, error) {
 	var x int64
-	if err := q.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&x); err != nil {
+	if err := q.QueryRow(ctx, `SELECT txid_snapshot_xmax(txid_current_snapshot())`).Scan(&x); err != nil {
 		return 0, fmt.Errorf("read next transaction id: %w", err)
 	}
 	return x, nil
@@ -1074,20 +1076,26 @@ func scanKeyDigest(rows pgx.Rows, n int) ([]string, string, error) {
 	return k, d, err
 }
 
-// multiset compares a table without a key: rows bucketed by bits of their hash.
+// multiset compares a table without a key: rows bucketed by bits of their hash. The first pass
+// makes buckets of about LeafRows rows, so a differing bucket is usually listed at once instead
+// of being bisected by more scans of the whole table, and all such buckets are listed in one
+// scan per side (multisetLeaves); it reads each side in page ranges in parallel, as keyed
+// tables are read in key ranges.
 func (v *verifier) multiset(ctx context.Context, p *tablePlan) error {
 	est := max(p.est, 1)
 	width := uint(0)
-	for width < 16 && est>>width > v.opts.ChunkRows {
+	for width < 16 && est>>width > v.opts.LeafRows {
 		width++
 	}
 	p.mu.Lock()
 	p.res.Chunks = 1 << width
 	p.mu.Unlock()
-	src, tgt, err := v.multisetSums(ctx, p, 0, 0, 0, width)
+	src, tgt, err := v.multisetFirst(ctx, p, width)
 	if err != nil {
 		return fmt.Errorf("hash rows of %s: %w", p.id, err)
 	}
+	mask := int64(1)<<width - 1
+	var leaves []int64
 	for b := int64(0); b < int64(1)<<width; b++ {
 		s, t := src[int(b)], tgt[int(b)]
 		p.addRows(s.count, t.count)
@@ -1099,11 +1107,101 @@ func (v *verifier) multiset(ctx context.Context, p *tablePlan) error {
 			p.res.ChunksDiff++
 			p.mu.Unlock()
 		}
-		if err := v.drill(ctx, p, int64(1)<<width-1, b, width, s.count, t.count); err != nil {
+		if max(s.count, t.count) <= v.opts.LeafRows {
+			leaves = append(leaves, b)
+			continue
+		}
+		if err := v.drill(ctx, p, mask, b, width, s.count, t.count); err != nil {
 			return fmt.Errorf("bisect %s: %w", p.id, err)
 		}
 	}
+	if err := v.multisetLeaves(ctx, p, mask, leaves); err != nil {
+		return fmt.Errorf("list rows of %s: %w", p.id, err)
+	}
 	return nil
+}
+
+// multisetParts is how many page ranges one side of a keyless table is hashed in: one per job,
+// each at least multisetPartPages pages (8 MiB).
+const multisetPartPages = 1024
+
+// multisetFirst sums the row hashes of every bucket (the hash's low width bits) on both sides,
+// each side reading page ranges of its own table in parallel: counts and sums add up, so how a
+// side's pages are divided does not matter. The last range is open-ended, so rows on pages
+// added since the size was read are counted too (the snapshot decides which rows are seen).
+func (v *verifier) multisetFirst(ctx context.Context, p *tablePlan, width uint) (src, tgt map[int]bucketSum, err error) {
+	g, gctx := errgroup.WithContext(ctx)
+	var out [2]map[int]bucketSum
+	for i, s := range []*side{v.src, v.tgt} {
+		q := p.src
+		if s == v.tgt {
+			q = p.tgt
+		}
+		g.Go(func() error {
+			var pages int64
+			if err := s.read(gctx, true, func(tx pgx.Tx) error {
+				return tx.QueryRow(gctx, `SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::int`, q.table).Scan(&pages)
+			}); err != nil {
+				return s.Endpoint.Describe(err)
+			}
+			parts := int(min(int64(v.opts.Jobs), max(pages/multisetPartPages, 1)))
+			sums := make([]map[int]bucketSum, parts)
+			pg, pctx := errgroup.WithContext(gctx)
+			for k := 0; k < parts; k++ {
+				from, to := pages*int64(k)/int64(parts), pages*int64(k+1)/int64(parts)
+				if k == 0 {
+					from = -1 // no lower bound
+				}
+				if k == parts-1 {
+					to = -1 // no upper bound
+				}
+				pg.Go(func() error {
+					sums[k] = map[int]bucketSum{}
+					return s.read(pctx, true, func(tx pgx.Tx) error {
+						sql, a := q.multisetBucketSQL(0, 0, 0, width)
+						sql, a = q.withPages(sql, a, from, to)
+						if err := readBuckets(pctx, tx, sql, a, sums[k]); err != nil {
+							return s.Endpoint.Describe(err)
+						}
+						return nil
+					})
+				})
+			}
+			if err := pg.Wait(); err != nil {
+				return err
+			}
+			out[i] = addBuckets(sums)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	return out[0], out[1], nil
+}
+
+// addBuckets adds per-range bucket sums into one map (sums are exact integers).
+func addBuckets(parts []map[int]bucketSum) map[int]bucketSum {
+	total := map[int]*big.Int{}
+	counts := map[int]int64{}
+	for _, m := range parts {
+		for b, s := range m {
+			n, ok := new(big.Int).SetString(s.sum, 10)
+			if !ok {
+				n = new(big.Int) // an empty bucket's NULL sum
+			}
+			if total[b] == nil {
+				total[b] = new(big.Int)
+			}
+			total[b].Add(total[b], n)
+			counts[b] += s.count
+		}
+	}
+	out := make(map[int]bucketSum, len(total))
+	for b, n := range total {
+		out[b] = bucketSum{count: counts[b], sum: n.String()}
+	}
+	return out
 }
 
 func (v *verifier) multisetSums(ctx context.Context, p *tablePlan, mask, val int64, shift, width uint) (src, tgt map[int]bucketSum, err error) {
@@ -1145,13 +1243,31 @@ type multisetCount struct {
 	hash  string
 }
 
-// multisetLeaf counts each distinct row of the bucket on both sides and records rows whose
-// counts differ: missing, extra, or duplicated.
+// multisetLeaf lists one bucket (see multisetLeaves).
 func (v *verifier) multisetLeaf(ctx context.Context, p *tablePlan, mask, val int64) error {
+	return v.multisetLeaves(ctx, p, mask, []int64{val})
+}
+
+// multisetLeafBatch is how many buckets one listing scan covers.
+const multisetLeafBatch = 4096
+
+// multisetLeaves counts each distinct row of the buckets (h & mask) = val, for every val, on
+// both sides, and records rows whose counts differ: missing, extra, or duplicated. One scan per
+// side lists many buckets.
+func (v *verifier) multisetLeaves(ctx context.Context, p *tablePlan, mask int64, vals []int64) error {
+	for start := 0; start < len(vals); start += multisetLeafBatch {
+		if err := v.multisetLeafList(ctx, p, mask, vals[start:min(start+multisetLeafBatch, len(vals))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *verifier) multisetLeafList(ctx context.Context, p *tablePlan, mask int64, vals []int64) error {
 	full := v.opts.Mode == ModeRows
 	counts := [2]map[string]multisetCount{{}, {}}
 	err := v.both(ctx, true, func(ctx context.Context, s *side, q *tableSQL, tx pgx.Tx) error {
-		sql, a := q.multisetLeafSQL(mask, val, full)
+		sql, a := q.multisetLeafSQL(mask, vals, full)
 		out := counts[0]
 		if s == v.tgt {
 			out = counts[1]

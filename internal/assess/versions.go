@@ -1,0 +1,102 @@
+package assess
+
+import (
+	"fmt"
+
+	"github.com/pgshift/pgshift/internal/catalog"
+)
+
+// Version findings.
+const (
+	CodeVersionUnsupported = "version_unsupported"
+	CodeVersionLimit       = "version_limit"
+	CodeNotReplicated      = "not_replicated"
+)
+
+// versionFindings names what the source's and the target's major versions mean for the
+// migration: what logical decoding on that source cannot do, and what the new server gives.
+// Every version rule is a catalog.Version check, so the facts about versions live in one place.
+func versionFindings(f Facts) []Finding {
+	var out []Finding
+	add := func(code string, sev Severity, object, msg, fix string) {
+		out = append(out, Finding{Code: code, Severity: sev, Object: object, Message: msg, Fix: fix})
+	}
+	src := catalog.Version(f.Source.VersionNum)
+	if err := src.CheckSource(); err != nil {
+		add(CodeVersionUnsupported, Blocker, "server", err.Error(),
+			"upgrade the source in place to 12 or newer first (pg_upgrade), or migrate with a dump and restore during a write stop")
+	}
+	if f.Target != nil {
+		if dst := catalog.Version(f.Target.VersionNum); dst < catalog.MinTargetVersion {
+			add(CodeVersionUnsupported, Blocker, "server",
+				fmt.Sprintf("the target runs PostgreSQL %s; pgshift needs a target of 12 or newer", f.Target.Version),
+				"use a target of PostgreSQL 12 or newer (a migration is the moment to move to a supported major)")
+		}
+	}
+	// Never replicated on any version: said once, with what pgshift does about it.
+	add(CodeNotReplicated, Info, "server",
+		"logical decoding never carries sequence values or schema changes (DDL), on any PostgreSQL version: sequences are synced at cutover, and a schema change on the source during the migration stops following unless pgshift can prove what it means (an added column)",
+		"make schema changes before the copy or after cutover; or run the same DDL on the target first, then on the source")
+	if !src.TruncateReplicated() {
+		add(CodeVersionLimit, Warning, "server",
+			fmt.Sprintf("PostgreSQL %d does not replicate TRUNCATE: a table truncated on the source during the migration keeps its rows on the target, and nothing in the stream says so", src.Major()),
+			"do not TRUNCATE migrated tables until cutover (DELETE replicates); run pgshift verify before cutover")
+	}
+	if !src.HasStreaming() {
+		add(CodeVersionLimit, Info, "server",
+			fmt.Sprintf("PostgreSQL %d cannot stream transactions in progress (14+ can): a large transaction reaches the target only after it commits on the source, all of it at once. "+
+				"The source's walsender keeps it in memory up to logical_decoding_work_mem (13; 4096 changes on 12 and older) and spills the rest to its own disk (pg_replslot); "+
+				"the agent's memory stays bounded (a bounded queue, one open target transaction), but lag jumps by the time to apply the whole transaction after its commit", src.Major()),
+			"split very large batch jobs into smaller transactions during the migration, or upgrade the source to 14+ in place first")
+	}
+	if !src.HasWALStatus() {
+		add(CodeVersionLimit, Info, "server",
+			fmt.Sprintf("PostgreSQL %d has no max_slot_wal_keep_size: while the agent is stopped, the slot keeps all WAL since its position, without limit (the slot is never lost, but the source's disk can fill)", src.Major()),
+			"keep the agent running; watch pgshift status (retained WAL) and the source's free disk space")
+	}
+	if !src.PublishesPartitionedTables() && hasPartitions(f.Tables) {
+		add(CodeVersionLimit, Info, "server",
+			fmt.Sprintf("PostgreSQL %d publications hold leaf partitions only: pgshift publishes each partition, and a partition created on the source during the migration is not published until pgshift adds it: following stops with the statement to create it on the target, then adopts it", src.Major()),
+			"create new partitions ahead of time, before the copy; or create each new one on the target too as soon as it is created on the source")
+	}
+	if src.HasFailoverSlots() {
+		add(CodeVersionLimit, Info, "server",
+			fmt.Sprintf("PostgreSQL %d can keep logical slots on physical standbys (failover slots); pgshift's slot is not one, so a failover of the source to a standby loses it and the migration must copy again", src.Major()),
+			"avoid planned failovers of the source during the migration")
+	}
+	return out
+}
+
+func hasPartitions(tables []Table) bool {
+	for _, t := range tables {
+		if t.Partition || t.Kind == "partitioned" {
+			return true
+		}
+	}
+	return false
+}
+
+// upgradeGains lists (for the major_upgrade finding) what the target's major brings that the source's lacks, as it concerns a
+// migration and the time after it (reverse replication after cutover runs from the new server).
+func upgradeGains(src, dst catalog.Version) []string {
+	type gain struct {
+		has  func(catalog.Version) bool
+		what string
+	}
+	gains := []gain{
+		{catalog.Version.HasWALStatus, "max_slot_wal_keep_size, so a stalled slot cannot fill the disk (13)"},
+		{catalog.Version.HasStreaming, "streaming of large transactions in progress, so replication lag stays small under batch jobs (14)"},
+		{catalog.Version.HasStatWAL, "pg_stat_wal for WAL volume (14)"},
+		{catalog.Version.HasRowFilters, "publication row filters and column lists (15)"},
+		{catalog.Version.HasOriginNone, "origin = none, so reverse replication after cutover skips what was replicated into the new server without help (16)"},
+		{catalog.Version.HasFailoverSlots, "failover slots that survive a failover to a standby (17)"},
+		{catalog.Version.HasProtocol32, "wire protocol 3.2 with longer cancel keys, which pgshift's proxy speaks to clients (18)"},
+	}
+	var out []string
+	for _, g := range gains {
+		if g.has(dst) && !g.has(src) {
+			out = append(out, g.what)
+		}
+	}
+	return out
+}
