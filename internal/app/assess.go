@@ -52,7 +52,8 @@ func Assess(ctx context.Context, cfg config.Config, opts AssessOptions, out io.W
 		TargetName:  dstName,
 		Logger:      log,
 		// The copy's options that change what a rule says, so assess says what copy will.
-		RecopyUnlogged: cfg.RecopyUnlogged,
+		RecopyUnlogged:      cfg.RecopyUnlogged,
+		ReplicaIdentityFull: cfg.ReplicaIdentityFull,
 	})
 	if err != nil {
 		return rep, fmt.Errorf("assess: %w", err)

@@ -34,6 +34,10 @@ type Options struct {
 	// RecopyUnlogged: the copy copies unlogged tables again in the cutover pause
 	// (--recopy-unlogged, config recopy_unlogged).
 	RecopyUnlogged bool
+	// ReplicaIdentityFull: the copy sets REPLICA IDENTITY FULL on tables with no key and no
+	// usable identity instead of refusing them (--replica-identity-full, config
+	// replica_identity_full).
+	ReplicaIdentityFull bool
 }
 
 // DefaultSampleBytes is enough to measure a steady read rate and small enough to be harmless
@@ -140,7 +144,7 @@ func gather(ctx context.Context, src, dst *pgx.Conn, opts Options, log *slog.Log
 	}
 	log.Debug("assess: facts read", "tables", len(f.Tables), "extensions", len(f.Extensions))
 
-	f.StartOver, f.RecopyUnlogged = opts.StartOver, opts.RecopyUnlogged
+	f.StartOver, f.RecopyUnlogged, f.ReplicaIdentityFull = opts.StartOver, opts.RecopyUnlogged, opts.ReplicaIdentityFull
 	return f, nil
 }
 

@@ -65,6 +65,9 @@ type Facts struct {
 	StartOver bool
 	// RecopyUnlogged says the copy copies unlogged tables again in the cutover pause.
 	RecopyUnlogged bool
+	// ReplicaIdentityFull says the copy sets REPLICA IDENTITY FULL on tables with no key and
+	// no usable identity instead of refusing them (--replica-identity-full).
+	ReplicaIdentityFull bool
 	// TargetMigration is the pgshift migration recorded on the target; nil when there is none
 	// or no target was given.
 	TargetMigration *TargetMigration
@@ -240,8 +243,14 @@ func Evaluate(f Facts) []Finding {
 				fmt.Sprintf("unlogged table (%s): copied once, but its changes never reach the WAL, so they cannot be followed and it will be stale on the target", humanBytes(t.TotalBytes)),
 				fmt.Sprintf("pass --recopy-unlogged (config: recopy_unlogged) to copy it again during the cutover pause, ALTER TABLE %s SET LOGGED; (rewrites the table) to have it followed, or --exclude %s if the target needs neither its definition nor its rows", sanitize(t), id))
 		case t.Kind == "table":
-			if f, ok := identityFinding(t, byID, false); ok {
-				out = append(out, f)
+			if fd, ok := identityFinding(t, byID, false); ok {
+				if fd.Code == CodeNoReplicaIdentity && fd.Severity == Blocker && f.ReplicaIdentityFull && canSetFull(t.ReplicaIdentity, t.IdentityIssue) {
+					// What copy will do about it (PlanIdentities): no blocker, but the user must know.
+					fd.Severity = Warning
+					fd.Message += "; pgshift copy sets REPLICA IDENTITY FULL on it on the source (replica_identity_full), recorded there for pgshift finish to restore"
+					fd.Fix = fmt.Sprintf("to avoid FULL's cost (the whole old row in WAL on every UPDATE/DELETE), add a primary key (ALTER TABLE %s ADD PRIMARY KEY (...)) before the copy", sanitize(t))
+				}
+				out = append(out, fd)
 			}
 		case t.Kind == "foreign":
 			add(CodeForeignTable, Warning, id,

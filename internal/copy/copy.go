@@ -371,7 +371,7 @@ func (r *copyRun) preflight(ctx context.Context) error {
 	// target lacks, ...), and its warnings are the copy's.
 	findings, err := assess.Preflight(ctx, r.srcConn, r.dstConn, assess.Options{Filter: r.cfg.Filter(), Jobs: r.cfg.Jobs,
 		SourceName: r.src.String(), TargetName: r.dst.String(), Logger: r.log, StartOver: r.opts.Force,
-		RecopyUnlogged: r.cfg.RecopyUnlogged})
+		RecopyUnlogged: r.cfg.RecopyUnlogged, ReplicaIdentityFull: r.cfg.ReplicaIdentityFull})
 	if err != nil {
 		return fmt.Errorf("preflight: %w", err)
 	}
