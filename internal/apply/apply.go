@@ -241,6 +241,7 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 				a.tx, a.txStart, a.txCount, a.txBytes = tx, time.Now(), 0, 0
 			}
 			a.cur = ev.Begin
+			a.rawAtBegin = len(a.raw)
 			if a.cur.Streamed {
 				// Too large to keep for a redo: this target transaction is applied change by
 				// change, without compaction, to its end.
@@ -251,7 +252,11 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 				return errors.New("row change outside a transaction")
 			}
 			if err := a.change(ctx, ev.Change); err != nil {
-				return fmt.Errorf("transaction %d (commit %s): %w", a.cur.Xid, a.cur.CommitLSN, err)
+				err = fmt.Errorf("transaction %d (commit %s): %w", a.cur.Xid, a.cur.CommitLSN, err)
+				if _, ok := errors.AsType[*ErrSchema](err); ok {
+					return a.keepCompleted(ctx, err)
+				}
+				return err
 			}
 			if a.recording() && (len(a.raw) >= a.opts.MaxRecorded || a.rawBytes >= a.opts.MaxBytes) {
 				if err := a.stopRecording(ctx); err != nil {
@@ -274,6 +279,28 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 		}
 	}
 	return nil
+}
+
+// keepCompleted handles a schema stop (cause) in the middle of a target transaction: the
+// source transactions before the stopping one are applied again from the recording and
+// committed, so the stop is exact. The user's fix (a column renamed or added on the target)
+// then meets only the transactions from the stopping one on; applied to a target still
+// behind the source's schema change, the same fix would make the earlier ones fail next.
+// Without a complete recording (a large transaction, a redo) nothing is kept, as before.
+func (a *Applier) keepCompleted(ctx context.Context, cause error) error {
+	if a.tx == nil || a.txCount == 0 || !a.recording() || a.rawAtBegin > len(a.raw) {
+		return cause
+	}
+	a.raw = a.raw[:a.rawAtBegin]
+	a.cur = nil
+	if err := a.redo(ctx, cause); err != nil {
+		return errors.Join(cause, fmt.Errorf("apply the transactions before it: %w", err))
+	}
+	if err := a.commit(ctx); err != nil {
+		return errors.Join(cause, fmt.Errorf("commit the transactions before it: %w", err))
+	}
+	a.log.Info("applied the source transactions before the schema stop", "applied_lsn", a.lastEnd.String())
+	return cause
 }
 
 // commit flushes the pipeline, stores the position and commits the target transaction.

@@ -47,6 +47,7 @@ type compaction struct {
 	seq        int
 	raw        []rawChange
 	rawBytes   int64 // approximate memory the recorded changes hold
+	rawAtBegin int   // len(raw) when the current source transaction began (valid while recording)
 	compacted  bool  // some changes were merged: a constraint conflict means redo
 	noCompact  bool  // redoing, streamed, or too large to record: apply change by change
 	gen        int   // bumped by redo, so an interrupted flushEntries stops

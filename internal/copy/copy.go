@@ -224,7 +224,7 @@ type copyRun struct {
 
 // maxRecopies bounds the new snapshots one copy takes for tables rewritten under it: a source
 // that rewrites a table over and over must be told, not chased.
-const maxRecopies = 3
+const maxRecopies = 5
 
 func (r *copyRun) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -686,7 +686,8 @@ func (r *copyRun) resumeData(ctx context.Context) error {
 	}
 	// A temporary slot only exports a fresh snapshot and tells its consistent point; it
 	// disappears with its connection when the recopy is done.
-	tmpName := fmt.Sprintf("%s_r%d", r.slotName, time.Now().Unix())
+	// (Unique also when a rewrite makes one copy take several within a second.)
+	tmpName := fmt.Sprintf("%s_r%d_%d", r.slotName, time.Now().Unix(), r.recopies)
 	if len(tmpName) > 63 {
 		tmpName = fmt.Sprintf("pgshift_r%d", time.Now().UnixNano())
 	}
@@ -745,10 +746,18 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 	g.Go(func() error {
 		defer stopProgress()
 		var err error
-		res, err = snapshot.Copy(gctx, r.src, r.dst, items, snapshot.CopyOptions{
+		copts := snapshot.CopyOptions{
 			Jobs: r.cfg.Jobs, Snapshot: exp.slot.SnapshotName, Binary: r.srcInfo.VersionNum/10000 == r.dstInfo.VersionNum/10000,
 			Retries: 2, Tracker: tracker, Log: r.log,
-		})
+		}
+		if r.recopies > 0 {
+			// Copying again what a rewrite hit (often a table the application TRUNCATEs):
+			// one worker holding them locked, so the next TRUNCATE waits for it.
+			for _, t := range tables {
+				copts.LockTables = append(copts.LockTables, t.ID)
+			}
+		}
+		res, err = snapshot.Copy(gctx, r.src, r.dst, items, copts)
 		return err
 	})
 	err := g.Wait()
@@ -768,8 +777,8 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 		// the rest is copied again in a new snapshot taken after the rewrite, as an
 		// interrupted copy is.
 		r.recopies++
-		r.log.Warn("a table was rewritten on the source during the copy; copying the unfinished tables again in a new snapshot",
-			"table", rw.Table.String(), "attempt", r.recopies, "fix", "avoid table-rewriting DDL, VACUUM FULL, CLUSTER and TRUNCATE on the source while pgshift copies")
+		r.log.Warn("tables were rewritten on the source during the copy; copying the unfinished tables again in a new snapshot",
+			"tables", len(rw.Tables), "first", rw.Tables[0].String(), "attempt", r.recopies, "fix", "avoid table-rewriting DDL, VACUUM FULL, CLUSTER and TRUNCATE on the source while pgshift copies")
 		return r.resumeData(ctx)
 	}
 	if err != nil {

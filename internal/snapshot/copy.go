@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,8 +59,14 @@ type CopyOptions struct {
 	// StallTimeout fails a chunk through which no byte has flowed for this long (default 10
 	// minutes): a half-open connection must become an error (and a retry), never a hang.
 	StallTimeout time.Duration
-	Tracker      *progress.Tracker
-	Log          *slog.Logger
+	// LockTables, when set, are locked in ACCESS SHARE mode by the one worker (Jobs becomes 1)
+	// right after it imports the snapshot, held until the copy ends, as pg_dump holds every
+	// table it dumps: a TRUNCATE or rewrite of one then waits instead of hiding its rows from
+	// the snapshot. One worker only: a second one's lock request would queue behind the
+	// waiting TRUNCATE while the first holds its locks to the end, and both would wait for good.
+	LockTables []pgtypes.TableID
+	Tracker    *progress.Tracker
+	Log        *slog.Logger
 }
 
 // Result sums what Copy moved.
@@ -84,7 +91,7 @@ type tableState struct {
 // of a table commits, the table is marked done in pgshift.tables with a synchronous commit,
 // which also makes every earlier (asynchronously committed) chunk durable.
 func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts CopyOptions) (Result, error) {
-	if opts.Jobs < 1 {
+	if opts.Jobs < 1 || len(opts.LockTables) > 0 {
 		opts.Jobs = 1
 	}
 	if opts.Log == nil {
@@ -110,6 +117,8 @@ func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts Copy
 		}
 	}
 	var rows, bytes, finished atomic.Int64
+	var rewrittenMu sync.Mutex
+	rewritten := map[pgtypes.TableID]bool{}
 	g, gctx := errgroup.WithContext(ctx)
 	queue := make(chan WorkItem)
 	g.Go(func() error {
@@ -129,6 +138,14 @@ func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts Copy
 			defer w.close()
 			for it := range queue {
 				r, b, err := w.copyItemRetrying(gctx, it)
+				if rw, ok := errors.AsType[*RewrittenError](err); ok {
+					// The item is rolled back and its tables stay unfinished; the rest goes on.
+					opts.Log.Warn("table rewritten on the source after the copy's snapshot; it will be copied again in a new snapshot", "table", rw.Tables[0].String())
+					rewrittenMu.Lock()
+					rewritten[rw.Tables[0]] = true
+					rewrittenMu.Unlock()
+					continue
+				}
 				if err != nil {
 					return err
 				}
@@ -144,6 +161,14 @@ func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts Copy
 		})
 	}
 	err := g.Wait()
+	if err == nil && len(rewritten) > 0 {
+		rw := &RewrittenError{}
+		for id := range rewritten {
+			rw.Tables = append(rw.Tables, id)
+		}
+		slices.SortFunc(rw.Tables, func(a, b pgtypes.TableID) int { return strings.Compare(a.String(), b.String()) })
+		err = rw
+	}
 	return Result{Rows: rows.Load(), Bytes: bytes.Load(), Tables: int(finished.Load())}, err
 }
 
@@ -192,8 +217,28 @@ func (w *worker) ensureSource(ctx context.Context) error {
 		}
 		return fmt.Errorf("import the copy snapshot %s on the source: %w", w.opts.Snapshot, w.src.Describe(err))
 	}
+	if len(w.opts.LockTables) > 0 {
+		w.lockTables(ctx, conn)
+	}
 	w.srcConn = conn
 	return nil
+}
+
+// lockTables takes opts.LockTables' locks in the snapshot transaction, waiting at most 10 s (a
+// lock queued behind a long ALTER TABLE would hold the copy up); when it cannot, the copy goes
+// on without them: the check after each chunk still notices a rewrite.
+func (w *worker) lockTables(ctx context.Context, conn *pgx.Conn) {
+	names := make([]string, len(w.opts.LockTables))
+	for i, t := range w.opts.LockTables {
+		names[i] = t.Sanitize()
+	}
+	_, err := conn.Exec(ctx, "SAVEPOINT pgshift_lock; SET LOCAL lock_timeout = '10s'; LOCK TABLE "+strings.Join(names, ", ")+" IN ACCESS SHARE MODE; SET LOCAL lock_timeout = 0; RELEASE SAVEPOINT pgshift_lock")
+	if err != nil {
+		w.opts.Log.Warn("copying without holding the tables locked (a rewrite during the copy is still noticed)", "tables", len(names), "err", w.src.Describe(err))
+		if _, rerr := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT pgshift_lock; RELEASE SAVEPOINT pgshift_lock"); rerr != nil {
+			w.opts.Log.Warn("undo the failed lock", "err", w.src.Describe(rerr))
+		}
+	}
 }
 
 // RewrittenError: a table was rewritten on the source (ALTER TABLE that rewrites it, VACUUM
@@ -202,12 +247,20 @@ func (w *worker) ensureSource(ctx context.Context) error {
 // snapshot cannot see, so a COPY in that snapshot reads the table as empty (or as the rows
 // since), and no change in the stream would repair it. The chunk is not kept; the table must
 // be copied again in a snapshot taken after the rewrite.
+//
+// Copy goes on with the other work items and returns this error at the end, naming every such
+// table: the caller copies them (and whatever else is unfinished) again in a new snapshot.
 type RewrittenError struct {
-	Table pgtypes.TableID
+	Tables []pgtypes.TableID
 }
 
 func (e *RewrittenError) Error() string {
-	return fmt.Sprintf("table %s was rewritten on the source (ALTER TABLE … TYPE, VACUUM FULL, CLUSTER or TRUNCATE) after the copy's snapshot was taken, so the snapshot cannot see its rows: it must be copied again in a new snapshot", e.Table)
+	names := make([]string, len(e.Tables))
+	for i, t := range e.Tables {
+		names[i] = t.String()
+	}
+	return fmt.Sprintf("table %s was rewritten on the source (ALTER TABLE … TYPE, VACUUM FULL, CLUSTER or TRUNCATE) after the copy's snapshot was taken, so the snapshot cannot see its rows: it must be copied again in a new snapshot",
+		strings.Join(names, ", "))
 }
 
 // checkNotRewritten fails with a *RewrittenError when t's storage changed after the snapshot.
@@ -225,7 +278,7 @@ func (w *worker) checkNotRewritten(ctx context.Context, t *catalog.Table) error 
 		return fmt.Errorf("copy %s: check its storage against the snapshot: %w", t.ID, w.src.Describe(err))
 	}
 	if rewritten {
-		return &RewrittenError{Table: t.ID}
+		return &RewrittenError{Tables: []pgtypes.TableID{t.ID}}
 	}
 	return nil
 }

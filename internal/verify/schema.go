@@ -254,9 +254,13 @@ func diffSchema(src, tgt map[string]schemaObject, limit int) *SchemaResult {
 	}
 	// Columns of a table missing on the target repeat that one problem; keep the table.
 	missingTables := map[string]bool{}
+	gone := map[string]bool{} // "kind name" of every object on one side only
 	for _, d := range res.Diffs {
 		if d.Kind == "table" && d.Issue != "different" {
 			missingTables[d.Name] = true
+		}
+		if d.Issue != "different" {
+			gone[d.Kind+" "+d.Name] = true
 		}
 	}
 	kept := res.Diffs[:0]
@@ -267,7 +271,11 @@ func diffSchema(src, tgt map[string]schemaObject, limit int) *SchemaResult {
 				continue
 			}
 		case "owner", "privileges":
+			// The owner and grants of an object on one side only repeat that one difference.
 			if _, rel, ok := strings.Cut(d.Name, " "); ok && strings.HasPrefix(d.Name, "table ") && missingTables[rel] && d.Issue != "different" {
+				continue
+			}
+			if gone[d.Name] && d.Issue != "different" {
 				continue
 			}
 		}

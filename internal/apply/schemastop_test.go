@@ -1,0 +1,44 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/pgshift/pgshift/internal/cdc"
+	"github.com/pgshift/pgshift/internal/pgtest"
+)
+
+// TestSchemaStopKeepsEarlierTransactions: a schema stop in the middle of a target transaction
+// commits the source transactions before the stopping one. Before, the whole batch was rolled
+// back; the user then made the source's RENAME on the target, as pgshift's message asked, and
+// the earlier transactions (still sending the old name) stopped the restarted agent for good
+// (found by the torture harness).
+func TestSchemaStopKeepsEarlierTransactions(t *testing.T) {
+	cl := pgtest.New(t, pgtest.Options{})
+	ctx := context.Background()
+	const schema = `CREATE TABLE u (id int PRIMARY KEY, email text, n int); INSERT INTO u VALUES (1, 'x', 0), (2, 'y', 0);`
+	e := newRedoEnv(t, cl, "schemastop", schema+`ALTER TABLE u RENAME COLUMN n TO m;`, schema)
+	before := e.rel("u", 'd', colID, colText("email"), colInt("n"))
+	after := e.rel("u", 'd', colID, colText("email"), colInt("m"))
+	err := e.a.chunk(ctx, batch(0x1000,
+		[]*cdc.Change{{Kind: cdc.Update, Rel: before, New: []cdc.Value{txt("1"), txt("x"), txt("5")}}},
+		[]*cdc.Change{{Kind: cdc.Insert, Rel: before, New: []cdc.Value{txt("3"), txt("z"), txt("7")}}},
+		[]*cdc.Change{{Kind: cdc.Update, Rel: before, New: []cdc.Value{txt("2"), txt("y"), txt("1")}}, {Kind: cdc.Update, Rel: after, New: []cdc.Value{txt("2"), txt("y"), txt("9")}}},
+	))
+	var se *ErrSchema
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "renamed") {
+		t.Fatalf("got %v, want the rename stop", err)
+	}
+	// The first two transactions are committed, with their position; nothing of the third.
+	if got := e.target(`SELECT string_agg(id || ':' || n, ' ' ORDER BY id) FROM public.u`); got != "1:5 2:0 3:7" {
+		t.Fatalf("u = %q, want the two transactions before the stop applied and the third not", got)
+	}
+	if got := e.target(`SELECT applied_lsn::text FROM pgshift.position`); got != "0/106C" {
+		t.Fatalf("applied position %s, want 0/106C (the end of the second transaction)", got)
+	}
+	if e.a.tx != nil {
+		t.Fatal("a target transaction is left open")
+	}
+}
