@@ -156,6 +156,14 @@ func TestPlanDatabase(t *testing.T) {
 			t.Errorf("%s: accepted", bad)
 		}
 	}
+	// \encoding after \connect (a SQL_ASCII database, found by the torture harness) is dropped
+	// like \connect; with anything but an encoding name it is refused.
+	if _, err := ParseDatabase("\\restrict K\nSELECT 1;\n\\unrestrict K\n\\connect x\n\\encoding SQL_ASCII\n\\restrict K\nSELECT 2;\n\\unrestrict K\n"); err != nil {
+		t.Errorf("\\encoding after \\connect refused: %v", err)
+	}
+	if _, err := ParseDatabase("\\encoding SQL_ASCII; \\! id\n"); !errors.Is(err, ErrMetaCommand) {
+		t.Errorf("\\encoding with a shell command accepted: %v", err)
+	}
 	// Meta-commands other than \connect are still refused, also between \unrestrict and \restrict.
 	if _, err := ParseDatabase("\\restrict K\nSELECT 1;\n\\unrestrict K\n\\! echo pwned\n"); !errors.Is(err, ErrMetaCommand) {
 		t.Errorf("\\! accepted: %v", err)

@@ -68,6 +68,9 @@ func Parse(script string) (Script, error) { return parse(script, false) }
 // connected to the target database. Any other meta-command is still rejected.
 func ParseDatabase(script string) (Script, error) { return parse(script, true) }
 
+// encodingName is what an `\encoding` line of pg_dump names: an encoding, nothing else.
+var encodingName = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+
 func parse(script string, allowConnect bool) (Script, error) {
 	var s Script
 	p := parser{src: script}
@@ -103,6 +106,10 @@ func parse(script string, allowConnect bool) (Script, error) {
 				restricted = false
 			case allowConnect && cmd == `\connect` && !restricted && arg != "":
 				// dropped: the caller's session is the target database
+			case allowConnect && cmd == `\encoding` && !restricted && encodingName.MatchString(arg):
+				// dropped: written after \connect for a database whose encoding is not the
+				// dump's client encoding (SQL_ASCII, for one); the statements that follow
+				// (settings, comments) are sent in the caller's session encoding
 			case allowConnect && cmd == `\restrict` && !restricted && s.RestrictKey != "" && arg == s.RestrictKey:
 				restricted = true
 			default:

@@ -96,11 +96,18 @@ type HeldError struct {
 	Holder  Holder
 	Known   bool
 	Session string
+	// Reconnecting: the lock was free, but the recorded holder still runs on this host: its
+	// lease session was lost (a target restart, a broken connection) and it is taking it back.
+	Reconnecting bool
 }
 
 func (e *HeldError) Error() string {
 	if !e.Known {
 		return fmt.Sprintf("another pgshift agent holds this migration: target session %s holds its lease; stop it first", e.Session)
+	}
+	if e.Reconnecting {
+		return fmt.Sprintf("another pgshift agent runs this migration: host %s pid %d running `%s` since %s is still alive; it lost its lease session on the target (a restart or a broken connection) and is taking it back; stop it first",
+			e.Holder.Host, e.Holder.PID, e.Holder.Command, e.Holder.StartedAt.UTC().Format(time.RFC3339))
 	}
 	return fmt.Sprintf("another pgshift agent holds this migration: host %s pid %d running `%s` since %s; stop it first",
 		e.Holder.Host, e.Holder.PID, e.Holder.Command, e.Holder.StartedAt.UTC().Format(time.RFC3339))
@@ -213,6 +220,14 @@ func (l *Lease) take(ctx context.Context, stale *generation) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if stale == nil {
+		// A new agent: the lock is free, but is the last holder gone? One on this host that
+		// still runs lost only its lease session and is taking it back; it keeps the migration.
+		// (On another host, the lock alone decides.)
+		if h, known, err := loadHolder(ctx, conn); err == nil && known && h.Host == l.holder.Host && h.PID != l.holder.PID && agentProcessAlive(h.PID) {
+			return &HeldError{Holder: h, Known: true, Reconnecting: true}
 		}
 	}
 	// Wait for every fenced session of an earlier holder to end before this agent writes.

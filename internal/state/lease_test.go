@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -278,4 +280,42 @@ func TestTransitionsCompareAndSet(t *testing.T) {
 	if p, err := LoadPosition(ctx, conn); err != nil || p.AppliedLSN != 0x2000 {
 		t.Fatalf("position %s %v", p.AppliedLSN, err)
 	}
+}
+
+// TestLeaseKeptForLiveHolderOnThisHost: the lock is free because the holder's lease session
+// was lost (a target restart), but the holder still runs on this host and is taking it back:
+// a new agent refuses instead of taking over (found by the torture harness: a second agent
+// started during a target restart took the migration from the running one).
+func TestLeaseKeptForLiveHolderOnThisHost(t *testing.T) {
+	c := pgtest.New(t, pgtest.Options{})
+	ctx := context.Background()
+	dsn, admin := c.NewDB(t, "livehold")
+	if err := Ensure(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	// A process standing in for the running agent: its command line names pgshift.
+	holder := exec.Command("/bin/sleep", "60")
+	holder.Args[0] = "pgshift-agent-stand-in"
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Process.Kill(); _ = holder.Wait() }()
+	if _, err := admin.Exec(ctx, `INSERT INTO pgshift.agent (host, pid, command, started_at, lease_pid, heartbeat_at)
+		VALUES ($1::text, $2::int4, 'run', now(), 0, now())`, host, int32(holder.Process.Pid)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := AcquireLease(ctx, connector(dsn), "run", LeaseOptions{})
+	var held *HeldError
+	if !errors.As(err, &held) || !held.Reconnecting || !strings.Contains(err.Error(), "still alive") {
+		t.Fatalf("got %v, want a refusal naming the live holder", err)
+	}
+	// Once that process is gone, the migration is free.
+	_ = holder.Process.Kill()
+	_ = holder.Wait()
+	l, err := AcquireLease(ctx, connector(dsn), "run", LeaseOptions{})
+	if err != nil {
+		t.Fatalf("after the holder ended: %v", err)
+	}
+	l.Release()
 }
