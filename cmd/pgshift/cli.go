@@ -90,6 +90,14 @@ func addConnFlags(cmd *cobra.Command, f *connFlags, withTarget bool) {
 	fs.StringVar(&f.publication, "publication", "", "publication name (default pgshift_<database>)")
 }
 
+// addDSNFlags registers only --source and --target, for commands that select no tables and
+// start no workers (wait, status).
+func addDSNFlags(cmd *cobra.Command, f *connFlags) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.source, "source", "", "source database DSN (or PGSHIFT_SOURCE)")
+	fs.StringVar(&f.target, "target", "", "target database DSN (or PGSHIFT_TARGET)")
+}
+
 // config resolves the configuration: defaults, then environment, then the config file, then
 // the flags the user actually set. It remembers the DSNs' passwords for scrubbing output.
 func (c *cli) config(cmd *cobra.Command, f *connFlags) (config.Config, error) {

@@ -9,6 +9,10 @@ import (
 	"github.com/pgshift/pgshift/internal/progress"
 )
 
+// maxChunkMB bounds --chunk-size: a chunk is one worker's unit of work and of redo after a
+// failure, so one bigger than 64 GiB only stops big tables from being split.
+const maxChunkMB = 64 << 10
+
 func (c *cli) copyCommand() *cobra.Command {
 	var f connFlags
 	var cf copyFlags
@@ -16,12 +20,19 @@ func (c *cli) copyCommand() *cobra.Command {
 	var chunkMB int64
 	var progressMode string
 	cmd := &cobra.Command{
-		Use:   "copy --source DSN --target DSN [--jobs N] [--replica-identity-full] [--no-owner] [--no-privileges] [--no-roles]",
+		Use:   "copy [schema|data|indexes|sequences] --source DSN --target DSN [--jobs N] [--replica-identity-full] [--no-owner] [--no-privileges] [--no-roles]",
 		Short: "Copy schema and data in the replication slot's snapshot, then indexes and sequences",
 		Long: `copy moves the schema (pg_dump pre-data), every table's rows in ONE consistent snapshot
 exported by the migration's logical replication slot, then indexes and constraints (built in
 parallel), sequences and materialized views. The slot then holds every change made since the
 snapshot, for 'pgshift run' to follow.
+
+The work is four numbered steps, each resumable, and each can run alone once the steps before it
+are done: 1 schema (publication, slot, pre-data), 2 data (every table's rows), 3 indexes
+(post-data built in parallel, then ANALYZE of every table), 4 sequences (and materialized
+views; run alone after the copy, it sets the sequences again). Without a step, copy runs every
+step not done yet. A schema step run alone leaves the slot's snapshot unused: the data step
+copies the tables in a snapshot of its own, and follow skips the changes that snapshot holds.
 
 Roles, owners and privileges come along: the roles the database's objects name (owners,
 grantees, policy roles, members) are created on the target when it lacks them, from
@@ -49,8 +60,16 @@ One agent per migration: copy holds the migration's lease on the target while it
 to start (with --force too) while another copy or run holds it, naming that agent.
 
 Exit status: 0 done, 2 failed (or another agent holds the migration).`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: []string{"schema", "data", "indexes", "sequences"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				step, err := app.ParseCopyStep(args[0])
+				if err != nil {
+					return withCode(2, err)
+				}
+				opts.Step = step
+			}
 			cfg, err := c.config(cmd, &f)
 			if err != nil {
 				return withCode(2, err)
@@ -59,6 +78,9 @@ Exit status: 0 done, 2 failed (or another agent holds the migration).`,
 			log, err := c.logger()
 			if err != nil {
 				return withCode(2, err)
+			}
+			if chunkMB < 1 || chunkMB > maxChunkMB {
+				return withCode(2, fmt.Errorf("--chunk-size %d: give a size in MiB between 1 and %d (default 256)", chunkMB, maxChunkMB))
 			}
 			opts.ChunkBytes = chunkMB << 20
 			switch progressMode {

@@ -18,10 +18,15 @@ func (c *cli) demoCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run pgshift on two throwaway local clusters with a sample supply-chain database",
-		Long: `demo starts a source and a target PostgreSQL cluster on free local ports, creates the
-sample supply-chain database on the source, runs its write workload for a moment, and prints
-the assessment. The clusters are removed when the demo ends or is interrupted (Ctrl-C);
-with --keep they stay up, and their DSNs are printed, until Ctrl-C.
+		Long: `demo runs a whole migration on two throwaway local clusters: it starts a source and a target
+PostgreSQL cluster on free local ports, creates the sample supply-chain database on the source,
+runs its write workload for --warmup, prints the assessment, copies the database in the
+replication slot's snapshot, starts the agent, which follows the source while the workload
+writes for --follow-for (printing the lag), waits until the target has caught up, verifies
+source and target with checksums while the agent still follows, and stops the agent.
+
+Any difference found fails the demo. The clusters are removed when the demo ends or is
+interrupted (Ctrl-C); with --keep they stay up, and their DSNs are printed, until Ctrl-C.
 
 Needs the PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin.`,
 		Args: cobra.NoArgs,

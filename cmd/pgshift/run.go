@@ -1,19 +1,15 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"syscall"
-
 	"github.com/spf13/cobra"
 
 	"github.com/pgshift/pgshift/internal/app"
-	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
 // killHookEnv names a fault-injection point for pgshift's own crash tests: when set to
 // "after-target-commit", the process kills itself with SIGKILL right after a target commit and
-// before the position is confirmed to the source.
+// before the position is confirmed to the source. Only a binary built with the tag faults has
+// the hook (faults.go); a release binary refuses to run with the variable set (nofaults.go).
 const killHookEnv = "PGSHIFT_TEST_KILL_AT"
 
 func (c *cli) runCommand() *cobra.Command {
@@ -61,13 +57,8 @@ Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migrati
 				return withCode(2, err)
 			}
 			var opts app.RunOptions
-			if at := c.getenv(killHookEnv); at != "" {
-				if at != "after-target-commit" {
-					return withCode(2, fmt.Errorf("%s=%q: the only hook is after-target-commit", killHookEnv, at))
-				}
-				opts.Apply.AfterCommit = func(pgtypes.LSN) error {
-					return syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				}
+			if err := faultHooks(c.getenv(killHookEnv), &opts); err != nil {
+				return withCode(2, err)
 			}
 			if err := app.Run(cmd.Context(), cfg, opts, log); err != nil {
 				return withCode(2, err)

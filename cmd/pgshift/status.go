@@ -44,7 +44,7 @@ measurement is shown. With --http ADDR it asks a running agent (pgshift run --ht
 			return app.PrintStatus(c.stdout, st, asJSON)
 		},
 	}
-	addConnFlags(cmd, &flags, true)
+	addDSNFlags(cmd, &flags)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&httpAddr, "http", "", "ask a running agent (pgshift run --http ADDR) instead of the target")
 	return cmd

@@ -37,16 +37,18 @@ empty string, collation, sequence drift...).
 
 While 'pgshift run' follows the source (or, with --slot, native logical replication does),
 differing rows are re-checked after the target has caught up, so rows merely not yet applied
-are not reported; rows that keep changing on the source are reported as unstable, not as
-differences.
+are not reported; rows that keep changing on the source through every re-check round are
+reported as unconfirmed: not differences, but not proven equal either (exit 2).
 
 --repair rewrites the differing rows (and sequences behind) on the target from the source, one
 transaction per table with session_replication_role = replica, then re-verifies them.
 
-The result is saved in the target's pgshift.verify_runs (creating the pgshift schema if
-needed) unless --no-save is given.
+The result is saved in the target's pgshift.verify_runs when the target holds a pgshift
+migration, unless --no-save is given; a target without one is only read, never written.
 
-Exit status: 0 identical (or every difference repaired), 1 differences, 2 could not run.`,
+Exit status: 0 identical, every compared row confirmed (or every difference repaired),
+1 differences, 2 could not run or could not confirm everything (tables not compared, rows
+unconfirmed).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := c.config(cmd, &f)
@@ -111,7 +113,7 @@ Exit status: 0 identical (or every difference repaired), 1 differences, 2 could 
 	fs.StringSliceVar(&tables, "tables", nil, "only tables matching these patterns (same as --include)")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.BoolVar(&opts.Repair, "repair", false, "rewrite differing rows and sequences on the target from the source, then re-verify them")
-	fs.BoolVar(&opts.NoSave, "no-save", false, "do not write the result (or the pgshift schema) on the target")
+	fs.BoolVar(&opts.NoSave, "no-save", false, "do not write the result into the migration state on the target")
 	fs.Int64Var(&opts.ChunkRows, "chunk-rows", 100_000, "rows per first-pass chunk")
 	fs.Int64Var(&opts.LeafRows, "leaf-rows", 2000, "bisect differing chunks until they hold at most this many rows")
 	fs.IntVar(&opts.MaxRowsPerTable, "max-rows", 10_000, "differing rows kept (listed in JSON, re-checked, repaired) per table")

@@ -23,7 +23,8 @@ the source up to it.
 When no agent is running for this migration, wait waits --agent-grace for one to start (wait is
 often started a moment after run), then gives up.
 
-Exit status: 0 caught up, 1 --timeout passed first or no agent is running, 2 could not run.`,
+Exit status: 0 caught up, 1 --timeout passed first, interrupted, or no agent is running, 2 could not
+run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.Timeout < 0 {
@@ -42,8 +43,8 @@ Exit status: 0 caught up, 1 --timeout passed first or no agent is running, 2 cou
 			}
 			res, err := app.WaitWith(cmd.Context(), cfg, opts, log)
 			switch {
-			case errors.Is(err, app.ErrWaitTimeout):
-				return withCode(1, fmt.Errorf("target applied %s, source was at %s when wait began: %w", res.AppliedLSN, res.SourceLSN, err))
+			case errors.Is(err, app.ErrWaitTimeout), errors.Is(err, app.ErrWaitInterrupted):
+				return withCode(1, err)
 			case errors.Is(err, app.ErrNoAgent):
 				return withCode(1, err)
 			case err != nil:
@@ -53,7 +54,7 @@ Exit status: 0 caught up, 1 --timeout passed first or no agent is running, 2 cou
 			return nil
 		},
 	}
-	addConnFlags(cmd, &flags, true)
+	addDSNFlags(cmd, &flags)
 	cmd.Flags().DurationVar(&opts.Timeout, "timeout", 0, "give up after this long (exit 1); 0 waits indefinitely")
 	cmd.Flags().DurationVar(&opts.AgentGrace, "agent-grace", app.DefaultAgentGrace, "give up (exit 1) when no agent has run for this long")
 	return cmd

@@ -51,6 +51,9 @@ func Assess(ctx context.Context, cfg config.Config, opts AssessOptions, out io.W
 		SourceName:  srcEP.String(),
 		TargetName:  dstName,
 		Logger:      log,
+		// The copy's options that change what a rule says, so assess says what copy will.
+		RecopyUnlogged:      cfg.RecopyUnlogged,
+		ReplicaIdentityFull: cfg.ReplicaIdentityFull,
 	})
 	if err != nil {
 		return rep, fmt.Errorf("assess: %w", err)

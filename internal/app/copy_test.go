@@ -224,8 +224,8 @@ func testCopyHardCases(t *testing.T, src, dst *pgtest.Cluster) {
 	if got := cpQuery(t, tc, `SELECT relkind::text FROM pg_class WHERE oid = 'public.remote_things'::regclass`); got != "f" {
 		t.Errorf("foreign table on the target: relkind %s", got)
 	}
-	if w := strings.Join(sum.Warnings, "\n"); !strings.Contains(w, "UNLOGGED table public.scratch") || !strings.Contains(w, "1 large object") ||
-		!strings.Contains(w, "foreign table public.remote_things") {
+	if w := strings.Join(sum.Warnings, "\n"); !strings.Contains(w, "public.scratch: unlogged table") || !strings.Contains(w, "1 large object") ||
+		!strings.Contains(w, "public.remote_things: foreign table") {
 		t.Errorf("warnings about the unlogged table and the large object missing: %q", sum.Warnings)
 	}
 

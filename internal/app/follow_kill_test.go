@@ -18,11 +18,12 @@ import (
 	"github.com/pgshift/pgshift/internal/pgtest"
 )
 
-// buildBinary builds the pgshift command for tests that run it as a real process.
+// buildBinary builds the pgshift command for tests that run it as a real process, with the
+// fault hooks (build tag faults: PGSHIFT_TEST_KILL_AT) that release builds leave out.
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "pgshift")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/pgshift/pgshift/cmd/pgshift").CombinedOutput()
+	out, err := exec.Command("go", "build", "-tags", "faults", "-o", bin, "github.com/pgshift/pgshift/cmd/pgshift").CombinedOutput()
 	if err != nil {
 		t.Fatalf("build pgshift: %v\n%s", err, out)
 	}

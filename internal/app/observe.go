@@ -24,6 +24,7 @@ import (
 	"github.com/pgshift/pgshift/internal/alert"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
+	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/metrics"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/proxy"
@@ -43,7 +44,7 @@ type observer struct {
 	cfg     config.Config
 	log     *slog.Logger
 	lease   *state.Lease
-	fm      *followMetrics
+	fm      *follow.Metrics
 	started time.Time
 	hub     *web.Hub
 	proxy   *proxy.Proxy // nil without --proxy
@@ -110,8 +111,8 @@ func webOptions(cfg config.Config, gatherer prometheus.Gatherer, log *slog.Logge
 // proxy (--proxy) and HTTP API (--http) all end when fn returns. fn receives the follow
 // session's counters, which the observer reads.
 func withObserver(ctx context.Context, cfg config.Config, lease *state.Lease, prev *state.Holder, log *slog.Logger,
-	fn func(ctx context.Context, m *followMetrics) error) error {
-	o := &observer{cfg: cfg, log: log, lease: lease, fm: &followMetrics{}, started: time.Now(), hub: web.NewHub(), prev: prev}
+	fn func(ctx context.Context, m *follow.Metrics) error) error {
+	o := &observer{cfg: cfg, log: log, lease: lease, fm: &follow.Metrics{}, started: time.Now(), hub: web.NewHub(), prev: prev}
 	var err error
 	if !cfg.Alerts.Disabled {
 		if o.rules, err = alert.FromConfig(cfg.AlertRules()); err != nil {
@@ -446,16 +447,11 @@ func (o *observer) metricsSnapshot() (metrics.Snapshot, bool) {
 	return s, true
 }
 
-func (o *observer) counters() metrics.Counters {
-	m := o.fm
-	return metrics.Counters{AppliedLSN: pgtypes.LSN(m.apply.AppliedLSN.Load()), ConfirmedLSN: pgtypes.LSN(m.stream.Confirmed.Load()),
-		Received: m.stream.Received.Load(), Skipped: m.apply.Skipped.Load(), TargetCommits: m.apply.TargetTxs.Load(),
-		ApplyErrors: m.applyErrors.Load(), Reconnects: m.reconnects.Load()}
-}
+func (o *observer) counters() metrics.Counters { return o.fm.Counters() }
 
 // ready: following, with a fresh measurement and lag under lag_warn.
 func (o *observer) ready() (bool, string) {
-	last := o.fm.lastStatus()
+	last := o.fm.LastStatus()
 	if last.MeasuredAt.IsZero() {
 		return false, "not following yet (copying, or no lag measured)"
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/proxy"
 	"github.com/pgshift/pgshift/internal/proxy/route"
@@ -110,7 +111,7 @@ func proxyReload(reload func() (config.Config, error)) func() (proxy.Config, err
 // startAgentProxy starts the proxy of `pgshift run --proxy` in g, with the agent's own applied
 // position and lag as its progress, its metrics in reg, and returns it with the HTTP routes
 // for the agent's API. Without cfg.Proxy it does nothing.
-func startAgentProxy(ctx context.Context, g *errgroup.Group, cfg config.Config, m *followMetrics, reg *prometheus.Registry, log *slog.Logger) (*proxy.Proxy, []web.Route, error) {
+func startAgentProxy(ctx context.Context, g *errgroup.Group, cfg config.Config, m *follow.Metrics, reg *prometheus.Registry, log *slog.Logger) (*proxy.Proxy, []web.Route, error) {
 	if cfg.Proxy == "" {
 		return nil, nil, nil
 	}
@@ -119,8 +120,8 @@ func startAgentProxy(ctx context.Context, g *errgroup.Group, cfg config.Config, 
 		return nil, nil, err
 	}
 	progress := proxy.ProgressFunc(func(context.Context) (pgtypes.LSN, time.Duration, bool, error) {
-		st := m.lastStatus()
-		applied := pgtypes.LSN(m.apply.AppliedLSN.Load())
+		st := m.LastStatus()
+		applied := m.AppliedLSN()
 		if st.MeasuredAt.IsZero() {
 			return applied, 0, false, nil
 		}

@@ -3,82 +3,27 @@ package app
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"strings"
-	"sync/atomic"
-	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"golang.org/x/sync/errgroup"
-
-	"github.com/pgshift/pgshift/internal/apply"
-	"github.com/pgshift/pgshift/internal/catalog"
-	"github.com/pgshift/pgshift/internal/cdc"
 	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/copy"
 	"github.com/pgshift/pgshift/internal/db"
-	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/state"
 )
 
-// RunOptions tune the follow phase. Zero values take the defaults.
-type RunOptions struct {
-	// HeartbeatInterval is how often a heartbeat message is written into the source's WAL, so
-	// the slot's confirmed position moves with a real transaction end even when the published
-	// tables are idle (default 10 s; negative disables).
-	HeartbeatInterval time.Duration
-	// MonitorInterval is how often lag and retained WAL are measured and recorded (default 5 s).
-	MonitorInterval time.Duration
-	// Apply tunes batching; Apply.AfterCommit is the fault-test hook "after-target-commit".
-	Apply apply.Options
-	// SpillDir holds large in-progress transactions (default the system temp directory).
-	SpillDir string
-	// QueueChunks and QueueBytes bound what is read from the slot but not applied yet
-	// (defaults 256 chunks, 64 MiB).
-	QueueChunks int
-	QueueBytes  int64
-	// MaxRetryDelay caps the wait between reconnects after a connection failure (default 30 s).
-	MaxRetryDelay time.Duration
-	// LeaseInterval is the heartbeat interval of the migration's lease (default 5 s; see
-	// state.Lease): a lost lease session is noticed within about one interval.
-	LeaseInterval time.Duration
-}
+// RunOptions tune the follow phase (see follow.RunOptions).
+type RunOptions = follow.RunOptions
 
-func (o *RunOptions) defaults() {
-	if o.HeartbeatInterval == 0 {
-		o.HeartbeatInterval = 10 * time.Second
-	}
-	if o.MonitorInterval <= 0 {
-		o.MonitorInterval = 5 * time.Second
-	}
-	if o.QueueChunks <= 0 {
-		o.QueueChunks = 256
-	}
-	if o.QueueBytes <= 0 {
-		o.QueueBytes = 64 << 20
-	}
-	if o.MaxRetryDelay <= 0 {
-		o.MaxRetryDelay = 30 * time.Second
-	}
-}
-
-// FatalError is a condition that retrying cannot fix; its message explains what happened and
-// what to do.
-type FatalError struct{ Msg string }
-
-func (e *FatalError) Error() string { return e.Msg }
-
-func fatalf(format string, args ...any) error { return &FatalError{Msg: fmt.Sprintf(format, args...)} }
+// FatalError is a follow condition that retrying cannot fix (see follow.FatalError).
+type FatalError = follow.FatalError
 
 // Run is the migration agent: it completes the copy if it is not done, then follows the slot
 // until ctx is cancelled (a clean stop, nil error) or a fatal error occurs. Running it again
 // resumes from the position stored on the target. It holds the migration's lease from start to
 // end, copy and follow alike, and refuses to start while another agent holds it (a
-// *state.HeldError naming that agent).
+// *state.HeldError naming that agent). The observer (status, metrics, alerts, audit, HTTP API,
+// proxy) runs beside it for its whole life.
 func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
 	if err := cfg.RequireSource(); err != nil {
 		return err
@@ -87,12 +32,17 @@ func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logg
 		return err
 	}
 	prev := previousAgent(ctx, cfg)
-	return withLease(ctx, cfg, "run", opts.LeaseInterval, log, func(ctx context.Context, lease *state.Lease) error {
-		return withObserver(ctx, cfg, lease, prev, log, func(ctx context.Context, m *followMetrics) error {
-			if err := ensureCopied(ctx, cfg, lease, log); err != nil {
+	return withLease(ctx, cfg, "run", opts, log, func(ctx context.Context, lease *state.Lease) error {
+		return withObserver(ctx, cfg, lease, prev, log, func(ctx context.Context, m *follow.Metrics) error {
+			if err := follow.EnsureCopied(ctx, cfg, lease, log); err != nil {
+				if errors.Is(err, copy.ErrInterrupted) && ctx.Err() != nil {
+					// A clean stop: the copy resumes where it stopped when run starts again.
+					log.Info("stopped during the copy; run pgshift run again to resume", "detail", err.Error())
+					return nil
+				}
 				return err
 			}
-			return follow(ctx, cfg, opts, lease, m, log)
+			return follow.Run(ctx, cfg, opts, m, lease, log)
 		})
 	})
 }
@@ -100,538 +50,21 @@ func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logg
 // Follow streams the slot and applies changes until ctx is cancelled. Connection failures
 // (replication connection cut, source or target restarted) are retried with backoff, each time
 // resuming from the durable position on the target; fatal conditions end it with an explanation.
-// Like Run, it holds the migration's lease while it runs.
+// Like Run, it holds the migration's lease while it runs, with the observer beside it.
 func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logger) error {
 	if err := cfg.RequireTarget(); err != nil {
 		return err
 	}
 	prev := previousAgent(ctx, cfg)
-	return withLease(ctx, cfg, "run", opts.LeaseInterval, log, func(ctx context.Context, lease *state.Lease) error {
-		return withObserver(ctx, cfg, lease, prev, log, func(ctx context.Context, m *followMetrics) error {
-			return follow(ctx, cfg, opts, lease, m, log)
+	return withLease(ctx, cfg, "run", opts, log, func(ctx context.Context, lease *state.Lease) error {
+		return withObserver(ctx, cfg, lease, prev, log, func(ctx context.Context, m *follow.Metrics) error {
+			return follow.Run(ctx, cfg, opts, m, lease, log)
 		})
 	})
 }
 
-// follow is Follow under a lease the caller holds; m outlives it (the agent's API reads it).
-func follow(ctx context.Context, cfg config.Config, opts RunOptions, lease *state.Lease, m *followMetrics, log *slog.Logger) error {
-	opts.defaults()
-	// A killed agent leaves its spill files of large in-progress transactions behind; they can
-	// be big, and nothing else would ever remove them.
-	if n, err := cdc.SweepSpillDirs(opts.SpillDir); err != nil {
-		log.Warn("could not remove spill directories of earlier agents", "err", err)
-	} else if n > 0 {
-		log.Info("removed spill directories left by earlier agents that were killed", "count", n)
-	}
-	return followLoop(ctx, cfg, opts, m, lease, log)
-}
-
-// followLoop runs follow attempts until ctx ends or one fails for good. Each attempt is bound
-// to the current holding of the lease: when the lease session is lost the attempt is cancelled
-// (its sessions close, so a new holder is not kept waiting), and the next attempt starts only
-// once this agent holds the lease again; if another agent took it, followLoop ends with that
-// *state.HeldError.
-func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, lease *state.Lease, log *slog.Logger) error {
-	delay := time.Second
-	// A missing heartbeat privilege is reported once per run, not at every reconnect; so are
-	// the applier's warnings.
-	var heartbeatWarned atomic.Bool
-	if opts.Apply.Warned == nil {
-		opts.Apply.Warned = &apply.WarnOnce{}
-	}
-	for {
-		started := time.Now()
-		actx, cancel := lease.Bind(ctx)
-		err := followOnce(actx, cfg, opts, m, &heartbeatWarned, lease, log)
-		lost := errors.Is(context.Cause(actx), state.ErrLeaseLost) || errors.Is(err, state.ErrLeaseLost)
-		cancel()
-		if ctx.Err() != nil {
-			log.Info("stopped; run pgshift run again to resume")
-			return nil
-		}
-		if lost {
-			log.Warn("stopped applying: the agent's lease session on the target was lost; resuming once the lease is taken again", "err", err)
-			if err := lease.WaitHeld(ctx); err != nil {
-				if ctx.Err() != nil {
-					log.Info("stopped; run pgshift run again to resume")
-					return nil
-				}
-				return err
-			}
-			m.reconnects.Add(1)
-			continue
-		}
-		if err == nil || !retryable(err) {
-			return err
-		}
-		if time.Since(started) > time.Minute {
-			delay = time.Second
-		}
-		m.reconnects.Add(1)
-		log.Warn("replication interrupted; resuming from the target's applied position", "err", err, "retry_in", delay.String())
-		select {
-		case <-ctx.Done():
-			log.Info("stopped; run pgshift run again to resume")
-			return nil
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, opts.MaxRetryDelay)
-	}
-}
-
-// retryable tells connection-level failures, which a reconnect fixes, from everything else.
-func retryable(err error) bool {
-	var fe *FatalError
-	var se *apply.ErrSchema
-	if errors.As(err, &fe) || errors.As(err, &se) || errors.Is(err, cdc.ErrUnknownMessage) || errors.Is(err, cdc.ErrNotMigrated) {
-		return false
-	}
-	if errors.Is(err, errTreeChanged) {
-		return true // the next attempt's preflight settles it, or stops with the fix
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code[:2] == "08", pgErr.Code[:2] == "53", pgErr.Code[:2] == "57":
-			return true // connection exception, insufficient resources, operator intervention/shutdown
-		case pgErr.Code == "55006": // replication slot active for another PID (a previous session not yet gone)
-			return true
-		case pgErr.Code == "40001", pgErr.Code == "40P01":
-			return true
-		}
-		return false
-	}
-	var ne net.Error
-	if errors.Is(err, cdc.ErrStreamEnded) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
-		return true
-	}
-	var connErr *pgconn.ConnectError
-	return errors.As(err, &connErr)
-}
-
-// ensureCopied makes sure the copy phase is complete before following.
-func ensureCopied(ctx context.Context, cfg config.Config, lease *state.Lease, log *slog.Logger) error {
+func withLease(ctx context.Context, cfg config.Config, command string, opts RunOptions, log *slog.Logger,
+	fn func(ctx context.Context, lease *state.Lease) error) error {
 	target := db.Endpoint{Role: db.Target, DSN: cfg.Target}
-	conn, err := target.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	m, err := state.Load(ctx, conn)
-	conn.Close(context.Background())
-	if err == nil && m.Phase.AtLeast(pgtypes.PhaseCopied) {
-		return nil
-	}
-	if err != nil && !errors.Is(err, state.ErrNoMigration) {
-		return target.Describe(err)
-	}
-	return copyFirst(ctx, cfg, lease, log)
-}
-
-// session is everything one follow attempt holds open.
-type session struct {
-	cfg      config.Config
-	opts     RunOptions
-	log      *slog.Logger
-	source   db.Endpoint
-	target   db.Endpoint
-	srcPool  *pgxpool.Pool
-	dstPool  *pgxpool.Pool
-	applyCon *pgx.Conn
-	mig      state.Migration
-	pos      state.Position
-	srcVer   catalog.Version // the source's version, read by preflight
-	metrics  *followMetrics
-	// heartbeatWarned is shared by the attempts of one run: set once the missing privilege
-	// to write heartbeats has been reported.
-	heartbeatWarned *atomic.Bool
-}
-
-func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *followMetrics, heartbeatWarned *atomic.Bool,
-	lease *state.Lease, log *slog.Logger) error {
-	// Every target session of the attempt is fenced by the lease: none writes unless this
-	// agent's lease session holds the lease (see state.Lease).
-	s := &session{cfg: cfg, opts: opts, log: log, metrics: m, heartbeatWarned: heartbeatWarned,
-		source: db.Endpoint{Role: db.Source, DSN: cfg.Source}, target: db.Endpoint{Role: db.Target, DSN: cfg.Target, Session: lease.Fence}}
-	var err error
-	if s.dstPool, err = s.target.Pool(ctx, 2); err != nil {
-		return err
-	}
-	defer s.dstPool.Close()
-	if s.srcPool, err = s.source.Pool(ctx, 3); err != nil {
-		return err
-	}
-	defer s.srcPool.Close()
-	if err := s.preflight(ctx); err != nil {
-		return err
-	}
-	lease.Touch() // the state schema exists now: record the holder at once
-	if err := s.checkReplicaModeTriggers(ctx); err != nil {
-		return err
-	}
-	if s.applyCon, err = s.target.Connect(ctx); err != nil {
-		return err
-	}
-	defer s.applyCon.Close(context.Background())
-	snaps, err := state.TableSnapshots(ctx, s.applyCon)
-	if err != nil {
-		return s.target.Describe(err)
-	}
-	srv, err := catalog.Server(ctx, s.srcPool)
-	if err != nil {
-		return s.source.Describe(err)
-	}
-	repl, err := s.source.ReplicationWithParams(ctx, cdc.SessionParams())
-	if err != nil {
-		return err
-	}
-	defer repl.Close(context.Background())
-
-	start := s.pos.AppliedLSN
-	if start == 0 {
-		start = s.mig.ConsistentLSN
-	}
-	aopts := opts.Apply
-	aopts.SkipBelow = s.pos.AppliedLSN
-	aopts.Snapshots = snaps
-	astats := &m.apply
-	applier, err := apply.New(ctx, s.applyCon, s.srcPool, aopts, astats, log)
-	if err != nil {
-		return s.target.Describe(err)
-	}
-	if s.mig.Phase == pgtypes.PhaseCopied {
-		if err := state.Advance(ctx, s.dstPool, pgtypes.PhaseCopied, pgtypes.PhaseFollowing); err != nil {
-			return s.target.Describe(err)
-		}
-	}
-	// Status updates must reach the server well within its wal_sender_timeout, also while the
-	// reader waits for a slow target; otherwise the server drops the connection.
-	statusEvery := 10 * time.Second
-	var senderTimeout float64
-	if err := s.srcPool.QueryRow(ctx, `SELECT extract(epoch FROM current_setting('wal_sender_timeout')::interval)::float8`).Scan(&senderTimeout); err != nil {
-		return s.source.Describe(fmt.Errorf("read wal_sender_timeout: %w", err))
-	}
-	if senderTimeout > 0 {
-		statusEvery = min(statusEvery, max(time.Duration(senderTimeout*float64(time.Second)/4), 100*time.Millisecond))
-	}
-	q := cdc.NewQueue(opts.QueueChunks, opts.QueueBytes)
-	sstats := &m.stream
-	// Every migrated table has a snapshot row; a change of any other table stops the stream.
-	migrated := make(map[pgtypes.TableID]bool, len(snaps))
-	for id := range snaps {
-		migrated[id] = true
-	}
-	stream := cdc.NewStream(repl, cdc.Options{
-		Slot: s.mig.Slot, Publication: s.mig.Publication, StartLSN: start, SkipBelow: s.pos.AppliedLSN,
-		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir, StatusInterval: statusEvery, Tables: migrated,
-	}, q, applier.Durable, sstats, log)
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return stream.Run(gctx) })
-	g.Go(func() error {
-		err := applier.Run(gctx, q)
-		if err != nil && gctx.Err() == nil {
-			m.applyErrors.Add(1) // pgshift_apply_errors_total
-		}
-		return err
-	})
-	g.Go(func() error { return s.heartbeat(gctx) })
-	g.Go(func() error { return s.monitor(gctx, sstats, astats) })
-	err = g.Wait()
-	if nm := (*cdc.NotMigratedError)(nil); errors.As(err, &nm) && ctx.Err() == nil {
-		return s.notMigrated(ctx, nm)
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55000" && ctx.Err() == nil {
-		// The server refuses to stream from a slot invalidated between preflight and
-		// START_REPLICATION ("can no longer get changes from replication slot"); say why.
-		if lost, lerr := s.slotLost(ctx); lerr == nil && lost {
-			return s.walLost(pgtypes.LSN(astats.AppliedLSN.Load()))
-		}
-	}
-	return err
-}
-
-// slotLost reports whether the migration's slot has lost WAL.
-func (s *session) slotLost(ctx context.Context) (bool, error) {
-	slot, err := catalog.Slot(ctx, s.srcPool, s.mig.Slot)
-	if err != nil {
-		return false, s.source.Describe(err)
-	}
-	return slot.Lost(), nil
-}
-
-// preflight refuses to stream when the source is not the one the migration started from, or
-// the slot can no longer give exactly the changes after the target's position.
-func (s *session) preflight(ctx context.Context) error {
-	var err error
-	if s.mig, err = state.Load(ctx, s.dstPool); err != nil {
-		return s.target.Describe(err)
-	}
-	if err := state.Ensure(ctx, s.dstPool); err != nil {
-		return s.target.Describe(err)
-	}
-	if s.pos, err = state.LoadPosition(ctx, s.dstPool); err != nil {
-		return s.target.Describe(err)
-	}
-	srv, err := catalog.Server(ctx, s.srcPool)
-	if err != nil {
-		return s.source.Describe(err)
-	}
-	s.srcVer = srv.Features()
-	if srv.SystemID != s.mig.SourceSystemID {
-		return fatalf("the source is a different cluster (system identifier %s) from the one this migration started from (%s): "+
-			"it may have been restored from a backup or replaced by a failover; following it could lose or duplicate changes. "+
-			"Point --source at the original server, or start the migration again (pgshift finish, then pgshift run)",
-			srv.SystemID, s.mig.SourceSystemID)
-	}
-	slot, err := catalog.Slot(ctx, s.srcPool, s.mig.Slot)
-	if err != nil {
-		return s.source.Describe(err)
-	}
-	if !slot.Exists {
-		return fatalf("replication slot %q is missing on the source: it was dropped, or the source was restored or failed over. "+
-			"The changes since %s cannot be recovered from it; start the migration again (pgshift finish, then pgshift run)",
-			s.mig.Slot, s.pos.AppliedLSN)
-	}
-	if slot.Plugin != "pgoutput" || slot.Database != s.mig.SourceDatabase {
-		return fatalf("replication slot %q on the source uses plugin %s in database %s, not pgoutput in %s: it is not this migration's slot",
-			s.mig.Slot, slot.Plugin, slot.Database, s.mig.SourceDatabase)
-	}
-	if slot.Lost() {
-		return s.walLost(0)
-	}
-	curLSN := slot.CurrentLSN
-	if curLSN < s.pos.AppliedLSN {
-		return fatalf("the source's current WAL position %s is behind the position the target already applied (%s): "+
-			"the source was restored from a backup or failed over to a server that lacks transactions the target has. "+
-			"Do not continue this migration against it; investigate, then start again (pgshift finish, then pgshift run)", curLSN, s.pos.AppliedLSN)
-	}
-	if conf := slot.ConfirmedFlush; conf != 0 {
-		base := max(s.pos.AppliedLSN, s.mig.ConsistentLSN)
-		if conf > base {
-			return fatalf("replication slot %q has confirmed %s, beyond the target's applied position %s: something else consumed the slot "+
-				"(or the target was restored from a backup), so the changes in between are lost. Start the migration again (pgshift finish, then pgshift run)",
-				s.mig.Slot, conf, base)
-		}
-	}
-	// Partitions: published as themselves, and the trees the same on both sides (partitions.go).
-	if err := s.publishLeaves(ctx); err != nil {
-		return err
-	}
-	return s.settleTrees(ctx)
-}
-
-// checkReplicaModeTriggers refuses to apply while a migrated table on the target has a trigger
-// or rule set ENABLE ALWAYS or ENABLE REPLICA that pgshift has not taken in hand: those fire in
-// the apply sessions (session_replication_role = replica) and would repeat on the target what
-// the source's own trigger already did. Copy keeps them disabled (see
-// schema.DeferReplicaEnables); this catches targets copied otherwise, or changed since.
-func (s *session) checkReplicaModeTriggers(ctx context.Context) error {
-	rows, err := s.dstPool.Query(ctx, `
-SELECT kind, format('%I.%I', schema_name, table_name), name, state FROM (
-  SELECT 'trigger' AS kind, n.nspname AS schema_name, c.relname AS table_name, t.tgname AS name,
-         CASE t.tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END AS state
-  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')
-  UNION ALL
-  SELECT 'rule', n.nspname, c.relname, r.rulename, CASE r.ev_enabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END
-  FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE r.ev_enabled IN ('A', 'R') AND r.rulename <> '_RETURN'
-) o
-WHERE EXISTS (SELECT 1 FROM pgshift.tables m WHERE m.schema_name = o.schema_name AND m.table_name = o.table_name)
-ORDER BY 2, 3`)
-	if err != nil {
-		return s.target.Describe(fmt.Errorf("read triggers that fire in replica mode: %w", err))
-	}
-	type obj struct{ kind, table, name, state string }
-	objs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (obj, error) {
-		var o obj
-		err := r.Scan(&o.kind, &o.table, &o.name, &o.state)
-		return o, err
-	})
-	if err != nil {
-		return s.target.Describe(fmt.Errorf("read triggers that fire in replica mode: %w", err))
-	}
-	if len(objs) == 0 {
-		return nil
-	}
-	var names, fixes []string
-	for _, o := range objs {
-		names = append(names, fmt.Sprintf("%s %s on %s (ENABLE %s)", o.kind, pgtypes.QuoteIdent(o.name), o.table, o.state))
-		fixes = append(fixes, fmt.Sprintf("ALTER TABLE %s DISABLE %s %s;", o.table, strings.ToUpper(o.kind), pgtypes.QuoteIdent(o.name)))
-	}
-	return fatalf("on the target, %s fire while pgshift applies changes (session_replication_role = replica) and would repeat what the source's triggers and rules already did. "+
-		"Disable them on the target (%s), re-enable them after cutover with the same state as on the source, then run pgshift run again",
-		strings.Join(names, ", "), strings.Join(fixes, " "))
-}
-
-// walLost is the fatal error for a slot whose WAL the source removed (wal_status = lost). The
-// changes since the target's position no longer exist anywhere, so following cannot be resumed:
-// only a new copy makes the target whole again.
-func (s *session) walLost(applied pgtypes.LSN) error {
-	return fatalf("replication slot %q on the source lost WAL it still needed (wal_status = lost: the slot fell more than "+
-		"max_slot_wal_keep_size behind and a checkpoint removed the WAL), so the changes after %s are gone and the target "+
-		"can no longer be brought up to date. Copy again: raise max_slot_wal_keep_size (or set it to -1) on the source, run "+
-		"pgshift copy --force (it drops pgshift's state, slot and publication and the target's copies) or pgshift finish and "+
-		"then pgshift run into an empty target database", s.mig.Slot, max(applied, s.pos.AppliedLSN, s.mig.ConsistentLSN))
-}
-
-// nullString scans a nullable text column into a string ("" for NULL).
-func nullString(dst *string) any { return &nullableString{dst} }
-
-type nullableString struct{ dst *string }
-
-func (n *nullableString) Scan(src any) error {
-	switch v := src.(type) {
-	case nil:
-		*n.dst = ""
-	case string:
-		*n.dst = v
-	default:
-		return fmt.Errorf("unexpected %T", src)
-	}
-	return nil
-}
-
-// heartbeat writes a transactional logical message into the source's WAL every interval. It
-// travels the slot like a transaction of its own, so the applied (and confirmed) position
-// advances even when the published tables are idle, and the slot does not pin old WAL. Before
-// 14 pgoutput sends no messages, but sends the heartbeat's transaction all the same, empty
-// (catalog.Version.HasMessages).
-func (s *session) heartbeat(ctx context.Context) error {
-	if s.opts.HeartbeatInterval < 0 {
-		return nil
-	}
-	t := time.NewTicker(s.opts.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if err := EmitHeartbeat(ctx, s.srcPool); err != nil {
-			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-				// Not fatal: heartbeats only keep an idle slot moving. Each attempt tries again
-				// (the privilege may have been granted since), but says so only once.
-				if s.heartbeatWarned.Swap(true) {
-					s.log.Debug("heartbeats still not permitted on the source", "err", err)
-					return nil
-				}
-				s.log.Warn("cannot write heartbeats on the source; while the published tables are idle the slot will hold WAL",
-					"fix", "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO the pgshift user", "err", err)
-				return nil
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			return s.source.Describe(fmt.Errorf("write heartbeat: %w", err))
-		}
-	}
-}
-
-// EmitHeartbeat writes one heartbeat message into the source's WAL and returns its position.
-func EmitHeartbeat(ctx context.Context, q catalog.Querier) error {
-	_, err := q.Exec(ctx, `SELECT pg_logical_emit_message(true, $1, now()::text)`, cdc.HeartbeatPrefix)
-	return err
-}
-
-// monitor measures lag and retained WAL, records them on the target for `pgshift status`,
-// warns above cfg.LagWarn, and stops on a slot that vanished or lost WAL while streaming.
-func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) error {
-	t := time.NewTicker(s.opts.MonitorInterval)
-	defer t.Stop()
-	var prevApplied pgtypes.LSN
-	var prevSource pgtypes.LSN
-	var prevAt time.Time
-	var lastWarn time.Time
-	warnedUnreserved := false
-	// Transactions delivered but not yet applied mean lag; count from this attempt's start,
-	// because an earlier attempt's undelivered work is delivered again.
-	d0, a0 := ss.Delivered.Load(), as.Txs.Load()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		slot, err := catalog.Slot(ctx, s.srcPool, s.mig.Slot)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return s.source.Describe(fmt.Errorf("measure lag: %w", err))
-		}
-		if !slot.Exists {
-			return fatalf("replication slot %q vanished from the source while streaming", s.mig.Slot)
-		}
-		if err := s.watchTrees(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		if slot.Lost() {
-			return s.walLost(pgtypes.LSN(as.AppliedLSN.Load()))
-		}
-		if slot.WALStatus == "unreserved" && !warnedUnreserved {
-			// The next checkpoint may remove WAL the slot still needs: the last chance to act.
-			warnedUnreserved = true
-			s.log.Warn("the replication slot holds more WAL than max_slot_wal_keep_size allows; the next checkpoint can remove WAL it needs, which ends the migration",
-				"slot", s.mig.Slot, "fix", "raise max_slot_wal_keep_size on the source, or let the target catch up")
-		}
-		now := time.Now()
-		st := state.FollowStatus{MeasuredAt: now, TxsApplied: int64(as.Txs.Load()), Changes: int64(as.Changes.Load())}
-		st.SourceLSN, st.ConfirmedLSN, st.RestartLSN = slot.CurrentLSN, slot.ConfirmedFlush, slot.RestartLSN
-		st.AppliedLSN = pgtypes.LSN(as.AppliedLSN.Load())
-		st.LagBytes = max(int64(st.SourceLSN)-int64(st.AppliedLSN), 0)
-		st.RetainedBytes = slot.RetainedBytes
-		caughtUp := ss.Delivered.Load()-d0 == as.Txs.Load()-a0
-		if ct := as.CommitTimeUS.Load(); ct != 0 && !caughtUp {
-			st.LagSeconds = max(now.Sub(time.UnixMicro(ct)).Seconds(), 0)
-		}
-		st.ETASeconds = -1
-		if !prevAt.IsZero() {
-			dt := now.Sub(prevAt).Seconds()
-			st.ApplyRate = float64(st.AppliedLSN-prevApplied) / dt
-			net := st.ApplyRate - float64(st.SourceLSN-prevSource)/dt
-			switch {
-			case caughtUp:
-				st.ETASeconds = 0
-			case net > 0:
-				st.ETASeconds = float64(st.LagBytes) / net
-			}
-		}
-		prevApplied, prevSource, prevAt = st.AppliedLSN, st.SourceLSN, now
-		s.metrics.setLast(st)
-		if err := state.SaveFollowStatus(ctx, s.dstPool, st); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return s.target.Describe(err)
-		}
-		if s.cfg.LagWarn > 0 && st.LagSeconds > s.cfg.LagWarn.Seconds() && now.Sub(lastWarn) > time.Minute {
-			lastWarn = now
-			s.log.Warn("replication lag above limit", "lag_seconds", int64(st.LagSeconds), "limit", s.cfg.LagWarn.String(),
-				"lag_bytes", st.LagBytes, "eta_seconds", int64(st.ETASeconds))
-		}
-		s.log.Debug("lag", "applied", st.AppliedLSN.String(), "lag_bytes", st.LagBytes, "lag_seconds", st.LagSeconds,
-			"retained_bytes", st.RetainedBytes, "txs", st.TxsApplied)
-	}
-}
-
-// copyFirst runs the copy phase when the target does not hold a completed copy yet (Copy
-// resumes an interrupted one), under the agent's lease.
-func copyFirst(ctx context.Context, cfg config.Config, lease *state.Lease, log *slog.Logger) error {
-	var opts CopyOptions
-	if err := opts.check(cfg); err != nil {
-		return err
-	}
-	sum, err := copyLeased(ctx, cfg, opts, lease, log)
-	if err != nil {
-		return err
-	}
-	log.Info("copy complete; following changes", "slot", sum.Slot, "publication", sum.Publication, "consistent_lsn", sum.ConsistentLSN.String())
-	return nil
+	return state.WithLease(ctx, target.Connect, command, opts.LeaseInterval, log, fn)
 }

@@ -34,6 +34,12 @@ type Status struct {
 	RetainedBytes  int64      `json:"retained_wal_bytes"`
 	ETASeconds     float64    `json:"catch_up_eta_seconds"`
 	ApplyRate      float64    `json:"apply_rate_bytes_per_second"`
+	// CaughtUp: the target has applied everything up to the source's current position.
+	CaughtUp bool `json:"caught_up"`
+	// Following is false while the copy is not complete: no lag is measured then.
+	Following bool `json:"following"`
+	// Stale: the figures are the last record of an agent that is no longer running.
+	Stale bool `json:"stale,omitempty"`
 	// MeasuredAt is when the lag figures were measured; Live says they were measured now on the
 	// source rather than read from the agent's last record.
 	MeasuredAt *time.Time `json:"measured_at,omitempty"`
@@ -116,47 +122,92 @@ func ReadStatus(ctx context.Context, cfg config.Config, log *slog.Logger) (Statu
 		return st, err
 	}
 	defer conn.Close(context.Background())
-	st, err = readTargetStatus(ctx, conn)
+	st, facts, err := readTarget(ctx, conn)
 	if err != nil {
 		return st, target.Describe(err)
 	}
-	applied, _ := pgtypes.ParseLSN(st.AppliedLSN)
-	m := state.Migration{Slot: st.Slot}
-	pos := state.Position{AppliedLSN: applied}
-	if cfg.Source == "" {
-		return st, nil
+	if st.Following && !facts.agentFresh && cfg.Source != "" {
+		// No agent is applying (or its record is old): measure on the source. Caught up only
+		// when the applied position has reached the source's current one. When the source
+		// cannot be reached, the agent's last record stays, marked stale.
+		live := st
+		live.LagBytes, live.LagSeconds, live.RetainedBytes, live.ApplyRate, live.ETASeconds = 0, 0, 0, 0, -1
+		live.CaughtUp, live.Stale, live.MeasuredAt = false, false, nil
+		if measureLive(ctx, cfg, facts.m, facts.pos, facts.applied, &live, log) == nil {
+			st = live
+		}
 	}
+	return st, nil
+}
+
+// targetFacts are what readTarget read beside the Status, for a live measurement.
+type targetFacts struct {
+	m       state.Migration
+	pos     state.Position
+	applied pgtypes.LSN
+	// agentFresh: a live agent's measurement younger than recordFresh is in the Status.
+	agentFresh bool
+}
+
+// recordFresh is how old the agent's last measurement may be and still be shown as current
+// (it measures every 5 s by default).
+const recordFresh = 30 * time.Second
+
+// measureLive measures lag on the source now: bytes from the applied position to the source's
+// current one, seconds from the last applied commit (or the start of the migration, when
+// nothing was applied since the copy) to the source's clock.
+func measureLive(ctx context.Context, cfg config.Config, m state.Migration, pos state.Position, applied pgtypes.LSN, st *Status, log *slog.Logger) error {
 	source := db.Endpoint{Role: db.Source, DSN: cfg.Source}
 	src, err := source.Connect(ctx)
 	if err != nil {
 		log.Warn("cannot measure lag on the source; showing the agent's last measurement", "err", err)
-		return st, nil
+		return err
 	}
 	defer src.Close(context.Background())
 	slot, err := catalog.Slot(ctx, src, m.Slot)
 	if err != nil {
-		log.Warn("cannot measure lag on the source; showing the agent's last measurement", "err", source.Describe(err))
-		return st, nil
+		err = source.Describe(err)
+		log.Warn("cannot measure lag on the source; showing the agent's last measurement", "err", err)
+		return err
 	}
-	st.LagBytes = max(int64(slot.CurrentLSN)-int64(pos.AppliedLSN), 0)
+	st.LagBytes = max(int64(slot.CurrentLSN)-int64(applied), 0)
+	st.CaughtUp = st.LagBytes == 0
 	st.RetainedBytes = slot.RetainedBytes
-	now := time.Now()
-	st.MeasuredAt, st.Live = &now, true
-	return st, nil
+	if !st.CaughtUp {
+		since := pos.CommitTime
+		if since.IsZero() {
+			since = m.CreatedAt
+		}
+		st.LagSeconds = max(slot.ServerTime.Sub(since).Seconds(), 0)
+	}
+	measured := time.Now()
+	st.MeasuredAt, st.Live = &measured, true
+	return nil
 }
 
 // readTargetStatus reads the status from the target's state alone: what `pgshift status`
 // shows without --source, and what the agent serves from memory (it refreshes it with this).
 func readTargetStatus(ctx context.Context, conn catalog.Querier) (Status, error) {
+	st, _, err := readTarget(ctx, conn)
+	return st, err
+}
+
+// readTarget is readTargetStatus with the facts a live measurement needs. The lag figures are
+// the agent's last record: current when a live agent measured within recordFresh (caught up
+// only when it had applied all it knew of), stale when no agent is running or its record is
+// old (never caught up), none before the copy is complete.
+func readTarget(ctx context.Context, conn catalog.Querier) (Status, targetFacts, error) {
 	var st Status
+	var facts targetFacts
 	m, err := state.Load(ctx, conn)
 	if err != nil {
-		return st, err
+		return st, facts, err
 	}
+	facts.m = m
 	st.Phase, st.Slot, st.Publication = string(m.Phase), m.Slot, m.Publication
 	tables, err := state.LoadTables(ctx, conn)
 	if err != nil {
-		return st, err
+		return st, facts, err
 	}
 	for _, t := range tables {
 		ts := TableStatus{Table: t.ID.String(), State: t.State, Rows: t.Rows, Bytes: t.Bytes, SnapshotLSN: t.SnapshotLSN.String(),
@@ -173,29 +224,36 @@ func readTargetStatus(ctx context.Context, conn catalog.Querier) (Status, error)
 	}
 	pos, err := state.LoadPosition(ctx, conn)
 	if err != nil {
-		return st, err
+		return st, facts, err
 	}
-	st.AppliedLSN = pos.AppliedLSN.String()
+	facts.pos = pos
+	// Everything before the copy's consistent point is in the copy: that is where following
+	// starts, and what is applied before the first change is.
+	applied := pos.AppliedLSN
+	if m.Phase.AtLeast(pgtypes.PhaseCopied) {
+		applied = max(applied, m.ConsistentLSN)
+	}
+	facts.applied = applied
+	st.Following = m.Phase.AtLeast(pgtypes.PhaseCopied)
+	st.AppliedLSN = applied.String()
 	if !pos.CommitTime.IsZero() {
 		ct := pos.CommitTime
 		st.LastCommitTime = &ct
 	}
 	st.ETASeconds = -1
-	if fs, ok, err := state.LoadFollowStatus(ctx, conn); err != nil {
-		return st, err
-	} else if ok {
-		st.LagBytes, st.LagSeconds, st.RetainedBytes = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes
-		st.ETASeconds, st.ApplyRate = fs.ETASeconds, fs.ApplyRate
+	fs, haveRecord, err := state.LoadFollowStatus(ctx, conn)
+	if err != nil {
+		return st, facts, err
+	}
+	if haveRecord {
 		st.TxsApplied, st.ChangesApplied = fs.TxsApplied, fs.Changes
-		at := fs.MeasuredAt
-		st.MeasuredAt = &at
 	}
 	if st.LastVerify, err = lastVerify(ctx, conn); err != nil {
-		return st, err
+		return st, facts, err
 	}
 	ls, err := state.ReadLease(ctx, conn)
 	if err != nil {
-		return st, err
+		return st, facts, err
 	}
 	if ls.Recorded || ls.Alive {
 		a := &AgentStatus{Alive: ls.Alive, LockPID: ls.LockPID}
@@ -207,7 +265,7 @@ func readTargetStatus(ctx context.Context, conn catalog.Querier) (Status, error)
 	}
 	deferred, err := state.LoadDeferred(ctx, conn)
 	if err != nil {
-		return st, err
+		return st, facts, err
 	}
 	for _, d := range deferred {
 		ds := DeferredStatus{Object: d.Object, Statement: d.Statement, Reason: d.Reason, Recorded: d.RecordedAt}
@@ -218,14 +276,31 @@ func readTargetStatus(ctx context.Context, conn catalog.Querier) (Status, error)
 		st.Deferred = append(st.Deferred, ds)
 	}
 	if st.Timeline, err = state.LoadPhaseHistory(ctx, conn); err != nil {
-		return st, err
+		return st, facts, err
 	}
 	steps, err := state.LoadCutoverSteps(ctx, conn)
 	if err != nil {
-		return st, err
+		return st, facts, err
 	}
 	st.Cutover = cutoverStatus(steps)
-	return st, nil
+	alive := st.Agent != nil && st.Agent.Alive
+	switch {
+	case !st.Following || !haveRecord:
+		// The copy is not done (no lag to speak of yet), or nothing was measured.
+	case alive && time.Since(fs.MeasuredAt) < recordFresh:
+		// The running agent measures every few seconds, and knows what it has in hand.
+		st.LagBytes, st.LagSeconds, st.RetainedBytes = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes
+		st.ETASeconds, st.ApplyRate, st.CaughtUp = fs.ETASeconds, fs.ApplyRate, fs.LagBytes == 0
+		at := fs.MeasuredAt
+		st.MeasuredAt = &at
+		facts.agentFresh = true
+	default:
+		// The last record of an agent that is gone: shown as what it was, never as caught up.
+		st.LagBytes, st.LagSeconds, st.RetainedBytes, st.ApplyRate = fs.LagBytes, fs.LagSeconds, fs.RetainedBytes, fs.ApplyRate
+		at := fs.MeasuredAt
+		st.MeasuredAt, st.Stale = &at, true
+	}
+	return st, facts, nil
 }
 
 // cutoverStatus is the latest attempt of steps, or the plan as not started when there is none.
@@ -298,34 +373,52 @@ func PrintStatus(w io.Writer, st Status, asJSON bool) error {
 		return enc.Encode(st)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "phase:\t%s\n", st.Phase)
+	alive := st.Agent != nil && st.Agent.Alive
+	phase := st.Phase
+	if !alive && (st.Phase == string(pgtypes.PhaseFollowing) || !st.Following) {
+		phase += " — stopped: no agent is running (start pgshift run)"
+	}
+	fmt.Fprintf(tw, "phase:\t%s\n", phase)
+	fmt.Fprintf(tw, "agent:\t%s\n", agentLine(st.Agent))
 	fmt.Fprintf(tw, "slot / publication:\t%s / %s\n", st.Slot, st.Publication)
-	fmt.Fprintf(tw, "applied position:\t%s\n", st.AppliedLSN)
+	if !st.Following {
+		fmt.Fprintf(tw, "applied position:\tnot following yet: the copy is not complete (the slot keeps every change since its snapshot)\n")
+	} else {
+		fmt.Fprintf(tw, "applied position:\t%s\n", st.AppliedLSN)
+	}
 	if st.LastCommitTime != nil {
 		fmt.Fprintf(tw, "last applied commit:\t%s\n", st.LastCommitTime.UTC().Format(time.RFC3339Nano))
 	}
-	if st.MeasuredAt != nil {
-		src := "agent's last measurement"
+	switch {
+	case !st.Following:
+	case st.MeasuredAt == nil:
+		fmt.Fprintf(tw, "lag:\tnot measured yet (pass --source to measure it, or start pgshift run)\n")
+	case st.Stale:
+		fmt.Fprintf(tw, "lag:\tunknown: no agent is running, and without --source it cannot be measured (the last agent measured %s, %s %s ago)\n",
+			bytesHuman(st.LagBytes), secondsHuman(st.LagSeconds), time.Since(*st.MeasuredAt).Round(time.Second))
+	default:
+		src := "the running agent's measurement"
 		if st.Live {
 			src = "measured now on the source"
 		}
-		fmt.Fprintf(tw, "lag:\t%s, %.1f s (%s, %s ago)\n", bytesHuman(st.LagBytes), st.LagSeconds, src, time.Since(*st.MeasuredAt).Round(time.Second))
+		fmt.Fprintf(tw, "lag:\t%s, %s (%s, %s ago)\n", bytesHuman(st.LagBytes), secondsHuman(st.LagSeconds), src, time.Since(*st.MeasuredAt).Round(time.Second))
 		fmt.Fprintf(tw, "WAL retained by slot:\t%s\n", bytesHuman(st.RetainedBytes))
 		switch {
-		case st.ETASeconds == 0:
+		case st.CaughtUp:
 			fmt.Fprintf(tw, "catch-up:\tcaught up\n")
+		case !alive:
+			fmt.Fprintf(tw, "catch-up:\tbehind, and no agent is applying (start pgshift run)\n")
 		case st.ETASeconds > 0:
-			fmt.Fprintf(tw, "catch-up:\tabout %s\n", (time.Duration(st.ETASeconds) * time.Second).String())
+			fmt.Fprintf(tw, "catch-up:\tbehind; about %s at the current rates\n", (time.Duration(st.ETASeconds) * time.Second).String())
+		default:
+			fmt.Fprintf(tw, "catch-up:\tbehind, not gaining on the source yet\n")
 		}
-	} else {
-		fmt.Fprintf(tw, "lag:\tnot measured yet (is pgshift run running?)\n")
 	}
 	if st.LastVerify != nil {
 		fmt.Fprintf(tw, "last verify:\t%s\n", verifyHeadline(st.LastVerify))
 	} else {
 		fmt.Fprintf(tw, "last verify:\tnever (run pgshift verify)\n")
 	}
-	fmt.Fprintf(tw, "agent:\t%s\n", agentLine(st.Agent))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -365,6 +458,14 @@ func agentLine(a *AgentStatus) string {
 		return fmt.Sprintf("none running (start pgshift run); the last was host %s pid %d running `%s`, last heartbeat %s ago",
 			a.Host, a.PID, a.Command, time.Since(a.Heartbeat).Round(time.Second))
 	}
+}
+
+// secondsHuman writes a lag in seconds, with sub-second precision only below ten seconds.
+func secondsHuman(s float64) string {
+	if s < 10 {
+		return fmt.Sprintf("%.1f s", s)
+	}
+	return (time.Duration(s) * time.Second).String()
 }
 
 func bytesHuman(n int64) string {

@@ -15,6 +15,7 @@ import (
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
+	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/progress"
 	"github.com/pgshift/pgshift/internal/state"
@@ -31,9 +32,9 @@ type VerifyOptions struct {
 	NoSequences     bool
 	Repair          bool
 
-	// NoSave leaves the target untouched: the result is not written to pgshift.verify_runs
-	// (and the pgshift schema is not created on a target that has none). Without it, the
-	// result is saved, creating the state schema if needed.
+	// NoSave leaves the target untouched: the result is not written to pgshift.verify_runs.
+	// Without it, the result is saved when the target holds a pgshift migration; a target
+	// without one is only read, never written (no pgshift schema is created).
 	NoSave bool
 
 	// Live is "auto" (re-check differing rows when the target is being followed: pgshift's
@@ -110,7 +111,10 @@ func Verify(ctx context.Context, cfg config.Config, opts VerifyOptions, log *slo
 	}
 	rep.Notes = append(notes, rep.Notes...)
 	if !opts.NoSave {
-		if id, err := saveVerify(ctx, dst, rep); err != nil {
+		if id, err := saveVerify(ctx, dst, rep); errors.Is(err, state.ErrNoMigration) {
+			// verify only reads a target that holds no migration: it is not pgshift's to write.
+			rep.Notes = append(rep.Notes, "the result was not saved: the target holds no pgshift migration, and verify writes nothing to a target it only reads")
+		} else if err != nil {
 			log.Warn("could not save the verify result on the target (pass --no-save to skip saving)", "err", target.Describe(err))
 			rep.Notes = append(rep.Notes, "the result was not saved on the target: "+target.Describe(err).Error())
 		} else {
@@ -167,7 +171,7 @@ func liveMode(ctx context.Context, vo *verify.Options, src, dst *pgxpool.Pool, s
 		}
 		return max(pos.AppliedLSN, conf), nil
 	}
-	vo.Heartbeat = func(ctx context.Context) error { return EmitHeartbeat(ctx, src) }
+	vo.Heartbeat = func(ctx context.Context) error { return follow.EmitHeartbeat(ctx, src) }
 	log.Info("live verify: pgshift run follows the source; differing rows are re-checked after the target catches up", "slot", slot)
 	return []string{"live mode: pgshift run follows the source; differences were re-checked after the target caught up"}, nil
 }
@@ -184,9 +188,13 @@ func slotConfirmed(ctx context.Context, q *pgxpool.Pool, slot string) (pgtypes.L
 	return st.ConfirmedFlush, nil
 }
 
-// saveVerify writes the report into pgshift.verify_runs, creating the state schema if needed.
+// saveVerify writes the report into pgshift.verify_runs of the target's migration; it returns
+// state.ErrNoMigration, and writes nothing, when the target holds none.
 func saveVerify(ctx context.Context, dst *pgxpool.Pool, rep *verify.Report) (int64, error) {
-	if err := state.Ensure(ctx, dst); err != nil {
+	if _, err := state.Load(ctx, dst); err != nil {
+		return 0, err
+	}
+	if err := state.Ensure(ctx, dst); err != nil { // a migration made by an older pgshift may lack verify_runs
 		return 0, err
 	}
 	body, err := json.Marshal(rep)

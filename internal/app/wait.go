@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/db"
+	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
 )
@@ -21,6 +22,10 @@ var ErrWaitTimeout = errors.New("timed out waiting for the target to catch up")
 // ErrNoAgent is returned by Wait when no agent holds the migration's lease for longer than the
 // grace period: nothing would ever apply the source's changes.
 var ErrNoAgent = errors.New("no agent is running: start pgshift run")
+
+// ErrWaitInterrupted is returned by Wait when it was stopped (Ctrl-C, SIGTERM) before the target
+// caught up.
+var ErrWaitInterrupted = errors.New("wait interrupted")
 
 // DefaultAgentGrace is how long Wait waits for an agent to appear (wait is often started a
 // moment after run) or to come back (a supervisor restarting it) before giving up.
@@ -86,35 +91,34 @@ func WaitWith(ctx context.Context, cfg config.Config, opts WaitOptions, log *slo
 		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
 		defer cancel()
 	}
+	w := waiter{res: &res, began: began, timeout: opts.Timeout}
 	source := db.Endpoint{Role: db.Source, DSN: cfg.Source}
 	target := db.Endpoint{Role: db.Target, DSN: cfg.Target}
 	src, err := source.Connect(ctx)
 	if err != nil {
-		return res, waitErr(ctx, err)
+		return res, w.stopped(ctx, err)
 	}
 	defer src.Close(context.Background())
 	dst, err := target.Connect(ctx)
 	if err != nil {
-		return res, waitErr(ctx, err)
+		return res, w.stopped(ctx, err)
 	}
 	defer dst.Close(context.Background())
-	if _, err := state.Load(ctx, dst); err != nil {
-		return res, target.Describe(err)
-	}
 	if _, err := src.Exec(ctx, `SET synchronous_commit = on`); err != nil {
-		return res, waitErr(ctx, source.Describe(err))
+		return res, w.stopped(ctx, source.Describe(err))
 	}
 	var cur string
 	if err := src.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&cur); err != nil {
-		return res, waitErr(ctx, source.Describe(err))
+		return res, w.stopped(ctx, source.Describe(err))
 	}
 	if res.SourceLSN, err = pgtypes.ParseLSN(cur); err != nil {
 		return res, err
 	}
-	if err := EmitHeartbeat(ctx, src); err != nil {
+	w.barrier = true
+	if err := follow.EmitHeartbeat(ctx, src); err != nil {
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
-			return res, waitErr(ctx, source.Describe(fmt.Errorf("write heartbeat: %w", err)))
+			return res, w.stopped(ctx, source.Describe(fmt.Errorf("write heartbeat: %w", err)))
 		}
 		log.Warn("cannot write a heartbeat on the source; waiting for the agent's own heartbeat or the next published change", "err", err)
 	}
@@ -123,25 +127,40 @@ func WaitWith(ctx context.Context, cfg config.Config, opts WaitOptions, log *slo
 	defer tick.Stop()
 	agentSeen := began // the grace period runs from the last moment an agent held the lease
 	var agentChecked time.Time
-	warned := false
+	warned, haveState := false, false
 	for {
-		pos, err := state.LoadPosition(ctx, dst)
-		if err != nil {
-			return res, waitErr(ctx, target.Describe(err))
+		// The state appears once an agent has begun the copy: wait is often started a moment
+		// after run, before that.
+		if !haveState {
+			switch _, err := state.Load(ctx, dst); {
+			case err == nil:
+				haveState = true
+			case !errors.Is(err, state.ErrNoMigration):
+				return res, w.stopped(ctx, target.Describe(err))
+			}
 		}
-		res.AppliedLSN, res.Waited = pos.AppliedLSN, time.Since(began)
-		if pos.AppliedLSN >= res.SourceLSN {
-			return res, nil
+		if haveState {
+			pos, err := state.LoadPosition(ctx, dst)
+			if err != nil {
+				return res, w.stopped(ctx, target.Describe(err))
+			}
+			res.AppliedLSN, res.Waited = pos.AppliedLSN, time.Since(began)
+			if pos.AppliedLSN >= res.SourceLSN {
+				return res, nil
+			}
 		}
 		if time.Since(agentChecked) >= time.Second {
 			agentChecked = time.Now()
 			running, err := state.AgentRunning(ctx, dst)
 			if err != nil {
-				return res, waitErr(ctx, target.Describe(err))
+				return res, w.stopped(ctx, target.Describe(err))
 			}
 			switch {
 			case running:
 				agentSeen, warned = agentChecked, false
+			case time.Since(agentSeen) >= opts.AgentGrace && !haveState:
+				return res, fmt.Errorf("%w (none held the migration's lease for %s, and the target holds no migration state yet)",
+					ErrNoAgent, opts.AgentGrace.Round(time.Second))
 			case time.Since(agentSeen) >= opts.AgentGrace:
 				return res, fmt.Errorf("%w (none held the migration's lease for %s; the target has applied %s, the source was at %s)",
 					ErrNoAgent, opts.AgentGrace.Round(time.Second), res.AppliedLSN, res.SourceLSN)
@@ -152,16 +171,34 @@ func WaitWith(ctx context.Context, cfg config.Config, opts WaitOptions, log *slo
 		}
 		select {
 		case <-ctx.Done():
-			return res, waitErr(ctx, ctx.Err())
+			return res, w.stopped(ctx, ctx.Err())
 		case <-tick.C:
 		}
 	}
 }
 
-// waitErr turns the deadline of --timeout into ErrWaitTimeout.
-func waitErr(ctx context.Context, err error) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %w", ErrWaitTimeout, err)
+// waiter words how a wait ended early.
+type waiter struct {
+	res     *WaitResult
+	began   time.Time
+	timeout time.Duration
+	barrier bool // the source's position was read
+}
+
+// stopped turns err into ErrWaitTimeout when --timeout passed, or ErrWaitInterrupted when the
+// wait was stopped, each saying how far the target got; any other err is returned as it is.
+func (w waiter) stopped(ctx context.Context, err error) error {
+	var what error
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		what = fmt.Errorf("%w after %s", ErrWaitTimeout, w.timeout)
+	case ctx.Err() != nil:
+		what = fmt.Errorf("%w after %s, before the target caught up", ErrWaitInterrupted, time.Since(w.began).Round(100*time.Millisecond))
+	default:
+		return err
 	}
-	return err
+	if !w.barrier {
+		return fmt.Errorf("%w: it had not read the source's position yet", what)
+	}
+	return fmt.Errorf("%w: the target has applied %s, the source was at %s when wait began", what, w.res.AppliedLSN, w.res.SourceLSN)
 }

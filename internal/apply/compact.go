@@ -40,6 +40,19 @@ import (
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
+// compaction is the merge state of the open target transaction.
+type compaction struct {
+	entries    map[string]*entry
+	entryPlans map[pgtypes.TableID]*plan
+	seq        int
+	raw        []rawChange
+	rawBytes   int64 // approximate memory the recorded changes hold
+	rawAtBegin int   // len(raw) when the current source transaction began (valid while recording)
+	compacted  bool  // some changes were merged: a constraint conflict means redo
+	noCompact  bool  // redoing, streamed, or too large to record: apply change by change
+	gen        int   // bumped by redo, so an interrupted flushEntries stops
+}
+
 // entry is the merged effect of this target transaction's changes to one row.
 type entry struct {
 	p     *plan

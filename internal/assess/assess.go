@@ -29,6 +29,15 @@ type Options struct {
 	Logger                 *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// StartOver: the copy this assessment is for starts the migration over (copy --force).
+	StartOver bool
+	// RecopyUnlogged: the copy copies unlogged tables again in the cutover pause
+	// (--recopy-unlogged, config recopy_unlogged).
+	RecopyUnlogged bool
+	// ReplicaIdentityFull: the copy sets REPLICA IDENTITY FULL on tables with no key and no
+	// usable identity instead of refusing them (--replica-identity-full, config
+	// replica_identity_full).
+	ReplicaIdentityFull bool
 }
 
 // DefaultSampleBytes is enough to measure a steady read rate and small enough to be harmless
@@ -50,42 +59,10 @@ func Run(ctx context.Context, src, dst *pgx.Conn, opts Options) (Report, error) 
 	if opts.Now != nil {
 		now = opts.Now
 	}
-	srcName, dstName := cmp.Or(opts.SourceName, "source"), cmp.Or(opts.TargetName, "target")
-	var f Facts
-	var err error
-	if f.Source, err = readServer(ctx, src); err != nil {
-		return Report{}, fmt.Errorf("%s: %w", srcName, err)
+	f, err := gather(ctx, src, dst, opts, log)
+	if err != nil {
+		return Report{}, err
 	}
-	f.Source.Endpoint = srcName
-	if err := catalog.Version(f.Source.VersionNum).CheckSource(); err != nil {
-		return Report{}, fmt.Errorf("%s: %w", srcName, err)
-	}
-	if f.Tables, err = readTables(ctx, src, opts.Filter); err != nil {
-		return Report{}, fmt.Errorf("%s: %w", srcName, err)
-	}
-	if err := readSourceObjects(ctx, src, &f, opts.Filter); err != nil {
-		return Report{}, fmt.Errorf("%s: %w", srcName, err)
-	}
-	if dst != nil {
-		t, err := readServer(ctx, dst)
-		if err != nil {
-			return Report{}, fmt.Errorf("%s: %w", dstName, err)
-		}
-		t.Endpoint = dstName
-		f.Target = &t
-		if err := readTargetObjects(ctx, dst, &f); err != nil {
-			return Report{}, fmt.Errorf("%s: %w", dstName, err)
-		}
-		if f.TargetMigration, err = readTargetMigration(ctx, dst); err != nil {
-			return Report{}, fmt.Errorf("%s: %w", dstName, err)
-		}
-	}
-	// After the target: a migration recorded there may name a slot without pgshift's prefix.
-	if err := readPgshiftObjects(ctx, src, &f); err != nil {
-		return Report{}, fmt.Errorf("%s: %w", srcName, err)
-	}
-	log.Debug("assess: facts read", "tables", len(f.Tables), "extensions", len(f.Extensions))
-
 	in := EstimateInput{Jobs: opts.Jobs}
 	for _, t := range f.Tables {
 		if t.Kind == "table" {
@@ -109,6 +86,66 @@ func Run(ctx context.Context, src, dst *pgx.Conn, opts Options) (Report, error) 
 		}
 	}
 	return Build(f, EstimateCopy(in), now()), nil
+}
+
+// Preflight is the assessment copy makes before it creates anything: the facts Run reads
+// (without the timed sample read and the estimate) and the same rule table, Evaluate. Its
+// blockers are the ones `pgshift assess` reports, and copy refuses to start on any of them;
+// opts.StartOver is copy --force (existing target tables are then no blocker).
+func Preflight(ctx context.Context, src, dst *pgx.Conn, opts Options) ([]Finding, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f, err := gather(ctx, src, dst, opts, log)
+	if err != nil {
+		return nil, err
+	}
+	return Evaluate(f), nil
+}
+
+// gather reads every fact the rules need from the source and, when dst is not nil, the target.
+func gather(ctx context.Context, src, dst *pgx.Conn, opts Options, log *slog.Logger) (Facts, error) {
+	srcName, dstName := cmp.Or(opts.SourceName, "source"), cmp.Or(opts.TargetName, "target")
+	var f Facts
+	var err error
+	if f.Source, err = readServer(ctx, src); err != nil {
+		return f, fmt.Errorf("%s: %w", srcName, err)
+	}
+	f.Source.Endpoint = srcName
+	// A source too old to migrate from is refused before anything else is read (its catalogs
+	// lack what the queries below ask for).
+	if err := catalog.Version(f.Source.VersionNum).CheckSource(); err != nil {
+		return f, fmt.Errorf("%s: %w", srcName, err)
+	}
+	if f.Tables, err = readTables(ctx, src, opts.Filter); err != nil {
+		return f, fmt.Errorf("%s: %w", srcName, err)
+	}
+	if err := readSourceObjects(ctx, src, &f, opts.Filter); err != nil {
+		return f, fmt.Errorf("%s: %w", srcName, err)
+	}
+	if dst != nil {
+		t, err := readServer(ctx, dst)
+		if err != nil {
+			return f, fmt.Errorf("%s: %w", dstName, err)
+		}
+		t.Endpoint = dstName
+		f.Target = &t
+		if err := readTargetObjects(ctx, dst, &f); err != nil {
+			return f, fmt.Errorf("%s: %w", dstName, err)
+		}
+		if f.TargetMigration, err = readTargetMigration(ctx, dst); err != nil {
+			return f, fmt.Errorf("%s: %w", dstName, err)
+		}
+	}
+	// After the target: a migration recorded there may name a slot without pgshift's prefix.
+	if err := readPgshiftObjects(ctx, src, &f); err != nil {
+		return f, fmt.Errorf("%s: %w", srcName, err)
+	}
+	log.Debug("assess: facts read", "tables", len(f.Tables), "extensions", len(f.Extensions))
+
+	f.StartOver, f.RecopyUnlogged, f.ReplicaIdentityFull = opts.StartOver, opts.RecopyUnlogged, opts.ReplicaIdentityFull
+	return f, nil
 }
 
 // Build assembles a report from facts and an estimate: findings, totals, verdict. It is pure.

@@ -177,7 +177,7 @@ func TestFindings(t *testing.T) {
 		{name: "replica identity index", source: `CREATE TABLE public.ledger (a int NOT NULL, b text);
 			CREATE UNIQUE INDEX ledger_a ON public.ledger (a); ALTER TABLE public.ledger REPLICA IDENTITY USING INDEX ledger_a;`},
 		{name: "unlogged", source: `CREATE UNLOGGED TABLE public.cache (id int PRIMARY KEY);`,
-			want: []want{{CodeUnloggedTable, Blocker, "public.cache"}}},
+			want: []want{{CodeUnloggedTable, Warning, "public.cache"}}},
 		{name: "foreign table", source: `CREATE EXTENSION file_fdw; CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
 			CREATE FOREIGN TABLE public.feed (a int) SERVER files OPTIONS (filename '/dev/null');`,
 			want: []want{{CodeForeignTable, Warning, "public.feed"}}},
@@ -222,7 +222,7 @@ func TestFindings(t *testing.T) {
 				{CodeTargetCreatePriv, Blocker, "schema public"},
 			}},
 		{name: "target not empty", source: clean, target: `CREATE TABLE public.leftover (id int);`,
-			want: []want{{CodeTargetNotEmpty, Warning, "database a_target_not_empty"}}},
+			want: []want{{CodeTargetNotEmpty, Blocker, "database a_target_not_empty"}}},
 		{name: "encoding", source: clean,
 			targetCreate: `CREATE DATABASE %s TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'`,
 			want: []want{

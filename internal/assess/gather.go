@@ -165,11 +165,32 @@ func PartitionRoot(id pgtypes.TableID, tables map[pgtypes.TableID]*catalog.Table
 	return id
 }
 
+// SelectTables applies the filter to partition trees as a whole: a partition is migrated
+// exactly when its root is. The publication names the root, which publishes every partition of
+// the tree (see snapshot.PublicationTables), and pg_dump creates a partitioned table with its
+// partitions, so a tree cannot be split between migrated and not. It is the one selection of
+// assess and copy.
+func SelectTables(all []catalog.Table, f config.TableFilter) []catalog.Table {
+	byID := make(map[pgtypes.TableID]*catalog.Table, len(all))
+	for i := range all {
+		byID[all[i].ID] = &all[i]
+	}
+	var out []catalog.Table
+	for _, t := range all {
+		root := PartitionRoot(t.ID, byID)
+		if f.Match(root.Schema, root.Name) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 func readTables(ctx context.Context, q catalog.Querier, filter config.TableFilter) ([]Table, error) {
-	cts, err := catalog.Tables(ctx, q, filter)
+	all, err := catalog.Tables(ctx, q, config.TableFilter{})
 	if err != nil {
 		return nil, err
 	}
+	cts := SelectTables(all, filter)
 	if len(cts) == 0 {
 		return nil, nil
 	}
@@ -413,18 +434,18 @@ func readTargetObjects(ctx context.Context, q catalog.Querier, f *Facts) error {
 
 	f.TargetTables = map[string]int{}
 	if err := collect(ctx, q, `
-SELECT n.nspname, count(*)::int FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
   AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
   AND `+fmt.Sprintf(notExtensionMember, "'pg_class'", "c.oid")+`
-GROUP BY 1`, nil, func(r scanner) error {
-		var n string
-		var c int
-		if err := r.Scan(&n, &c); err != nil {
+ORDER BY 1, 2`, nil, func(r scanner) error {
+		var n, rel string
+		if err := r.Scan(&n, &rel); err != nil {
 			return err
 		}
-		f.TargetTables[n] = c
+		f.TargetTables[n]++
+		f.TargetTableNames = append(f.TargetTableNames, tableID(n, rel))
 		return nil
 	}); err != nil {
 		return fmt.Errorf("list existing tables: %w", err)

@@ -41,7 +41,7 @@ func PlanIdentities(tables []catalog.Table, setFull bool) IdentityPlan {
 			continue
 		}
 		t, ok := byID[f.Object]
-		fullable := ok && (t.ReplicaIdentity == 'd' || t.ReplicaIdentity == 'i' && !strings.Contains(t.IdentityIssue, "no longer exists"))
+		fullable := ok && canSetFull(identityNames[t.ReplicaIdentity], t.IdentityIssue)
 		switch {
 		case fullable && setFull:
 			p.SetFull = append(p.SetFull, t.ID)
@@ -53,4 +53,12 @@ func PlanIdentities(tables []catalog.Table, setFull bool) IdentityPlan {
 		}
 	}
 	return p
+}
+
+// canSetFull says whether --replica-identity-full may give a table that the identity rule
+// blocks REPLICA IDENTITY FULL: its identity is DEFAULT (no usable primary key), or USING INDEX
+// an index PostgreSQL does not use. Not when that index no longer exists: the table's original
+// identity could not be put back by pgshift finish.
+func canSetFull(replicaIdentity, issue string) bool {
+	return replicaIdentity == "default" || replicaIdentity == "index" && !strings.Contains(issue, "no longer exists")
 }

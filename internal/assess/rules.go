@@ -56,8 +56,18 @@ type Facts struct {
 	TargetTablespaces []string
 	// TargetSchemas are the source's schemas that already exist on the target, with whether the target user may CREATE in them.
 	TargetSchemas []TargetSchema
-	// TargetTables counts user tables already on the target, per schema.
-	TargetTables map[string]int
+	// TargetTables counts user tables already on the target, per schema; TargetTableNames
+	// lists them (schema.name, in order).
+	TargetTables     map[string]int
+	TargetTableNames []string
+	// StartOver says the copy will start the migration over (copy --force): it drops the
+	// target's copies of the source's tables first, so existing tables do not stop it.
+	StartOver bool
+	// RecopyUnlogged says the copy copies unlogged tables again in the cutover pause.
+	RecopyUnlogged bool
+	// ReplicaIdentityFull says the copy sets REPLICA IDENTITY FULL on tables with no key and
+	// no usable identity instead of refusing them (--replica-identity-full).
+	ReplicaIdentityFull bool
 	// TargetMigration is the pgshift migration recorded on the target; nil when there is none
 	// or no target was given.
 	TargetMigration *TargetMigration
@@ -125,10 +135,20 @@ func Evaluate(f Facts) []Finding {
 			fmt.Sprintf("wal_level is %q on the source; logical decoding needs \"logical\"", src.WalLevel),
 			"ALTER SYSTEM SET wal_level = logical; then restart the source (on RDS/Aurora: set rds.logical_replication = 1 in the parameter group and reboot; Cloud SQL: cloudsql.logical_decoding = on)")
 	}
-	if free := src.MaxSlots - src.UsedSlots; free < SlotsNeeded {
+	// A migration in progress already has its slot: it needs only the temporary one.
+	slotsNeeded := SlotsNeeded
+	if m := f.TargetMigration; m != nil && !f.StartOver {
+		for _, s := range f.PgshiftSlots {
+			if s.Name == m.Slot {
+				slotsNeeded--
+				break
+			}
+		}
+	}
+	if free := src.MaxSlots - src.UsedSlots; free < slotsNeeded {
 		add(CodeReplicationSlots, Blocker, "server",
-			fmt.Sprintf("%d of max_replication_slots = %d are free; pgshift needs %d (one for follow, one temporary for copy resume and verify)", max(free, 0), src.MaxSlots, SlotsNeeded),
-			fmt.Sprintf("raise max_replication_slots to at least %d and restart the source, or drop slots nothing uses any more (see pg_replication_slots; an inactive slot also holds WAL on the source)", src.UsedSlots+SlotsNeeded))
+			fmt.Sprintf("%d of max_replication_slots = %d are free; pgshift needs %d (one for follow, one temporary for copy resume and verify)", max(free, 0), src.MaxSlots, slotsNeeded),
+			fmt.Sprintf("raise max_replication_slots to at least %d and restart the source, or drop slots nothing uses any more (see pg_replication_slots; an inactive slot also holds WAL on the source)", src.UsedSlots+slotsNeeded))
 	}
 	if free := src.MaxSenders - src.ActiveSenders; free < SendersNeeded {
 		add(CodeWalSenders, Blocker, "server",
@@ -212,13 +232,25 @@ func Evaluate(f Facts) []Finding {
 	for _, t := range f.Tables {
 		id := t.ID()
 		switch {
+		case t.Kind == "table" && t.Unlogged && f.RecopyUnlogged:
+			add(CodeUnloggedTable, Warning, id,
+				fmt.Sprintf("unlogged table (%s): copied now; its changes never reach the WAL and cannot be followed, so the cutover pause copies it again (--recopy-unlogged), which takes the time of copying %s", humanBytes(t.TotalBytes), humanBytes(t.TotalBytes)),
+				fmt.Sprintf("ALTER TABLE %s SET LOGGED; (rewrites the table) to have it followed instead", sanitize(t)))
 		case t.Kind == "table" && t.Unlogged:
-			add(CodeUnloggedTable, Blocker, id,
-				fmt.Sprintf("unlogged table (%s): its changes never reach the WAL, so they cannot be followed, and a publication refuses it", humanBytes(t.TotalBytes)),
-				fmt.Sprintf("ALTER TABLE %s SET LOGGED; (rewrites the table), or --exclude %s if its contents are disposable", sanitize(t), id))
+			// Copied once (schema and rows), left out of the publication: a blocker would leave
+			// only --exclude, which drops the table from the target altogether.
+			add(CodeUnloggedTable, Warning, id,
+				fmt.Sprintf("unlogged table (%s): copied once, but its changes never reach the WAL, so they cannot be followed and it will be stale on the target", humanBytes(t.TotalBytes)),
+				fmt.Sprintf("pass --recopy-unlogged (config: recopy_unlogged) to copy it again during the cutover pause, ALTER TABLE %s SET LOGGED; (rewrites the table) to have it followed, or --exclude %s if the target needs neither its definition nor its rows", sanitize(t), id))
 		case t.Kind == "table":
-			if f, ok := identityFinding(t, byID, false); ok {
-				out = append(out, f)
+			if fd, ok := identityFinding(t, byID, false); ok {
+				if fd.Code == CodeNoReplicaIdentity && fd.Severity == Blocker && f.ReplicaIdentityFull && canSetFull(t.ReplicaIdentity, t.IdentityIssue) {
+					// What copy will do about it (PlanIdentities): no blocker, but the user must know.
+					fd.Severity = Warning
+					fd.Message += "; pgshift copy sets REPLICA IDENTITY FULL on it on the source (replica_identity_full), recorded there for pgshift finish to restore"
+					fd.Fix = fmt.Sprintf("to avoid FULL's cost (the whole old row in WAL on every UPDATE/DELETE), add a primary key (ALTER TABLE %s ADD PRIMARY KEY (...)) before the copy", sanitize(t))
+				}
+				out = append(out, fd)
 			}
 		case t.Kind == "foreign":
 			add(CodeForeignTable, Warning, id,
@@ -232,8 +264,8 @@ func Evaluate(f Facts) []Finding {
 	}
 	if f.LargeObjects > 0 {
 		add(CodeLargeObjects, Warning, "database "+src.Database,
-			fmt.Sprintf("%s (%s): logical replication does not carry large objects, so pgshift neither copies nor follows them", plural(int(f.LargeObjects), "large object", "large objects"), humanBytes(f.LargeObjectBytes)),
-			"move them into bytea columns before migrating, or copy them while writes are stopped at cutover (pg_dump --large-objects --data-only | psql)")
+			fmt.Sprintf("%s (%s): copied in the snapshot, but logical replication does not carry their later changes — cutover copies what changed again", plural(int(f.LargeObjects), "large object", "large objects"), humanBytes(f.LargeObjectBytes)),
+			"keep large-object writes low during the migration (the cutover pause copies every changed one), or move them into bytea columns to have them followed")
 	}
 	if n := len(f.Sequences); n > 0 {
 		add(CodeSequences, Info, "database "+src.Database,
@@ -454,10 +486,17 @@ func targetFindings(f Facts) []Finding {
 				fmt.Sprintf("GRANT USAGE, CREATE ON SCHEMA %s TO %s; (on the target)", pgtypes.QuoteIdent(s.Name), tuser))
 		}
 	}
-	if n := sumValues(f.TargetTables); n > 0 {
-		add(CodeTargetNotEmpty, Warning, "database "+dst.Database,
-			fmt.Sprintf("the target database already holds %s (%s); copying into existing tables would fail or mix data", plural(n, "user table", "user tables"), schemaCounts(f.TargetTables)),
-			"point --target at an empty database (CREATE DATABASE ... TEMPLATE template0), or drop the leftovers of an earlier attempt")
+	// A target that holds a migration holds its tables: copy resumes it.
+	if n := sumValues(f.TargetTables); n > 0 && f.TargetMigration == nil {
+		names := listSome(f.TargetTableNames, 5)
+		if f.StartOver {
+			add(CodeTargetNotEmpty, Info, "database "+dst.Database,
+				fmt.Sprintf("the target database holds %s (%s); --force drops those the source defines and creates them anew", plural(n, "user table", "user tables"), names), "")
+		} else {
+			add(CodeTargetNotEmpty, Blocker, "database "+dst.Database,
+				fmt.Sprintf("the target database is not empty: it holds %s (%s); pgshift copies into an empty database, since copying into existing tables would fail or mix data", plural(n, "user table", "user tables"), names),
+				"point --target at an empty database (CREATE DATABASE ... TEMPLATE template0), or pass --force to pgshift copy to drop and re-create the source's objects on it")
+		}
 	}
 	if dst.WalLevel != "logical" {
 		add(CodeTargetWalLevel, Warning, "server",
@@ -699,16 +738,24 @@ func slotFindings(f Facts) []Finding {
 				"")
 			continue
 		}
+		if s.Active {
+			// Something streams from it right now: a running agent (of a migration into a target
+			// not given here, or into another one). Never a leftover, never to be dropped.
+			whose := "a pgshift agent of a migration into another target"
+			if f.Target == nil {
+				whose = "a pgshift agent of a running migration (pass --target to see which)"
+			}
+			add(CodeMigrationInProgress, Info, object,
+				fmt.Sprintf("replication slot %s (%s) is in use: process %d streams from it, most likely %s; it holds %s of WAL on the source",
+					s.Name, where, s.ActivePID, whose, humanBytes(s.RetainedBytes)), "")
+			continue
+		}
 		drop := fmt.Sprintf("SELECT pg_drop_replication_slot(%s); on the source", sqlLiteral(s.Name))
 		var msg string
 		switch {
 		case s.WALStatus == "lost":
 			msg = fmt.Sprintf("replication slot %s (%s) was left by an earlier pgshift migration and %s; the source has already invalidated it (wal_status lost): it holds no WAL but counts against max_replication_slots",
 				s.Name, where, orphan)
-		case s.Active:
-			msg = fmt.Sprintf("replication slot %s (%s) was left by an earlier pgshift migration and %s, yet process %d is streaming from it; it holds %s of WAL on the source (pg_current_wal_lsn() - restart_lsn)",
-				s.Name, where, orphan, s.ActivePID, humanBytes(s.RetainedBytes))
-			drop = fmt.Sprintf("stop the process streaming from it (SELECT pg_terminate_backend(%d); if it is a forgotten pgshift agent), then %s", s.ActivePID, drop)
 		default:
 			msg = fmt.Sprintf("replication slot %s (%s) was left by an earlier pgshift migration and %s; nothing reads it, so it holds %s of WAL on the source (pg_current_wal_lsn() - restart_lsn) and keeps all WAL written from now on, %s",
 				s.Name, where, orphan, humanBytes(s.RetainedBytes), limit)
@@ -717,9 +764,13 @@ func slotFindings(f Facts) []Finding {
 	}
 
 	defaultName := snapshot.DefaultName(src.Database)
+	streaming := map[string]bool{} // pgshift names its slot and publication alike
+	for _, s := range f.PgshiftSlots {
+		streaming[s.Name] = s.Active
+	}
 	for _, p := range f.PgshiftPublications {
-		if m != nil && p == m.Publication {
-			continue // part of the migration in progress, reported with its slot
+		if m != nil && p == m.Publication || streaming[p] {
+			continue // part of a migration in progress, reported with its slot
 		}
 		msg := fmt.Sprintf("publication %s was left by an earlier pgshift migration and %s", p, orphan)
 		if p == defaultName {

@@ -48,11 +48,13 @@ func TestSlotRules(t *testing.T) {
 		}},
 		{"leftover slot without a target", func(f *Facts) { f.Target = nil; f.PgshiftSlots = []Slot{idle} },
 			[]expect{{CodeLeftoverSlot, "warning", "replication slot pgshift_shop", []string{"m:no target was given", "f:--target"}}}},
-		{"active leftover slot", func(f *Facts) {
+		// A slot something streams from is in use: never a leftover, never offered for DROP.
+		{"active slot of another migration", func(f *Facts) {
 			s := idle
 			s.Active, s.ActivePID = true, 4242
 			f.PgshiftSlots = []Slot{s}
-		}, []expect{{CodeLeftoverSlot, "warning", "replication slot pgshift_shop", []string{"m:process 4242", "f:pg_terminate_backend(4242)"}}}},
+			f.PgshiftPublications = []string{"pgshift_shop"}
+		}, []expect{{CodeMigrationInProgress, "info", "replication slot pgshift_shop", []string{"m:process 4242", "m:in use"}}}},
 		{"invalidated leftover slot", func(f *Facts) {
 			s := idle
 			s.WALStatus, s.RetainedBytes = "lost", 0

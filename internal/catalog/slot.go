@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -37,6 +38,9 @@ type SlotState struct {
 	// it holds none.
 	CurrentLSN    pgtypes.LSN
 	RetainedBytes int64
+	// ServerTime is the server's clock (clock_timestamp()) when the slot was read: lag in
+	// seconds is measured against it, never against this machine's clock.
+	ServerTime time.Time
 }
 
 // Lost reports whether the source invalidated the slot after it fell more than
@@ -51,9 +55,10 @@ const slotSQL = `
 SELECT s.slot_name, s.slot_type, coalesce(s.plugin, ''), coalesce(s.database::text, ''), s.temporary, s.active,
        coalesce(s.active_pid, 0), coalesce(s.confirmed_flush_lsn::text, ''), coalesce(s.restart_lsn::text, ''),
        coalesce(to_jsonb(s) ->> 'wal_status', ''), (to_jsonb(s) ->> 'safe_wal_size')::bigint,
-       coalesce((to_jsonb(s) ->> 'failover')::boolean, false), w.lsn::text
+       coalesce((to_jsonb(s) ->> 'failover')::boolean, false), w.lsn::text, w.now
 FROM pg_replication_slots s,
-     (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END AS lsn) w`
+     (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END AS lsn,
+             clock_timestamp() AS now) w`
 
 // Slot reads the state of the replication slot name. A missing slot is not an error: the
 // result has Exists false (and CurrentLSN still set).
@@ -71,7 +76,8 @@ func Slot(ctx context.Context, q Querier, name string) (SlotState, error) {
 	}
 	st := SlotState{Name: name}
 	var cur string
-	err = q.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END)::text`).Scan(&cur)
+	err = q.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END)::text,
+		clock_timestamp()`).Scan(&cur, &st.ServerTime)
 	if err != nil {
 		return st, fmt.Errorf("read the WAL position: %w", err)
 	}
@@ -98,7 +104,7 @@ func collectSlots(rows pgx.Rows) ([]SlotState, error) {
 		var confirmed, restart string
 		var cur *string
 		if err := r.Scan(&s.Name, &s.Type, &s.Plugin, &s.Database, &s.Temporary, &s.Active, &s.ActivePID, &confirmed, &restart,
-			&s.WALStatus, &s.SafeWALSize, &s.Failover, &cur); err != nil {
+			&s.WALStatus, &s.SafeWALSize, &s.Failover, &cur, &s.ServerTime); err != nil {
 			return s, err
 		}
 		var err error

@@ -21,27 +21,18 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshift/pgshift/internal/catalog"
+	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
 // HeartbeatPrefix is the pg_logical_emit_message prefix of pgshift's own heartbeats.
 const HeartbeatPrefix = "pgshift"
 
-// SessionParams returns the settings the replication session renders values with. The applier's
-// target session uses the same, so every value's text form is read back exactly. search_path is
-// empty (as the native subscriber sets it on its publisher connection), so values naming objects
-// (regclass, regtype, ...) are rendered schema-qualified whatever search_path the source database
-// has. Each call returns a new map, so callers may add to it.
-func SessionParams() map[string]string {
-	return map[string]string{
-		"search_path":        "",
-		"DateStyle":          "ISO, MDY",
-		"IntervalStyle":      "postgres",
-		"TimeZone":           "UTC",
-		"extra_float_digits": "3",
-		"bytea_output":       "hex",
-	}
-}
+// SessionParams returns the settings the replication session renders values with: pgshift's
+// one definition, db.TextSettings, which the copy, the applier's target session and verify use
+// too, so every value's text form reads back exactly. Each call returns a new map, so callers
+// may add to it.
+func SessionParams() map[string]string { return db.TextSettings() }
 
 // Options configure a Stream.
 type Options struct {

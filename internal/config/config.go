@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"reflect"
 	"strings"
 	"time"
 
@@ -156,13 +157,23 @@ func Load(path string, getenv func(string) string) (Config, error) {
 // mergeYAML decodes data over cfg. Unknown keys are errors, so a typo such as "sorce:"
 // is reported instead of silently ignored.
 func mergeYAML(cfg *Config, data []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return errors.New(cleanYAMLError(err))
+	}
+	if len(doc.Content) == 0 { // empty file
+		return nil
+	}
+	if err := checkYAML(&doc, reflect.TypeFor[Config](), ""); err != nil {
+		return err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil {
-		if errors.Is(err, io.EOF) { // empty file
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		return fmt.Errorf("%s (valid keys: source, target, jobs, include, exclude, slot, publication, lag_warn, http, proxy, replica_identity_full, no_owner, no_privileges, no_roles, recopy_unlogged, proxy_settings, http_settings, alerts)", cleanYAMLError(err))
+		return errors.New(cleanYAMLError(err))
 	}
 	return nil
 }
@@ -180,20 +191,20 @@ func cleanYAMLError(err error) string {
 // Validate checks values that do not depend on which command runs.
 func (c Config) Validate() error {
 	if c.Jobs < 1 || c.Jobs > 256 {
-		return fmt.Errorf("jobs must be between 1 and 256, got %d", c.Jobs)
+		return fmt.Errorf("--jobs (jobs: in the config file) must be between 1 and 256, got %d", c.Jobs)
 	}
 	for _, p := range append(append([]string{}, c.Include...), c.Exclude...) {
 		if _, err := path.Match(p, ""); err != nil {
-			return fmt.Errorf("table pattern %q: %w", p, err)
+			return fmt.Errorf("table pattern %q (--include/--exclude, or include:/exclude: in the config file): %w", p, err)
 		}
 	}
 	if c.LagWarn < 0 {
-		return fmt.Errorf("lag_warn must not be negative, got %s", c.LagWarn)
+		return fmt.Errorf("lag_warn: in the config file must not be negative, got %s", c.LagWarn)
 	}
 	switch c.ProxySettings.Mode {
 	case "", "source", "split", "target":
 	default:
-		return fmt.Errorf("proxy_settings.mode %q: want source, split or target", c.ProxySettings.Mode)
+		return fmt.Errorf("proxy mode %q (--mode, or proxy_settings.mode: in the config file): want source, split or target", c.ProxySettings.Mode)
 	}
 	return nil
 }

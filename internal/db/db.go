@@ -155,9 +155,12 @@ func (e Endpoint) Replication(ctx context.Context) (*pgconn.PgConn, error) {
 // Error is a failure talking to one endpoint, with the fix when pgshift knows it.
 type Error struct {
 	Endpoint string // safe description, never the DSN
-	Problem  string
-	Fix      string
-	Err      error
+	// Problem is what went wrong with the context of every wrap ("read replication slot s:
+	// permission denied ..."); a failure to connect is stated in a few words instead of the
+	// driver's chain ("connection refused").
+	Problem string
+	Fix     string
+	Err     error
 }
 
 func (e *Error) Error() string {
@@ -170,15 +173,22 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// describe wraps err with the endpoint and, for the failures users meet most, the fix.
+// describe wraps err with the endpoint and, for the failures users meet most, the fix. An
+// error already described for this endpoint keeps its message, with any context wrapped
+// around it since, and is not described twice.
 func (e Endpoint) describe(err error) error {
 	if err == nil {
 		return nil
 	}
+	name := e.String()
 	secrets := config.Secrets(e.DSN)
+	var inner *Error
+	if errors.As(err, &inner) && inner.Endpoint == name {
+		return err
+	}
 	problem, fix := Classify(err)
 	return &Error{
-		Endpoint: e.String(),
+		Endpoint: name,
 		Problem:  config.Scrub(problem, secrets),
 		Fix:      fix,
 		Err:      scrubbed{err, secrets},
@@ -197,50 +207,83 @@ type scrubbed struct {
 func (s scrubbed) Error() string { return config.Scrub(s.err.Error(), s.secrets) }
 func (s scrubbed) Unwrap() error { return s.err }
 
-// Classify returns a short statement of what went wrong and, where known, what to do about it.
-// It works on error types and SQLSTATEs, never on message wording.
+// Classify returns what went wrong, keeping the context every wrap of err added, and, where
+// known, what to do about it. It decides on error types and SQLSTATEs, never on message
+// wording. A failure to connect (the driver's long chain of dial errors) is replaced by a few
+// words; a deadline counts as a connect timeout only when it ended a connect.
 func Classify(err error) (problem, fix string) {
+	text := err.Error()
+	// contextOf returns the text that wraps around inner's in err's message ("read slot s: ").
+	contextOf := func(inner error) string {
+		if t := inner.Error(); strings.HasSuffix(text, t) {
+			return strings.TrimSuffix(text, t)
+		}
+		return ""
+	}
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return contextOf(pe) + "invalid connection string: " + unwrapMsg(pe), "use a libpq URL (postgres://user@host:5432/db) or key=value pairs (host=... dbname=...)"
+	}
+	var ce *pgconn.ConnectError
+	connecting := errors.As(err, &ce)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		problem = pgErr.Message
 		if pgErr.Detail != "" {
 			problem += " (" + pgErr.Detail + ")"
 		}
-		switch pgErr.Code {
-		case "28P01":
-			return problem, "check the user and password in the DSN, ~/.pgpass or PGPASSWORD"
-		case "28000":
-			return problem, "allow this client in the server's pg_hba.conf, or check that the role exists"
-		case "3D000":
-			return problem, "create the database first (createdb) or fix dbname in the DSN"
-		case "42501":
-			return problem, "grant the missing privilege to this user, or connect as a role that has it"
-		case "53300":
-			return problem, "the server has no free connection slots: raise max_connections or lower --jobs"
-		case "57P03":
-			return problem, "the server is starting up or shutting down; retry when it is up"
-		case "55000":
-			if strings.Contains(pgErr.Message, "wal_level") {
-				return problem, "set wal_level = logical on the source and restart it"
-			}
+		if connecting {
+			problem = contextOf(ce) + problem
+		} else {
+			problem = contextOf(pgErr) + problem + " (SQLSTATE " + pgErr.Code + ")"
 		}
-		return problem, pgErr.Hint
+		return problem, sqlStateFix(pgErr)
 	}
-	var pe *pgconn.ParseConfigError
-	if errors.As(err, &pe) {
-		return "invalid connection string: " + unwrapMsg(pe), "use a libpq URL (postgres://user@host:5432/db) or key=value pairs (host=... dbname=...)"
+	if connecting {
+		prefix := contextOf(ce)
+		var dnsErr *net.DNSError
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return prefix + "connection refused", "is the server running and listening on that host and port (listen_addresses, port)?"
+		case errors.As(err, &dnsErr):
+			return prefix + "host " + dnsErr.Name + " not found", "fix the host name in the DSN"
+		case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+			return prefix + "timed out connecting", "check the host, port, firewall and security groups; add connect_timeout=N to wait longer"
+		case errors.Is(err, context.Canceled):
+			return prefix + "interrupted while connecting", ""
+		}
+		if u := ce.Unwrap(); u != nil {
+			return prefix + "could not connect: " + u.Error(), ""
+		}
+		return text, ""
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
-		return "connection refused", "is the server running and listening on that host and port (listen_addresses, port)?"
+		return text, "is the server running and listening on that host and port (listen_addresses, port)?"
 	}
-	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) {
-		return "host " + dnsErr.Name + " not found", "fix the host name in the DSN"
+	return text, ""
+}
+
+// sqlStateFix is the fix for the server errors users meet most.
+func sqlStateFix(pgErr *pgconn.PgError) string {
+	switch pgErr.Code {
+	case "28P01":
+		return "check the user and password in the DSN, ~/.pgpass or PGPASSWORD"
+	case "28000":
+		return "allow this client in the server's pg_hba.conf, or check that the role exists"
+	case "3D000":
+		return "create the database first (createdb) or fix dbname in the DSN"
+	case "42501":
+		return "grant the missing privilege to this user, or connect as a role that has it"
+	case "53300":
+		return "the server has no free connection slots: raise max_connections or lower --jobs"
+	case "57P03":
+		return "the server is starting up or shutting down; retry when it is up"
+	case "55000":
+		if strings.Contains(pgErr.Message, "wal_level") {
+			return "set wal_level = logical on the source and restart it"
+		}
 	}
-	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-		return "timed out connecting", "check the host, port, firewall and security groups; add connect_timeout=N to wait longer"
-	}
-	return err.Error(), ""
+	return pgErr.Hint
 }
 
 func isTimeout(err error) bool {

@@ -2,19 +2,40 @@ package pgtest
 
 import (
 	"context"
+	"flag"
 	"os"
-	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 )
 
+// TB is the part of testing.TB the helpers use. They take it rather than testing.TB so that
+// the package does not import testing: the demo starts its clusters with this package, and
+// the release binary must not carry the test framework (`go version -m`, `go tool nm`).
+type TB interface {
+	Helper()
+	Name() string
+	Skip(args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Failed() bool
+	Cleanup(func())
+}
+
+// short reports short() without importing testing: the -test.short flag exists only
+// in test binaries.
+func short() bool {
+	f := flag.Lookup("test.short")
+	return f != nil && f.Value.String() == "true"
+}
+
 // New starts a cluster for a test and stops it when the test ends, whatever the outcome.
 // Under `go test -short` the test is skipped: integration tests need real servers.
-func New(t testing.TB, opts Options) *Cluster {
+func New(t TB, opts Options) *Cluster {
 	t.Helper()
-	if testing.Short() {
+	if short() {
 		t.Skip("integration test: needs PostgreSQL (skipped with -short)")
 	}
 	if opts.Name == "" {
@@ -39,7 +60,7 @@ func New(t testing.TB, opts Options) *Cluster {
 
 // Pair starts a source and a target cluster concurrently, each with a database named dbname,
 // and returns the two clusters and the DSNs of those databases.
-func Pair(t testing.TB, dbname string) (src, dst *Cluster, srcDSN, dstDSN string) {
+func Pair(t TB, dbname string) (src, dst *Cluster, srcDSN, dstDSN string) {
 	t.Helper()
 	return PairVersions(t, dbname, 0, 0)
 }
@@ -48,9 +69,9 @@ func Pair(t testing.TB, dbname string) (src, dst *Cluster, srcDSN, dstDSN string
 // the newest installed). Binaries of a major the system lacks are fetched (BinDirFor); a
 // version that cannot be had fails the test loudly, naming what was tried: a version matrix
 // that silently tested fewer versions would claim support it never checked.
-func PairVersions(t testing.TB, dbname string, srcMajor, dstMajor int) (src, dst *Cluster, srcDSN, dstDSN string) {
+func PairVersions(t TB, dbname string, srcMajor, dstMajor int) (src, dst *Cluster, srcDSN, dstDSN string) {
 	t.Helper()
-	if testing.Short() {
+	if short() {
 		t.Skip("integration test: needs PostgreSQL (skipped with -short)")
 	}
 	// A first fetch of a version's binaries can take a minute on a slow link.
@@ -81,7 +102,7 @@ func PairVersions(t testing.TB, dbname string, srcMajor, dstMajor int) (src, dst
 
 // NewDB creates database name on the cluster and returns its DSN and a connection to it that is
 // closed when the test ends.
-func (c *Cluster) NewDB(t testing.TB, name string) (string, *pgx.Conn) {
+func (c *Cluster) NewDB(t TB, name string) (string, *pgx.Conn) {
 	t.Helper()
 	ctx := context.Background()
 	dsn, err := c.CreateDB(ctx, name)

@@ -35,23 +35,13 @@ const firstNormalOID = 16384
 // it batches the source's one-message-per-row writes, and bounds memory per worker.
 const pipeBuffer = 256 << 10
 
-// sessionSettings make both sides read and write text values identically: ISO dates
-// regardless of the servers' defaults, floats with every digit (servers before 12 round
-// without extra_float_digits = 3), no statement or idle timeouts cutting a long COPY.
-//
-// lc_monetary = 'C' makes money values print and parse alike (their text depends on it), and
-// xmloption = content accepts every xml value the source holds (pg_dump sets both).
-// search_path = pg_catalog makes reg* values (regclass, regproc, ...) print schema-qualified
-// on the source and resolve the same names on the target, whatever either server's or role's
-// default path is (pg_dump loads data with a fixed path too). row_security = off makes a read
-// or write that row-level security policies would filter fail instead of silently seeing
-// only some rows (42501 "query would be affected by row-level security policy").
-var sessionSettings = []string{
-	"SET DateStyle = ISO, YMD", "SET IntervalStyle = postgres", "SET extra_float_digits = 3",
-	"SET TimeZone = 'UTC'", "SET statement_timeout = 0", "SET lock_timeout = 0",
-	"SET idle_in_transaction_session_timeout = 0", "SET search_path = pg_catalog", "SET row_security = off",
-	"SET lc_monetary = 'C'", "SET xmloption = content",
-}
+// sessionSettings make both sides read and write text values identically (db.TextSettings,
+// pgshift's one definition), with no statement or idle timeouts cutting a long COPY.
+// row_security = off makes a read or write that row-level security policies would filter fail
+// instead of silently seeing only some rows (42501 "query would be affected by row-level
+// security policy").
+var sessionSettings = append(db.SetTextSettings(false),
+	"SET statement_timeout = 0", "SET lock_timeout = 0", "SET idle_in_transaction_session_timeout = 0", "SET row_security = off")
 
 // CopyOptions control Copy.
 type CopyOptions struct {
@@ -346,16 +336,14 @@ func (w *worker) copyItemRetrying(ctx context.Context, it WorkItem) (int64, int6
 	}
 }
 
-// retryable: the server did not reject the data (that would fail again); the session was lost.
+// retryable: the session was lost, or the server asked for a retry (db.Transient, pgshift's
+// one retry policy); a server that rejected the data would reject it again, and a table
+// rewritten after the snapshot cannot be seen in that snapshot again.
 func retryable(err error) bool {
 	if _, ok := errors.AsType[*RewrittenError](err); ok {
-		return false // the same snapshot cannot see the rows again
+		return false
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57") || pgErr.Code == "40001" || pgErr.Code == "40P01"
-	}
-	return !errors.Is(err, context.Canceled)
+	return db.Transient(err)
 }
 
 func describeItem(it WorkItem) string {

@@ -37,7 +37,7 @@ const (
 	KindExtra     Kind = "extra"     // on the target, not on the source
 	KindDifferent Kind = "different" // same key, different values
 	KindDuplicate Kind = "duplicate" // (tables without a key) the same row more often on the target
-	KindUnstable  Kind = "unstable"  // still changing on the source: no verdict (live mode only)
+	KindUnstable  Kind = "unstable"  // still changing on the source after every re-check: unconfirmed (live mode only)
 )
 
 // Discrepancy classes: why two values differ, named the way an operator would name the fix.
@@ -56,7 +56,7 @@ const (
 	ClassValue        = "value changed"
 	ClassSchema       = "schema"
 	ClassDeferred     = "kept back until cutover"
-	ClassUnstable     = "unstable (still changing on the source)"
+	ClassUnstable     = "unconfirmed (still changing on the source)"
 	ClassLagging      = "unconfirmed (the target did not catch up in time)"
 )
 
@@ -86,6 +86,7 @@ type Summary struct {
 	TablesIdentical int   `json:"tables_identical"`
 	TablesFailed    int   `json:"tables_failed"`
 	SourceRows      int64 `json:"source_rows"`
+	RowsCompared    int64 `json:"rows_compared"` // source rows of the tables that could be compared
 	RowDifferences  int64 `json:"row_differences"`
 	RowsUnstable    int64 `json:"rows_unstable"`
 	RowsUnconfirmed int64 `json:"rows_unconfirmed"` // the target lagged too far to re-check them

@@ -5,21 +5,19 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
-// sessionSettings fix every setting that changes how values print, so both servers render a
-// row as the same text whatever their configuration: the row text is what gets hashed.
+// sessionSettings fix every setting that changes how values print (db.TextSettings, pgshift's
+// one definition), so both servers render a row as the same text whatever their
+// configuration: the row text is what gets hashed.
 //
-// search_path = pg_catalog makes reg* values (regclass, regtype, ...) print schema-qualified
-// alike on both sides whatever their default paths (user types are cast by qualified names,
-// see catalog.Column.Type). row_security = off makes a read that row-level security policies
-// would filter fail (42501) instead of comparing only the rows they allow; tables whose
-// policies apply to the verifying user are not compared at all (see pair).
-const sessionSettings = `SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; ` +
-	`SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1; ` +
-	`SET LOCAL bytea_output = 'hex'; SET LOCAL statement_timeout = 0; ` +
-	`SET LOCAL search_path = pg_catalog; SET LOCAL row_security = off; SET LOCAL lc_monetary = 'C'; ` +
+// row_security = off makes a read that row-level security policies would filter fail (42501)
+// instead of comparing only the rows they allow; tables whose policies apply to the verifying
+// user are not compared at all (see pair).
+var sessionSettings = strings.Join(db.SetTextSettings(true), "; ") + "; " +
+	`SET LOCAL statement_timeout = 0; SET LOCAL row_security = off; ` +
 	// Chunk statements repeat with different boundaries: plan each with its values, so the
 	// range is seen and the key index used, never a generic plan that guesses.
 	`SET LOCAL plan_cache_mode = force_custom_plan`

@@ -20,15 +20,10 @@ func (r *Report) summarize() {
 			s.TablesFailed++
 			continue
 		}
-		diffs := t.Differences
+		s.RowsCompared += t.SourceRows
+		diffs := r.tableDiffs(t)
 		if r.Mode == ModeCount && t.SourceRows != t.TargetRows {
-			diffs = abs(t.SourceRows - t.TargetRows)
 			r.Classes["row count"]++
-		}
-		for _, row := range t.Rows {
-			if row.Repaired {
-				diffs--
-			}
 		}
 		s.RowDifferences += diffs
 		s.RowsUnstable += t.Unstable
@@ -37,7 +32,7 @@ func (r *Report) summarize() {
 				s.RowsUnconfirmed++
 			}
 		}
-		if diffs == 0 && t.SourceRows == t.TargetRows || diffs == 0 && r.repairedAll(t) {
+		if r.tableIdentical(t) {
 			s.TablesIdentical++
 		}
 		for c, n := range t.Classes {
@@ -61,8 +56,41 @@ func (r *Report) summarize() {
 		}
 	}
 	s.Differences = s.RowDifferences + int64(s.SchemaDiffs) + int64(s.SequenceDiffs)
-	s.Identical = s.Differences == 0 && s.TablesFailed == 0 && s.RowsUnconfirmed == 0
+	s.Identical = s.Differences == 0 && s.TablesFailed == 0 && s.RowsUnconfirmed == 0 && s.RowsUnstable == 0
 	r.Summary = s
+}
+
+// tableDiffs are the differences of one compared table that count: in count mode the row
+// count difference, otherwise the differing rows not repaired.
+func (r *Report) tableDiffs(t TableResult) int64 {
+	diffs := t.Differences
+	if r.Mode == ModeCount && t.SourceRows != t.TargetRows {
+		diffs = abs(t.SourceRows - t.TargetRows)
+	}
+	for _, row := range t.Rows {
+		if row.Repaired {
+			diffs--
+		}
+	}
+	return diffs
+}
+
+// tableIdentical is the one verdict of a table, for the headline count and for the listing:
+// compared, no difference left, and every row confirmed (none still changing, none the target
+// was too far behind to re-check).
+func (r *Report) tableIdentical(t TableResult) bool {
+	if t.Error != "" || t.Unstable > 0 || r.tableDiffs(t) != 0 {
+		return false
+	}
+	for _, row := range t.Rows {
+		if row.Class == ClassLagging {
+			return false
+		}
+	}
+	// Row counts come from the first pass; while the target is followed they differ by the
+	// lag, and the re-check has settled every row that differed.
+	live := r.Live != nil && r.Live.Following && r.Mode != ModeCount
+	return t.SourceRows == t.TargetRows || live || r.repairedAll(t)
 }
 
 // repairedAll reports whether --repair fixed every difference of the table.
@@ -83,14 +111,15 @@ func abs(n int64) int64 {
 }
 
 // ExitCode is the command's exit status: 1 when any difference was found (even if some
-// tables could not be compared), 2 when nothing differs but something could not be compared
-// (a table, or rows the re-check could not confirm because the target lagged), 0 when
-// everything compared equal. Rows still changing on the source are reported, not counted.
+// tables could not be compared), 2 when nothing differs but something could not be confirmed
+// (a table not compared, rows the re-check could not confirm because the target lagged, or
+// rows still changing on the source after every re-check), 0 only when every compared row
+// was confirmed equal.
 func (r *Report) ExitCode() int {
 	switch {
 	case r.Summary.Differences > 0:
 		return 1
-	case r.Summary.TablesFailed > 0 || r.Summary.RowsUnconfirmed > 0:
+	case r.Summary.TablesFailed > 0 || r.Summary.RowsUnconfirmed > 0 || r.Summary.RowsUnstable > 0:
 		return 2
 	}
 	return 0
@@ -147,17 +176,24 @@ func (r *Report) WriteText(w io.Writer, rowsPerTable int) error {
 	top := []node{}
 	tables := node{text: fmt.Sprintf("Tables identical: %d/%d (%s)", s.TablesIdentical, s.TablesCompared, pct(int64(s.TablesIdentical), int64(s.TablesCompared)))}
 	for _, t := range r.Tables {
-		if t.Identical() && t.Unstable == 0 {
+		if r.tableIdentical(t) {
 			continue
 		}
 		tables.children = append(tables.children, tableNode(t, rowsPerTable, r.Mode))
 	}
 	top = append(top, tables)
-	rowsMatch := s.SourceRows - s.RowDifferences
-	if rowsMatch < 0 {
-		rowsMatch = 0
+	// Matching rows are rows of compared tables confirmed equal: not differing, not
+	// unconfirmed. Rows of tables that could not be compared are no match.
+	unsure := s.RowsUnstable + s.RowsUnconfirmed
+	rowsMatch := max(s.RowsCompared-s.RowDifferences-unsure, 0)
+	rate := fmt.Sprintf("Row match rate: %s (%d rows compared, %d differing", pctPrecise(rowsMatch, s.RowsCompared), s.RowsCompared, s.RowDifferences)
+	if unsure > 0 {
+		rate += fmt.Sprintf(", %d unconfirmed", unsure)
 	}
-	top = append(top, node{text: fmt.Sprintf("Row match rate: %s (%d rows, %d differing)", pctPrecise(rowsMatch, s.SourceRows), s.SourceRows, s.RowDifferences)})
+	if s.SourceRows > s.RowsCompared {
+		rate += fmt.Sprintf("; %d source rows in tables not compared", s.SourceRows-s.RowsCompared)
+	}
+	top = append(top, node{text: rate + ")"})
 	if r.Schema != nil {
 		n := node{text: fmt.Sprintf("Schema consistency: %s (%d objects, %d differing)", pct(int64(r.Schema.Compared-len(r.Schema.Diffs)), int64(r.Schema.Compared)), r.Schema.Compared, len(r.Schema.Diffs))}
 		for _, d := range r.Schema.Diffs {
@@ -196,7 +232,7 @@ func (r *Report) WriteText(w io.Writer, rowsPerTable int) error {
 	}
 	if r.Live != nil {
 		l := r.Live
-		n := node{text: fmt.Sprintf("Live re-check: %d rounds; %d lag resolved, %d confirmed, %d still changing on the source",
+		n := node{text: fmt.Sprintf("Live re-check: %d rounds; %d lag resolved, %d confirmed, %d unconfirmed (still changing on the source)",
 			l.Rounds, l.Resolved, l.Confirmed, l.Unstable)}
 		if l.Note != "" {
 			n.children = append(n.children, node{text: l.Note})
@@ -255,7 +291,7 @@ func tableNode(t TableResult, limit int, mode Mode) node {
 		text += " (" + strings.Join(parts, ", ") + ")"
 	}
 	if t.Unstable > 0 {
-		text += fmt.Sprintf(", %d still changing on the source", t.Unstable)
+		text += fmt.Sprintf(", %d unconfirmed (still changing on the source)", t.Unstable)
 	}
 	if mode != ModeCount {
 		text += fmt.Sprintf(" in %d source rows", t.SourceRows)
@@ -332,14 +368,19 @@ func classNodes(r *Report) []node {
 
 func pct(a, b int64) string {
 	if b == 0 {
-		return "100%"
+		return "n/a"
 	}
 	return fmt.Sprintf("%d%%", a*100/b)
 }
 
 func pctPrecise(a, b int64) string {
-	if b == 0 || a == b {
+	switch {
+	case b == 0:
+		return "n/a"
+	case a == b:
 		return "100%"
+	case a*10000/b == 10000: // not all: never rounded up to 100%
+		return "99.99%"
 	}
 	return fmt.Sprintf("%.2f%%", float64(a)*100/float64(b))
 }

@@ -1,4 +1,4 @@
-package app
+package follow
 
 // Partition trees while following.
 //
@@ -256,7 +256,7 @@ func (s *session) publishLeaves(ctx context.Context) error {
 	}
 	// Changes committed before the switch still come through the roots, with the roots'
 	// replica identity: say where that cannot work, so a failure to apply them is expected.
-	for _, f := range assess.IdentityFindings(assess.TablesFromCatalog(selectTables(all, s.cfg.Filter())), true) {
+	for _, f := range assess.IdentityFindings(assess.TablesFromCatalog(assess.SelectTables(all, s.cfg.Filter())), true) {
 		if f.Severity == assess.Blocker {
 			s.log.Warn("changes of this partition committed before the publication switch below are published through its root and may fail to apply; if they do, start the migration over (pgshift copy --force)",
 				"table", f.Object, "reason", f.Message)
