@@ -845,7 +845,11 @@ func (cs *caseRun) rewriteAfterSlot(ctx context.Context, t *Table, done chan<- s
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		var n int64
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").Scan(&n); err != nil {
+		// The slot is listed while it is still being created (waiting for the transactions
+		// running at its start); its snapshot exists once confirmed_flush_lsn is set. DDL in
+		// that window is not what this class tests: PostgreSQL's decoding may then fail for
+		// good ("could not map filenode"), whatever the client does.
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE database = current_database() AND confirmed_flush_lsn IS NOT NULL").Scan(&n); err != nil {
 			return
 		}
 		if n > 0 {

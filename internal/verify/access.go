@@ -49,6 +49,7 @@ acl(kind, name, nspname, relname, owner, items) AS (
   SELECT 'type', quote_ident(n.nspname) || '.' || quote_ident(t.typname), '', '', t.typowner, coalesce(t.typacl, acldefault('T', t.typowner))
   FROM pg_type t JOIN ns n ON n.oid = t.typnamespace
   WHERE t.typcategory <> 'A' -- arrays come with their element type
+    AND t.typtype <> 'm' -- multiranges with their range type: pg_dump writes nothing of their own
     AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c') -- row types with their relation
     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
   UNION ALL
