@@ -211,7 +211,14 @@ func (s *Stream) Run(ctx context.Context) (err error) {
 				return err
 			}
 		case *pgproto3.ErrorResponse:
-			return fmt.Errorf("slot %s: %w", s.opts.Slot, pgconn.ErrorResponseToPgError(m))
+			pgErr := pgconn.ErrorResponseToPgError(m)
+			if pgErr.Code == "XX000" && strings.Contains(pgErr.Message, "could not map filenode") {
+				// The source's decoder has no catalog entry for a table's storage at this WAL
+				// position; it fails the same way on every start. Seen when a table was rewritten
+				// (ALTER TABLE … TYPE, VACUUM FULL, CLUSTER) while the slot was being created.
+				return fmt.Errorf("slot %s: %w; the source cannot decode this slot's WAL past here, on any retry (a table was rewritten while the slot was being created?): start the migration over with pgshift copy --force, with no table-rewriting DDL until the copy has begun", s.opts.Slot, pgErr)
+			}
+			return fmt.Errorf("slot %s: %w", s.opts.Slot, pgErr)
 		case *pgproto3.CopyDone, *pgproto3.CommandComplete, *pgproto3.ReadyForQuery:
 			// The server stops streaming when it shuts down; what was not confirmed is sent again.
 			return fmt.Errorf("slot %s: %w", s.opts.Slot, ErrStreamEnded)
