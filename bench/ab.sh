@@ -49,7 +49,7 @@ psql() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql "$SRC dbname=postgres" -c "CREATE DATABASE bench"
 log "loading pgbench scale $SCALE"
 "$PGBIN/pgbench" -q -i -s "$SCALE" "$SRC dbname=bench" >/dev/null 2>&1
-psql "$SRC dbname=bench" -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL; VACUUM ANALYZE"
+psql "$SRC dbname=bench" -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" -c "VACUUM ANALYZE"
 
 declare -A T
 exec 9>/tmp/pgshift-bench.lock
