@@ -207,7 +207,7 @@ func (r *Report) WriteText(w io.Writer, rowsPerTable int) error {
 	if r.Sequences != nil {
 		text := fmt.Sprintf("Sequences: %d/%d in step", r.Sequences.Compared-len(r.Sequences.Diffs), r.Sequences.Compared)
 		if r.Sequences.Expected && len(r.Sequences.Diffs) > 0 {
-			text += " (target behind while following is expected: sequences are synced at cutover)"
+			text += " (expected while following: sequences are synced at cutover; a target ahead means the source's went back, or the target's was used)"
 		}
 		n := node{text: text}
 		for _, d := range r.Sequences.Diffs {
