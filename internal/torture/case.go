@@ -720,7 +720,11 @@ func (cs *caseRun) copyPhase(ctx context.Context) bool {
 			go func() {
 				defer wg.Done()
 				time.Sleep(p.earlySecond)
+				// Not at the same time as an early kill: a first agent killed while the second
+				// retries the lease lets the second take over, as it should.
+				cs.chaosMu.Lock()
 				cs.secondAgent("during the copy")
+				cs.chaosMu.Unlock()
 			}()
 			defer wg.Wait()
 		}
@@ -736,7 +740,10 @@ func (cs *caseRun) copyPhase(ctx context.Context) bool {
 				break
 			}
 			phase := cs.phase(ctx)
-			if err := cs.killAgent(time.Duration(100) * time.Millisecond); err != nil {
+			cs.chaosMu.Lock()
+			err := cs.killAgent(time.Duration(100) * time.Millisecond)
+			cs.chaosMu.Unlock()
+			if err != nil {
 				res.fail("harness", "%v", err)
 				return false
 			}
