@@ -45,7 +45,7 @@ type proc struct {
 	out    *tail
 	killed bool // the harness sent SIGKILL or SIGTERM
 	code   int
-	maxRSS int64 // KiB, from the kernel's rusage after the process ended
+	maxRSS int64 // KiB, the highest VmHWM sampled while it ran
 }
 
 // exited reports whether the process has ended.
@@ -65,8 +65,38 @@ type pgshift struct {
 	dst    string
 	logf   *os.File
 	mu     sync.Mutex
-	peak   int64 // highest maxRSS seen (KiB)
+	peak   int64 // highest VmHWM seen (KiB)
 	starts int
+}
+
+// watchMemory samples the process's own peak RSS (VmHWM of /proc/PID/status) until it ends.
+// Not the rusage of wait4: Linux counts there the RSS of the process that forked it, which for
+// a child started with vfork and exec is the test binary's own (hundreds of MiB late in a long
+// run), so every agent seemed that large.
+func (a *pgshift) watchMemory(pid int, p *proc) {
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+					var kib int64
+					if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d", &kib); err == nil {
+						a.mu.Lock()
+						p.maxRSS = max(p.maxRSS, kib)
+						a.peak = max(a.peak, kib)
+						a.mu.Unlock()
+					}
+				}
+			}
+		}
+		select {
+		case <-p.done:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func (a *pgshift) start(name string, args ...string) (*proc, error) {
@@ -85,20 +115,13 @@ func (a *pgshift) start(name string, args ...string) (*proc, error) {
 	a.starts++
 	a.mu.Unlock()
 	p.cmd = cmd
+	go a.watchMemory(cmd.Process.Pid, p)
 	go func() {
 		err := cmd.Wait()
 		p.code = cmd.ProcessState.ExitCode()
 		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) {
 			p.code = -2
-		}
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			p.maxRSS = ru.Maxrss
-			a.mu.Lock()
-			if ru.Maxrss > a.peak {
-				a.peak = ru.Maxrss
-			}
-			a.mu.Unlock()
 		}
 		fmt.Fprintf(a.logf, "===== %s %s ended: exit %d (killed by harness: %v)\n", time.Now().UTC().Format("15:04:05.000"), name, p.code, p.killed)
 		close(p.done)
