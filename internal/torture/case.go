@@ -965,6 +965,23 @@ func (cs *caseRun) follow(ctx context.Context) {
 		cs.dumpAgent()
 		return
 	}
+	// A DDL that no change of its table followed never reached pgshift (DDL is not replicated;
+	// pgshift learns of it from the next relation message): the user makes it on the target,
+	// as pgshift's documentation asks before cutover.
+	cs.agentMu.Lock()
+	var unseen []*ddlEvent
+	for _, d := range cs.pendingDDL {
+		if !d.resolved {
+			unseen = append(unseen, d)
+		}
+	}
+	cs.agentMu.Unlock()
+	for _, d := range unseen {
+		cs.logf("no change followed this DDL, so pgshift never saw it; made on the target as the user must: %s", d.sql)
+		if err := cs.applyTarget(ctx, d); err != nil {
+			res.fail("harness", "%v", err)
+		}
+	}
 	stopSup()
 	<-supDone
 	same := cs.compare(ctx, "final", copyTarget)
