@@ -69,6 +69,13 @@ type pgshift struct {
 	starts int
 }
 
+// peakKiB is the highest VmHWM of any process started so far.
+func (a *pgshift) peakKiB() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.peak
+}
+
 // watchMemory samples the process's own peak RSS (VmHWM of /proc/PID/status) until it ends.
 // Not the rusage of wait4: Linux counts there the RSS of the process that forked it, which for
 // a child started with vfork and exec is the test binary's own (hundreds of MiB late in a long

@@ -374,7 +374,7 @@ func runCase(ctx context.Context, e *env, seed uint64) *CaseResult {
 		res.Txns, res.TxnsFailed, res.Rows, res.BigTxns = cs.st.txns.Load(), cs.st.txnFailed.Load(), cs.st.rows.Load(), cs.st.bigTxns.Load()
 		res.StartupExits = cs.startupExits
 		if cs.pg != nil {
-			res.PeakRSSKiB = cs.pg.peak
+			res.PeakRSSKiB = cs.pg.peakKiB()
 			res.Agents = cs.pg.starts
 		}
 		res.Duration = time.Since(start)
@@ -991,7 +991,7 @@ func (cs *caseRun) follow(ctx context.Context) {
 	cs.stopAgent()
 	// Normal cases peak near 110 MiB (the 64 MiB queue and its decoding); a transaction held
 	// whole in memory shows as its size several times over.
-	if res.PeakRSSKiB = cs.pg.peak; res.PeakRSSKiB > 256<<10 {
+	if res.PeakRSSKiB = cs.pg.peakKiB(); res.PeakRSSKiB > 256<<10 {
 		res.fail("memory", "pgshift's peak RSS was %d MiB (big transactions of up to %d MiB)", res.PeakRSSKiB>>10, p.work.hugeBytes>>20)
 	}
 }
