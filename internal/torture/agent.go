@@ -46,6 +46,9 @@ type proc struct {
 	killed bool // the harness sent SIGKILL or SIGTERM
 	code   int
 	maxRSS int64 // KiB, the highest VmHWM sampled while it ran
+	// handled: its exit was taken care of (by the supervisor or the final settle, never
+	// both: two restarts of one exited agent would start two agents).
+	handled bool
 }
 
 // exited reports whether the process has ended.

@@ -562,7 +562,7 @@ func (cs *caseRun) judgeRefusal(ctx context.Context) {
 	}
 	named := false
 	for _, t := range cs.s.Tables {
-		if t.Unsupported != "" && strings.Contains(out, t.Name) {
+		if t.Unsupported != "" && namesTable(out, t.Name) {
 			named = true
 		}
 	}
@@ -872,6 +872,12 @@ func (cs *caseRun) rewriteAfterSlot(ctx context.Context, t *Table, done chan<- s
 	}
 }
 
+// namesTable reports whether pgshift's output names a table, as written or quoted (a " inside a
+// name is doubled in a quoted identifier).
+func namesTable(out, name string) bool {
+	return strings.Contains(out, name) || strings.Contains(out, strings.ReplaceAll(name, `"`, `""`))
+}
+
 // refusalClass tells a refusal (pgshift would not start) from a crash in the middle.
 func refusalClass(out string) string {
 	if strings.Contains(out, "refus") || strings.Contains(out, "cannot") || strings.Contains(out, "not supported") || strings.Contains(out, "unsupported") {
@@ -1020,6 +1026,11 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 	res := cs.res
 	out := a.out.String()
 	cs.agentMu.Lock()
+	if a.handled {
+		cs.agentMu.Unlock()
+		return
+	}
+	a.handled = true
 	var pending []*ddlEvent
 	for _, d := range cs.pendingDDL {
 		if !d.resolved {
@@ -1031,7 +1042,7 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 		res.DDLStops++
 		named := false
 		for _, d := range pending {
-			if strings.Contains(out, d.table.Name) {
+			if namesTable(out, d.table.Name) {
 				named = true
 			}
 		}
@@ -1067,7 +1078,7 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 	class := "agent-exit"
 	cs.agentMu.Lock()
 	for _, d := range cs.pendingDDL {
-		if strings.Contains(out, d.table.Name) {
+		if namesTable(out, d.table.Name) {
 			// Stopped on a table whose DDL is now on both sides, and cannot go on: the stop
 			// is loud, but no user action can resume it.
 			class = "ddl-stuck"

@@ -241,6 +241,7 @@ func (gen *generator) userTypes() []*colType {
 			// public gets a different type of the same name, and the database's search_path
 			// puts the first schema in front, so unqualified "name" means different things
 			// on the two sides unless pgshift qualifies it.
+			gen.s.names["rel:public\x00"+name] = true // the shadow owns the name in public too
 			s.DDL = append(s.DDL, fmt.Sprintf("CREATE TYPE public.%s AS ENUM ('other', 'labels')", qi(name)))
 			s.SearchPath = []string{sc, "public"}
 		}
