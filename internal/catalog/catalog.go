@@ -145,10 +145,12 @@ const tablesSQL = `
 SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relpersistence::text, c.relispartition,
        c.relreplident::text, coalesce(pn.nspname, ''), coalesce(pc.relname, ''),
        c.reltuples::bigint,
-       CASE WHEN c.relkind IN ('r','m') THEN pg_relation_size(c.oid) ELSE 0 END,
-       CASE WHEN c.relkind IN ('r','m','p') THEN pg_total_relation_size(c.oid) ELSE 0 END,
-       CASE WHEN c.reltoastrelid <> 0 THEN pg_total_relation_size(c.reltoastrelid) ELSE 0 END,
-       CASE WHEN c.relkind IN ('r','m','p') THEN pg_indexes_size(c.oid) ELSE 0 END,
+       -- The size functions read the current catalog, this query its snapshot: a relation
+       -- dropped or replaced since (a rewrite gives the table a new TOAST table) is NULL.
+       coalesce(CASE WHEN c.relkind IN ('r','m') THEN pg_relation_size(c.oid) ELSE 0 END, 0),
+       coalesce(CASE WHEN c.relkind IN ('r','m','p') THEN pg_total_relation_size(c.oid) ELSE 0 END, 0),
+       coalesce(CASE WHEN c.reltoastrelid <> 0 THEN pg_total_relation_size(c.reltoastrelid) ELSE 0 END, 0),
+       coalesce(CASE WHEN c.relkind IN ('r','m','p') THEN pg_indexes_size(c.oid) ELSE 0 END, 0),
        pg_get_userbyid(c.relowner), c.relrowsecurity, c.relforcerowsecurity,
        -- check_enable_rls(): policies apply unless the user bypasses them (superuser or
        -- BYPASSRLS) or owns the table (membership counts) and FORCE is not set.
