@@ -872,6 +872,17 @@ func (cs *caseRun) rewriteAfterSlot(ctx context.Context, t *Table, done chan<- s
 	}
 }
 
+// lastStopLine is pgshift's final message ("pgshift: ..."), or all of out when it has none.
+func lastStopLine(out string) string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "pgshift: ") {
+			return lines[i]
+		}
+	}
+	return out
+}
+
 // namesTable reports whether pgshift's output names a table, as written or quoted (a " inside a
 // name is doubled in a quoted identifier).
 func namesTable(out, name string) bool {
@@ -1040,17 +1051,21 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 	cs.agentMu.Unlock()
 	if len(pending) > 0 && a.code != 0 {
 		res.DDLStops++
-		named := false
+		// The user makes on the target what the stop names, no more: a DDL of another table
+		// that pgshift has not reached yet, made there too, would stop the next transactions.
+		last := lastStopLine(out)
+		var named []*ddlEvent
 		for _, d := range pending {
-			if namesTable(out, d.table.Name) {
-				named = true
+			if namesTable(last, d.table.Name) {
+				named = append(named, d)
 			}
 		}
-		if !named {
+		if len(named) == 0 {
 			res.fail("ddl-stop-unclear", "pgshift stopped after a source DDL but its message names none of the tables:\n%s", errorLines(out, 6))
+			named = pending
 		}
 		cs.logf("agent stopped loudly after DDL (exit %d): %s", a.code, errorLines(out, 3))
-		for _, d := range pending {
+		for _, d := range named {
 			if err := cs.applyTarget(ctx, d); err != nil {
 				res.fail("harness", "apply DDL on the target: %v", err)
 			}

@@ -132,6 +132,21 @@ func (cs *caseRun) markRestart(d time.Duration) {
 
 // secondAgent starts another `pgshift run` on the same migration: it must refuse.
 func (cs *caseRun) secondAgent(when string) {
+	// Only against an agent that holds the lease: started together (the first just restarted
+	// after a kill), either may win it, and the other rightly refuses.
+	cs.agentMu.Lock()
+	first := cs.agent
+	cs.agentMu.Unlock()
+	if first != nil && first.cmd != nil && first.cmd.Process != nil {
+		deadline := time.Now().Add(15 * time.Second)
+		for !cs.holdsLease(first.cmd.Process.Pid) && !first.exited() && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !cs.holdsLease(first.cmd.Process.Pid) {
+			cs.logf("no second agent %s: the first does not hold the lease (yet)", when)
+			return
+		}
+	}
 	p, err := cs.pg.start("second agent", cs.runArgs()...)
 	if err != nil {
 		cs.res.fail("harness", "%v", err)
@@ -149,6 +164,17 @@ func (cs *caseRun) secondAgent(when string) {
 		return
 	}
 	cs.logf("second agent refused: exit %d: %s", p.code, lastLines(p.out.String(), 1))
+}
+
+// holdsLease reports whether the agent process pid holds the migration's lease: its holder
+// row names it and the lease lock is held.
+func (cs *caseRun) holdsLease(pid int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var held bool
+	err := queryOne(ctx, cs.dstDSN, `SELECT EXISTS (SELECT 1 FROM pgshift.agent WHERE pid = $1::int4)
+		AND EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 1885827944::oid AND objid = 1::oid AND objsubid = 2 AND granted)`, &held, int32(pid))
+	return err == nil && held
 }
 
 // barrier writes one row with synchronous_commit = off, runs `pgshift wait` at once, and
