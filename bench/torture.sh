@@ -30,6 +30,9 @@ TIMEOUT=$((secs + 1800))s
 
 echo "torture run for $DURATION; log: $LOG" >&2
 rc=0
+# New draws every run (the bounded run of make test always draws the same ones).
+: "${PGSHIFT_TORTURE_BASE_SEED:=$(date +%s%N)}"
+export PGSHIFT_TORTURE_BASE_SEED
 PGSHIFT_TORTURE_DURATION=$DURATION PGSHIFT_TORTURE_SUMMARY=$SUMMARY \
 	go test -count=1 -v -timeout "$TIMEOUT" -run 'TestTorture$' ./internal/torture/ >"$LOG" 2>&1 || rc=$?
 

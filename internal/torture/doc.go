@@ -28,7 +28,7 @@
 //	PGSHIFT_TORTURE_DURATION   budget of the whole run (default 2m; bench/torture.sh 1h)
 //	PGSHIFT_TORTURE_CASES      at most this many random cases
 //	PGSHIFT_TORTURE_SEED       replay exactly this one case
-//	PGSHIFT_TORTURE_BASE_SEED  replay a whole run (its case seeds derive from it)
+//	PGSHIFT_TORTURE_BASE_SEED  replay a whole run (its case seeds derive from it); unset, CIBaseSeed (bench/torture.sh sets a new one)
 //	PGSHIFT_TORTURE_CLASSES    generator classes: "-xml,-rls" off, "none,+int" from nothing,
 //	                           "++ddl" on and used by every draw that can (see allClasses)
 //	PGSHIFT_TORTURE_SCALE      multiplies data sizes and workload durations
