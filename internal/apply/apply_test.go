@@ -12,6 +12,7 @@ import (
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtest"
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/state"
 )
 
 func txt(s string) cdc.Value { return cdc.Value{Kind: cdc.ValueText, Data: []byte(s)} }
@@ -44,7 +45,7 @@ func TestCompactionOnTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := cl.Psql(ctx, "apply", `
-CREATE SCHEMA pgshift; CREATE TABLE pgshift.position (id int PRIMARY KEY, applied_lsn pg_lsn NOT NULL, commit_time timestamptz, updated_at timestamptz NOT NULL DEFAULT now());
+`+state.SchemaSQL()+`
 CREATE TABLE u (id int PRIMARY KEY, email text UNIQUE, n int);
 CREATE TABLE hot (id int PRIMARY KEY, v int, doc text);
 INSERT INTO u VALUES (1, 'x', 0), (2, 'y', 0);

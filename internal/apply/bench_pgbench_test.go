@@ -18,6 +18,7 @@ import (
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtest"
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/state"
 )
 
 // BenchmarkApplyPgbench applies pgbench's TPC-B-like transactions (three UPDATEs and an INSERT
@@ -30,7 +31,7 @@ func BenchmarkApplyPgbench(b *testing.B) {
 		b.Fatal(err)
 	}
 	if out, err := cl.Psql(ctx, "bench", `
-CREATE SCHEMA pgshift; CREATE TABLE pgshift.position (id int PRIMARY KEY, applied_lsn pg_lsn NOT NULL, commit_time timestamptz, updated_at timestamptz NOT NULL DEFAULT now());
+`+state.SchemaSQL()+`
 CREATE TABLE accounts (aid int PRIMARY KEY, bid int, abalance int, filler character(84));
 CREATE TABLE tellers (tid int PRIMARY KEY, bid int, tbalance int, filler character(84));
 CREATE TABLE branches (bid int PRIMARY KEY, bbalance int, filler character(88));

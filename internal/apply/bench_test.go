@@ -11,6 +11,7 @@ import (
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtest"
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/state"
 )
 
 // BenchmarkApplyUpdates measures ordinary UPDATEs (no key change, distinct rows) of a table with
@@ -25,7 +26,7 @@ func BenchmarkApplyUpdates(b *testing.B) {
 		b.Fatal(err)
 	}
 	if out, err := cl.Psql(ctx, "bench", `
-CREATE SCHEMA pgshift; CREATE TABLE pgshift.position (id int PRIMARY KEY, applied_lsn pg_lsn NOT NULL, commit_time timestamptz, updated_at timestamptz NOT NULL DEFAULT now());
+`+state.SchemaSQL()+`
 CREATE TABLE plain (id int PRIMARY KEY, v int, doc text);
 CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v int, doc text);
 CREATE TABLE tick (id int PRIMARY KEY, v int, doc text, n int GENERATED ALWAYS AS IDENTITY);

@@ -12,6 +12,7 @@ import (
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtest"
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/state"
 )
 
 // TestFullIdentityUsesIndex applies 36,000 UPDATEs and then 36,000 DELETEs of a REPLICA
@@ -29,7 +30,7 @@ func TestFullIdentityUsesIndex(t *testing.T) {
 	}
 	const rows = 36000
 	if out, err := cl.Psql(ctx, "full", `
-CREATE SCHEMA pgshift; CREATE TABLE pgshift.position (id int PRIMARY KEY, applied_lsn pg_lsn NOT NULL, commit_time timestamptz, updated_at timestamptz NOT NULL DEFAULT now());
+`+state.SchemaSQL()+`
 CREATE TABLE hist (tid int NOT NULL, bid int, delta int, note text);
 ALTER TABLE hist REPLICA IDENTITY FULL;
 CREATE INDEX hist_bid ON hist (bid);

@@ -13,6 +13,7 @@ import (
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtest"
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/state"
 )
 
 // redoEnv is a source and a target database on one server, with an applier on the target whose
@@ -33,7 +34,7 @@ func newRedoEnv(t *testing.T, cl *pgtest.Cluster, name, srcSchema, dstSchema str
 		schema string
 		conn   **pgx.Conn
 		role   db.Role
-	}{{name + "_src", srcSchema, &e.src, db.Source}, {name + "_dst", `CREATE SCHEMA pgshift; CREATE TABLE pgshift.position (id int PRIMARY KEY, applied_lsn pg_lsn NOT NULL, commit_time timestamptz, updated_at timestamptz NOT NULL DEFAULT now());` + dstSchema, &e.dst, db.Target}} {
+	}{{name + "_src", srcSchema, &e.src, db.Source}, {name + "_dst", `` + state.SchemaSQL() + `` + dstSchema, &e.dst, db.Target}} {
 		dsn, err := cl.CreateDB(ctx, side.db)
 		if err != nil {
 			t.Fatal(err)

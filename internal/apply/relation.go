@@ -30,6 +30,7 @@ import (
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/cdc"
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/state"
 )
 
 // Source is the session to the source that column definitions are read with (a pool or a
@@ -63,6 +64,7 @@ func (w *WarnOnce) First(key string) bool {
 // targetColumn is a column of the target table.
 type targetColumn struct {
 	Name      string
+	Attnum    int16
 	Type      string // format_type under search_path = ''
 	Generated bool
 	Identity  string // "a", "d" or ""
@@ -99,7 +101,7 @@ type relColumn struct {
 
 // targetTableSQL reads the target table; a table without columns still gives one row.
 const targetTableSQL = `
-SELECT c.relkind::text, a.attnum IS NOT NULL, coalesce(a.attname::text, ''), coalesce(format_type(a.atttypid, a.atttypmod), ''),
+SELECT c.relkind::text, a.attnum IS NOT NULL, coalesce(a.attnum, 0), coalesce(a.attname::text, ''), coalesce(format_type(a.atttypid, a.atttypmod), ''),
        coalesce(a.attgenerated <> '', false), coalesce(a.attidentity::text, ''), coalesce(a.attnotnull, false), coalesce(a.atthasdef, false),
        coalesce(pg_get_expr(d.adbin, d.adrelid), ''), CASE WHEN a.atthasmissing THEN coalesce(a.attmissingval::text, '') ELSE '' END
 FROM pg_class c LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -126,7 +128,7 @@ func loadTargetTable(ctx context.Context, q catalog.Querier, t pgtypes.TableID) 
 		var kind string
 		var has bool
 		var c targetColumn
-		if err := rows.Scan(&kind, &has, &c.Name, &c.Type, &c.Generated, &c.Identity, &c.NotNull, &c.HasDef, &c.Default, &c.Missing); err != nil {
+		if err := rows.Scan(&kind, &has, &c.Attnum, &c.Name, &c.Type, &c.Generated, &c.Identity, &c.NotNull, &c.HasDef, &c.Default, &c.Missing); err != nil {
 			return nil, fmt.Errorf("read columns of %s on the target: %w", t, err)
 		}
 		if tt == nil {
@@ -234,6 +236,13 @@ func (a *Applier) buildPlan(ctx context.Context, r *cdc.Relation, prev *plan) (*
 	if err != nil {
 		return nil, err
 	}
+	ids, err := state.ColumnIdentities(ctx, a.conn, r.OID)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkIdentities(r.Table, msg, tt.cols, ids); err != nil {
+		return nil, err
+	}
 	if err := checkAdded(ctx, a.conn, r.Table, checks); err != nil {
 		return nil, err
 	}
@@ -249,9 +258,12 @@ func (a *Applier) buildPlan(ctx context.Context, r *cdc.Relation, prev *plan) (*
 			return nil, fmt.Errorf("table %s: add columns on the target (%s): %w", r.Table, ddl, err)
 		}
 		a.log.Info("added columns the source gained (nullable, without default)", "table", r.Table.String(), "columns", strings.Join(names, ", "))
-		for _, i := range add {
-			tt.cols = append(tt.cols, targetColumn{Name: msg[i].Name, Type: msg[i].Type})
+		if tt, err = loadTargetTable(ctx, a.conn, r.Table); err != nil {
+			return nil, err
 		}
+	}
+	if err := state.SaveColumnIdentities(ctx, a.conn, r.OID, pairIdentities(msg, tt.cols)); err != nil {
+		return nil, err
 	}
 	if len(targetOnly) > 0 && a.opts.Warned.First(r.Table.Sanitize()) {
 		a.log.Warn("columns exist only on the target; rows written by pgshift get their defaults there",
@@ -330,11 +342,7 @@ func reconcile(t pgtypes.TableID, msg, prev []relColumn, tgt []targetColumn, src
 				Fix: "make the target column a plain column like the source's"}
 		}
 		if pc, ok := prevByName[c.Name]; ok && pc.Attnum != 0 && c.Attnum != 0 && pc.Attnum != c.Attnum {
-			return nil, nil, nil, &ErrSchema{Table: t,
-				Msg: fmt.Sprintf("column %s was dropped and added again on the source (attnum %d, now %d): its rows' values on the target are the old column's",
-					q(c.Name), pc.Attnum, c.Attnum),
-				Fix: fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s, ADD COLUMN %s %s <same DEFAULT / NOT NULL as the source>; (on the target; if pgshift was behind the source when it happened, run pgshift verify afterwards)",
-					tbl, q(c.Name), q(c.Name), c.Type)}
+			return nil, nil, nil, droppedAndAdded(t, c.Name, c.Type, pc.Attnum, c.Attnum)
 		}
 	}
 
@@ -569,6 +577,48 @@ func describeColumns(msg []relColumn, plain []targetColumn) string {
 	return "source sends " + strings.Join(s, ", ") + "; target has " + strings.Join(d, ", ")
 }
 
+// checkIdentities compares the source and target attnums of the columns sent with the pairs
+// recorded when the table was last planned, by this agent or an earlier one (state.ColumnIdentity):
+// a source column whose attnum moved while its target column's did not was dropped and added
+// again on the source, and the target's column still holds the old one's values. (Both moved:
+// the target's column was dropped and added too, as the fix says.)
+func checkIdentities(t pgtypes.TableID, msg []relColumn, tgt []targetColumn, ids map[string]state.ColumnIdentity) error {
+	for _, c := range msg {
+		old, ok := ids[c.Name]
+		if !ok || c.Attnum == 0 || old.Source == c.Attnum {
+			continue
+		}
+		i := slices.IndexFunc(tgt, func(tc targetColumn) bool { return tc.Name == c.Name })
+		if i < 0 || tgt[i].Attnum != old.Target {
+			continue
+		}
+		return droppedAndAdded(t, c.Name, c.Type, old.Source, c.Attnum)
+	}
+	return nil
+}
+
+// droppedAndAdded is the stop for a source column dropped and added again under the same name.
+func droppedAndAdded(t pgtypes.TableID, name, typ string, was, now int16) *ErrSchema {
+	q := pgtypes.QuoteIdent
+	return &ErrSchema{Table: t,
+		Msg: fmt.Sprintf("column %s was dropped and added again on the source (attnum %d, now %d): its rows' values on the target are the old column's",
+			q(name), was, now),
+		Fix: fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s, ADD COLUMN %s %s <same DEFAULT / NOT NULL as the source>; (on the target; if pgshift was behind the source when it happened, run pgshift verify afterwards)",
+			t.Sanitize(), q(name), q(name), typ)}
+}
+
+// pairIdentities pairs each sent column the source catalog knows with its target column.
+func pairIdentities(msg []relColumn, tgt []targetColumn) map[string]state.ColumnIdentity {
+	out := make(map[string]state.ColumnIdentity, len(msg))
+	for _, c := range msg {
+		i := slices.IndexFunc(tgt, func(tc targetColumn) bool { return tc.Name == c.Name })
+		if c.Attnum != 0 && i >= 0 {
+			out[c.Name] = state.ColumnIdentity{Source: c.Attnum, Target: tgt[i].Attnum}
+		}
+	}
+	return out
+}
+
 // checkResent checks a description sent again with the same columns as the current plan's: the
 // same unless a column was dropped and added again under the same name and type, which only
 // the source catalog's attnums tell.
@@ -582,11 +632,7 @@ func (a *Applier) checkResent(ctx context.Context, p *plan, r *cdc.Relation) err
 		if !ok || c.Attnum == 0 || s.Type != c.Type || s.Attnum == c.Attnum {
 			continue
 		}
-		return &ErrSchema{Table: r.Table,
-			Msg: fmt.Sprintf("column %s was dropped and added again on the source (attnum %d, now %d): its rows' values on the target are the old column's",
-				pgtypes.QuoteIdent(c.Name), c.Attnum, s.Attnum),
-			Fix: fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s, ADD COLUMN %s %s <same DEFAULT / NOT NULL as the source>; (on the target; if pgshift was behind the source when it happened, run pgshift verify afterwards)",
-				r.Table.Sanitize(), pgtypes.QuoteIdent(c.Name), pgtypes.QuoteIdent(c.Name), c.Type)}
+		return droppedAndAdded(r.Table, c.Name, c.Type, c.Attnum, s.Attnum)
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -92,12 +93,21 @@ var ddl = []string{
 // leaseDDL, deferredDDL, observeDDL). It is cheap and idempotent, so every command that writes state calls
 // it first.
 func Ensure(ctx context.Context, q catalog.Querier) error {
-	for _, stmt := range slices.Concat(ddl, copyDDL, followDDL, leaseDDL, deferredDDL, observeDDL) {
+	for _, stmt := range schemaDDL() {
 		if _, err := q.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("create pgshift state schema on target: %w", err)
 		}
 	}
 	return nil
+}
+
+func schemaDDL() []string {
+	return slices.Concat(ddl, copyDDL, followDDL, columnsDDL, leaseDDL, deferredDDL, observeDDL)
+}
+
+// SchemaSQL is the script Ensure runs, for tests that set up a target with plain SQL.
+func SchemaSQL() string {
+	return strings.Join(schemaDDL(), ";\n") + ";\n"
 }
 
 // ErrNoMigration means the target holds no migration state yet.
