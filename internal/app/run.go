@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/copy"
@@ -66,5 +67,5 @@ func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.L
 func withLease(ctx context.Context, cfg config.Config, command string, opts RunOptions, log *slog.Logger,
 	fn func(ctx context.Context, lease *state.Lease) error) error {
 	target := db.Endpoint{Role: db.Target, DSN: cfg.Target}
-	return state.WithLease(ctx, target.Connect, command, opts.LeaseInterval, log, fn)
+	return state.WithLease(ctx, target.WhenUp(2*time.Minute, log), command, opts.LeaseInterval, log, fn)
 }

@@ -146,7 +146,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	}
 	var sum Summary
 	target := db.Endpoint{Role: db.Target, DSN: cfg.Target}
-	err := state.WithLease(ctx, target.Connect, "copy", opts.LeaseInterval, log, func(ctx context.Context, lease *state.Lease) error {
+	err := state.WithLease(ctx, target.WhenUp(2*time.Minute, log), "copy", opts.LeaseInterval, log, func(ctx context.Context, lease *state.Lease) error {
 		var err error
 		sum, err = copyLeased(ctx, cfg, opts, lease, log)
 		return err
@@ -175,8 +175,39 @@ func (opts *Options) check(cfg config.Config) error {
 }
 
 // copyLeased runs the copy under a lease the caller holds (Run, or First before following).
-// Its work stops as soon as the lease is lost.
+// Its work stops as soon as the lease is lost. A copy cut short by a failure that a new session
+// gets past (the source restarted, a connection was cut) is resumed from the state it recorded,
+// as running it again would: up to maxCopyAttempts in all, each once both servers answer. A
+// copy that never reached both servers is not retried: a wrong DSN or a server that is down is
+// told at once.
 func copyLeased(ctx context.Context, cfg config.Config, opts Options, lease *state.Lease, log *slog.Logger) (Summary, error) {
+	reached := false
+	for attempt := 1; ; attempt++ {
+		sum, connected, err := copyOnce(ctx, cfg, opts, lease, log)
+		reached = reached || connected
+		if err == nil || !reached || attempt == maxCopyAttempts || ctx.Err() != nil || !db.Transient(err) ||
+			errors.Is(err, ErrInterrupted) || errors.Is(err, state.ErrLeaseLost) {
+			return sum, err
+		}
+		log.Warn("the copy was cut short by a connection failure; resuming it", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return sum, err
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
+		for _, e := range []db.Endpoint{{Role: db.Source, DSN: cfg.Source}, {Role: db.Target, DSN: cfg.Target}} {
+			if conn, cerr := e.ConnectWhenUp(ctx, 2*time.Minute, log); cerr == nil {
+				conn.Close(context.WithoutCancel(ctx))
+			}
+		}
+	}
+}
+
+// maxCopyAttempts bounds the resumptions of one copy after connection failures.
+const maxCopyAttempts = 4
+
+// copyOnce is one attempt of copyLeased; connected tells whether it reached both servers.
+func copyOnce(ctx context.Context, cfg config.Config, opts Options, lease *state.Lease, log *slog.Logger) (_ Summary, connected bool, _ error) {
 	ctx, cancel := lease.Bind(ctx)
 	defer cancel()
 	r := &copyRun{cfg: cfg, opts: opts, log: log, start: time.Now(), lease: lease, sum: Summary{Step: opts.Step},
@@ -190,7 +221,7 @@ func copyLeased(ctx context.Context, cfg config.Config, opts Options, lease *sta
 	case ctx.Err() != nil:
 		err = r.interrupted()
 	}
-	return sum, err
+	return sum, r.srcConn != nil && r.dstConn != nil, err
 }
 
 // copyRun is one invocation of Run.
@@ -647,16 +678,59 @@ func (r *copyRun) dumpOptions(o schema.DumpOptions) schema.DumpOptions {
 	return o
 }
 
+//
+// A dump outside a snapshot (post-data) that fails because the source restarted under it is
+// run again once the source is back, up to maxDumpRetries times: pg_dump tells a lost server only in
+// its messages, so the source itself is asked (its postmaster start time moved, or it is not
+// up). A dump in the copy's snapshot cannot be redone: the snapshot died with the session.
 func (r *copyRun) dump(ctx context.Context, section schema.Section, o schema.DumpOptions) (schema.Script, error) {
-	text, err := r.pgDump.Dump(ctx, r.cfg.Source, section, o)
-	if err != nil {
-		return schema.Script{}, err
+	var text string
+	for attempt := 0; ; attempt++ {
+		started, _ := r.sourceStarted(ctx)
+		var err error
+		if text, err = r.pgDump.Dump(ctx, r.cfg.Source, section, o); err == nil {
+			break
+		}
+		if o.Snapshot != "" || attempt == maxDumpRetries || ctx.Err() != nil {
+			return schema.Script{}, err
+		}
+		now, serr := r.sourceStarted(ctx)
+		if serr == nil && now.Equal(started) && !started.IsZero() {
+			return schema.Script{}, err // the source stayed up: the failure is pg_dump's own
+		}
+		if serr != nil && !db.Transient(serr) {
+			return schema.Script{}, errors.Join(err, serr)
+		}
+		r.log.Warn("pg_dump failed while the source restarted; dumping again", "section", string(section), "attempt", attempt+1, "err", err)
+		select {
+		case <-ctx.Done():
+			return schema.Script{}, err
+		case <-time.After(time.Duration(attempt+1) * 2 * time.Second):
+		}
 	}
 	s, err := schema.Parse(text)
 	if err != nil {
 		return s, fmt.Errorf("pg_dump --section=%s output: %w", section, err)
 	}
 	return s, nil
+}
+
+// maxDumpRetries bounds the dumps redone because the source restarted during one.
+const maxDumpRetries = 3
+
+// sourceStarted is the source postmaster's start time, on a new session that waits for a
+// source in recovery to accept connections.
+func (r *copyRun) sourceStarted(ctx context.Context) (time.Time, error) {
+	conn, err := r.src.ConnectWhenUp(ctx, 2*time.Minute, r.log)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var t time.Time
+	if err := conn.QueryRow(ctx, `SELECT pg_catalog.pg_postmaster_start_time()`).Scan(&t); err != nil {
+		return time.Time{}, r.src.Describe(err)
+	}
+	return t, nil
 }
 
 // resumeData continues an interrupted data phase: finished tables are kept, every other

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -42,4 +45,36 @@ func Transient(err error) bool {
 	var connErr *pgconn.ConnectError
 	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.As(err, &connErr)
+}
+
+// ConnectWhenUp connects like Connect, but while the server answers that it is starting up,
+// in crash recovery or shutting down (57P03) it waits and tries again, for at most maxWait: a
+// restart (a crash, a failover, maintenance) passes by itself, unlike a wrong DSN or a server
+// that is down, which fail at once. An agent started by its supervisor while the target
+// recovers then begins as soon as the target accepts connections.
+func (e Endpoint) ConnectWhenUp(ctx context.Context, maxWait time.Duration, log *slog.Logger) (*pgx.Conn, error) {
+	deadline := time.Now().Add(maxWait)
+	delay := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		conn, err := e.Connect(ctx)
+		var pgErr *pgconn.PgError
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "57P03" || time.Now().Add(delay).After(deadline) {
+			return conn, err
+		}
+		if attempt == 1 {
+			log.Warn("the server is not accepting connections yet; waiting for it", "server", e.String(),
+				"detail", pgErr.Message, "gives_up_in", time.Until(deadline).Round(time.Second).String())
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// WhenUp is ConnectWhenUp as a connect function, for callers that take one.
+func (e Endpoint) WhenUp(maxWait time.Duration, log *slog.Logger) func(context.Context) (*pgx.Conn, error) {
+	return func(ctx context.Context) (*pgx.Conn, error) { return e.ConnectWhenUp(ctx, maxWait, log) }
 }

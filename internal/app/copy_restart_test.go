@@ -1,0 +1,91 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pgshift/pgshift/internal/pgtest"
+	"github.com/pgshift/pgshift/internal/schema"
+)
+
+// TestCopyPostDataSurvivesSourceRestart: pg_dump --section=post-data failing because the source
+// restarted under it ended the copy with exit 2 (the torture harness found it). The copy now
+// asks the source whether it restarted and dumps again; a pg_dump failing on a source that
+// stayed up still fails the copy at once.
+func TestCopyPostDataSurvivesSourceRestart(t *testing.T) {
+	ctx := context.Background()
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	cfg := cpDB(t, src, dst, "pdrestart", `CREATE TABLE a (id int PRIMARY KEY, v text); CREATE INDEX a_v ON a (v);
+INSERT INTO a SELECT g, g::text FROM generate_series(1, 100) g;`)
+	real, err := schema.FindPgDump(ctx, "", 150000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The wrapper's first post-data dump announces itself, waits for the test to restart the
+	// source, and fails as pg_dump does when its server goes away.
+	dir := t.TempDir()
+	wrapper := filepath.Join(dir, "pg_dump")
+	script := fmt.Sprintf(`#!/bin/sh
+case "$*" in
+*--section=post-data*)
+	if [ ! -e %[1]s/first ]; then
+		touch %[1]s/first
+		while [ ! -e %[1]s/restarted ]; do sleep 0.1; done
+		echo "pg_dump: error: query failed: server closed the connection unexpectedly" >&2
+		exit 1
+	fi;;
+esac
+exec %[2]s "$@"
+`, dir, real.Path)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(filepath.Dir(real.Path), "pg_dumpall"), filepath.Join(dir, "pg_dumpall")); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			if _, err := os.Stat(filepath.Join(dir, "first")); err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err := src.Restart(ctx, false); err != nil {
+			t.Error(err)
+		}
+		os.WriteFile(filepath.Join(dir, "restarted"), nil, 0o644)
+	}()
+	if _, err := Copy(ctx, cfg, CopyOptions{PgDump: wrapper}, testLogger(t)); err != nil {
+		t.Fatalf("copy across a source restart during post-data: %v", err)
+	}
+	tc := cpConnect(t, cfg.Target)
+	if got := cpQuery(t, tc, `SELECT count(*)::text FROM pg_indexes WHERE indexname = 'a_v'`); got != "1" {
+		t.Errorf("index a_v on the target: %s, want the post-data dumped again", got)
+	}
+	if got := cpQuery(t, tc, `SELECT count(*)::text FROM a`); got != "100" {
+		t.Errorf("rows on the target: %s, want 100", got)
+	}
+
+	// A pg_dump failing while the source stays up is its own failure: reported, not retried.
+	cfg2 := cpDB(t, src, dst, "pdfail", `CREATE TABLE b (id int PRIMARY KEY);`)
+	failDir := t.TempDir()
+	failing := filepath.Join(failDir, "pg_dump")
+	if err := os.Symlink(filepath.Join(filepath.Dir(real.Path), "pg_dumpall"), filepath.Join(failDir, "pg_dumpall")); err != nil {
+		t.Fatal(err)
+	}
+	script = fmt.Sprintf("#!/bin/sh\ncase \"$*\" in *--section=post-data*) echo 'pg_dump: error: no luck' >&2; echo x >> %s/calls; exit 1;; esac\nexec %s \"$@\"\n", dir, real.Path)
+	if err := os.WriteFile(failing, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Copy(ctx, cfg2, CopyOptions{PgDump: failing}, testLogger(t)); err == nil {
+		t.Fatal("copy succeeded with a failing pg_dump")
+	}
+	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
+	if len(calls) != 2 {
+		t.Errorf("post-data dumped %d times on a source that stayed up, want once", len(calls)/2)
+	}
+}
