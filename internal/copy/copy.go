@@ -678,7 +678,6 @@ func (r *copyRun) dumpOptions(o schema.DumpOptions) schema.DumpOptions {
 	return o
 }
 
-//
 // A dump outside a snapshot (post-data) that fails because the source restarted under it is
 // run again once the source is back, up to maxDumpRetries times: pg_dump tells a lost server only in
 // its messages, so the source itself is asked (its postmaster start time moved, or it is not
