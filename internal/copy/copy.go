@@ -685,7 +685,10 @@ func (r *copyRun) dumpOptions(o schema.DumpOptions) schema.DumpOptions {
 func (r *copyRun) dump(ctx context.Context, section schema.Section, o schema.DumpOptions) (schema.Script, error) {
 	var text string
 	for attempt := 0; ; attempt++ {
-		started, _ := r.sourceStarted(ctx)
+		var started time.Time
+		if o.Snapshot == "" {
+			started, _ = r.sourceStarted(ctx)
+		}
 		var err error
 		if text, err = r.pgDump.Dump(ctx, r.cfg.Source, section, o); err == nil {
 			break
