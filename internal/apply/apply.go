@@ -42,7 +42,10 @@ type Options struct {
 	MaxBytes    int64         // approximate change bytes per target transaction (default 32 MiB)
 	MaxDelay    time.Duration // longest a target transaction stays open (default 50 ms)
 	MaxPipeline int           // statements sent before results are read (default 1000)
-	IdleCommit  time.Duration // commit when no input arrives for this long (default 5 ms)
+	// MaxPipelineBytes bounds the parameter bytes of the statements sent before results are
+	// read (default 4 MiB), so the pipeline's memory does not grow with row width.
+	MaxPipelineBytes int
+	IdleCommit       time.Duration // commit when no input arrives for this long (default 5 ms)
 
 	// SkipBelow is the applied position at start: transactions committed before it are on the
 	// target already (the stream drops them too; this is a second guard).
@@ -78,6 +81,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxPipeline <= 0 {
 		o.MaxPipeline = 1000
+	}
+	if o.MaxPipelineBytes <= 0 {
+		o.MaxPipelineBytes = 4 << 20
 	}
 	if o.IdleCommit <= 0 {
 		o.IdleCommit = 5 * time.Millisecond

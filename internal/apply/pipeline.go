@@ -18,6 +18,7 @@ import (
 type pipeline struct {
 	batch   *pgconn.Batch
 	queued  []expect
+	bytes   int   // parameter bytes of the queued statements
 	runPlan *plan // consecutive INSERTs into one table not written yet (addRun)
 	runRows [][]cdc.Value
 }
@@ -120,6 +121,15 @@ func (a *Applier) queue(ctx context.Context, p *plan, shape string, sqlFn func()
 	}
 	a.batch.ExecPrepared(name, vals, nil, nil)
 	a.queued = append(a.queued, e)
+	for _, v := range vals {
+		a.bytes += len(v)
+	}
+	// The pipeline is bounded by bytes as well as statements: a thousand multi-row INSERTs of
+	// wide rows would hold a hundred megabytes. A flush here may redo the batch; callers check
+	// a.gen afterwards, as for every flush.
+	if a.bytes >= a.opts.MaxPipelineBytes {
+		return a.flush(ctx)
+	}
 	return nil
 }
 
@@ -132,7 +142,7 @@ func (a *Applier) flush(ctx context.Context) error {
 		return nil
 	}
 	b, queued := a.batch, a.queued
-	a.batch, a.queued = &pgconn.Batch{}, a.queued[:0:0]
+	a.batch, a.queued, a.bytes = &pgconn.Batch{}, a.queued[:0:0], 0
 	res, err := a.conn.PgConn().ExecBatch(ctx, b).ReadAll()
 	if err != nil {
 		err = fmt.Errorf("apply on the target: %w", err)
