@@ -440,7 +440,7 @@ func SaveCutoverStep(ctx context.Context, q catalog.Querier, s CutoverStep) erro
 	return nil
 }
 
-// QueryComparison is one query timed on both sides (pgshift compare-queries): the mean of
+// QueryComparison is one query timed on both sides (pgshift compare-queries): the median of
 // Runs executions, in milliseconds.
 type QueryComparison struct {
 	RunAt    time.Time `json:"run_at"`
