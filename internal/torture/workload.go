@@ -753,6 +753,20 @@ func (c *client) savepointOps() []op {
 
 // bigTxn is larger than logical_decoding_work_mem (64 kB when the case streams): many rows
 // with long values, a rolled-back subtransaction in the middle, sometimes rolled back whole.
+// riFullBelow reports whether t or any table below it (inheritance children, partitions) is
+// REPLICA IDENTITY FULL: an UPDATE of t without ONLY reaches them all.
+func riFullBelow(t *Table) bool {
+	if t.RIFull {
+		return true
+	}
+	for _, c := range t.Children {
+		if riFullBelow(c) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *client) bigTxn() []op {
 	g := c.g
 	t := c.cs.pickTable(g, func(t *Table) bool { return insertable(t) && len(t.Toast) > 0 })
@@ -784,7 +798,7 @@ func (c *client) bigTxn() []op {
 	if g.chance(0.5) {
 		ops = append(ops, fixed("ROLLBACK TO SAVEPOINT big"))
 	}
-	if t.N != nil && !t.RIFull && g.chance(0.5) {
+	if t.N != nil && !riFullBelow(t) && g.chance(0.5) {
 		// A big UPDATE too (not of a REPLICA IDENTITY FULL table: pgshift applies each of its
 		// rows with a scan of the whole table, so a big one there takes for ever — a known
 		// cost, reported once, not re-found by every case).
