@@ -679,9 +679,10 @@ func (r *copyRun) dumpOptions(o schema.DumpOptions) schema.DumpOptions {
 }
 
 // dump runs pg_dump for one section and parses its script. A dump outside a snapshot
-// (post-data) that fails because the source restarted under it is run again once the source is
-// back, up to maxDumpRetries times: pg_dump tells a lost server only in its messages, so the source itself is asked (its postmaster start time moved, or it is not
-// up). A dump in the copy's snapshot cannot be redone: the snapshot died with the session.
+// (post-data) that fails because the source restarted under it is run again once the source
+// is back, up to maxDumpRetries times: pg_dump tells a lost server only in its messages, so
+// the source itself is asked (its postmaster start time moved, or it is not up). A dump in
+// the copy's snapshot cannot be redone: the snapshot died with the session.
 func (r *copyRun) dump(ctx context.Context, section schema.Section, o schema.DumpOptions) (schema.Script, error) {
 	var text string
 	for attempt := 0; ; attempt++ {
