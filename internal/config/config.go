@@ -106,7 +106,9 @@ type ProxySettings struct {
 
 // RouteRule is one read-routing rule (the case study's feature flags, as configuration).
 type RouteRule struct {
-	Name         string   `yaml:"name"`
+	// Name identifies the rule in SHOW ROUTES and the metrics.
+	Name string `yaml:"name"`
+	// Users, Databases and Applications (application_name) the rule applies to; empty: any.
 	Users        []string `yaml:"users"`
 	Databases    []string `yaml:"databases"`
 	Applications []string `yaml:"application_names"`

@@ -23,11 +23,16 @@ type Alerts struct {
 	// Interval between evaluations (default 10 s).
 	Interval time.Duration `yaml:"interval"`
 	// Repeat re-sends a firing alert at this interval (default 0: once, then resolved once).
-	Repeat   time.Duration     `yaml:"repeat"`
-	Webhooks []Webhook         `yaml:"webhooks"`
-	Rules    []AlertRule       `yaml:"rules"`
-	Disabled bool              `yaml:"disabled"`
-	Labels   map[string]string `yaml:"labels"`
+	Repeat time.Duration `yaml:"repeat"`
+	// Webhooks receive every firing and resolved alert.
+	Webhooks []Webhook `yaml:"webhooks"`
+	// Rules replace the default rules (lag, retained WAL, stalled apply, verify differences,
+	// failed cutover step, agent restart) when given.
+	Rules []AlertRule `yaml:"rules"`
+	// Disabled turns alerting off.
+	Disabled bool `yaml:"disabled"`
+	// Labels are added to every alert sent (e.g. env: prod).
+	Labels map[string]string `yaml:"labels"`
 }
 
 // Webhook is one receiver. The URL is a secret (Slack's carries its token): it is never
@@ -53,11 +58,18 @@ type Webhook struct {
 //	cutover_step_failed  a step of the latest cutover attempt failed
 //	agent_restarted      this agent started after an earlier one (fires once, resolves when following again)
 type AlertRule struct {
-	Name     string        `yaml:"name"`
-	Kind     string        `yaml:"kind"`
-	Over     string        `yaml:"over"`
-	For      time.Duration `yaml:"for"`
-	Severity string        `yaml:"severity"`
+	// Name is the alert's name, as Alertmanager and the dashboard show it.
+	Name string `yaml:"name"`
+	// Kind is what the rule watches: lag_seconds, retained_wal_bytes, apply_stalled,
+	// verify_differences, cutover_step_failed or agent_restarted.
+	Kind string `yaml:"kind"`
+	// Over is the threshold: a duration for lag_seconds, a size for retained_wal_bytes, a
+	// count for verify_differences.
+	Over string `yaml:"over"`
+	// For is how long the condition must hold before the alert fires (pending until then).
+	For time.Duration `yaml:"for"`
+	// Severity is passed to the webhooks: critical, warning or info.
+	Severity string `yaml:"severity"`
 }
 
 // DefaultAlertRules are the rules used when the configuration lists none: the case study's
