@@ -1054,9 +1054,14 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 		// The user makes on the target what the stop names, no more: a DDL of another table
 		// that pgshift has not reached yet, made there too, would stop the next transactions.
 		last := lastStopLine(out)
+		// Of several DDLs on one table, only the first: pgshift stops at the first change it
+		// cannot take, and the later ones are further on in the stream (made on the target
+		// now, they would break the transactions between).
 		var named []*ddlEvent
+		seen := map[*Table]bool{}
 		for _, d := range pending {
-			if namesTable(last, d.table.Name) {
+			if namesTable(last, d.table.Name) && !seen[d.table] {
+				seen[d.table] = true
 				named = append(named, d)
 			}
 		}
