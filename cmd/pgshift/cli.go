@@ -58,6 +58,7 @@ file, the file over the environment. Passwords may also come from ~/.pgpass or P
 		c.waitCommand(),
 		c.statusCommand(),
 		c.assessCommand(),
+		c.planCommand(),
 		c.demoCommand(),
 		c.verifyCommand(),
 		c.proxyCommand(),
