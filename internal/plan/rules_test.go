@@ -150,10 +150,10 @@ func TestStorageAndWAL(t *testing.T) {
 		copySeconds     float64
 		maxWAL, storage string
 	}{
-		// pgbench 100: 1495MB × 1.1 = 1.6GB of WAL × 1.9 = 3.05GB → 4GB; 1503MB × 1.5 + 4GB = 6.2GB → 20GB minimum.
-		{"pgbench 100", 1503 * mB, 1281 * mB, 214 * mB, 4.3, "4GB", "20GB"},
-		// 2TB in 8 h: 2.2TB of WAL at 80MB/s, × 900 s × 1.9 = 134GB → 134GB; 3TB + 134GB → 3206GB.
-		{"case study, 2TB", 2 * tB, 1536 * gB, 512 * gB, 8 * 3600, "134GB", "3206GB"},
+		// pgbench 100: 1495MB of WAL × 1.9 = 2.77GB → 3GB; 1503MB × 1.5 + 3GB = 5.2GB → 20GB minimum.
+		{"pgbench 100", 1503 * mB, 1281 * mB, 214 * mB, 4.3, "3GB", "20GB"},
+		// 2TB in 8 h: 2TB of WAL at 72.8MB/s, × 900 s × 1.9 = 121.6GB → 122GB; 3TB + 122GB → 3194GB.
+		{"case study, 2TB", 2 * tB, 1536 * gB, 512 * gB, 8 * 3600, "122GB", "3194GB"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := pgbenchFacts()
@@ -196,7 +196,7 @@ func TestIOPS(t *testing.T) {
 
 func TestSteadyWALRateRaisesMaxWALSize(t *testing.T) {
 	f := pgbenchFacts()
-	// 20MB/s of WAL over a day: 15 min × 1.9 of it is 33.4GB → 34GB, more than the copy's 4GB.
+	// 20MB/s of WAL over a day: 15 min × 1.9 of it is 33.4GB → 34GB, more than the copy's 3GB.
 	f.Writes = WriteStats{From: "pg_stat_wal", Bytes: 20 * mB * 86400, Seconds: 86400}
 	w, _ := settingByName(Build(f).Settings, "max_wal_size")
 	if w.Value != "34GB" || !strings.Contains(w.Reason, "after cutover") {
@@ -317,7 +317,7 @@ func TestWriteSQL(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"ALTER SYSTEM SET shared_preload_libraries = 'it''s', 'pg_stat_statements', 'auto_explain';",
-		"ALTER SYSTEM SET max_wal_size = '4GB';",
+		"ALTER SYSTEM SET max_wal_size = '3GB';",
 		"ALTER SYSTEM SET wal_level = 'logical';",
 		"SELECT pg_reload_conf();",
 	} {
@@ -358,7 +358,7 @@ func TestWriteTerraformAndRDSJSON(t *testing.T) {
 		`resource "aws_db_parameter_group" "pgshift_target" {`, `family      = "postgres15"`,
 		"name         = \"rds.logical_replication\"\n    value        = \"1\"\n    apply_method = \"pending-reboot\"",
 		"name         = \"shared_buffers\"\n    value        = \"131072\"",
-		"name         = \"max_wal_size\"\n    value        = \"4096\"\n    apply_method = \"immediate\"",
+		"name         = \"max_wal_size\"\n    value        = \"3072\"\n    apply_method = \"immediate\"",
 	} {
 		if !strings.Contains(tf, want) {
 			t.Errorf("terraform lacks %q:\n%s", want, tf)
