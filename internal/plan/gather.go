@@ -32,7 +32,8 @@ func Gather(ctx context.Context, src, dst *pgx.Conn, opts Options) (Facts, error
 		return Facts{}, err
 	}
 	f := Facts{Source: rep.Source, Target: rep.Target, Resources: opts.Resources, CopySeconds: rep.Estimate.LowSeconds,
-		DataBytes: rep.Estimate.DataBytes, IndexBytes: rep.Estimate.IndexBytes}
+		CopySecondsSlow: rep.Estimate.HighSeconds,
+		DataBytes:       rep.Estimate.DataBytes, IndexBytes: rep.Estimate.IndexBytes}
 	if err := readSource(ctx, src, &f, rep.Tables); err != nil {
 		return f, fmt.Errorf("%s: %w", srcName, err)
 	}

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -22,6 +23,8 @@ type Facts struct {
 	// CopySeconds is the fast end of assess's copy-time estimate: the copy writes its WAL at
 	// most this fast, which is what sizes max_wal_size for the load.
 	CopySeconds float64
+	// CopySecondsSlow is the slow end of the same estimate.
+	CopySecondsSlow float64
 	// LargestIndex is the source's largest index among the copied tables.
 	LargestIndex Index
 	// Writes are the source's cumulative write and read counters.
@@ -110,13 +113,16 @@ type Plan struct {
 	Target      *Summary  `json:"target,omitempty"`
 	Resources   Resources `json:"resources"`
 	// Family is the RDS parameter group family for the target's major version ("postgres15").
-	Family        string  `json:"family"`
-	StorageBytes  int64   `json:"storage_bytes"`
-	StorageReason string  `json:"storage_reason"`
-	IOPS          int     `json:"iops"`
-	IOPSReason    string  `json:"iops_reason"`
-	CopyWALBytes  int64   `json:"copy_wal_bytes"`
-	CopyWriteRate float64 `json:"copy_write_bytes_per_sec"`
+	Family        string `json:"family"`
+	StorageBytes  int64  `json:"storage_bytes"`
+	StorageReason string `json:"storage_reason"`
+	IOPS          int    `json:"iops"`
+	IOPSReason    string `json:"iops_reason"`
+	CopyWALBytes  int64  `json:"copy_wal_bytes"`
+	// CopyWriteRate is how fast the copy writes data, indexes and WAL at the estimate's fast
+	// end; CopyWriteRateSlow at its slow end.
+	CopyWriteRate     float64 `json:"copy_write_bytes_per_sec"`
+	CopyWriteRateSlow float64 `json:"copy_write_bytes_per_sec_slow,omitempty"`
 	// Settings are the recommendations, in the order a reader thinks about them.
 	Settings []Setting `json:"settings"`
 	// Notes say what the plan could not decide and why.
@@ -210,10 +216,13 @@ func Build(f Facts) Plan {
 	if f.CopySeconds > 0 {
 		p.CopyWriteRate = float64(f.DataBytes+f.IndexBytes+p.CopyWALBytes) / f.CopySeconds
 	}
+	if f.CopySecondsSlow > 0 {
+		p.CopyWriteRateSlow = float64(f.DataBytes+f.IndexBytes+p.CopyWALBytes) / f.CopySecondsSlow
+	}
 
 	maxWAL, walReason := maxWALSize(f, p.CopyWALBytes)
 	p.StorageBytes, p.StorageReason = storage(f, maxWAL)
-	p.IOPS, p.IOPSReason = iops(f, p.CopyWriteRate)
+	p.IOPS, p.IOPSReason = iops(f, p.CopyWriteRateSlow, p.CopyWriteRate)
 
 	add := func(s Setting) { p.Settings = append(p.Settings, s) }
 	if mem := f.Resources.MemoryBytes; mem > 0 {
@@ -258,7 +267,7 @@ func Build(f Facts) Plan {
 		if f.TargetSettings != nil {
 			cur, ok := f.TargetSettings[s.Name]
 			if ok {
-				s.Current = display(cur)
+				s.Current = cmp.Or(display(cur), "(empty)")
 				s.Change = needsChange(*s, cur)
 			}
 		}
@@ -335,11 +344,15 @@ func storage(f Facts, maxWAL int64) (int64, string) {
 	return total, reason
 }
 
-func iops(f Facts, copyRate float64) (int, string) {
+func iops(f Facts, slowRate, fastRate float64) (int, string) {
 	w := f.Writes
 	copyNote := ""
-	if copyRate > 0 {
-		copyNote = fmt.Sprintf("; the copy itself writes up to %s/s (data, indexes and their WAL) in large sequential writes: that is throughput (gp3: 125MB/s included, up to 1000MB/s), not IOPS", human(int64(copyRate)))
+	if fastRate > 0 {
+		rate := "up to " + human(int64(fastRate)) + "/s"
+		if slowRate > 0 {
+			rate = human(int64(slowRate)) + "/s to " + human(int64(fastRate)) + "/s"
+		}
+		copyNote = fmt.Sprintf("; the copy itself writes %s (data, indexes and their WAL, the copy-time estimate's range) in large sequential writes: that is throughput (gp3: 125MB/s included, up to 1000MB/s), not IOPS", rate)
 	}
 	if w.Seconds < minStatsAge || w.From == "" {
 		return gp3BaselineIOPS, fmt.Sprintf("the source's write counters have %s of history, too little for a rate: %d, gp3's baseline; plan again when they have a day%s",

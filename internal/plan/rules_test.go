@@ -245,6 +245,10 @@ func TestDifferenceWithTarget(t *testing.T) {
 			t.Errorf("%s: change %v current %q, want %v %q (plan %s)", name, s.Change, s.Current, w.change, w.current, s.Value)
 		}
 	}
+	f.TargetSettings["shared_preload_libraries"] = Current{"", ""}
+	if s, _ := settingByName(Build(f).Settings, "shared_preload_libraries"); !s.Change || s.Current != "(empty)" {
+		t.Errorf("an empty shared_preload_libraries: change %v, current %q; want a change from (empty)", s.Change, s.Current)
+	}
 	f.TargetSettings["wal_level"] = Current{"logical", ""}
 	f.TargetSettings["shared_preload_libraries"] = Current{`"auto_explain", pg_stat_statements`, ""}
 	p = Build(f)
