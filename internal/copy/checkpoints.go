@@ -12,8 +12,9 @@ import (
 
 // checkpointWarning says, before the data moves, when the target's max_wal_size would make
 // the copy checkpoint more often than PostgreSQL's checkpoint_warning (30 s): every
-// WAL-triggered checkpoint writes all dirty buffers and restarts full-page images, so a load
-// that checkpoints every few seconds spends its time on checkpoints. The copy's WAL rate is
+// WAL-triggered checkpoint writes all dirty buffers and restarts full-page images in the
+// middle of the load (on bench/plan.sh's 2-core machine the copy time did not measurably
+// change; the checkpoints and the server's warnings did). The copy's WAL rate is
 // the fast end of assess's estimate with its default rates, so the warning errs towards
 // being given; the number it names is plan's (plan.LoadMaxWALSize), the one `pgshift plan`
 // recommends. It returns "" when the target's setting is enough. It changes nothing: the
@@ -46,7 +47,7 @@ func checkpointWarning(ctx context.Context, dst catalog.Querier, tables []catalo
 	}
 	want := plan.LoadMaxWALSize(copyWAL, est.LowSeconds, plan.LoadCheckpointTimeout)
 	return fmt.Sprintf("target: max_wal_size is %dMB: the copy writes about %dMB of WAL, at up to %dMB/s, so the target would checkpoint as often as every %s "+
-		"(PostgreSQL logs \"checkpoints are occurring too frequently\") and the load slows down; "+
+		"(PostgreSQL logs \"checkpoints are occurring too frequently\"), each one flushing every dirty buffer in the middle of the load; "+
 		"set it for the copy: ALTER SYSTEM SET max_wal_size = '%dGB'; SELECT pg_reload_conf(); on the target (pgshift plan gives the other settings)",
 		maxWAL>>20, copyWAL>>20, int64(rate)>>20, every.Round(10*time.Millisecond), want>>30), nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -118,5 +119,53 @@ func TestGatherAndApplySQL(t *testing.T) {
 	f2.Resources = f.Resources
 	if ch := Build(f2).Changes(); len(ch) != 0 {
 		t.Errorf("after applying the plan, it still asks to change %d settings: %+v", len(ch), ch)
+	}
+}
+
+// TestGatherAcrossVersions reads the write counters where each version keeps them:
+// pg_stat_bgwriter before 14 (no pg_stat_wal), pg_stat_wal from 14 (18 moved other columns out
+// of it, not wal_bytes).
+func TestGatherAcrossVersions(t *testing.T) {
+	for _, tc := range []struct {
+		major int
+		from  string
+	}{{13, "pg_stat_bgwriter"}, {18, "pg_stat_wal"}} {
+		t.Run(strconv.Itoa(tc.major), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			c := pgtest.New(t, pgtest.Options{Version: tc.major, Name: "plan-v" + strconv.Itoa(tc.major)})
+			_, conn := c.NewDB(t, "shop")
+			for _, q := range []string{
+				`CREATE TABLE t (id int PRIMARY KEY, pad text)`,
+				`INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g`,
+				`CHECKPOINT`, // writes the new pages: the bgwriter counters see them
+			} {
+				if _, err := conn.Exec(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			// Before 15 the checkpointer's counters reach the views through the statistics
+			// collector, a moment after CHECKPOINT returns.
+			var written int64
+			for deadline := time.Now().Add(10 * time.Second); tc.major < 15 && written == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				if err := conn.QueryRow(ctx, `SELECT buffers_checkpoint FROM pg_stat_bgwriter, pg_stat_clear_snapshot()`).Scan(&written); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f, err := Gather(ctx, conn, nil, Options{Jobs: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Writes.From != tc.from || f.Writes.Bytes <= 0 || f.Writes.Seconds <= 0 {
+				t.Fatalf("PostgreSQL %d: write counters = %+v, want bytes from %s", tc.major, f.Writes, tc.from)
+			}
+			if f.LargestIndex.Name != "public.t_pkey" {
+				t.Errorf("largest index = %+v, want public.t_pkey", f.LargestIndex)
+			}
+			p := Build(f)
+			if p.Family != "postgres"+strconv.Itoa(tc.major) || len(p.Settings) == 0 {
+				t.Errorf("plan for PostgreSQL %d: family %s, %d settings", tc.major, p.Family, len(p.Settings))
+			}
+		})
 	}
 }
