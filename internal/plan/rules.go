@@ -233,8 +233,12 @@ func Build(f Facts) Plan {
 		p.Notes = append(p.Notes, "shared_buffers, effective_cache_size, work_mem and maintenance_work_mem are not planned: "+
 			"the target's memory is unknown (give --target-memory, e.g. --target-memory 16GB)")
 	}
-	add(bytesSetting("max_wal_size", maxWAL, 1<<20, false, walReason))
-	add(Setting{Name: "checkpoint_timeout", Value: fmt.Sprintf("%ds", int(LoadCheckpointTimeout.Seconds())),
+	// More WAL between checkpoints, a longer timeout or more index memory on the target is as
+	// good for the load: the plan never asks to lower them.
+	walSetting := bytesSetting("max_wal_size", maxWAL, 1<<20, false, walReason)
+	walSetting.AtLeast = true
+	add(walSetting)
+	add(Setting{Name: "checkpoint_timeout", Value: fmt.Sprintf("%ds", int(LoadCheckpointTimeout.Seconds())), AtLeast: true,
 		RDSValue: strconv.Itoa(int(LoadCheckpointTimeout.Seconds())), num: LoadCheckpointTimeout.Seconds(), kind: kindSeconds,
 		Reason: "one timed checkpoint every 15 min instead of 5: fewer full-page images after each checkpoint, during the load and after; crash recovery replays at most about that much WAL"})
 	add(Setting{Name: "checkpoint_completion_target", Value: "0.9", RDSValue: "0.9", num: CheckpointCompletionTarget, kind: kindNumber,
@@ -302,7 +306,7 @@ func memorySettings(f Facts, mem int64) []Setting {
 		bytesSetting("effective_cache_size", cache, pageBytes, false,
 			fmt.Sprintf("shared buffers plus the OS cache the planner may count on: three quarters of %s", human(mem))),
 		bytesSetting("work_mem", work, 1<<10, false, workReason),
-		bytesSetting("maintenance_work_mem", maint, 1<<10, false, maintReason),
+		atLeast(bytesSetting("maintenance_work_mem", maint, 1<<10, false, maintReason)),
 	}
 }
 
@@ -449,6 +453,11 @@ func preloadLibraries(f Facts) ([]string, string, string) {
 func bytesSetting(name string, b int64, unit int64, restart bool, reason string) Setting {
 	return Setting{Name: name, Value: pgSize(b), RDSValue: strconv.FormatInt(b/unit, 10), Restart: restart, Reason: reason,
 		num: float64(b), kind: kindBytes}
+}
+
+func atLeast(s Setting) Setting {
+	s.AtLeast = true
+	return s
 }
 
 func numberSetting(name string, n int, restart, atLeast bool, reason string) Setting {

@@ -245,6 +245,18 @@ func TestDifferenceWithTarget(t *testing.T) {
 			t.Errorf("%s: change %v current %q, want %v %q (plan %s)", name, s.Change, s.Current, w.change, w.current, s.Value)
 		}
 	}
+	// A target with more WAL room, a longer timeout and more index memory than planned is not
+	// asked to lower them; one with less shared_buffers or more work_mem than planned is.
+	f.TargetSettings["max_wal_size"] = Current{"8192", "MB"}
+	f.TargetSettings["checkpoint_timeout"] = Current{"1800", "s"}
+	f.TargetSettings["maintenance_work_mem"] = Current{"1048576", "kB"}
+	f.TargetSettings["work_mem"] = Current{"65536", "kB"}
+	p = Build(f)
+	for name, change := range map[string]bool{"max_wal_size": false, "checkpoint_timeout": false, "maintenance_work_mem": false, "work_mem": true} {
+		if s, _ := settingByName(p.Settings, name); s.Change != change {
+			t.Errorf("%s: target has %s, plan %s: change %v, want %v", name, s.Current, s.Value, s.Change, change)
+		}
+	}
 	f.TargetSettings["shared_preload_libraries"] = Current{"", ""}
 	if s, _ := settingByName(Build(f).Settings, "shared_preload_libraries"); !s.Change || s.Current != "(empty)" {
 		t.Errorf("an empty shared_preload_libraries: change %v, current %q; want a change from (empty)", s.Change, s.Current)
