@@ -58,13 +58,13 @@ file, the file over the environment. Passwords may also come from ~/.pgpass or P
 		c.waitCommand(),
 		c.statusCommand(),
 		c.assessCommand(),
-		c.planCommand(),
 		c.demoCommand(),
 		c.verifyCommand(),
 		c.proxyCommand(),
 		c.reportCommand(),
 		c.alertsCommand(),
 		c.grafanaCommand(),
+		c.planCommand(),
 	)
 	return root
 }
