@@ -65,6 +65,7 @@ file, the file over the environment. Passwords may also come from ~/.pgpass or P
 		c.reportCommand(),
 		c.alertsCommand(),
 		c.grafanaCommand(),
+		c.planCommand(),
 	)
 	return root
 }

@@ -432,6 +432,16 @@ func (r *copyRun) preflight(ctx context.Context) error {
 		return fmt.Errorf("the copy cannot start (nothing was created): %d blocker(s), as pgshift assess reports them:\n  %s",
 			len(blocked), strings.Join(blocked, "\n  "))
 	}
+	// Only the steps that load data write the copy's WAL.
+	if r.opts.Step == StepAll || r.opts.Step == StepData {
+		w, err := checkpointWarning(ctx, r.dstConn, r.tables, r.cfg.Jobs)
+		if err != nil {
+			return r.dst.Describe(err)
+		}
+		if w != "" {
+			r.warn(w)
+		}
+	}
 	// The target side of row security needs the owners the copy will give the tables there.
 	return snapshot.CheckTargetRowSecurity(ctx, r.dstConn, r.tables, r.cfg.NoOwner)
 }
