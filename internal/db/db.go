@@ -71,6 +71,14 @@ func applyDefaults(cfg *pgconn.Config) error {
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = ApplicationName
 	}
+	// pgshift's sessions run their own transactions and never sit in one for nothing, but a
+	// stall (a busy agent, a slow stream) can outlast a short idle_in_transaction_session_timeout
+	// that the database carries for its applications — and the copy brings the source's
+	// database settings to the target. Ended by it, an apply batch would stop the agent. A
+	// startup parameter overrides server, database and role settings; a DSN may still set one.
+	if _, ok := cfg.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+		cfg.RuntimeParams["idle_in_transaction_session_timeout"] = "0"
+	}
 	ka, err := takeKeepalive(cfg.RuntimeParams)
 	if err != nil {
 		return err

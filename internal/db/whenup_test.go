@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshift/pgshift/internal/pgtest"
 )
 
 // fakeServer answers the first refusals startups with the given SQLSTATE, as a server in
@@ -97,5 +99,47 @@ func TestConnectWhenUp(t *testing.T) {
 	}
 	if d := time.Since(began); d > 5*time.Second {
 		t.Errorf("gave up after %s, want about the 1 s wait", d)
+	}
+}
+
+// TestSessionsOutliveIdleTimeout: a database whose idle_in_transaction_session_timeout is
+// short (the torture harness draws one on the source, and the copy brings the source's
+// database settings to the target) ended an apply batch that stalled for a moment, and the
+// agent stopped. pgshift's sessions are exempt; a DSN that asks for the timeout keeps it.
+func TestSessionsOutliveIdleTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: needs PostgreSQL (skipped with -short)")
+	}
+	ctx := context.Background()
+	cl, err := pgtest.Start(ctx, pgtest.Options{Name: t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Stop()
+	dsn, err := cl.CreateDB(ctx, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Psql(ctx, "idle", `ALTER DATABASE idle SET idle_in_transaction_session_timeout = '100ms'`); err != nil {
+		t.Fatal(err)
+	}
+	idle := func(dsn string) error {
+		conn, err := Endpoint{Role: Target, DSN: dsn}.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+			return err
+		}
+		time.Sleep(400 * time.Millisecond)
+		_, err = conn.Exec(ctx, "SELECT 1")
+		return err
+	}
+	if err := idle(dsn); err != nil {
+		t.Errorf("a pgshift session idle in a transaction for 400 ms under a 100 ms timeout: %v", err)
+	}
+	if err := idle(dsn + " idle_in_transaction_session_timeout=100"); err == nil {
+		t.Error("a DSN that sets the timeout lost it")
 	}
 }
