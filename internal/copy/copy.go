@@ -748,7 +748,13 @@ func (r *copyRun) sourceStarted(ctx context.Context) (time.Time, error) {
 
 // resumeData continues an interrupted data phase: finished tables are kept, every other
 // partition tree or table is truncated and copied again in a new snapshot (see Run).
-func (r *copyRun) resumeData(ctx context.Context) error {
+//
+// locked are data tables to copy again under SHARE locks in a snapshot of their own
+// (snapshot.CopyOptions.LockShare), first: tables a rewrite hit again after a new snapshot.
+func (r *copyRun) resumeData(ctx context.Context, locked []pgtypes.TableID) error {
+	if err := r.copyLocked(ctx, locked); err != nil {
+		return err
+	}
 	progressRows, err := state.LoadTables(ctx, r.dstConn)
 	if err != nil {
 		return r.dst.Describe(err)
@@ -809,6 +815,47 @@ func (r *copyRun) resumeData(ctx context.Context) error {
 	return r.copyData(ctx, exp, keep)
 }
 
+// copyLocked copies tables again from scratch, each in one source session that holds them in
+// SHARE mode from before its snapshot (snapshot.CopyOptions.LockShare), and records the
+// snapshot's position as their snapshot LSN.
+func (r *copyRun) copyLocked(ctx context.Context, ids []pgtypes.TableID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var tables []*catalog.Table
+	for _, t := range snapshot.DataTables(r.tables) {
+		if slices.Contains(ids, t.ID) {
+			tables = append(tables, t)
+		}
+	}
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = id.Sanitize()
+	}
+	r.log.Warn("copying tables again while holding them in SHARE mode: their writes wait until each is copied", "tables", strings.Join(names, ", "))
+	err := pgx.BeginFunc(ctx, r.dstConn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+strings.Join(names, ", ")); err != nil {
+			return fmt.Errorf("truncate the tables to copy again on the target: %w", err)
+		}
+		return state.ResetTables(ctx, tx, ids, r.sum.ConsistentLSN) // each start records its own
+	})
+	if err != nil {
+		return r.dst.Describe(err)
+	}
+	for _, id := range ids {
+		if !slices.Contains(r.sum.Recopied, id) {
+			r.sum.Recopied = append(r.sum.Recopied, id)
+		}
+	}
+	items := snapshot.Plan(tables, snapshot.PlanOptions{ChunkBytes: r.opts.ChunkBytes, Jobs: 1})
+	res, err := snapshot.Copy(ctx, r.src, r.dst, items, snapshot.CopyOptions{
+		Jobs: 1, LockShare: true, LockTables: ids, Binary: r.srcInfo.VersionNum/10000 == r.dstInfo.VersionNum/10000, Log: r.log})
+	r.sum.Rows += res.Rows
+	r.sum.Bytes += res.Bytes
+	r.sum.Tables += res.Tables
+	return err
+}
+
 // copyData copies the selected data tables (only those in only, when set) in exp's snapshot.
 func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.TableID]bool) error {
 	t0 := time.Now()
@@ -866,7 +913,14 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 		r.recopies++
 		r.log.Warn("tables were rewritten on the source during the copy; copying the unfinished tables again in a new snapshot",
 			"tables", len(rw.Tables), "first", rw.Tables[0].String(), "attempt", r.recopies, "fix", "avoid table-rewriting DDL, VACUUM FULL, CLUSTER and TRUNCATE on the source while pgshift copies")
-		return r.resumeData(ctx)
+		var locked []pgtypes.TableID
+		if r.recopies > 1 {
+			// Rewritten again after a new snapshot: an application rewrites (TRUNCATEs) them
+			// faster than a snapshot reaches its copy. Copied under SHARE locks instead:
+			// their writes wait for their copy.
+			locked = rw.Tables
+		}
+		return r.resumeData(ctx, locked)
 	}
 	if err != nil {
 		return err

@@ -143,7 +143,7 @@ func (r *copyRun) runStep(ctx context.Context, s Step, phase pgtypes.Phase) erro
 	switch s {
 	case StepData:
 		if phase == pgtypes.PhaseData {
-			return r.resumeData(ctx)
+			return r.resumeData(ctx, nil)
 		}
 	case StepIndexes:
 		if phase == pgtypes.PhasePostData {

@@ -65,7 +65,15 @@ type CopyOptions struct {
 	// the snapshot. One worker only: a second one's lock request would queue behind the
 	// waiting TRUNCATE while the first holds its locks to the end, and both would wait for good.
 	LockTables []pgtypes.TableID
-	Tracker    *progress.Tracker
+	// LockShare, with Snapshot empty, copies LockTables in a snapshot of the one worker's own:
+	// it locks them in SHARE mode first, then reads the WAL insert position, which is the
+	// tables' snapshot LSN (recorded as each table starts): every change to them committed
+	// before it is in the snapshot and none after, because their writers wait for the copy.
+	// For tables rewritten over and over (an application that TRUNCATEs a queue every few
+	// milliseconds): no rewrite can land between a snapshot and the copy's locks, as it can
+	// between a slot's exported snapshot and the lock its importer takes.
+	LockShare bool
+	Tracker   *progress.Tracker
 	Log        *slog.Logger
 }
 
@@ -94,13 +102,19 @@ func Copy(ctx context.Context, src, dst db.Endpoint, items []WorkItem, opts Copy
 	if opts.Jobs < 1 || len(opts.LockTables) > 0 {
 		opts.Jobs = 1
 	}
+	if opts.LockShare {
+		if len(opts.LockTables) == 0 || opts.Snapshot != "" {
+			return Result{}, errors.New("a copy under SHARE locks takes its own snapshot of the tables it locks")
+		}
+		opts.Retries = 0 // a new session would be a new snapshot, at another LSN
+	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	if opts.StallTimeout <= 0 {
 		opts.StallTimeout = 10 * time.Minute
 	}
-	if !snapshotNameRE.MatchString(opts.Snapshot) {
+	if !opts.LockShare && !snapshotNameRE.MatchString(opts.Snapshot) {
 		return Result{}, fmt.Errorf("invalid exported snapshot name %q", opts.Snapshot)
 	}
 	tables := map[pgtypes.TableID]*tableState{}
@@ -181,6 +195,7 @@ type worker struct {
 	tables   map[pgtypes.TableID]*tableState
 
 	srcConn, dstConn *pgx.Conn
+	lockLSN          pgtypes.LSN // LockShare: the snapshot's position
 }
 
 func (w *worker) close() {
@@ -208,6 +223,27 @@ func (w *worker) ensureSource(ctx context.Context) error {
 			conn.Close(ctx)
 			return fmt.Errorf("start the copy snapshot on the source: %w", w.src.Describe(err))
 		}
+	}
+	if w.opts.LockShare {
+		// The locks first (LOCK takes no snapshot), then the first query takes the snapshot.
+		names := make([]string, len(w.opts.LockTables))
+		for i, t := range w.opts.LockTables {
+			names[i] = t.Sanitize()
+		}
+		var lsn string
+		_, err := conn.Exec(ctx, "SET LOCAL lock_timeout = '60s'; LOCK TABLE "+strings.Join(names, ", ")+" IN SHARE MODE; SET LOCAL lock_timeout = 0")
+		if err == nil {
+			err = conn.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_insert_lsn()::text").Scan(&lsn)
+		}
+		if err == nil {
+			w.lockLSN, err = pgtypes.ParseLSN(lsn)
+		}
+		if err != nil {
+			conn.Close(ctx)
+			return fmt.Errorf("lock %s on the source to copy them again: %w", strings.Join(names, ", "), w.src.Describe(err))
+		}
+		w.srcConn = conn
+		return nil
 	}
 	if _, err := conn.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+w.opts.Snapshot+"'"); err != nil {
 		conn.Close(ctx)
@@ -418,7 +454,7 @@ func (w *worker) startTable(ctx context.Context, c Chunk) error {
 	if ts.started {
 		return nil
 	}
-	if err := state.StartTable(ctx, w.dstConn, c.Table.ID, c.Of); err != nil {
+	if err := state.StartTable(ctx, w.dstConn, c.Table.ID, c.Of, w.lockLSN); err != nil {
 		return err
 	}
 	ts.started = true

@@ -227,11 +227,18 @@ func RetireTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID, lsn
 }
 
 // StartTable records that a table's copy began with the given number of planned chunks:
-// pending (or copying, when a copy resumes it) → copying.
-func StartTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID, chunks int) error {
-	tag, err := q.Exec(ctx, `UPDATE pgshift.tables SET state = 'copying', chunks = $3::int4, started_at = coalesce(started_at, now())
+// pending (or copying, when a copy resumes it) → copying. A snapshotLSN other than 0 becomes
+// the table's snapshot LSN (a copy that took its own snapshot, under locks).
+func StartTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID, chunks int, snapshotLSN pgtypes.LSN) error {
+	var lsn *string
+	if snapshotLSN != 0 {
+		s := snapshotLSN.String()
+		lsn = &s
+	}
+	tag, err := q.Exec(ctx, `UPDATE pgshift.tables SET state = 'copying', chunks = $3::int4, started_at = coalesce(started_at, now()),
+			snapshot_lsn = coalesce($4::pg_lsn, snapshot_lsn)
 		WHERE schema_name = $1::text AND table_name = $2::text AND state IN ('pending', 'copying') AND `+inCopyPhase,
-		id.Schema, id.Name, chunks)
+		id.Schema, id.Name, chunks, lsn)
 	if err != nil {
 		return fmt.Errorf("record copy start of %s: %w", id, err)
 	}

@@ -217,7 +217,7 @@ func TestTransitionsCompareAndSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Tables move only in the data phase.
-	if err := StartTable(ctx, conn, a, 1); !errors.Is(err, ErrStateConflict) {
+	if err := StartTable(ctx, conn, a, 1, 0); !errors.Is(err, ErrStateConflict) {
 		t.Fatalf("StartTable in phase schema: %v", err)
 	}
 	if err := Advance(ctx, conn, pgtypes.PhaseNew, pgtypes.PhaseData); !errors.Is(err, ErrStateConflict) {
@@ -238,7 +238,7 @@ func TestTransitionsCompareAndSet(t *testing.T) {
 	if err := FinishTable(ctx, conn, a); !errors.Is(err, ErrStateConflict) {
 		t.Fatalf("FinishTable of a pending table: %v", err)
 	}
-	if err := StartTable(ctx, conn, a, 1); err != nil {
+	if err := StartTable(ctx, conn, a, 1, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := chunk(); err != nil {
@@ -247,7 +247,7 @@ func TestTransitionsCompareAndSet(t *testing.T) {
 	if err := FinishTable(ctx, conn, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := StartTable(ctx, conn, a, 1); !errors.Is(err, ErrStateConflict) {
+	if err := StartTable(ctx, conn, a, 1, 0); !errors.Is(err, ErrStateConflict) {
 		t.Fatalf("StartTable of a done table: %v", err)
 	}
 	if err := FinishTable(ctx, conn, a); !errors.Is(err, ErrStateConflict) {
