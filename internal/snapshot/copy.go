@@ -74,7 +74,7 @@ type CopyOptions struct {
 	// between a slot's exported snapshot and the lock its importer takes.
 	LockShare bool
 	Tracker   *progress.Tracker
-	Log        *slog.Logger
+	Log       *slog.Logger
 }
 
 // Result sums what Copy moved.
