@@ -76,6 +76,7 @@ func DemoSteps() []DemoStep {
 		CopyDemoStep(),
 		{"follow the source's changes under a live workload", followDemo},
 		{"verify source and target while the agent follows", verifyDemo},
+		{"compare query performance on both sides", compareDemo},
 		{"stop the agent", stopAgentDemo},
 		{"write the migration report", reportDemo},
 	}

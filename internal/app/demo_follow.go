@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgshift/pgshift/internal/compare"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/report"
 	"github.com/pgshift/pgshift/internal/sampledb"
@@ -123,6 +124,43 @@ func verifyDemo(ctx context.Context, d *Demo) error {
 	}
 	if code := rep.ExitCode(); code != 0 {
 		return fmt.Errorf("verify found differences (exit code %d)", code)
+	}
+	return nil
+}
+
+// demoQueries are the case study's kind of performance checks, on the sample database.
+const demoQueries = `-- name: order by id
+SELECT id, status, total FROM orders WHERE id = 4242;
+-- name: a customer's recent orders
+SELECT o.id, o.ordered_at, o.total FROM orders o JOIN customers c ON c.id = o.customer_id
+WHERE c.id = 77 ORDER BY o.ordered_at DESC LIMIT 20;
+-- name: revenue by country
+SELECT c.country, count(*), sum(o.total) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.country;
+-- name: stock per warehouse
+SELECT warehouse_id, sum(quantity) FROM inventory_transactions GROUP BY warehouse_id;
+`
+
+// compareDemo times the sample queries on both sides, as pgshift compare-queries does.
+func compareDemo(ctx context.Context, d *Demo) error {
+	f, err := os.CreateTemp("", "pgshift-demo-queries-*.sql")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(demoQueries); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	rep, err := CompareQueries(ctx, d.config(), CompareOptions{QueriesFile: f.Name(), Format: compare.FormatText,
+		Options: compare.Options{Runs: 5, WarmUp: 1, Explain: true}}, indent{d.Opts.Out}, d.Opts.Logger)
+	if err != nil {
+		return err
+	}
+	if n := rep.Failed(); n > 0 {
+		return fmt.Errorf("%d of the sample queries could not be compared", n)
 	}
 	return nil
 }

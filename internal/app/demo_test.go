@@ -47,10 +47,10 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("demo: %v\n%s", err, out.String())
 		}
 		text := out.String()
-		for _, s := range []string{"[1/10] start source and target clusters", "create the sample supply-chain database",
+		for _, s := range []string{"[1/11] start source and target clusters", "create the sample supply-chain database",
 			"Result: READY", "[replica_identity_full] public.inventory_transactions", "public.order_items",
 			"copied 7 tables", "target caught up", "Tables identical: 7/7", "Result: IDENTICAL (exit 0)",
-			"stopped cleanly", "dashboard: http://", "Table Validation Summary:", "Tables matched: 7/7 tables (100%)",
+			"stopped cleanly", "dashboard: http://", "QUERY", "revenue by country", "queries slower on the target", "Table Validation Summary:", "Tables matched: 7/7 tables (100%)",
 			"report: " + reportFile, "demo finished"} {
 			if !strings.Contains(text, s) {
 				t.Errorf("demo output lacks %q:\n%s", s, text)
@@ -69,7 +69,7 @@ func TestDemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"<svg", "Table Validation Summary", "following", "agent.start", "agent.stop"} {
+		for _, want := range []string{"<svg", "Table Validation Summary", "following", "agent.start", "agent.stop", "revenue by country"} {
 			if !strings.Contains(string(html), want) {
 				t.Errorf("demo report lacks %q", want)
 			}
