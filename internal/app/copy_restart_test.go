@@ -89,3 +89,43 @@ exec %[2]s "$@"
 		t.Errorf("post-data dumped %d times on a source that stayed up, want once", len(calls)/2)
 	}
 }
+
+// TestCopyPreDataRaceStartsOver: pg_dump of the schema fails when the source's schema changes
+// while it reads the catalogs ("cache lookup failed for index …", found by the torture
+// harness with concurrent DDL), and `pgshift copy` exited 2 although nothing had been copied.
+// The copy now starts over with a new slot, as running it again would.
+func TestCopyPreDataRaceStartsOver(t *testing.T) {
+	ctx := context.Background()
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	cfg := cpDB(t, src, dst, "prerace", `CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a SELECT g, g::text FROM generate_series(1, 100) g;`)
+	real, err := schema.FindPgDump(ctx, "", 150000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	script := fmt.Sprintf(`#!/bin/sh
+case "$*" in
+*--create*) ;;
+*--section=pre-data*)
+	if [ ! -e %[1]s/raced ]; then
+		touch %[1]s/raced
+		echo "pg_dump: error: query failed: ERROR:  cache lookup failed for index 307451" >&2
+		exit 1
+	fi;;
+esac
+exec %[2]s "$@"
+`, dir, real.Path)
+	if err := os.WriteFile(filepath.Join(dir, "pg_dump"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(filepath.Dir(real.Path), "pg_dumpall"), filepath.Join(dir, "pg_dumpall")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Copy(ctx, cfg, CopyOptions{PgDump: filepath.Join(dir, "pg_dump")}, testLogger(t)); err != nil {
+		t.Fatalf("copy after a pre-data dump that raced a schema change: %v", err)
+	}
+	cpCompareDigests(t, oracleDigests(t, cfg.Source), oracleDigests(t, cfg.Target))
+	if got := cpQuery(t, cpConnect(t, cfg.Source), `SELECT count(*)::text FROM pg_replication_slots WHERE database = current_database()`); got != "1" {
+		t.Errorf("%s slots on the source, want the one of the copy that went through", got)
+	}
+}

@@ -185,11 +185,16 @@ func copyLeased(ctx context.Context, cfg config.Config, opts Options, lease *sta
 	for attempt := 1; ; attempt++ {
 		sum, connected, err := copyOnce(ctx, cfg, opts, lease, log)
 		reached = reached || connected
-		if err == nil || !reached || attempt == maxCopyAttempts || ctx.Err() != nil || !db.Transient(err) ||
+		raced := errors.Is(err, errDumpBeforeData)
+		if err == nil || !reached || attempt == maxCopyAttempts || ctx.Err() != nil || !(db.Transient(err) || raced) ||
 			errors.Is(err, ErrInterrupted) || errors.Is(err, state.ErrLeaseLost) {
 			return sum, err
 		}
-		log.Warn("the copy was cut short by a connection failure; resuming it", "attempt", attempt, "err", err)
+		if raced {
+			log.Warn("pg_dump of the schema failed, as it does when the source's schema changes while it reads it; starting the copy over (nothing was copied yet)", "attempt", attempt, "err", err)
+		} else {
+			log.Warn("the copy was cut short by a connection failure; resuming it", "attempt", attempt, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return sum, err
@@ -205,6 +210,13 @@ func copyLeased(ctx context.Context, cfg config.Config, opts Options, lease *sta
 
 // maxCopyAttempts bounds the resumptions of one copy after connection failures.
 const maxCopyAttempts = 4
+
+// errDumpBeforeData marks a failed dump of the schema (the roles and database step in the
+// preflight, pre-data in the slot's snapshot): before any data, so the copy can start over with
+// a new slot at no cost (schemaAndData drops the unused one). Concurrent DDL on the source makes
+// pg_dump fail that way ("cache lookup failed for index …"), which a second dump does not meet;
+// a failure that stays (a privilege) fails every attempt alike.
+var errDumpBeforeData = errors.New("a dump of the source's schema failed before any data was copied")
 
 // copyOnce is one attempt of copyLeased; connected tells whether it reached both servers.
 func copyOnce(ctx context.Context, cfg config.Config, opts Options, lease *state.Lease, log *slog.Logger) (_ Summary, connected bool, _ error) {
@@ -382,6 +394,9 @@ func (r *copyRun) preflight(ctx context.Context) error {
 		return err
 	}
 	if r.globals, err = r.pgDump.PlanGlobals(ctx, r.srcConn, r.dstConn, r.cfg.Source, r.srcInfo.Database, r.dstInfo.Database, r.globalsOptions()); err != nil {
+		if _, ok := errors.AsType[*schema.DumpError](err); ok {
+			return fmt.Errorf("%w: %w", errDumpBeforeData, err)
+		}
 		return err
 	}
 	for _, n := range r.globals.Notes() {
@@ -661,6 +676,9 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bo
 		return err
 	}
 	pre, err := r.dump(ctx, schema.PreData, r.dumpOptions(schema.DumpOptions{Snapshot: exp.slot.SnapshotName, ExcludeTables: excl, Clean: r.opts.Force}))
+	if _, ok := errors.AsType[*schema.DumpError](err); ok {
+		return fmt.Errorf("%w: %w", errDumpBeforeData, err)
+	}
 	if err != nil {
 		return err
 	}

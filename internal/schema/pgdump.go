@@ -202,10 +202,25 @@ func (d PgDump) exec(ctx context.Context, bin, sourceDSN, what string, args []st
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		msg := config.Scrub(strings.TrimSpace(stderr.String()), config.Secrets(sourceDSN))
-		return "", fmt.Errorf("%s of the source failed (%v): %s", what, err, msg)
+		return "", &DumpError{What: what, Err: err, Stderr: msg}
 	}
 	return stdout.String(), nil
 }
+
+// DumpError is a pg_dump or pg_dumpall run that failed; Stderr is its message, secrets
+// scrubbed. pg_dump tells why only in words: a lost server, a privilege, or a schema changed
+// on the source while it read the catalogs ("cache lookup failed", "does not exist").
+type DumpError struct {
+	What   string // e.g. "pg_dump --section=pre-data"
+	Err    error  // the process's exit
+	Stderr string
+}
+
+func (e *DumpError) Error() string {
+	return fmt.Sprintf("%s of the source failed (%v): %s", e.What, e.Err, e.Stderr)
+}
+
+func (e *DumpError) Unwrap() error { return e.Err }
 
 // dumpPattern quotes a table name as a pg_dump pattern that matches exactly that table:
 // inside double quotes, wildcards and dots are literal.
