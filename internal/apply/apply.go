@@ -143,13 +143,8 @@ func New(ctx context.Context, conn *pgx.Conn, source Source, opts Options, stats
 	// effects the source already streamed. synchronous_commit on: a confirmed position must
 	// survive a crash of the target. The replication session's settings (among them
 	// search_path = '', so every name is rendered and read schema-qualified) make every value's
-	// text form read back exactly. enable_seqscan off: every statement of the applier finds rows
-	// by key (or by an index of a REPLICA IDENTITY FULL table), and its prepared statements
-	// live long; PostgreSQL settles on a generic plan of a statement after a few executions, and
-	// one planned while the table was a page or two is a sequential scan, kept when a large
-	// transaction grows the table to millions of rows — each of its changes then scans it all.
-	// With sequential scans priced out, a table without any usable index still gets one.
-	settings := map[string]string{"session_replication_role": "replica", "synchronous_commit": "on", "enable_seqscan": "off"}
+	// text form read back exactly.
+	settings := map[string]string{"session_replication_role": "replica", "synchronous_commit": "on"}
 	for k, v := range cdc.SessionParams() {
 		settings[k] = v
 	}

@@ -14,6 +14,10 @@ import (
 	"github.com/pgshift/pgshift/internal/cdc"
 )
 
+// replanEvery is how many executions a prepared statement of the applier gets before it is
+// prepared again (and so planned again for its table's current size).
+const replanEvery = 1000
+
 // pipeline is what is queued on the target connection and not sent yet.
 type pipeline struct {
 	batch   *pgconn.Batch
@@ -101,6 +105,24 @@ func (a *Applier) queue(ctx context.Context, p *plan, shape string, sqlFn func()
 		return nil // the batch was redone in source order, this statement included
 	}
 	name, ok := p.stmts[shape]
+	if ok && p.uses[shape] >= replanEvery {
+		// Prepared statements live long, and PostgreSQL settles on a generic plan of each after
+		// a few executions. One planned while its table was a page or two scans it whole (that
+		// is cheaper there), and keeps doing so when a large transaction grows the table to
+		// millions of rows: each change then reads all of them. Prepared again now and then,
+		// the statement is planned for the table as it is.
+		if err := a.flush(ctx); err != nil {
+			return err
+		}
+		if a.gen != gen {
+			return nil // the batch was redone in source order, this statement included
+		}
+		if err := a.conn.PgConn().Deallocate(ctx, name); err != nil {
+			return fmt.Errorf("deallocate %s on the target: %w", name, err)
+		}
+		delete(p.stmts, shape)
+		ok = false
+	}
 	if !ok {
 		if err := a.flush(ctx); err != nil { // Prepare needs the connection to itself
 			return err
@@ -115,7 +137,9 @@ func (a *Applier) queue(ctx context.Context, p *plan, shape string, sqlFn func()
 			return fmt.Errorf("prepare %s: %w", sql, err)
 		}
 		p.stmts[shape] = name
+		p.uses[shape] = 0
 	}
+	p.uses[shape]++
 	if a.batch == nil {
 		a.batch = &pgconn.Batch{}
 	}

@@ -26,6 +26,7 @@ type plan struct {
 	// row through (see fullindex.go); empty: none, every change scans the table.
 	fullIndex []int
 	stmts     map[string]string
+	uses      map[string]int // executions of each prepared statement since it was prepared
 	// partitioned: the target table is a partitioned table, whose changes route through it to
 	// its partitions; every other table is written with ONLY, so an inheritance parent's
 	// changes never reach its children (which send their own).

@@ -11,7 +11,7 @@ import (
 func testPlan(ident byte, always ...bool) *plan {
 	rel := &cdc.Relation{OID: 1, Table: pgtypes.TableID{Schema: "My Schema", Name: `we"ird`}, ReplicaIdentity: ident,
 		Columns: []cdc.Column{{Name: "id", Key: true}, {Name: "Body"}, {Name: "n"}}}
-	p := &plan{rel: rel, table: rel.Table, types: []string{"integer", "text", "character(5)"}, always: make([]bool, 3), keys: []int{0}, full: ident == 'f', stmts: map[string]string{}}
+	p := &plan{rel: rel, table: rel.Table, types: []string{"integer", "text", "character(5)"}, always: make([]bool, 3), keys: []int{0}, full: ident == 'f', stmts: map[string]string{}, uses: map[string]int{}}
 	if ident == 'f' {
 		p.keys = []int{0, 1, 2}
 	}

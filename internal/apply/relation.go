@@ -275,7 +275,7 @@ func (a *Applier) buildPlan(ctx context.Context, r *cdc.Relation, prev *plan) (*
 		byName[tt.cols[i].Name] = &tt.cols[i]
 	}
 	p := &plan{rel: r, table: r.Table, cols: msg, types: make([]string, len(r.Columns)), always: make([]bool, len(r.Columns)),
-		full: r.ReplicaIdentity == 'f', stmts: map[string]string{}, partitioned: tt.kind == catalog.KindPartitioned}
+		full: r.ReplicaIdentity == 'f', stmts: map[string]string{}, uses: map[string]int{}, partitioned: tt.kind == catalog.KindPartitioned}
 	sent := make(map[string]bool, len(r.Columns))
 	for i, c := range r.Columns {
 		tc := byName[c.Name]
