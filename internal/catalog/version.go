@@ -1,6 +1,9 @@
 package catalog
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+)
 
 // Version is a server's version as server_version_num (150004 is 15.4; 100023 is 10.23). It is
 // the one place that knows which PostgreSQL version has which feature: every check of a
@@ -20,9 +23,18 @@ func (v Version) String() string {
 // sources of 10 and 11 are refused up front (CheckSource) rather than failing on a query
 // mid-way. Targets from 12.
 const (
-	MinSourceVersion Version = 120000
+	MinSourceVersion Version = 100000
 	MinTargetVersion Version = 120000
 )
+
+// ReadVersion reads the server's server_version_num, for a reader whose query depends on it.
+func ReadVersion(ctx context.Context, q Querier) (Version, error) {
+	var v int
+	if err := q.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read server_version_num: %w", err)
+	}
+	return Version(v), nil
+}
 
 // CheckSource refuses a source pgshift cannot migrate from, saying what to do.
 func (v Version) CheckSource() error {
@@ -40,6 +52,34 @@ func (v Version) TruncateReplicated() bool { return v >= 110000 }
 // HasGeneratedColumns: GENERATED ALWAYS AS (...) STORED columns (pg_attribute.attgenerated),
 // from 12.
 func (v Version) HasGeneratedColumns() bool { return v >= 120000 }
+
+// HasIncludeColumns: indexes with INCLUDE columns (pg_index.indnkeyatts), from 11. Before 11
+// every column of an index is a key column (indnatts).
+func (v Version) HasIncludeColumns() bool { return v >= 110000 }
+
+// HasProKind: pg_proc.prokind (and procedures), from 11; before 11 pg_proc.proisagg and
+// proiswindow say what prokind 'a' and 'w' say, and every other row is a function.
+func (v Version) HasProKind() bool { return v >= 110000 }
+
+// HasPartitionFunctions: pg_partition_tree, pg_partition_root and pg_partition_ancestors, from
+// 12. Before 12 a partition tree is walked through pg_inherits (relispartition).
+func (v Version) HasPartitionFunctions() bool { return v >= 120000 }
+
+// HasMissingValues: pg_attribute.atthasmissing and attmissingval (a column added with a
+// non-volatile default keeps it there instead of rewriting the table), from 11.
+func (v Version) HasMissingValues() bool { return v >= 110000 }
+
+// HasExtendedHash: the seeded 64-bit hash functions of the built-in types (hashint8extended,
+// hashtextextended, ...), from 11.
+func (v Version) HasExtendedHash() bool { return v >= 110000 }
+
+// HasPlanCacheMode: the plan_cache_mode setting, from 12.
+func (v Version) HasPlanCacheMode() bool { return v >= 120000 }
+
+// HasShortestFloatOutput: with extra_float_digits > 0, real and double precision print the
+// shortest text that reads back exactly (Ryu), from 12; before 12 all 9 or 17 digits, which
+// read back exactly too, but are other text for the same value.
+func (v Version) HasShortestFloatOutput() bool { return v >= 120000 }
 
 // HasWALStatus: pg_replication_slots.wal_status and safe_wal_size, and the
 // max_slot_wal_keep_size setting that can make a slot lose WAL, from 13. Before 13 a slot keeps
@@ -106,3 +146,54 @@ func (v Version) HasFailoverSlots() bool { return v >= 170000 }
 
 // HasProtocol32: the wire protocol 3.2 (longer cancel keys), from 18.
 func (v Version) HasProtocol32() bool { return v >= 180000 }
+
+// PartitionRootSQL is an SQL expression for the root of the partition tree that the relation
+// whose OID is the expression rel belongs to, NULL when it is no partition (a root or a table
+// outside any tree): pg_partition_root from 12, a walk up pg_inherits before.
+func (v Version) PartitionRootSQL(rel string) string {
+	if v.HasPartitionFunctions() {
+		return "pg_partition_root(" + rel + ")"
+	}
+	return `(WITH RECURSIVE up(relid, depth) AS (
+   SELECT i.inhparent, 1 FROM pg_inherits i JOIN pg_class ch ON ch.oid = i.inhrelid
+   WHERE i.inhrelid = (` + rel + `) AND ch.relispartition
+   UNION ALL
+   SELECT i.inhparent, u.depth + 1 FROM up u JOIN pg_inherits i ON i.inhrelid = u.relid JOIN pg_class ch ON ch.oid = i.inhrelid
+   WHERE ch.relispartition)
+ SELECT relid FROM up ORDER BY depth DESC LIMIT 1)`
+}
+
+// PartitionTreeSQL is an SQL FROM item (alias t, columns relid oid, level int, isleaf bool) of
+// the partitions at any depth of the relation whose OID is the expression rel, itself at
+// level 0 when it is partitioned (pg_partition_tree's rows; none for a table outside any
+// tree): pg_partition_tree from 12, a walk down pg_inherits before. rel may refer to a
+// preceding FROM item (it is used LATERAL).
+func (v Version) PartitionTreeSQL(rel string) string {
+	if v.HasPartitionFunctions() {
+		return "LATERAL pg_partition_tree(" + rel + ") t"
+	}
+	return `LATERAL (WITH RECURSIVE down(relid, level) AS (
+   SELECT c.oid, 0 FROM pg_class c WHERE c.oid = (` + rel + `) AND c.relkind = 'p'
+   UNION ALL
+   SELECT i.inhrelid, d.level + 1 FROM down d JOIN pg_inherits i ON i.inhparent = d.relid JOIN pg_class ch ON ch.oid = i.inhrelid
+   WHERE ch.relispartition)
+ SELECT d.relid::regclass AS relid, d.level, pc.relkind <> 'p' AS isleaf FROM down d JOIN pg_class pc ON pc.oid = d.relid) t`
+}
+
+// ProKindSQL is an SQL expression for pg_proc.prokind of the pg_proc row aliased p: the column
+// from 11, derived from proisagg and proiswindow before (there are no procedures before 11).
+func (v Version) ProKindSQL(p string) string {
+	if v.HasProKind() {
+		return p + ".prokind"
+	}
+	return "(CASE WHEN " + p + ".proisagg THEN 'a' WHEN " + p + ".proiswindow THEN 'w' ELSE 'f' END)::\"char\""
+}
+
+// AttGeneratedSQL is an SQL expression for pg_attribute.attgenerated of the row aliased a: the
+// column from 12, ” (not generated) before.
+func (v Version) AttGeneratedSQL(a string) string {
+	if v.HasGeneratedColumns() {
+		return a + ".attgenerated"
+	}
+	return `''::"char"`
+}

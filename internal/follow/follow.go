@@ -237,6 +237,7 @@ type session struct {
 	mig      state.Migration
 	pos      state.Position
 	srcVer   catalog.Version // the source's version, read by preflight
+	dstVer   catalog.Version // the target's version, read by preflight
 	metrics  *Metrics
 	// heartbeatWarned is shared by the attempts of one run: set once the missing privilege
 	// to write heartbeats has been reported.
@@ -378,6 +379,9 @@ func (s *session) preflight(ctx context.Context) error {
 		return s.source.Describe(err)
 	}
 	s.srcVer = srv.Features()
+	if s.dstVer, err = catalog.ReadVersion(ctx, s.dstPool); err != nil {
+		return s.target.Describe(err)
+	}
 	if srv.SystemID != s.mig.SourceSystemID {
 		return fatalf("the source is a different cluster (system identifier %s) from the one this migration started from (%s): "+
 			"it may have been restored from a backup or replaced by a failover; following it could lose or duplicate changes. "+
