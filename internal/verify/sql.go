@@ -91,6 +91,14 @@ func floatBits(send string) string {
 	return "CASE WHEN %[1]s = 'NaN' THEN 'NaN' ELSE " + send + "(%[1]s)::text END"
 }
 
+// floatArrayBits is floatBits for an array of real or double precision: its dimensions, then
+// every element's bits in storage order (NULL elements as NULL).
+func floatArrayBits(send string) string {
+	return "CASE WHEN %[1]s IS NULL THEN NULL ELSE coalesce(array_dims(%[1]s), '') || ':' || coalesce((SELECT string_agg(" +
+		"coalesce(CASE WHEN u.e = 'NaN' THEN 'NaN' ELSE " + send + "(u.e)::text END, 'NULL'), ',' ORDER BY u.n) " +
+		"FROM unnest(%[1]s) WITH ORDINALITY AS u(e, n)), '') END"
+}
+
 // col is the expression of column i in a hashed row.
 func (q *tableSQL) col(i int) string {
 	if i < len(q.canon) && q.canon[i] != "" {
