@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgshift/pgshift/internal/pgtest"
+	"github.com/pgshift/pgshift/internal/state"
 	"github.com/pgshift/pgshift/internal/verify"
 )
 
@@ -142,6 +143,96 @@ INSERT INTO regions VALUES (500, 'asia', 1), (401, 'eu', 1)`)
 			}
 			if err := a.stop(); err != nil {
 				t.Fatalf("follow after the adoption: %v\n%s", err, logs.String())
+			}
+		})
+	}
+}
+
+// truncateSchema has what a TRUNCATE can reach: a table alone, two tables tied by a foreign key,
+// a partition tree (keys on the leaves, as 10 requires), an inheritance parent with a child, and
+// a table a role of its own may truncate (it has no rights on pgshift's schema).
+const truncateSchema = `
+CREATE TABLE solo (id int PRIMARY KEY, v text);
+INSERT INTO solo SELECT g, 's' || g FROM generate_series(1, 50) g;
+CREATE TABLE parent_t (id int PRIMARY KEY);
+CREATE TABLE child_t (id int PRIMARY KEY, pid int REFERENCES parent_t);
+INSERT INTO parent_t SELECT generate_series(1, 20);
+INSERT INTO child_t SELECT g, g FROM generate_series(1, 20) g;
+CREATE TABLE regions (id int NOT NULL, region text NOT NULL, v int) PARTITION BY LIST (region);
+CREATE TABLE regions_eu PARTITION OF regions (PRIMARY KEY (id, region)) FOR VALUES IN ('eu');
+CREATE TABLE regions_us PARTITION OF regions (PRIMARY KEY (id, region)) FOR VALUES IN ('us');
+INSERT INTO regions SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 100) g;
+CREATE TABLE inh_parent (id int PRIMARY KEY, v text);
+CREATE TABLE inh_child (extra int) INHERITS (inh_parent);
+ALTER TABLE inh_child ADD PRIMARY KEY (id);
+INSERT INTO inh_parent SELECT g, 'p' FROM generate_series(1, 10) g;
+INSERT INTO inh_child SELECT g, 'c', g FROM generate_series(11, 20) g;
+CREATE TABLE app_owned (id int PRIMARY KEY);
+INSERT INTO app_owned SELECT generate_series(1, 30);
+CREATE ROLE trunc_app LOGIN;
+GRANT TRUNCATE, INSERT ON app_owned TO trunc_app;`
+
+// TestOldSourceTruncate: a TRUNCATE on the source empties the same tables on the target, on 11
+// (pgoutput sends it) and on 10, whose pgoutput sends no TRUNCATE at all: there pgshift's
+// statement-level triggers record each TRUNCATE into a published table of its own, and the
+// stream applies it as a TRUNCATE where it happened. Before the capture existed, a 10 source's
+// TRUNCATE left every row on the target and the stream said nothing (the check of the rows
+// below failed). The triggers stay out of the target's schema and of verify's schema
+// comparison, and RemoveTruncateCapture takes them off the source.
+func TestOldSourceTruncate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test (skipped with -short)")
+	}
+	for _, major := range []int{10, 11} {
+		t.Run(fmt.Sprint(major), func(t *testing.T) {
+			src, dst, _, _ := pgtest.PairVersions(t, "unused", major, 15)
+			name := fmt.Sprintf("tr%d", major)
+			e := copiedEnv(t, src, dst, name, truncateSchema)
+			const triggers = `SELECT count(*) FROM pg_trigger WHERE tgname = 'pgshift_capture_truncate'`
+			wantTriggers := "0"
+			if major == 10 {
+				wantTriggers = "8" // every published table: the leaves, not the partitioned root
+			}
+			if got := e.query(src, triggers); got != wantTriggers {
+				t.Fatalf("%s TRUNCATE capture triggers on the %d source, want %s", got, major, wantTriggers)
+			}
+			if got := e.query(dst, triggers); got != "0" {
+				t.Fatalf("the target got %s of pgshift's TRUNCATE triggers", got)
+			}
+			a := e.start(RunOptions{})
+			e.exec(`TRUNCATE solo`)
+			e.exec(`INSERT INTO solo VALUES (1000, 'after')`)
+			e.exec(`BEGIN; INSERT INTO parent_t VALUES (500); TRUNCATE parent_t, child_t; INSERT INTO parent_t VALUES (1), (2); INSERT INTO child_t VALUES (1, 2); COMMIT`)
+			e.exec(`TRUNCATE regions; INSERT INTO regions VALUES (1, 'eu', 1)`)
+			e.exec(`TRUNCATE inh_parent`)
+			e.exec(`INSERT INTO inh_child VALUES (99, 'c', 1)`)
+			e.exec(`SET ROLE trunc_app; TRUNCATE app_owned; INSERT INTO app_owned VALUES (7)`)
+			e.exec(`BEGIN; TRUNCATE parent_t CASCADE; INSERT INTO parent_t VALUES (3); COMMIT`)
+			e.waitApplied(a)
+			e.compare()
+			for table, want := range map[string]string{"solo": "1", "parent_t": "1", "child_t": "0", "regions": "1", "inh_parent": "1", "app_owned": "1"} {
+				if got := e.query(dst, "SELECT count(*) FROM "+table); got != want {
+					t.Errorf("target %s has %s rows after the TRUNCATEs, want %s", table, got, want)
+				}
+			}
+			rep, err := Verify(context.Background(), e.cfg, VerifyOptions{Mode: verify.ModeRows, NoSave: true}, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.ExitCode() != 0 {
+				var b strings.Builder
+				_ = rep.WriteText(&b, 10)
+				t.Errorf("verify found differences:\n%s", b.String())
+			}
+			if err := a.stop(); err != nil {
+				t.Fatal(err)
+			}
+			sc := sourceConn(t, e)
+			if err := state.RemoveTruncateCapture(context.Background(), sc); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.query(src, triggers+` UNION ALL SELECT count(*) FROM (SELECT to_regclass('pgshift.truncates') AS r) l WHERE r IS NOT NULL`); got != "0\n0" {
+				t.Errorf("after RemoveTruncateCapture the source still has (triggers, log): %q", got)
 			}
 		})
 	}

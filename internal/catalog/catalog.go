@@ -22,6 +22,19 @@ import (
 // StateSchema is the schema pgshift keeps its own state in; it is never migrated or compared.
 const StateSchema = "pgshift"
 
+// TruncateLogName is the table (in StateSchema) pgshift's TRUNCATE triggers record into, on a
+// source whose pgoutput sends no TRUNCATE (Version.TruncateReplicated); it is published, and its
+// rows arrive as TRUNCATEs of the tables they name (state.CaptureTruncates).
+const TruncateLogName = "truncates"
+
+// TruncateTrigger is the name of those triggers on the published tables.
+const TruncateTrigger = "pgshift_capture_truncate"
+
+// IsTruncateLog reports whether id is pgshift's TRUNCATE log table.
+func IsTruncateLog(id pgtypes.TableID) bool {
+	return id.Schema == StateSchema && id.Name == TruncateLogName
+}
+
 // Querier is what catalog needs from a connection; *pgx.Conn, *pgxpool.Pool and pgx.Tx all fit.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)

@@ -597,7 +597,18 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bo
 	}
 	if !pubExists {
 		v := r.srcInfo.Features()
-		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, snapshot.PublicationTables(r.tables, v), v); err != nil {
+		tables := snapshot.PublicationTables(r.tables, v)
+		if !v.TruncateReplicated() {
+			// pgoutput on this source sends no TRUNCATE: triggers record each one in a table
+			// that is published with the rest (see state.CaptureTruncates).
+			if err := state.CaptureTruncates(ctx, r.srcConn, tables); err != nil {
+				return r.src.Describe(err)
+			}
+			r.log.Info("TRUNCATE capture installed on the source (PostgreSQL 10 does not replicate TRUNCATE)",
+				"trigger", catalog.TruncateTrigger, "tables", len(tables), "log", catalog.StateSchema+"."+catalog.TruncateLogName)
+			tables = append(tables, pgtypes.TableID{Schema: catalog.StateSchema, Name: catalog.TruncateLogName})
+		}
+		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, tables, v); err != nil {
 			return r.src.Describe(err)
 		}
 	}

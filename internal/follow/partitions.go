@@ -470,6 +470,12 @@ func (s *session) adopt(ctx context.Context, adopt []adoptee) error {
 		if err != nil {
 			return err
 		}
+		if !s.srcVer.TruncateReplicated() {
+			// Before they are published: no TRUNCATE of them may escape the capture.
+			if err := state.CaptureTruncates(ctx, s.srcPool, publish); err != nil {
+				return s.source.Describe(err)
+			}
+		}
 		for _, id := range publish {
 			if published[id] {
 				continue

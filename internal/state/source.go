@@ -231,3 +231,84 @@ func restoreIdentity(ctx context.Context, q catalog.Querier, c IdentityChange) (
 	}
 	return "", nil
 }
+
+// TRUNCATE capture, for sources whose pgoutput sends no TRUNCATE (PostgreSQL 10, see
+// catalog.Version.TruncateReplicated). An event trigger cannot see a TRUNCATE, but a
+// statement-level TRUNCATE trigger can: pgshift puts one on every published table, and it
+// records the table in pgshift.truncates, which is published too. The row is written in the
+// TRUNCATE's own transaction, before the TRUNCATE and after every earlier change, so it arrives
+// in the stream exactly where the TRUNCATE happened, and the follow session applies it as a
+// TRUNCATE of that table (cdc turns it into one). A TRUNCATE of several tables, or one that
+// cascades or reaches partitions, fires the trigger of each table it empties.
+//
+// The function is SECURITY DEFINER (owned by the user pgshift connects as), so a role that may
+// TRUNCATE a table but not write to pgshift's schema still can; its search_path is fixed.
+
+// truncateCaptureDDL creates the log table and the trigger function; idempotent.
+var truncateCaptureDDL = []string{
+	`CREATE TABLE IF NOT EXISTS pgshift.truncates (
+		id          bigserial PRIMARY KEY,
+		schema_name text NOT NULL,
+		table_name  text NOT NULL,
+		at          timestamptz NOT NULL DEFAULT now()
+	)`,
+	`CREATE OR REPLACE FUNCTION pgshift.capture_truncate() RETURNS trigger
+		LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+	BEGIN
+		INSERT INTO pgshift.truncates (schema_name, table_name) VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME);
+		RETURN NULL;
+	END
+	$$`,
+	`REVOKE ALL ON FUNCTION pgshift.capture_truncate() FROM PUBLIC`,
+}
+
+// CaptureTruncates creates pgshift's TRUNCATE capture on the source (through db) and its
+// trigger on each of tables that lacks it, in one source transaction. It must run before the
+// tables are published and before the slot is created, so that no TRUNCATE after the slot's
+// consistent point escapes it. Idempotent.
+func CaptureTruncates(ctx context.Context, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}, tables []pgtypes.TableID) error {
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+identityLockTimeout+`'`); err != nil {
+			return err
+		}
+		for _, stmt := range append(append([]string{}, sourceDDL...), truncateCaptureDDL...) {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("create pgshift's TRUNCATE capture (schema pgshift) on the source: %w", err)
+			}
+		}
+		for _, t := range tables {
+			var has bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1::text) AND tgname = $2::text)`,
+				t.Sanitize(), catalog.TruncateTrigger).Scan(&has); err != nil {
+				return fmt.Errorf("look up the TRUNCATE capture trigger of %s on the source: %w", t, err)
+			}
+			if has {
+				continue
+			}
+			sql := "CREATE TRIGGER " + pgtypes.QuoteIdent(catalog.TruncateTrigger) + " BEFORE TRUNCATE ON " + t.Sanitize() +
+				" FOR EACH STATEMENT EXECUTE PROCEDURE pgshift.capture_truncate()"
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return fmt.Errorf("create the TRUNCATE capture trigger of %s on the source (%s): %w", t, sql, err)
+			}
+		}
+		return nil
+	})
+}
+
+// RemoveTruncateCapture drops pgshift's TRUNCATE triggers, function and log from the source,
+// for when the migration is over; idempotent. The publication must no longer be streamed.
+func RemoveTruncateCapture(ctx context.Context, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}) error {
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		// Dropping the function with CASCADE takes every trigger that calls it, wherever it is.
+		for _, stmt := range []string{`DROP FUNCTION IF EXISTS pgshift.capture_truncate() CASCADE`, `DROP TABLE IF EXISTS pgshift.truncates`} {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("remove pgshift's TRUNCATE capture from the source: %w", err)
+			}
+		}
+		return nil
+	})
+}

@@ -68,6 +68,8 @@ UNION ALL
 SELECT 'trigger', r.qname || '.' || quote_ident(t.tgname), r.nspname, r.relname,
        pg_get_triggerdef(t.oid) || CASE t.tgenabled WHEN 'D' THEN ' [DISABLE]' WHEN 'A' THEN ' [ENABLE ALWAYS]' WHEN 'R' THEN ' [ENABLE REPLICA]' ELSE '' END
 FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid WHERE NOT t.tgisinternal
+  -- pgshift's own TRUNCATE capture on a PostgreSQL 10 source (state.CaptureTruncates)
+  AND t.tgfoid NOT IN (SELECT p.oid FROM pg_proc p JOIN pg_namespace pn ON pn.oid = p.pronamespace WHERE pn.nspname = 'pgshift')
 UNION ALL
 SELECT 'rule', r.qname || '.' || quote_ident(w.rulename), r.nspname, r.relname,
        pg_get_ruledef(w.oid) || CASE w.ev_enabled WHEN 'D' THEN ' [DISABLE]' WHEN 'A' THEN ' [ENABLE ALWAYS]' WHEN 'R' THEN ' [ENABLE REPLICA]' ELSE '' END
