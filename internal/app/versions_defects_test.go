@@ -173,23 +173,3 @@ INSERT INTO regions VALUES (500, 'asia', 1), (401, 'eu', 1)`)
 		}
 	})
 }
-
-// TestSourceBefore12Refused: a PostgreSQL 11 source is refused by assess and copy up front,
-// naming the version and the way out, instead of failing on a catalog column 12 added.
-func TestSourceBefore12Refused(t *testing.T) {
-	src, dst, _, _ := pgtest.PairVersions(t, "unused", 11, 15)
-	e := emptyTargetEnv(t, src, dst, "old11", `CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)`)
-	ctx := context.Background()
-	var out strings.Builder
-	_, err := Assess(ctx, e.cfg, AssessOptions{}, &out, testLogger(t))
-	if err == nil || !strings.Contains(err.Error(), "PostgreSQL 11") || !strings.Contains(err.Error(), "12 or newer") {
-		t.Errorf("assess of an 11 source: %v", err)
-	}
-	_, err = Copy(ctx, e.cfg, CopyOptions{NoProgress: true}, testLogger(t))
-	if err == nil || !strings.Contains(err.Error(), "PostgreSQL 11") || !strings.Contains(err.Error(), "pg_upgrade") {
-		t.Errorf("copy from an 11 source: %v", err)
-	}
-	if got := e.query(src, `SELECT count(*) FROM pg_replication_slots`); got != "0" {
-		t.Errorf("the refused copy left %s slots on the source", got)
-	}
-}

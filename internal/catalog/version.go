@@ -15,13 +15,15 @@ type Version int
 func (v Version) Major() int { return int(v) / 10000 }
 
 func (v Version) String() string {
+	if v < 100000 { // 9.6.24 is 90624: the major was two numbers then
+		return fmt.Sprintf("%d.%d.%d", int(v)/10000, int(v)/100%100, int(v)%100)
+	}
 	return fmt.Sprintf("%d.%d", v.Major(), int(v)%10000)
 }
 
-// Supported ranges. Logical replication exists from 10, but pgshift's catalog reads use what 12
-// added (pg_attribute.attgenerated, pg_partition_tree and pg_partition_root, prokind), so
-// sources of 10 and 11 are refused up front (CheckSource) rather than failing on a query
-// mid-way. Targets from 12.
+// Supported ranges. Logical replication exists from 10; what pgshift reads that a later version
+// added goes through the methods below (HasGeneratedColumns, HasPartitionFunctions, HasProKind,
+// ...), so sources of 10 and 11 are read with the catalogs they have. Targets from 12.
 const (
 	MinSourceVersion Version = 100000
 	MinTargetVersion Version = 120000
@@ -41,12 +43,13 @@ func (v Version) CheckSource() error {
 	if v >= MinSourceVersion {
 		return nil
 	}
-	return fmt.Errorf("the source runs PostgreSQL %s; pgshift migrates from PostgreSQL 12 or newer (it reads catalog columns that 12 added). "+
-		"Upgrade the source in place first (pg_upgrade to 12 or newer), or move it with pg_dump and pg_restore during a write stop", v)
+	return fmt.Errorf("the source runs PostgreSQL %s; pgshift migrates from PostgreSQL 10 or newer (logical replication, which it follows the source with, arrived in 10). "+
+		"Upgrade the source in place first (pg_upgrade to 10 or newer), or move it with pg_dump and pg_restore during a write stop", v)
 }
 
-// TruncateReplicated: pgoutput sends TRUNCATE from 11 on; a 10 source silently leaves a
-// TRUNCATE out of the stream (kept for when sources before 12 are supported).
+// TruncateReplicated: pgoutput sends TRUNCATE from 11 on (publish = 'truncate'); a 10 source
+// silently leaves a TRUNCATE out of the stream, so pgshift captures it with triggers of its own
+// there (state.CaptureTruncates).
 func (v Version) TruncateReplicated() bool { return v >= 110000 }
 
 // HasGeneratedColumns: GENERATED ALWAYS AS (...) STORED columns (pg_attribute.attgenerated),
