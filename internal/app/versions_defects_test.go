@@ -19,11 +19,10 @@ import (
 
 // TestOldSourceFollowAndHeartbeat is the regression test of the two failures: on a 12
 // source, follow read pg_replication_slots.wal_status (13+) and stopped; on a 13 source,
-// START_REPLICATION asked pgoutput for the messages option (14+) and was refused. On both (and
-// on 10 and 11, which have neither either), with
-// the published tables idle, the heartbeat (a logical message, which pgoutput before 14 does not
-// send) must still move the slot: its transaction arrives as an empty one, so the applied and
-// confirmed positions pass a WAL position taken while idle.
+// START_REPLICATION asked pgoutput for the messages option (14+) and was refused. On both, and
+// on 10 and 11, with the published tables idle, the heartbeat (a logical message, which pgoutput
+// before 14 does not send) must still move the slot: its transaction arrives as an empty one, so
+// the applied and confirmed positions pass a WAL position taken while idle.
 func TestOldSourceFollowAndHeartbeat(t *testing.T) {
 	for _, major := range []int{10, 11, 12, 13} {
 		t.Run(fmt.Sprint(major), func(t *testing.T) {
