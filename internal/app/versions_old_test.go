@@ -237,3 +237,38 @@ func TestOldSourceTruncate(t *testing.T) {
 		})
 	}
 }
+
+// TestOldSourceAssess: assess reads a 10 and an 11 source (it refused both before) and names
+// their limits: no streaming of large transactions, leaves-only publications, on 10 the
+// TRUNCATE capture and what escapes it, and what the 15 target gains.
+func TestOldSourceAssess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test (skipped with -short)")
+	}
+	for _, major := range []int{10, 11} {
+		t.Run(fmt.Sprint(major), func(t *testing.T) {
+			src, dst, _, _ := pgtest.PairVersions(t, "unused", major, 15)
+			e := emptyTargetEnv(t, src, dst, fmt.Sprintf("as%d", major), partitionSchema10)
+			var out strings.Builder
+			if _, err := Assess(context.Background(), e.cfg, AssessOptions{}, &out, testLogger(t)); err != nil {
+				t.Fatalf("assess of a %d source: %v\n%s", major, err, out.String())
+			}
+			text := out.String()
+			if testing.Verbose() {
+				t.Log(text)
+			}
+			want := []string{"cannot stream transactions", "leaf partitions only", "no max_slot_wal_keep_size", "streaming of large transactions in progress", "publications of partitioned tables"}
+			if major == 10 {
+				want = append(want, "does not replicate TRUNCATE", "pgshift_capture_truncate", "session_replication_role = replica", "TRUNCATE in logical replication")
+			}
+			for _, w := range want {
+				if !strings.Contains(text, w) {
+					t.Errorf("assess of a %d source does not say %q:\n%s", major, w, text)
+				}
+			}
+			if major == 11 && strings.Contains(text, "does not replicate TRUNCATE") {
+				t.Errorf("assess of an 11 source says TRUNCATE is not replicated:\n%s", text)
+			}
+		})
+	}
+}
