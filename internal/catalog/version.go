@@ -124,6 +124,10 @@ func (v Version) ProtoVersion() int {
 	return 1
 }
 
+// HasTIDRangeScan: a scan of a ctid range (ctid >= a AND ctid < b) reads only those pages, from
+// 14; before 14 it is a sequential scan of the whole table with a filter.
+func (v Version) HasTIDRangeScan() bool { return v >= 140000 }
+
 // HasStatWAL: the pg_stat_wal view (WAL written since the last reset), from 14.
 func (v Version) HasStatWAL() bool { return v >= 140000 }
 

@@ -742,7 +742,7 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 			tables = append(tables, t)
 		}
 	}
-	items := snapshot.Plan(tables, snapshot.PlanOptions{ChunkBytes: r.opts.ChunkBytes, Jobs: r.cfg.Jobs})
+	items := snapshot.Plan(tables, snapshot.PlanOptions{ChunkBytes: r.opts.ChunkBytes, Jobs: r.cfg.Jobs, Whole: !r.srcInfo.Features().HasTIDRangeScan()})
 	r.log.Info("copying data", "tables", len(tables), "work_items", len(items), "jobs", r.cfg.Jobs, "snapshot_lsn", exp.slot.ConsistentLSN.String())
 	popts := progress.Options{Out: r.opts.Progress, TTY: r.opts.ProgressTTY && r.opts.Progress != nil,
 		Interval: r.opts.ProgressInterval, Log: r.log, Title: "copy"}

@@ -542,7 +542,7 @@ func (s *session) adopt(ctx context.Context, adopt []adoptee) error {
 	if err != nil {
 		return s.target.Describe(err)
 	}
-	items := snapshot.Plan(data, snapshot.PlanOptions{Jobs: s.cfg.Jobs})
+	items := snapshot.Plan(data, snapshot.PlanOptions{Jobs: s.cfg.Jobs, Whole: !s.srcVer.HasTIDRangeScan()})
 	tracker := progress.New(progress.Options{Title: "adopt", Interval: time.Hour}) // counts only
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

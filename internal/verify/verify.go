@@ -1170,6 +1170,9 @@ func (v *verifier) multisetFirst(ctx context.Context, p *tablePlan, width uint) 
 				return s.Endpoint.Describe(err)
 			}
 			parts := int(min(int64(v.opts.Jobs), max(pages/multisetPartPages, 1)))
+			if !s.info.Features().HasTIDRangeScan() {
+				parts = 1 // each page range would be a scan of the whole table (before 14)
+			}
 			sums := make([]map[int]bucketSum, parts)
 			pg, pctx := errgroup.WithContext(gctx)
 			for k := 0; k < parts; k++ {
