@@ -178,7 +178,8 @@ GRANT TRUNCATE, INSERT ON app_owned TO trunc_app;`
 // stream applies it as a TRUNCATE where it happened. Before the capture existed, a 10 source's
 // TRUNCATE left every row on the target and the stream said nothing (the check of the rows
 // below failed). The triggers stay out of the target's schema and of verify's schema
-// comparison, and RemoveTruncateCapture takes them off the source.
+// comparison; a trigger disabled on the source stops following until it is on again; and
+// RemoveTruncateCapture takes them off the source.
 func TestOldSourceTruncate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test (skipped with -short)")
@@ -199,7 +200,7 @@ func TestOldSourceTruncate(t *testing.T) {
 			if got := e.query(dst, triggers); got != "0" {
 				t.Fatalf("the target got %s of pgshift's TRUNCATE triggers", got)
 			}
-			a := e.start(RunOptions{})
+			a := e.start(RunOptions{MonitorInterval: 200 * time.Millisecond})
 			e.exec(`TRUNCATE solo`)
 			e.exec(`INSERT INTO solo VALUES (1000, 'after')`)
 			e.exec(`BEGIN; INSERT INTO parent_t VALUES (500); TRUNCATE parent_t, child_t; INSERT INTO parent_t VALUES (1), (2); INSERT INTO child_t VALUES (1, 2); COMMIT`)
@@ -223,6 +224,22 @@ func TestOldSourceTruncate(t *testing.T) {
 				var b strings.Builder
 				_ = rep.WriteText(&b, 10)
 				t.Errorf("verify found differences:\n%s", b.String())
+			}
+			if major == 10 {
+				// A capture trigger disabled on the source stops following, naming the table and
+				// the statement that turns it back on; once it is on, following goes on.
+				e.exec(`ALTER TABLE solo DISABLE TRIGGER pgshift_capture_truncate`)
+				err := waitStopped(t, a, 30*time.Second)
+				var fe *FatalError
+				if !errors.As(err, &fe) || !strings.Contains(err.Error(), "public.solo") ||
+					!strings.Contains(err.Error(), `ALTER TABLE "public"."solo" ENABLE TRIGGER "pgshift_capture_truncate"`) {
+					t.Fatalf("agent with a disabled capture trigger stopped with %v; want a fatal error naming the table and the fix", err)
+				}
+				e.exec(`ALTER TABLE solo ENABLE TRIGGER pgshift_capture_truncate`)
+				a = e.start(RunOptions{MonitorInterval: 200 * time.Millisecond})
+				e.exec(`TRUNCATE solo; INSERT INTO solo VALUES (2000, 'again')`)
+				e.waitApplied(a)
+				e.compare()
 			}
 			if err := a.stop(); err != nil {
 				t.Fatal(err)

@@ -422,7 +422,10 @@ func (s *session) preflight(ctx context.Context) error {
 	if err := s.publishLeaves(ctx); err != nil {
 		return err
 	}
-	return s.settleTrees(ctx)
+	if err := s.settleTrees(ctx); err != nil {
+		return err
+	}
+	return s.checkTruncateCapture(ctx)
 }
 
 // checkReplicaModeTriggers refuses to apply while a migrated table on the target has a trigger
@@ -566,6 +569,12 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 			return fatalf("replication slot %q vanished from the source while streaming", s.mig.Slot)
 		}
 		if err := s.watchTrees(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := s.checkTruncateCapture(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
