@@ -196,6 +196,16 @@ func (v Version) ProKindSQL(p string) string {
 	return "(CASE WHEN " + p + ".proisagg THEN 'a' WHEN " + p + ".proiswindow THEN 'w' ELSE 'f' END)::\"char\""
 }
 
+// TriggerDefSQL is an SQL expression for the definition of the pg_trigger row aliased t, as 12
+// and newer print it: pg_get_triggerdef writes EXECUTE FUNCTION from 12, EXECUTE PROCEDURE
+// before (the same trigger), so before 12 its first EXECUTE PROCEDURE is rewritten.
+func (v Version) TriggerDefSQL(t string) string {
+	if v >= 120000 {
+		return "pg_get_triggerdef(" + t + ".oid)"
+	}
+	return "regexp_replace(pg_get_triggerdef(" + t + ".oid), ' EXECUTE PROCEDURE ', ' EXECUTE FUNCTION ')"
+}
+
 // AttGeneratedSQL is an SQL expression for pg_attribute.attgenerated of the row aliased a: the
 // column from 12, ” (not generated) before.
 func (v Version) AttGeneratedSQL(a string) string {

@@ -45,7 +45,7 @@ acl(kind, name, nspname, relname, owner, items) AS (
          quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')',
          '', '', p.proowner, coalesce(p.proacl, acldefault('f', p.proowner))
   FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
-  WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+  WHERE ` + implicitFunction + ` AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
   UNION ALL
   SELECT 'type', quote_ident(n.nspname) || '.' || quote_ident(t.typname), '', '', t.typowner, coalesce(t.typacl, acldefault('T', t.typowner))
   FROM pg_type t JOIN ns n ON n.oid = t.typnamespace

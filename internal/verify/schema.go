@@ -66,7 +66,7 @@ SELECT CASE r.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END, r.qname
 FROM rel r WHERE r.relkind IN ('v', 'm')
 UNION ALL
 SELECT 'trigger', r.qname || '.' || quote_ident(t.tgname), r.nspname, r.relname,
-       pg_get_triggerdef(t.oid) || CASE t.tgenabled WHEN 'D' THEN ' [DISABLE]' WHEN 'A' THEN ' [ENABLE ALWAYS]' WHEN 'R' THEN ' [ENABLE REPLICA]' ELSE '' END
+       ` + ver.TriggerDefSQL("t") + ` || CASE t.tgenabled WHEN 'D' THEN ' [DISABLE]' WHEN 'A' THEN ' [ENABLE ALWAYS]' WHEN 'R' THEN ' [ENABLE REPLICA]' ELSE '' END
 FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid WHERE NOT t.tgisinternal
   -- pgshift's own TRUNCATE capture on a PostgreSQL 10 source (state.CaptureTruncates)
   AND t.tgfoid NOT IN (SELECT p.oid FROM pg_proc p JOIN pg_namespace pn ON pn.oid = p.pronamespace WHERE pn.nspname = 'pgshift')
@@ -79,11 +79,19 @@ SELECT CASE ` + ver.ProKindSQL("p") + ` WHEN 'p' THEN 'procedure' ELSE 'function
        quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')',
        '', '', pg_get_functiondef(p.oid)
 FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
-WHERE ` + ver.ProKindSQL("p") + ` IN ('f', 'p')
+WHERE ` + ver.ProKindSQL("p") + ` IN ('f', 'p') AND ` + implicitFunction + `
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
 UNION ALL
 SELECT 'extension', quote_ident(extname), '', '', extversion FROM pg_extension`
 }
+
+// implicitFunction excludes the pg_proc row aliased p when it is a multirange type's
+// constructor: CREATE TYPE ... AS RANGE makes a multirange type and its constructors on 14 and
+// newer (an internal dependency on the type), so a target of 14+ has them for a range type of a
+// source before 14, which never had them. They come with the range type, not as objects of
+// their own.
+const implicitFunction = `NOT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_type ty ON ty.oid = d.refobjid
+  WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.refclassid = 'pg_type'::regclass AND d.deptype = 'i' AND ty.typtype = 'm')`
 
 type schemaObject struct {
 	kind, name, def string
