@@ -196,11 +196,15 @@ func (v Version) ProKindSQL(p string) string {
 	return "(CASE WHEN " + p + ".proisagg THEN 'a' WHEN " + p + ".proiswindow THEN 'w' ELSE 'f' END)::\"char\""
 }
 
+// PrintsExecuteFunction: pg_get_triggerdef writes EXECUTE FUNCTION (the spelling 11 added), from
+// 12; before, EXECUTE PROCEDURE.
+func (v Version) PrintsExecuteFunction() bool { return v >= 120000 }
+
 // TriggerDefSQL is an SQL expression for the definition of the pg_trigger row aliased t, as 12
 // and newer print it: pg_get_triggerdef writes EXECUTE FUNCTION from 12, EXECUTE PROCEDURE
 // before (the same trigger), so before 12 its first EXECUTE PROCEDURE is rewritten.
 func (v Version) TriggerDefSQL(t string) string {
-	if v >= 120000 {
+	if v.PrintsExecuteFunction() {
 		return "pg_get_triggerdef(" + t + ".oid)"
 	}
 	return "regexp_replace(pg_get_triggerdef(" + t + ".oid), ' EXECUTE PROCEDURE ', ' EXECUTE FUNCTION ')"

@@ -37,6 +37,8 @@ func TestVersionSQL(t *testing.T) {
 		{keysSQL(100023), "i.indnatts"},
 		{keysSQL(110022), "i.indnkeyatts"},
 		{columnsSQL(110022), "false, a.attidentity"},
+		{Version(110022).TriggerDefSQL("t"), "EXECUTE FUNCTION"},
+		{Version(120022).TriggerDefSQL("t"), "pg_get_triggerdef(t.oid)"},
 	}
 	for _, c := range cases {
 		if !strings.Contains(c.got, c.want) {
