@@ -45,6 +45,9 @@ func (s *session) checkTruncateCapture(ctx context.Context) error {
 		switch {
 		case catalog.IsTruncateLog(id):
 			logPublished = true
+		case id.Schema == catalog.StateSchema:
+			// pgshift's own tables on the source (a publication FOR ALL TABLES holds them) are
+			// never migrated.
 		case enabled == "":
 			missing = append(missing, id)
 		case enabled != "O" && enabled != "A":
@@ -64,16 +67,16 @@ func (s *session) checkTruncateCapture(ctx context.Context) error {
 		fixes := make([]string, len(missing))
 		for i, id := range missing {
 			fixes[i] = "CREATE TRIGGER " + pgtypes.QuoteIdent(catalog.TruncateTrigger) + " BEFORE TRUNCATE ON " + id.Sanitize() +
-				" FOR EACH STATEMENT EXECUTE PROCEDURE " + catalog.StateSchema + ".capture_truncate();"
+				" FOR EACH STATEMENT EXECUTE PROCEDURE " + catalog.StateSchema + ".capture_truncate()"
 		}
-		return fatalf(why, s.srcVer.Major(), "has no trigger "+catalog.TruncateTrigger+" on "+idList(missing), strings.Join(fixes, " "))
+		return fatalf(why, s.srcVer.Major(), "has no trigger "+catalog.TruncateTrigger+" on "+idList(missing), strings.Join(fixes, "; "))
 	}
 	if len(disabled) > 0 {
 		fixes := make([]string, len(disabled))
 		for i, id := range disabled {
-			fixes[i] = "ALTER TABLE " + id.Sanitize() + " ENABLE TRIGGER " + pgtypes.QuoteIdent(catalog.TruncateTrigger) + ";"
+			fixes[i] = "ALTER TABLE " + id.Sanitize() + " ENABLE TRIGGER " + pgtypes.QuoteIdent(catalog.TruncateTrigger)
 		}
-		return fatalf(why, s.srcVer.Major(), "is disabled on "+idList(disabled)+" (trigger "+catalog.TruncateTrigger+")", strings.Join(fixes, " "))
+		return fatalf(why, s.srcVer.Major(), "is disabled on "+idList(disabled)+" (trigger "+catalog.TruncateTrigger+")", strings.Join(fixes, "; "))
 	}
 	return nil
 }
