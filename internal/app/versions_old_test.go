@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgshift/pgshift/internal/pgtest"
+	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
 	"github.com/pgshift/pgshift/internal/verify"
 )
@@ -355,5 +356,39 @@ func TestOldSourceObjects(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestTruncateCaptureUnderLoad installs and removes pgshift's TRUNCATE capture on a 10 source
+// while transactions write to several of its tables, as copy does on a live source. It took
+// every table's trigger lock in one transaction, so a writer holding one table and waiting for
+// another deadlocked with it, and the copy failed (the version matrix's 10 → 17 run hit it).
+func TestTruncateCaptureUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test (skipped with -short)")
+	}
+	src, dst, _, _ := pgtest.PairVersions(t, "unused", 10, 15)
+	e := emptyTargetEnv(t, src, dst, "capload", workloadSchema)
+	w := e.startWriter(2)
+	defer func() {
+		select {
+		case <-w.stop:
+		default:
+			w.halt()
+		}
+	}()
+	ctx := context.Background()
+	sc := sourceConn(t, e)
+	ids := []pgtypes.TableID{{Schema: "public", Name: "accounts"}, {Schema: "public", Name: "history"}}
+	for round := range 30 {
+		if err := state.CaptureTruncates(ctx, sc, ids); err != nil {
+			t.Fatalf("round %d: install the capture under load: %v", round, err)
+		}
+		if err := state.RemoveTruncateCapture(ctx, sc); err != nil {
+			t.Fatalf("round %d: remove the capture under load: %v", round, err)
+		}
+	}
+	if n := w.halt(); n < 20 {
+		t.Fatalf("only %d source transactions during the test", n)
 	}
 }

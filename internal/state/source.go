@@ -263,47 +263,83 @@ var truncateCaptureDDL = []string{
 }
 
 // CaptureTruncates creates pgshift's TRUNCATE capture on the source (through db) and its
-// trigger on each of tables that lacks it, in one source transaction. It must run before the
-// tables are published and before the slot is created, so that no TRUNCATE after the slot's
-// consistent point escapes it. Idempotent.
+// trigger on each of tables that lacks it. It must run before the tables are published and
+// before the slot is created, so that no TRUNCATE after the slot's consistent point escapes it.
+// Each trigger is created in a transaction of its own: CREATE TRIGGER locks its table against
+// writes, and one transaction holding several such locks deadlocks with the source's own
+// transactions that write to several of the tables (each waiting for a table the other holds).
+// A table created halfway is harmless: nothing is published before all are done. Idempotent.
 func CaptureTruncates(ctx context.Context, db interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }, tables []pgtypes.TableID) error {
-	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+identityLockTimeout+`'`); err != nil {
-			return err
-		}
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		for _, stmt := range append(append([]string{}, sourceDDL...), truncateCaptureDDL...) {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return fmt.Errorf("create pgshift's TRUNCATE capture (schema pgshift) on the source: %w", err)
-			}
-		}
-		for _, t := range tables {
-			var has bool
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1::text) AND tgname = $2::text)`,
-				t.Sanitize(), catalog.TruncateTrigger).Scan(&has); err != nil {
-				return fmt.Errorf("look up the TRUNCATE capture trigger of %s on the source: %w", t, err)
-			}
-			if has {
-				continue
-			}
-			sql := "CREATE TRIGGER " + pgtypes.QuoteIdent(catalog.TruncateTrigger) + " BEFORE TRUNCATE ON " + t.Sanitize() +
-				" FOR EACH STATEMENT EXECUTE PROCEDURE pgshift.capture_truncate()"
-			if _, err := tx.Exec(ctx, sql); err != nil {
-				return fmt.Errorf("create the TRUNCATE capture trigger of %s on the source (%s): %w", t, sql, err)
+				return err
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("create pgshift's TRUNCATE capture (schema pgshift) on the source: %w", err)
+	}
+	for _, t := range tables {
+		sql := "CREATE TRIGGER " + pgtypes.QuoteIdent(catalog.TruncateTrigger) + " BEFORE TRUNCATE ON " + t.Sanitize() +
+			" FOR EACH STATEMENT EXECUTE PROCEDURE pgshift.capture_truncate()"
+		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1::text, true)`, identityLockTimeout); err != nil {
+				return err
+			}
+			var has bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1::text) AND tgname = $2::text)`,
+				t.Sanitize(), catalog.TruncateTrigger).Scan(&has); err != nil || has {
+				return err
+			}
+			_, err := tx.Exec(ctx, sql)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("create the TRUNCATE capture trigger of %s on the source (%s; it needs the table's owner or a superuser, "+
+				"and a moment without long transactions on the table): %w", t, sql, err)
+		}
+	}
+	return nil
 }
 
 // RemoveTruncateCapture drops pgshift's TRUNCATE triggers, function and log from the source,
-// for when the migration is over; idempotent. The publication must no longer be streamed.
+// for when the migration is over; idempotent. The publication must no longer be streamed. Each
+// trigger is dropped in a transaction of its own, for the reason CaptureTruncates gives.
 func RemoveTruncateCapture(ctx context.Context, db interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }) error {
+	rows, err := db.Query(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_trigger t
+		JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE t.tgfoid = to_regprocedure('pgshift.capture_truncate()') ORDER BY 1, 2`)
+	if err != nil {
+		return fmt.Errorf("list pgshift's TRUNCATE triggers on the source: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgtypes.TableID, error) {
+		var id pgtypes.TableID
+		return id, r.Scan(&id.Schema, &id.Name)
+	})
+	if err != nil {
+		return fmt.Errorf("list pgshift's TRUNCATE triggers on the source: %w", err)
+	}
+	for _, t := range tables {
+		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1::text, true)`, identityLockTimeout); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "DROP TRIGGER IF EXISTS "+pgtypes.QuoteIdent(catalog.TruncateTrigger)+" ON "+t.Sanitize())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("drop pgshift's TRUNCATE trigger on %s on the source: %w", t, err)
+		}
+	}
 	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		// Dropping the function with CASCADE takes every trigger that calls it, wherever it is.
+		// CASCADE takes a trigger made since the list above with it.
 		for _, stmt := range []string{`DROP FUNCTION IF EXISTS pgshift.capture_truncate() CASCADE`, `DROP TABLE IF EXISTS pgshift.truncates`} {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("remove pgshift's TRUNCATE capture from the source: %w", err)
