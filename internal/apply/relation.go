@@ -109,11 +109,18 @@ LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE c.oid = to_regclass($1)
 ORDER BY a.attnum`
 
-const sourceColumnsSQL = `
-SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef OR a.atthasmissing, a.attgenerated <> '',
-       coalesce(pg_get_expr(d.adbin, d.adrelid), ''), CASE WHEN a.atthasmissing THEN coalesce(a.attmissingval::text, '') ELSE '' END
+// sourceColumnsSQL reads the source's columns of a relation, on a source of version v.
+func sourceColumnsSQL(v catalog.Version) string {
+	hasDef, missing := "a.atthasdef OR a.atthasmissing", "CASE WHEN a.atthasmissing THEN coalesce(a.attmissingval::text, '') ELSE '' END"
+	if !v.HasMissingValues() {
+		hasDef, missing = "a.atthasdef", "''"
+	}
+	return `
+SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod), a.attnotnull, ` + hasDef + `, ` + v.AttGeneratedSQL("a") + ` <> '',
+       coalesce(pg_get_expr(d.adbin, d.adrelid), ''), ` + missing + `
 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`
+}
 
 const messageTypesSQL = `SELECT format_type(t.o, t.m) FROM unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS t(o, m, n) ORDER BY t.n`
 
@@ -175,8 +182,14 @@ func (a *Applier) readSource(ctx context.Context, r *cdc.Relation) (types []stri
 	return types, cols, nil
 }
 
+// scanSourceColumns reads the source's columns of the relation oid. It asks the server's version
+// first: relation messages are rare, and the query depends on it.
 func scanSourceColumns(ctx context.Context, q catalog.Querier, oid uint32) (map[string]sourceColumn, error) {
-	rows, err := q.Query(ctx, sourceColumnsSQL, oid)
+	v, err := catalog.ReadVersion(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.Query(ctx, sourceColumnsSQL(v), oid)
 	if err != nil {
 		return nil, err
 	}

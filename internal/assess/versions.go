@@ -24,7 +24,7 @@ func versionFindings(f Facts) []Finding {
 	src := catalog.Version(f.Source.VersionNum)
 	if err := src.CheckSource(); err != nil {
 		add(CodeVersionUnsupported, Blocker, "server", err.Error(),
-			"upgrade the source in place to 12 or newer first (pg_upgrade), or migrate with a dump and restore during a write stop")
+			"upgrade the source in place to 10 or newer first (pg_upgrade), or migrate with a dump and restore during a write stop")
 	}
 	if f.Target != nil {
 		if dst := catalog.Version(f.Target.VersionNum); dst < catalog.MinTargetVersion {
@@ -39,8 +39,11 @@ func versionFindings(f Facts) []Finding {
 		"make schema changes before the copy or after cutover; or run the same DDL on the target first, then on the source")
 	if !src.TruncateReplicated() {
 		add(CodeVersionLimit, Warning, "server",
-			fmt.Sprintf("PostgreSQL %d does not replicate TRUNCATE: a table truncated on the source during the migration keeps its rows on the target, and nothing in the stream says so", src.Major()),
-			"do not TRUNCATE migrated tables until cutover (DELETE replicates); run pgshift verify before cutover")
+			fmt.Sprintf("PostgreSQL %d does not replicate TRUNCATE (logical decoding sends none before 11): pgshift captures it itself with a statement-level trigger %s on every published table of the source, "+
+				"which records each TRUNCATE into %s.%s (published with the tables, removed when the migration is finished); "+
+				"a TRUNCATE that fires no trigger escapes it and leaves its rows on the target: one run with session_replication_role = replica, or after ALTER TABLE ... DISABLE TRIGGER ALL",
+				src.Major(), catalog.TruncateTrigger, catalog.StateSchema, catalog.TruncateLogName),
+			"leave pgshift's triggers in place and enabled until cutover; do not TRUNCATE in replica mode; run pgshift verify before cutover")
 	}
 	if !src.HasStreaming() {
 		add(CodeVersionLimit, Info, "server",
@@ -84,7 +87,11 @@ func upgradeGains(src, dst catalog.Version) []string {
 		what string
 	}
 	gains := []gain{
+		{catalog.Version.TruncateReplicated, "TRUNCATE in logical replication, so no trigger of pgshift's on the source's tables (11)"},
+		{catalog.Version.HasIncludeColumns, "covering indexes (INCLUDE) and hash partitions, default partitions and keys on partitioned tables (11)"},
+		{catalog.Version.HasGeneratedColumns, "stored generated columns and the partition functions (pg_partition_tree) (12)"},
 		{catalog.Version.HasWALStatus, "max_slot_wal_keep_size, so a stalled slot cannot fill the disk (13)"},
+		{catalog.Version.PublishesPartitionedTables, "publications of partitioned tables, so a new partition is followed without a stop (13)"},
 		{catalog.Version.HasStreaming, "streaming of large transactions in progress, so replication lag stays small under batch jobs (14)"},
 		{catalog.Version.HasStatWAL, "pg_stat_wal for WAL volume (14)"},
 		{catalog.Version.HasRowFilters, "publication row filters and column lists (15)"},

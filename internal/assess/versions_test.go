@@ -21,8 +21,10 @@ func TestVersionFindings(t *testing.T) {
 		want     []want
 		wantNot  []string
 	}{
-		{"9.6 source", 90624, 150004, false, []want{{Blocker, "PostgreSQL 12 or newer"}}, nil},
-		{"10 source", 100023, 150004, false, []want{{Blocker, "PostgreSQL 12 or newer"}, {Warning, "does not replicate TRUNCATE"}, {Info, "cannot stream transactions"}, {Info, "no max_slot_wal_keep_size"}}, nil},
+		{"9.6 source", 90624, 150004, false, []want{{Blocker, "PostgreSQL 10 or newer"}}, nil},
+		{"10 source", 100023, 150004, true, []want{{Warning, "does not replicate TRUNCATE"}, {Warning, "statement-level trigger"}, {Info, "cannot stream transactions"},
+			{Info, "no max_slot_wal_keep_size"}, {Info, "leaf partitions only"}}, []string{"10 or newer"}},
+		{"11 source", 110022, 150004, true, []want{{Info, "cannot stream transactions"}, {Info, "leaf partitions only"}}, []string{"TRUNCATE", "10 or newer"}},
 		{"11 target", 110022, 110022, false, []want{{Blocker, "target of 12 or newer"}}, nil},
 		{"12 source with partitions", 120022, 150004, true, []want{{Info, "leaf partitions only"}, {Info, "cannot stream transactions"}, {Info, "no max_slot_wal_keep_size"}},
 			[]string{"TRUNCATE"}},
@@ -58,8 +60,12 @@ func TestVersionFindings(t *testing.T) {
 		})
 	}
 	gains := upgradeGains(120022, 170010)
-	if len(gains) != 6 || !strings.Contains(strings.Join(gains, ";"), "origin = none") {
+	if len(gains) != 7 || !strings.Contains(strings.Join(gains, ";"), "origin = none") {
 		t.Errorf("12 → 17 gains: %v", gains)
+	}
+	gains = upgradeGains(100023, 150004)
+	if all := strings.Join(gains, ";"); len(gains) != 8 || !strings.Contains(all, "TRUNCATE in logical replication") || !strings.Contains(all, "streaming") {
+		t.Errorf("10 → 15 gains: %v", gains)
 	}
 	if g := upgradeGains(150004, 150010); len(g) != 0 {
 		t.Errorf("a minor upgrade gains %v", g)

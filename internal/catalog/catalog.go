@@ -22,6 +22,19 @@ import (
 // StateSchema is the schema pgshift keeps its own state in; it is never migrated or compared.
 const StateSchema = "pgshift"
 
+// TruncateLogName is the table (in StateSchema) pgshift's TRUNCATE triggers record into, on a
+// source whose pgoutput sends no TRUNCATE (Version.TruncateReplicated); it is published, and its
+// rows arrive as TRUNCATEs of the tables they name (state.CaptureTruncates).
+const TruncateLogName = "truncates"
+
+// TruncateTrigger is the name of those triggers on the published tables.
+const TruncateTrigger = "pgshift_capture_truncate"
+
+// IsTruncateLog reports whether id is pgshift's TRUNCATE log table.
+func IsTruncateLog(id pgtypes.TableID) bool {
+	return id.Schema == StateSchema && id.Name == TruncateLogName
+}
+
 // Querier is what catalog needs from a connection; *pgx.Conn, *pgxpool.Pool and pgx.Tx all fit.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
@@ -172,20 +185,26 @@ ORDER BY 12 DESC, n.nspname, c.relname`
 // columnsSQL renders each column's type so that it means the same type in any session: a
 // type outside pg_catalog is written schema-qualified (format_type() qualifies only what the
 // current search_path does not find), keeping its typmod and array brackets.
-const columnsSQL = `
+func columnsSQL(v Version) string {
+	generated := "a.attgenerated <> ''"
+	if !v.HasGeneratedColumns() {
+		generated = "false"
+	}
+	return `
 SELECT a.attrelid, a.attname, a.attnum,
        CASE WHEN et.typnamespace = 'pg_catalog'::regnamespace THEN format_type(a.atttypid, a.atttypmod)
             ELSE quote_ident(en.nspname) || '.' || quote_ident(et.typname)
                  || substr(format_type(et.oid, a.atttypmod), length(format_type(et.oid, NULL)) + 1)
                  || CASE WHEN et.oid <> a.atttypid THEN '[]' ELSE '' END
        END,
-       a.atttypid, a.attnotnull, a.atthasdef, a.attgenerated <> '', a.attidentity::text
+       a.atttypid, a.attnotnull, a.atthasdef, ` + generated + `, a.attidentity::text
 FROM pg_attribute a
 LEFT JOIN pg_type el ON el.typarray = a.atttypid
 JOIN pg_type et ON et.oid = coalesce(el.oid, a.atttypid)
 JOIN pg_namespace en ON en.oid = et.typnamespace
 WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum`
+}
 
 // textOnlyTypesSQL returns, for each given type, whether its values must be copied as text
 // (see Column.TextOnly): it walks the types it is made of.
@@ -215,15 +234,21 @@ GROUP BY p.root`
 // keysSQL returns, per table, the primary key and the replica identity index: their key
 // columns in index order (never INCLUDE columns, which are no part of the key), whether
 // relcache would consider the index for the replica identity at all, and why not.
-const keysSQL = `
+func keysSQL(v Version) string {
+	keyAtts := "i.indnkeyatts"
+	if !v.HasIncludeColumns() {
+		keyAtts = "i.indnatts" // every index column is a key column
+	}
+	return `
 SELECT i.indrelid, i.indexrelid::regclass::text, i.indisprimary, i.indisreplident,
        i.indislive AND i.indisvalid AND i.indisunique AND i.indimmediate AND i.indpred IS NULL,
        i.indimmediate, i.indpred IS NULL, a.attname, a.attnotnull
 FROM pg_index i
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indrelid = ANY($1) AND (i.indisprimary OR i.indisreplident) AND k.ord <= i.indnkeyatts
+WHERE i.indrelid = ANY($1) AND (i.indisprimary OR i.indisreplident) AND k.ord <= ` + keyAtts + `
 ORDER BY i.indrelid, i.indexrelid, k.ord`
+}
 
 // Tables lists the user relations that pass the filter, largest first, with their columns and keys.
 func Tables(ctx context.Context, q Querier, f config.TableFilter) ([]Table, error) {
@@ -258,17 +283,21 @@ func Tables(ctx context.Context, q Querier, f config.TableFilter) ([]Table, erro
 		byOID[tables[i].OID] = &tables[i]
 		oids[i] = tables[i].OID
 	}
-	if err := readColumns(ctx, q, oids, byOID); err != nil {
+	v, err := ReadVersion(ctx, q)
+	if err != nil {
 		return nil, err
 	}
-	if err := readKeys(ctx, q, oids, byOID); err != nil {
+	if err := readColumns(ctx, q, v, oids, byOID); err != nil {
+		return nil, err
+	}
+	if err := readKeys(ctx, q, v, oids, byOID); err != nil {
 		return nil, err
 	}
 	return tables, nil
 }
 
-func readColumns(ctx context.Context, q Querier, oids []uint32, byOID map[uint32]*Table) error {
-	rows, err := q.Query(ctx, columnsSQL, oids)
+func readColumns(ctx context.Context, q Querier, v Version, oids []uint32, byOID map[uint32]*Table) error {
+	rows, err := q.Query(ctx, columnsSQL(v), oids)
 	if err != nil {
 		return fmt.Errorf("list columns: %w", err)
 	}
@@ -341,8 +370,8 @@ type indexKey struct {
 	nullableCol string
 }
 
-func readKeys(ctx context.Context, q Querier, oids []uint32, byOID map[uint32]*Table) error {
-	rows, err := q.Query(ctx, keysSQL, oids)
+func readKeys(ctx context.Context, q Querier, v Version, oids []uint32, byOID map[uint32]*Table) error {
+	rows, err := q.Query(ctx, keysSQL(v), oids)
 	if err != nil {
 		return fmt.Errorf("list keys: %w", err)
 	}

@@ -576,6 +576,11 @@ func (s *Stream) change(msg any, lookup relLookup) (*Change, error) {
 		}
 		return nil
 	}
+	if m, ok := msg.(*InsertMsg); ok {
+		if r := lookup.get(m.RelID); r != nil && catalog.IsTruncateLog(r.Table) {
+			return s.capturedTruncate(r, m.New)
+		}
+	}
 	switch m := msg.(type) {
 	case *InsertMsg:
 		r, err := rel(m.RelID)
@@ -619,6 +624,42 @@ func (s *Stream) change(msg any, lookup relLookup) (*Change, error) {
 		return c, nil
 	}
 	return nil, fmt.Errorf("%w: %T where a row change was expected", ErrUnknownMessage, msg)
+}
+
+// capturedTruncate turns a row of pgshift's TRUNCATE log (a source whose pgoutput sends no
+// TRUNCATE: state.CaptureTruncates) into the TRUNCATE of the table it names, in the place of the
+// stream where the TRUNCATE happened. Only the table's name is known, and only its name is
+// needed: the applier finds the table on the target by name. A row that does not have the
+// log's shape stops the stream.
+func (s *Stream) capturedTruncate(r *Relation, row []Value) (*Change, error) {
+	var id pgtypes.TableID
+	var got int
+	for i, c := range r.Columns {
+		if i >= len(row) || row[i].Kind != ValueText {
+			continue
+		}
+		switch c.Name {
+		case "schema_name":
+			id.Schema, got = string(row[i].Data), got+1
+		case "table_name":
+			id.Name, got = string(row[i].Data), got+1
+		}
+	}
+	if got != 2 || id.Schema == "" || id.Name == "" {
+		return nil, fmt.Errorf("%w: a row of %s without the schema and table it names (columns %d, values %d)",
+			ErrUnknownMessage, r.Table, len(r.Columns), len(row))
+	}
+	if len(s.opts.Tables) > 0 && !s.opts.Tables[id] {
+		return nil, &NotMigratedError{Table: id, CommitLSN: s.commitLSN()}
+	}
+	t := &Relation{Table: id}
+	for _, known := range s.rels {
+		if known.Table == id {
+			t = known
+			break
+		}
+	}
+	return &Change{Kind: Trunc, Truncated: []*Relation{t}}, nil
 }
 
 // emit adds an event to the pending chunk, handing the chunk over when it is full.

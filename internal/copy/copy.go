@@ -653,7 +653,18 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bo
 	}
 	if !pubExists {
 		v := r.srcInfo.Features()
-		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, snapshot.PublicationTables(r.tables, v), v); err != nil {
+		tables := snapshot.PublicationTables(r.tables, v)
+		if !v.TruncateReplicated() {
+			// pgoutput on this source sends no TRUNCATE: triggers record each one in a table
+			// that is published with the rest (see state.CaptureTruncates).
+			if err := state.CaptureTruncates(ctx, r.srcConn, tables); err != nil {
+				return r.src.Describe(err)
+			}
+			r.log.Info("TRUNCATE capture installed on the source (PostgreSQL 10 does not replicate TRUNCATE)",
+				"trigger", catalog.TruncateTrigger, "tables", len(tables), "log", catalog.StateSchema+"."+catalog.TruncateLogName)
+			tables = append(tables, pgtypes.TableID{Schema: catalog.StateSchema, Name: catalog.TruncateLogName})
+		}
+		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, tables, v); err != nil {
 			return r.src.Describe(err)
 		}
 	}
@@ -883,7 +894,7 @@ func (r *copyRun) copyData(ctx context.Context, exp *exporter, only map[pgtypes.
 			tables = append(tables, t)
 		}
 	}
-	items := snapshot.Plan(tables, snapshot.PlanOptions{ChunkBytes: r.opts.ChunkBytes, Jobs: r.cfg.Jobs})
+	items := snapshot.Plan(tables, snapshot.PlanOptions{ChunkBytes: r.opts.ChunkBytes, Jobs: r.cfg.Jobs, Whole: !r.srcInfo.Features().HasTIDRangeScan()})
 	r.log.Info("copying data", "tables", len(tables), "work_items", len(items), "jobs", r.cfg.Jobs, "snapshot_lsn", exp.slot.ConsistentLSN.String())
 	popts := progress.Options{Out: r.opts.Progress, TTY: r.opts.ProgressTTY && r.opts.Progress != nil,
 		Interval: r.opts.ProgressInterval, Log: r.log, Title: "copy"}

@@ -237,6 +237,7 @@ type session struct {
 	mig      state.Migration
 	pos      state.Position
 	srcVer   catalog.Version // the source's version, read by preflight
+	dstVer   catalog.Version // the target's version, read by preflight
 	metrics  *Metrics
 	// heartbeatWarned is shared by the attempts of one run: set once the missing privilege
 	// to write heartbeats has been reported.
@@ -378,6 +379,9 @@ func (s *session) preflight(ctx context.Context) error {
 		return s.source.Describe(err)
 	}
 	s.srcVer = srv.Features()
+	if s.dstVer, err = catalog.ReadVersion(ctx, s.dstPool); err != nil {
+		return s.target.Describe(err)
+	}
 	if srv.SystemID != s.mig.SourceSystemID {
 		return fatalf("the source is a different cluster (system identifier %s) from the one this migration started from (%s): "+
 			"it may have been restored from a backup or replaced by a failover; following it could lose or duplicate changes. "+
@@ -418,7 +422,10 @@ func (s *session) preflight(ctx context.Context) error {
 	if err := s.publishLeaves(ctx); err != nil {
 		return err
 	}
-	return s.settleTrees(ctx)
+	if err := s.settleTrees(ctx); err != nil {
+		return err
+	}
+	return s.checkTruncateCapture(ctx)
 }
 
 // checkReplicaModeTriggers refuses to apply while a migrated table on the target has a trigger
@@ -562,6 +569,12 @@ func (s *session) monitor(ctx context.Context, ss *cdc.Stats, as *apply.Stats) e
 			return fatalf("replication slot %q vanished from the source while streaming", s.mig.Slot)
 		}
 		if err := s.watchTrees(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := s.checkTruncateCapture(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

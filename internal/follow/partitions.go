@@ -55,7 +55,8 @@ type relInfo struct {
 	partKey string          // PARTITION BY ... of a partitioned table
 }
 
-const relInfoSQL = `
+func relInfoSQL(v catalog.Version) string {
+	return `
 SELECT m.s, m.n, c.oid IS NOT NULL, coalesce(c.relkind::text, ''),
        coalesce(pn.nspname, ''), coalesce(pc.relname, ''), coalesce(rn.nspname, ''), coalesce(rc.relname, ''),
        coalesce(pg_get_expr(c.relpartbound, c.oid), ''),
@@ -65,13 +66,14 @@ LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(m.s) || '.' || quote_ide
 LEFT JOIN pg_inherits i ON c.relispartition AND i.inhrelid = c.oid
 LEFT JOIN pg_class pc ON pc.oid = i.inhparent
 LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-LEFT JOIN pg_class rc ON rc.oid = pg_partition_root(c.oid)
+LEFT JOIN pg_class rc ON rc.oid = ` + v.PartitionRootSQL("c.oid") + `
 LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace`
+}
 
-// describeRels tells where each of ids sits on the server q is connected to.
-func describeRels(ctx context.Context, q catalog.Querier, ids []pgtypes.TableID) (map[pgtypes.TableID]relInfo, error) {
+// describeRels tells where each of ids sits on the server q is connected to, of version v.
+func describeRels(ctx context.Context, q catalog.Querier, v catalog.Version, ids []pgtypes.TableID) (map[pgtypes.TableID]relInfo, error) {
 	schemas, names := splitIDs(ids)
-	rows, err := q.Query(ctx, relInfoSQL, schemas, names)
+	rows, err := q.Query(ctx, relInfoSQL(v), schemas, names)
 	if err != nil {
 		return nil, fmt.Errorf("read partitions: %w", err)
 	}
@@ -97,18 +99,20 @@ func describeRels(ctx context.Context, q catalog.Querier, ids []pgtypes.TableID)
 }
 
 // treeMembersSQL lists every partition (at any depth) of the given roots.
-const treeMembersSQL = `
+func treeMembersSQL(v catalog.Version) string {
+	return `
 SELECT r.s, r.n, n.nspname, c.relname
 FROM unnest($1::text[], $2::text[]) AS r(s, n)
-CROSS JOIN LATERAL pg_partition_tree(to_regclass(quote_ident(r.s) || '.' || quote_ident(r.n))) t
+CROSS JOIN ` + v.PartitionTreeSQL("to_regclass(quote_ident(r.s) || '.' || quote_ident(r.n))") + `
 JOIN pg_class c ON c.oid = t.relid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE t.level > 0`
+}
 
 // treeMembers maps every partition of the roots, on the server q is connected to, to its root.
-func treeMembers(ctx context.Context, q catalog.Querier, roots []pgtypes.TableID) (map[pgtypes.TableID]pgtypes.TableID, error) {
+func treeMembers(ctx context.Context, q catalog.Querier, v catalog.Version, roots []pgtypes.TableID) (map[pgtypes.TableID]pgtypes.TableID, error) {
 	schemas, names := splitIDs(roots)
-	rows, err := q.Query(ctx, treeMembersSQL, schemas, names)
+	rows, err := q.Query(ctx, treeMembersSQL(v), schemas, names)
 	if err != nil {
 		return nil, fmt.Errorf("read partition trees: %w", err)
 	}
@@ -158,7 +162,7 @@ func (s *session) readTrees(ctx context.Context) (treeState, error) {
 	if len(ts.roots) == 0 {
 		return ts, nil
 	}
-	if ts.members, err = treeMembers(ctx, s.srcPool, ts.roots); err != nil {
+	if ts.members, err = treeMembers(ctx, s.srcPool, s.srcVer, ts.roots); err != nil {
 		return ts, s.source.Describe(err)
 	}
 	for id := range ts.members {
@@ -310,11 +314,11 @@ func (s *session) settleTrees(ctx context.Context) error {
 		return nil
 	}
 	sortIDs(cands)
-	src, err := describeRels(ctx, s.srcPool, cands)
+	src, err := describeRels(ctx, s.srcPool, s.srcVer, cands)
 	if err != nil {
 		return s.source.Describe(err)
 	}
-	dst, err := describeRels(ctx, s.dstPool, cands)
+	dst, err := describeRels(ctx, s.dstPool, s.dstVer, cands)
 	if err != nil {
 		return s.target.Describe(err)
 	}
@@ -466,6 +470,12 @@ func (s *session) adopt(ctx context.Context, adopt []adoptee) error {
 		if err != nil {
 			return err
 		}
+		if !s.srcVer.TruncateReplicated() {
+			// Before they are published: no TRUNCATE of them may escape the capture.
+			if err := state.CaptureTruncates(ctx, s.srcPool, publish); err != nil {
+				return s.source.Describe(err)
+			}
+		}
 		for _, id := range publish {
 			if published[id] {
 				continue
@@ -532,7 +542,7 @@ func (s *session) adopt(ctx context.Context, adopt []adoptee) error {
 	if err != nil {
 		return s.target.Describe(err)
 	}
-	items := snapshot.Plan(data, snapshot.PlanOptions{Jobs: s.cfg.Jobs})
+	items := snapshot.Plan(data, snapshot.PlanOptions{Jobs: s.cfg.Jobs, Whole: !s.srcVer.HasTIDRangeScan()})
 	tracker := progress.New(progress.Options{Title: "adopt", Interval: time.Hour}) // counts only
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -583,11 +593,11 @@ func publishedTables(ctx context.Context, s *session, ids []pgtypes.TableID) (ma
 // migration. When the target already has that table where the source has it, the next attempt
 // adopts it (errTreeChanged, retried); otherwise following stops with the fix.
 func (s *session) notMigrated(ctx context.Context, nm *cdc.NotMigratedError) error {
-	info, err := describeRels(ctx, s.srcPool, []pgtypes.TableID{nm.Table})
+	info, err := describeRels(ctx, s.srcPool, s.srcVer, []pgtypes.TableID{nm.Table})
 	if err != nil {
 		return s.source.Describe(err)
 	}
-	dinfo, err := describeRels(ctx, s.dstPool, []pgtypes.TableID{nm.Table})
+	dinfo, err := describeRels(ctx, s.dstPool, s.dstVer, []pgtypes.TableID{nm.Table})
 	if err != nil {
 		return s.target.Describe(err)
 	}

@@ -132,7 +132,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 	if opts.Password != "" {
-		if err := c.psqlLocal(ctx, fmt.Sprintf("ALTER ROLE postgres PASSWORD '%s'", strings.ReplaceAll(opts.Password, "'", "''"))); err != nil {
+		// Stored as a SCRAM verifier, which pg_hba asks for: before 14 password_encryption
+		// defaults to md5, and an md5 hash cannot answer SCRAM.
+		if err := c.psqlLocal(ctx, fmt.Sprintf("SET password_encryption = 'scram-sha-256'; ALTER ROLE postgres PASSWORD '%s'", strings.ReplaceAll(opts.Password, "'", "''"))); err != nil {
 			c.Stop()
 			return nil, err
 		}

@@ -34,6 +34,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/proxy/route"
 )
 
@@ -382,8 +383,12 @@ func (p *Proxy) loadCatalog(ctx context.Context) error {
 // catalogFunctions returns pg_catalog functions whose every overload is immutable or stable and
 // that no other schema defines.
 func catalogFunctions(ctx context.Context, conn *pgx.Conn) (map[string]bool, error) {
+	v, err := catalog.ReadVersion(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("read the source's functions: %w", err)
+	}
 	rows, err := conn.Query(ctx, `SELECT p.proname FROM pg_proc p
-		WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.prokind IN ('f', 'a', 'w')
+		WHERE p.pronamespace = 'pg_catalog'::regnamespace AND `+v.ProKindSQL("p")+` IN ('f', 'a', 'w')
 		GROUP BY p.proname
 		HAVING bool_and(p.provolatile IN ('i', 's'))
 		   AND NOT EXISTS (SELECT 1 FROM pg_proc o WHERE o.proname = p.proname AND o.pronamespace <> 'pg_catalog'::regnamespace)`)

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
 
@@ -132,6 +133,9 @@ type PostDataPlan struct {
 func PlanPostData(s Script, size func(pgtypes.TableID) int64) PostDataPlan {
 	p := PostDataPlan{Preamble: s.Preamble()}
 	for _, it := range s.Objects() {
+		if isTruncateCapture(it) {
+			continue
+		}
 		switch it.Type {
 		case "INDEX", "CONSTRAINT":
 			p.Indexes = append(p.Indexes, it)
@@ -155,6 +159,14 @@ func PlanPostData(s Script, size func(pgtypes.TableID) int64) PostDataPlan {
 		sort.SliceStable(p.Indexes, func(i, j int) bool { return sizes[p.Indexes[i].Key()] > sizes[p.Indexes[j].Key()] })
 	}
 	return p
+}
+
+// isTruncateCapture reports whether the item is pgshift's own TRUNCATE trigger on a source table
+// (state.CaptureTruncates): it calls a function in pgshift's schema, which is never migrated,
+// and has no place on the target.
+func isTruncateCapture(it Item) bool {
+	return it.Type == "TRIGGER" && strings.HasSuffix(it.Name, " "+catalog.TruncateTrigger) &&
+		strings.Contains(it.SQL(), catalog.StateSchema+".capture_truncate()")
 }
 
 // ItemTable returns the table an INDEX or CONSTRAINT item works on, from its first statement

@@ -52,6 +52,10 @@ type PlanOptions struct {
 	// Jobs is the number of workers: big tables are split finer when there are fewer of them
 	// than workers, so every worker has something to do.
 	Jobs int
+	// Whole copies every table in one piece: a source without TID range scans (before 14,
+	// catalog.Version.HasTIDRangeScan) reads the whole table for each ctid range, so N chunks
+	// of a table would read it N times.
+	Whole bool
 }
 
 // Plan divides tables (those that hold rows) into work items, largest first so the longest
@@ -79,7 +83,7 @@ func Plan(tables []*catalog.Table, opts PlanOptions) []WorkItem {
 		size := tableBytes(t)
 		pages := t.HeapBytes / pageSize
 		switch {
-		case size > chunkBytes+chunkBytes/2 && pages > 1:
+		case !opts.Whole && size > chunkBytes+chunkBytes/2 && pages > 1:
 			n := int((size + chunkBytes - 1) / chunkBytes)
 			if int64(n) > pages {
 				n = int(pages)

@@ -231,3 +231,120 @@ func restoreIdentity(ctx context.Context, q catalog.Querier, c IdentityChange) (
 	}
 	return "", nil
 }
+
+// TRUNCATE capture, for sources whose pgoutput sends no TRUNCATE (PostgreSQL 10, see
+// catalog.Version.TruncateReplicated). An event trigger cannot see a TRUNCATE, but a
+// statement-level TRUNCATE trigger can: pgshift puts one on every published table, and it
+// records the table in pgshift.truncates, which is published too. The row is written in the
+// TRUNCATE's own transaction, before the TRUNCATE and after every earlier change, so it arrives
+// in the stream exactly where the TRUNCATE happened, and the follow session applies it as a
+// TRUNCATE of that table (cdc turns it into one). A TRUNCATE of several tables, or one that
+// cascades or reaches partitions, fires the trigger of each table it empties.
+//
+// The function is SECURITY DEFINER (owned by the user pgshift connects as), so a role that may
+// TRUNCATE a table but not write to pgshift's schema still can; its search_path is fixed.
+
+// truncateCaptureDDL creates the log table and the trigger function; idempotent.
+var truncateCaptureDDL = []string{
+	`CREATE TABLE IF NOT EXISTS pgshift.truncates (
+		id          bigserial PRIMARY KEY,
+		schema_name text NOT NULL,
+		table_name  text NOT NULL,
+		at          timestamptz NOT NULL DEFAULT now()
+	)`,
+	`CREATE OR REPLACE FUNCTION pgshift.capture_truncate() RETURNS trigger
+		LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+	BEGIN
+		INSERT INTO pgshift.truncates (schema_name, table_name) VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME);
+		RETURN NULL;
+	END
+	$$`,
+	`REVOKE ALL ON FUNCTION pgshift.capture_truncate() FROM PUBLIC`,
+}
+
+// CaptureTruncates creates pgshift's TRUNCATE capture on the source (through db) and its
+// trigger on each of tables that lacks it. It must run before the tables are published and
+// before the slot is created, so that no TRUNCATE after the slot's consistent point escapes it.
+// Each trigger is created in a transaction of its own: CREATE TRIGGER locks its table against
+// writes, and one transaction holding several such locks deadlocks with the source's own
+// transactions that write to several of the tables (each waiting for a table the other holds).
+// A table created halfway is harmless: nothing is published before all are done. Idempotent.
+func CaptureTruncates(ctx context.Context, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}, tables []pgtypes.TableID) error {
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		for _, stmt := range append(append([]string{}, sourceDDL...), truncateCaptureDDL...) {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create pgshift's TRUNCATE capture (schema pgshift) on the source: %w", err)
+	}
+	for _, t := range tables {
+		sql := "CREATE TRIGGER " + pgtypes.QuoteIdent(catalog.TruncateTrigger) + " BEFORE TRUNCATE ON " + t.Sanitize() +
+			" FOR EACH STATEMENT EXECUTE PROCEDURE pgshift.capture_truncate()"
+		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1::text, true)`, identityLockTimeout); err != nil {
+				return err
+			}
+			var has bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1::text) AND tgname = $2::text)`,
+				t.Sanitize(), catalog.TruncateTrigger).Scan(&has); err != nil || has {
+				return err
+			}
+			_, err := tx.Exec(ctx, sql)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("create the TRUNCATE capture trigger of %s on the source (%s; it needs the table's owner or a superuser, "+
+				"and a moment without long transactions on the table): %w", t, sql, err)
+		}
+	}
+	return nil
+}
+
+// RemoveTruncateCapture drops pgshift's TRUNCATE triggers, function and log from the source,
+// for when the migration is over; idempotent. The publication must no longer be streamed. Each
+// trigger is dropped in a transaction of its own, for the reason CaptureTruncates gives.
+func RemoveTruncateCapture(ctx context.Context, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}) error {
+	rows, err := db.Query(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_trigger t
+		JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE t.tgfoid = to_regprocedure('pgshift.capture_truncate()') ORDER BY 1, 2`)
+	if err != nil {
+		return fmt.Errorf("list pgshift's TRUNCATE triggers on the source: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgtypes.TableID, error) {
+		var id pgtypes.TableID
+		return id, r.Scan(&id.Schema, &id.Name)
+	})
+	if err != nil {
+		return fmt.Errorf("list pgshift's TRUNCATE triggers on the source: %w", err)
+	}
+	for _, t := range tables {
+		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1::text, true)`, identityLockTimeout); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "DROP TRIGGER IF EXISTS "+pgtypes.QuoteIdent(catalog.TruncateTrigger)+" ON "+t.Sanitize())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("drop pgshift's TRUNCATE trigger on %s on the source: %w", t, err)
+		}
+	}
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		// CASCADE takes a trigger made since the list above with it.
+		for _, stmt := range []string{`DROP FUNCTION IF EXISTS pgshift.capture_truncate() CASCADE`, `DROP TABLE IF EXISTS pgshift.truncates`} {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("remove pgshift's TRUNCATE capture from the source: %w", err)
+			}
+		}
+		return nil
+	})
+}

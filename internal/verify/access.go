@@ -20,7 +20,8 @@ import (
 // privileges when none were granted (acldefault), so "never granted" and "granted back" compare
 // equal; names are role names, the same on both sides. Roles are those the database
 // references (owners, grantees, policy roles, settings), pgshift's own schema left out.
-const accessObjectsSQL = `
+func accessObjectsSQL(ver catalog.Version) string {
+	return `
 WITH ns AS (
   SELECT oid, nspname, nspowner, nspacl FROM pg_namespace
   WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift')
@@ -40,11 +41,11 @@ acl(kind, name, nspname, relname, owner, items) AS (
   UNION ALL
   SELECT 'schema', quote_ident(nspname), '', '', nspowner, coalesce(nspacl, acldefault('n', nspowner)) FROM ns
   UNION ALL
-  SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END,
+  SELECT CASE ` + ver.ProKindSQL("p") + ` WHEN 'p' THEN 'procedure' ELSE 'function' END,
          quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')',
          '', '', p.proowner, coalesce(p.proacl, acldefault('f', p.proowner))
   FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
-  WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+  WHERE ` + implicitFunction + ` AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
   UNION ALL
   SELECT 'type', quote_ident(n.nspname) || '.' || quote_ident(t.typname), '', '', t.typowner, coalesce(t.typacl, acldefault('T', t.typowner))
   FROM pg_type t JOIN ns n ON n.oid = t.typnamespace
@@ -92,6 +93,7 @@ UNION ALL
 SELECT 'setting', CASE WHEN s.setrole = 0 THEN 'database' ELSE 'role ' || pg_get_userbyid(s.setrole) || ' in database' END, '', '',
        array_to_string(ARRAY(SELECT x FROM unnest(s.setconfig) x ORDER BY 1), ', ')
 FROM pg_db_role_setting s WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())`
+}
 
 // rolesSQL describes the roles the database references directly (owners, grantees, policy
 // roles, settings), with their attributes, cluster-wide settings and memberships; pgshift's
@@ -125,8 +127,8 @@ FROM pg_roles r WHERE r.oid IN (SELECT oid FROM direct) AND r.oid <> 10`
 // list and the large objects (metadata, size and a hash of their contents), keeping what the
 // filter allows like schemaObjects does. Roles on the target that only the target references
 // are not listed: a role is compared by the source's references.
-func (v *verifier) accessObjects(ctx context.Context, tx pgx.Tx, out map[string]schemaObject) error {
-	for _, sql := range []string{accessObjectsSQL, rolesSQL} {
+func (v *verifier) accessObjects(ctx context.Context, tx pgx.Tx, ver catalog.Version, out map[string]schemaObject) error {
+	for _, sql := range []string{accessObjectsSQL(ver), rolesSQL} {
 		rows, err := tx.Query(ctx, sql)
 		if err != nil {
 			return err

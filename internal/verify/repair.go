@@ -120,7 +120,7 @@ func (v *verifier) writeTx(ctx context.Context, fn func(pgx.Tx) error) error {
 		return v.tgt.Endpoint.Describe(err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica; "+sessionSettings); err != nil {
+	if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica; "+sessionSettings(v.tgt.info.Features())); err != nil {
 		return v.tgt.Endpoint.Describe(fmt.Errorf("set session_replication_role = replica for repair (needs superuser, or GRANT SET ON PARAMETER session_replication_role): %w", err))
 	}
 	if err := fn(tx); err != nil {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
@@ -16,11 +17,17 @@ import (
 // row_security = off makes a read that row-level security policies would filter fail (42501)
 // instead of comparing only the rows they allow; tables whose policies apply to the verifying
 // user are not compared at all (see pair).
-var sessionSettings = strings.Join(db.SetTextSettings(true), "; ") + "; " +
-	`SET LOCAL statement_timeout = 0; SET LOCAL row_security = off; ` +
-	// Chunk statements repeat with different boundaries: plan each with its values, so the
-	// range is seen and the key index used, never a generic plan that guesses.
-	`SET LOCAL plan_cache_mode = force_custom_plan`
+func sessionSettings(v catalog.Version) string {
+	s := strings.Join(db.SetTextSettings(true), "; ") + "; " +
+		`SET LOCAL statement_timeout = 0; SET LOCAL row_security = off`
+	if v.HasPlanCacheMode() {
+		// Chunk statements repeat with different boundaries: plan each with its values, so the
+		// range is seen and the key index used, never a generic plan that guesses. (Before 12
+		// the server decides; the plans differ in speed, never in result.)
+		s += `; SET LOCAL plan_cache_mode = force_custom_plan`
+	}
+	return s
+}
 
 // hashKind selects the row digest.
 type hashKind int
@@ -70,11 +77,43 @@ type tableSQL struct {
 	keyTypes   []string // this side's type of each key column
 	collatable []bool   // key column has a collatable type: compare it with COLLATE "C"
 	hash       hashKind
+	// canon, per column, is a template (%[1]s: the column as x.col) of the expression hashed in
+	// place of the column, "" for the column itself (see floatBits).
+	canon []string
+}
+
+// floatBits is the canon of a real (send function float4send) or double precision (float8send)
+// column when the two servers print floats differently: 12+ prints the shortest text that reads
+// back exactly, 11 and older all 17 (9) digits, which read back exactly too but are other text.
+// The value is hashed by its IEEE bits instead, every NaN alike (PostgreSQL holds them equal,
+// and a NaN's bits need not survive a copy through text).
+func floatBits(send string) string {
+	return "CASE WHEN %[1]s = 'NaN' THEN 'NaN' ELSE " + send + "(%[1]s)::text END"
+}
+
+// floatArrayBits is floatBits for an array of real or double precision: its dimensions, then
+// every element's bits in storage order (NULL elements as NULL).
+func floatArrayBits(send string) string {
+	return "CASE WHEN %[1]s IS NULL THEN NULL ELSE coalesce(array_dims(%[1]s), '') || ':' || coalesce((SELECT string_agg(" +
+		"coalesce(CASE WHEN u.e = 'NaN' THEN 'NaN' ELSE " + send + "(u.e)::text END, 'NULL'), ',' ORDER BY u.n) " +
+		"FROM unnest(%[1]s) WITH ORDINALITY AS u(e, n)), '') END"
+}
+
+// col is the expression of column i in a hashed row.
+func (q *tableSQL) col(i int) string {
+	if i < len(q.canon) && q.canon[i] != "" {
+		return fmt.Sprintf(q.canon[i], "x."+q.cols[i])
+	}
+	return "x." + q.cols[i]
 }
 
 // rowText is the canonical text of a row: the record's output form over the compared columns.
 func (q *tableSQL) rowText() string {
-	return "ROW(" + strings.Join(q.cols, ", ") + ")::text"
+	parts := make([]string, len(q.cols))
+	for i := range q.cols {
+		parts[i] = q.col(i)
+	}
+	return "ROW(" + strings.Join(parts, ", ") + ")::text"
 }
 
 // rowHash is a bigint digest of the row.
@@ -90,7 +129,7 @@ func (q *tableSQL) rowHash() string {
 			terms = append(terms, fmt.Sprintf("coalesce(%s, %d)", fmt.Sprintf(q.colHash[i], "x."+c, i+1), nullHash-int64(i)))
 			continue
 		}
-		viaText = append(viaText, "x."+c)
+		viaText = append(viaText, q.col(i))
 	}
 	if len(viaText) > 0 || len(terms) == 0 { // a table without columns: every row is ROW() = '()'
 		terms = append(terms, "hashtextextended(ROW("+strings.Join(viaText, ", ")+`)::text COLLATE "C", 0)`)
