@@ -65,6 +65,25 @@ type Config struct {
 	HTTPToken    string       `yaml:"-"`
 	// Alerts are the agent's alert rules and webhooks (observe.go).
 	Alerts Alerts `yaml:"alerts"`
+	// Cutover tunes pgshift cutover and rollback.
+	Cutover CutoverSettings `yaml:"cutover"`
+}
+
+// CutoverSettings tune the cutover and rollback; zero values take the defaults.
+type CutoverSettings struct {
+	// MaxLag is the applied lag (seconds behind the source) above which the pre-checks refuse
+	// to start (default 10s).
+	MaxLag time.Duration `yaml:"max_lag"`
+	// CatchUpTimeout bounds the wait, traffic paused, for the other side to apply the live
+	// side's last position (default 10s; keep it under proxy_settings.max_pause).
+	CatchUpTimeout time.Duration `yaml:"catch_up_timeout"`
+	// SequenceMargin is added to every sequence (in its direction) when it is set on the side
+	// traffic moves to (default 0: the exact next value).
+	SequenceMargin int64 `yaml:"sequence_margin"`
+	// VerifyMaxAge: the last saved verify must be clean and at most this old (default 24h);
+	// RequireVerify false skips that pre-check.
+	VerifyMaxAge  time.Duration `yaml:"verify_max_age"`
+	RequireVerify *bool         `yaml:"require_verify"`
 }
 
 // ProxySettings are the proxy's settings; zero values take the proxy's defaults.
