@@ -553,7 +553,9 @@ func (e *Engine) pauseTimeout() time.Duration {
 // precheckCutover checks, changing nothing, that a cutover can run now.
 func (e *Engine) precheckCutover(ctx context.Context, conn *pgx.Conn) []Check {
 	var out []Check
-	add := func(name string, ok bool, detail string) { out = append(out, Check{Name: name, OK: ok, Detail: detail}) }
+	add := func(name string, ok bool, detail string) {
+		out = append(out, Check{Name: name, OK: ok, Detail: detail})
+	}
 	m, err := state.Load(ctx, conn)
 	switch {
 	case err != nil:

@@ -183,4 +183,3 @@ func (e *Engine) reverseOnce(ctx context.Context, st state.CutoverState) error {
 
 // ReverseApplied is the target position reverse replication has applied to the source.
 func (e *Engine) ReverseApplied() pgtypes.LSN { return pgtypes.LSN(e.rstats.AppliedLSN.Load()) }
-
