@@ -64,6 +64,9 @@ file, the file over the environment. Passwords may also come from ~/.pgpass or P
 		c.reportCommand(),
 		c.alertsCommand(),
 		c.grafanaCommand(),
+		c.cutoverCommand(),
+		c.rollbackCommand(),
+		c.finishCommand(),
 	)
 	return root
 }
