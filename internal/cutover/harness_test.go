@@ -331,3 +331,14 @@ func logResult(t *testing.T, r *Result) {
 }
 
 var _ = pgtypes.LSN(0)
+
+func pgxConnect(ctx context.Context, dsn string) (*pgx.Conn, error) { return pgx.Connect(ctx, dsn) }
+
+func pgxRow(ctx context.Context, e *env, sql string, dest ...any) error {
+	c, err := pgx.Connect(ctx, e.cfg.Target)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	return c.QueryRow(ctx, sql).Scan(dest...)
+}
