@@ -266,3 +266,65 @@ func (e *env) run(ctx context.Context, toTarget bool) {
 	}
 	e.waitLive(ctx)
 }
+
+// TestRollbackRefusesForeignWrite: while traffic is on the target, a writer connected to the
+// source directly (not through the proxy) changes a row. The rollback's pre-checks find it in
+// the forward slot, name the table and position, and refuse: traffic stays on the target,
+// reverse replication goes on.
+func TestRollbackRefusesForeignWrite(t *testing.T) {
+	e := newEnv(t)
+	e.start(nil)
+	e.waitFollowing()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w := e.startWorkload(2)
+	defer w.stop()
+	e.run(ctx, true)
+	time.Sleep(500 * time.Millisecond)
+	// A clean rollback pre-check first (the workload's writes came back by reverse replication).
+	dry := e.agent.engine.precheckForeign(ctx, mustMigration(t, e), mustState(t, e))
+	if !dry.OK {
+		t.Fatalf("pre-check before the foreign write: %s", dry.Detail)
+	}
+	e.q(e.src, `UPDATE accounts SET balance = balance + 1000 WHERE id = 3`)
+	r, err := e.agent.engine.Rollback(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logResult(t, r)
+	if r.Outcome != OutcomeAborted || !strings.Contains(r.Error, "public.accounts") || !strings.Contains(r.Error, "bypassed the proxy") {
+		t.Fatalf("want the rollback refused naming public.accounts, got %s: %s", r.Outcome, r.Error)
+	}
+	if got := e.agent.proxy.Mode().String(); got != "target" {
+		t.Errorf("proxy mode %s", got)
+	}
+	if st := mustState(t, e); st.Live != state.LiveTarget || st.Op != state.OpNone {
+		t.Errorf("state %+v", st)
+	}
+	time.Sleep(300 * time.Millisecond)
+	w.stop()
+	w.check(t, e.dst, "the target")
+}
+
+func mustMigration(t *testing.T, e *env) state.Migration {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), e.cfg.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	m, err := state.Load(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func mustState(t *testing.T, e *env) state.CutoverState {
+	t.Helper()
+	st, err := e.agent.engine.loadState(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}

@@ -273,6 +273,9 @@ func (e *Engine) abortCutover(ctx context.Context, a *attempt, conn *pgx.Conn, r
 	rctx := context.WithoutCancel(ctx)
 	if paused {
 		e.d.Proxy.Resume()
+	}
+	if a.cur >= 2 {
+		// A pause that timed out held the sessions that were idle until it gave up.
 		a.res.PauseSeconds = e.d.Proxy.LastPauseDuration().Seconds()
 	}
 	a.skipRest(ctx, "cutover aborted: traffic resumed on the source")
@@ -328,6 +331,11 @@ func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("%w: traffic is on the source; there is nothing to roll back", ErrCannotRun)
 	}
 	res.Checks = e.precheckRollback()
+	m, err := state.Load(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCannotRun, e.target().Describe(err))
+	}
+	res.Checks = append(res.Checks, e.precheckForeign(ctx, m, st))
 	no, err := state.NextCutoverAttempt(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCannotRun, err)
@@ -358,10 +366,10 @@ func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
 		a.skipRest(ctx, "not started")
 		return nil, fmt.Errorf("%w: %w", ErrCannotRun, err)
 	}
-	return e.runRollback(ctx, a, conn, rb)
+	return e.runRollback(ctx, a, conn, rb, m)
 }
 
-func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb state.CutoverState) (*Result, error) {
+func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb state.CutoverState, m state.Migration) (*Result, error) {
 	res := a.res
 	p := e.d.Proxy
 	paused := false
@@ -372,6 +380,8 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 		rctx := context.WithoutCancel(ctx)
 		if paused {
 			p.Resume()
+		}
+		if a.cur >= 2 {
 			res.PauseSeconds = p.LastPauseDuration().Seconds()
 		}
 		a.skipRest(ctx, "rollback aborted: traffic resumed on the target")
@@ -428,6 +438,11 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 			return "", e.source().Describe(err)
 		}
 		if resumeAt, err = pgtypes.ParseLSN(s); err != nil {
+			return "", err
+		}
+		// Prove it: what the forward slot holds since the cutover carries reverse replication's
+		// origin (the pre-check decoded all but the last moments).
+		if err := checkForward(ctx, src, m.Slot, m.Publication, rb.ForwardFinal, resumeAt); err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("source applied %s (mark %s); forward resumes at %s", pos.AppliedLSN, mark, resumeAt), nil
@@ -671,6 +686,34 @@ func (e *Engine) precheckRollback() []Check {
 		return []Check{{Name: "reverse replication", Detail: "not streaming in this agent yet"}}
 	}
 	return []Check{{Name: "reverse replication", OK: true, Detail: fmt.Sprintf("streaming since %s, applied %s", since.Format(time.RFC3339), pgtypes.LSN(e.rstats.AppliedLSN.Load()))}}
+}
+
+// precheckForeign decodes the forward slot since the cutover (see checkForward): a write on
+// the source that bypassed the proxy fails the rollback's pre-checks.
+func (e *Engine) precheckForeign(ctx context.Context, m state.Migration, st state.CutoverState) Check {
+	c := Check{Name: "no writes on the source outside the proxy"}
+	src, err := e.source().Connect(ctx)
+	if err != nil {
+		c.Detail = err.Error()
+		return c
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	var s string
+	if err := src.QueryRow(ctx, `SELECT pg_catalog.pg_current_wal_insert_lsn()::text`).Scan(&s); err != nil {
+		c.Detail = e.source().Describe(err).Error()
+		return c
+	}
+	upto, err := pgtypes.ParseLSN(s)
+	if err != nil {
+		c.Detail = err.Error()
+		return c
+	}
+	if err := checkForward(ctx, src, m.Slot, m.Publication, st.ForwardFinal, upto); err != nil {
+		c.Detail = err.Error()
+		return c
+	}
+	c.OK, c.Detail = true, fmt.Sprintf("every change on the source since %s came from reverse replication (checked up to %s)", st.ForwardFinal, upto)
+	return c
 }
 
 // migratedTables are the tables that hold the migration's rows (leaf partitions and plain
