@@ -52,7 +52,11 @@ func testLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, nil, nil) }
+
+// newEnvWith is newEnv with setup run on the source after the test schema (and before the
+// copy), and tune applied to the configuration before the copy.
+func newEnvWith(t *testing.T, setup func(ctx context.Context, src *pgtest.Cluster), tune func(*config.Config)) *env {
 	t.Helper()
 	src, dst, srcDSN, dstDSN := pgtest.Pair(t, "shop")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -60,8 +64,14 @@ func newEnv(t *testing.T) *env {
 	if out, err := src.Psql(ctx, "shop", testSchema); err != nil {
 		t.Fatalf("schema: %v %s", err, out)
 	}
+	if setup != nil {
+		setup(ctx, src)
+	}
 	cfg := config.Defaults()
 	cfg.Source, cfg.Target, cfg.Jobs = srcDSN, dstDSN, 2
+	if tune != nil {
+		tune(&cfg)
+	}
 	if _, err := copy.Run(ctx, cfg, copy.Options{NoProgress: true, LeaseInterval: 500 * time.Millisecond}, testLog()); err != nil {
 		t.Fatalf("copy: %v", err)
 	}
