@@ -28,7 +28,7 @@ type CutoverResult = cutover.Result
 // newEngine builds the agent's cutover engine; its audit entries go through the observer.
 func newEngine(cfg config.Config, opts RunOptions, lease *state.Lease, p *proxy.Proxy, o *observer, log *slog.Logger) *cutover.Engine {
 	return cutover.New(cutover.Deps{Config: cfg, Follow: opts, Lease: lease, Proxy: p, Metrics: o.fm, Log: log.With("component", "cutover"),
-		Audit: o.record})
+		Audit: o.record, Fault: opts.CutoverFault})
 }
 
 // cutoverActions serves POST /api/cutover and /api/rollback. The operation runs detached from
