@@ -17,7 +17,9 @@ import (
 func fakeAgent(t *testing.T, result *cutover.Result, code int) string {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"cutover":{"state":"not started","steps":[]}}`)) })
+	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"cutover":{"state":"not started","steps":[]}}`))
+	})
 	answer := func(w http.ResponseWriter, r *http.Request) {
 		if code != http.StatusOK {
 			w.WriteHeader(code)

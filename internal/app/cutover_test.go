@@ -123,6 +123,22 @@ func TestCutoverThroughAgent(t *testing.T) {
 	// Forward replication needs a lag measurement again before the next cutover's pre-check.
 	time.Sleep(2 * time.Second)
 	step("/api/cutover", "target")
+	// Ready while reverse replication streams (there is no forward lag to measure any more).
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		var st Status
+		err := c.Get(ctx, "/readyz", nil)
+		if err == nil {
+			err = c.Get(ctx, "/api/status", &st)
+		}
+		if err == nil && st.Cutover.Live == "target" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready, or status not live on the target, after cutover: %v %q", err, st.Cutover.Live)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	time.Sleep(time.Second)
 	wcancel()
 	wg.Wait()

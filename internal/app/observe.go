@@ -454,6 +454,12 @@ func (o *observer) counters() metrics.Counters { return o.fm.Counters() }
 
 // ready: following, with a fresh measurement and lag under lag_warn.
 func (o *observer) ready() (bool, string) {
+	// After a cutover the agent replicates back: ready while that streams.
+	if o.cut != nil {
+		if on, ok, why := o.cut.Reverse(); on {
+			return ok, why
+		}
+	}
 	last := o.fm.LastStatus()
 	if last.MeasuredAt.IsZero() {
 		return false, "not following yet (copying, or no lag measured)"

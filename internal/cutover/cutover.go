@@ -92,6 +92,7 @@ type Engine struct {
 	gate    chan struct{}      // while non-nil, Run starts no session until it is closed
 	dead    error              // a Fault fired: Run ends with it
 
+	live     string      // the side the running session replicates from ("" before the first)
 	rstats   apply.Stats // reverse replication's applier (its durable position on the source)
 	revErr   error       // the reverse session's last failure, nil while it streams
 	revSince time.Time   // when the reverse session last started streaming
@@ -153,7 +154,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			cancel()
 			continue
 		}
-		e.stop, e.stopped = cancel, done
+		e.stop, e.stopped, e.live = cancel, done, st.Live
 		e.mu.Unlock()
 		if st.Live == state.LiveTarget {
 			err = e.reverseLoop(sctx, st)
@@ -174,6 +175,23 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		return err
 	}
+}
+
+// Reverse reports, while traffic is live on the target, whether reverse replication streams
+// (and why not); on reports false while traffic is on the source (or before Run started).
+func (e *Engine) Reverse() (on, streaming bool, why string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.live != state.LiveTarget {
+		return false, false, ""
+	}
+	switch {
+	case e.revErr != nil:
+		return true, false, "reverse replication failing: " + e.revErr.Error()
+	case e.revSince.IsZero():
+		return true, false, "reverse replication not streaming yet"
+	}
+	return true, true, ""
 }
 
 // hold stops the running replication session and keeps Run from starting another until
