@@ -84,6 +84,11 @@ type CutoverSettings struct {
 	// RequireVerify false skips that pre-check.
 	VerifyMaxAge  time.Duration `yaml:"verify_max_age"`
 	RequireVerify *bool         `yaml:"require_verify"`
+	// FenceSource fences writers that bypass the proxy while traffic is on the target: at the
+	// switch the source database gets default_transaction_read_only = on (for new sessions)
+	// and its other client sessions are ended; rollback resets it. Needs the database's owner
+	// (or a superuser) and pg_signal_backend.
+	FenceSource bool `yaml:"fence_source"`
 }
 
 // ProxySettings are the proxy's settings; zero values take the proxy's defaults.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgshift/pgshift/internal/config"
+
 	"github.com/pgshift/pgshift/internal/state"
 )
 
@@ -117,8 +119,11 @@ var errKilled = errors.New("killed")
 // runs, as after SIGKILL) and is started again. On restart it completes the operation when
 // its switch was committed and rolls it back otherwise; the proxy starts on that side; clients
 // writing through it afterwards lose nothing, and the sides end up equal.
+//
+// The source fence is on, so its recovery is exercised too: after every restart the source
+// is read-only exactly while traffic is on the target.
 func TestCutoverKilled(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvWith(t, nil, func(c *config.Config) { c.Cutover.FenceSource = true })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	type kill struct {
@@ -190,6 +195,10 @@ func TestCutoverKilled(t *testing.T) {
 			}
 		}
 		e.checkIDs(t, w, w2)
+		wantRO := map[string]string{state.LiveTarget: "on", state.LiveSource: "off"}[k.live]
+		if got := e.q(e.src, `SHOW default_transaction_read_only`); got != wantRO {
+			t.Errorf("%s killed at step %d: a new source session has default_transaction_read_only = %s, want %s", k.op, k.step, got, wantRO)
+		}
 		t.Logf("%s killed at step %d: settled live on %s", k.op, k.step, k.live)
 	}
 }
@@ -223,6 +232,11 @@ func (e *env) liveSide(ctx context.Context) string {
 	e.t.Helper()
 	st, err := e.agent.engine.loadState(ctx)
 	if err != nil {
+		select {
+		case <-e.agent.done:
+			e.t.Fatalf("the agent stopped: %v", e.agent.err)
+		default:
+		}
 		e.t.Fatal(err)
 	}
 	return st.Live
@@ -239,13 +253,18 @@ func (e *env) waitLive(ctx context.Context) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		e.agent.engine.mu.Lock()
-		since := e.agent.engine.revSince
+		since, rerr := e.agent.engine.revSince, e.agent.engine.revErr
 		e.agent.engine.mu.Unlock()
 		if !since.IsZero() {
 			return
 		}
+		select {
+		case <-e.agent.done:
+			e.t.Fatalf("the agent stopped: %v", e.agent.err)
+		default:
+		}
 		if time.Now().After(deadline) {
-			e.t.Fatal("reverse replication never started")
+			e.t.Fatalf("reverse replication never started (last error: %v)", rerr)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -118,6 +118,9 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 	p := e.d.Proxy
 	paused, held := false, false
 	src, err := e.source().Connect(ctx)
+	if err == nil {
+		err = writable(ctx, src)
+	}
 	if err != nil {
 		return e.abortCutoverResult(ctx, a, conn, rev, paused, held, err)
 	}
@@ -206,24 +209,46 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 				return "", &faultError{err}
 			}
 		}
-		if err := p.Switch(ctx, proxy.Target); err != nil {
+		err = nil
+		if e.cs.FenceSource {
+			err = fenceSource(ctx, src)
+		}
+		if err == nil {
+			err = p.Switch(ctx, proxy.Target)
+		}
+		if err != nil {
 			// Nothing has written to the target: moving the live side back is safe.
 			undo := live
 			undo.Live, undo.SwitchedAt = state.LiveSource, time.Time{}
 			rctx := context.WithoutCancel(ctx)
-			uerr := pgx.BeginFunc(rctx, conn, func(tx pgx.Tx) error {
+			var uerr error
+			if e.cs.FenceSource {
+				uerr = unfenceSource(rctx, src)
+			}
+			uerr = errors.Join(uerr, pgx.BeginFunc(rctx, conn, func(tx pgx.Tx) error {
 				if err := state.SaveCutoverState(rctx, tx, state.LiveTarget, state.OpCutover, undo); err != nil {
 					return err
 				}
 				return state.ReturnToFollowing(rctx, tx)
-			})
+			}))
 			if uerr != nil {
 				return "", fmt.Errorf("switch the proxy: %w; and moving the live side back to the source failed: %w (restart the agent: it settles the cutover from its state)", err, uerr)
 			}
 			return "", fmt.Errorf("switch the proxy: %w", err)
 		}
 		rev = live
-		return fmt.Sprintf("%d client sessions on the target", p.Stats().Clients), nil
+		detail := fmt.Sprintf("%d client sessions on the target", p.Stats().Clients)
+		if e.cs.FenceSource {
+			n, err := endSourceSessions(ctx, src, p.CatalogPID(proxy.Source))
+			if err != nil {
+				// New sessions are read-only already; say what is left.
+				e.d.Log.Warn("the source is read-only for new sessions, but ending the sessions that bypass the proxy failed", "err", err)
+				detail += "; source fenced for new sessions, ending the others failed: " + err.Error()
+			} else {
+				detail += fmt.Sprintf("; source fenced (read-only, %d other sessions ended)", n)
+			}
+		}
+		return detail, nil
 	})
 	if err != nil {
 		if isFault(err) {
@@ -287,9 +312,8 @@ func (e *Engine) abortCutover(ctx context.Context, a *attempt, conn *pgx.Conn, r
 	if err := state.SaveCutoverState(rctx, conn, state.LiveSource, state.OpCutover, back); err != nil {
 		cleanup = errors.Join(cleanup, err)
 	}
-	if held || cleanup == nil {
-		e.release()
-	}
+	_ = held // the session, stopped or not, may run again: the forward position is untouched
+	e.release()
 	e.aborted(ctx, conn, a.res, cause)
 	if cleanup != nil {
 		return fmt.Errorf("cutover aborted (%v), traffic resumed on the source, but cleaning up failed: %w; restart the agent to settle it", cause, cleanup)
@@ -372,12 +396,18 @@ func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
 func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb state.CutoverState, m state.Migration) (*Result, error) {
 	res := a.res
 	p := e.d.Proxy
-	paused := false
+	paused, unfenced := false, false
+	var src *pgx.Conn
 	abort := func(cause error) (*Result, error) {
 		if isFault(cause) {
 			return nil, cause
 		}
 		rctx := context.WithoutCancel(ctx)
+		if unfenced {
+			if err := fenceSource(rctx, src); err != nil {
+				e.d.Log.Warn("could not fence the source again after the aborted rollback; the agent fences it when it restarts", "err", err)
+			}
+		}
 		if paused {
 			p.Resume()
 		}
@@ -396,10 +426,22 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 		return res, nil
 	}
 	src, err := e.source().Connect(ctx)
+	if err == nil {
+		err = writable(ctx, src)
+	}
 	if err != nil {
 		return abort(err)
 	}
 	defer src.Close(context.WithoutCancel(ctx))
+	if e.cs.FenceSource {
+		// Lifted before the pause: the pause opens the proxy's new source sessions, which
+		// would start read-only. A write outside the proxy from here to the pause's position
+		// is caught by the check below; after it, forward replication carries it.
+		if err := unfenceSource(ctx, src); err != nil {
+			return abort(err)
+		}
+		unfenced = true
+	}
 	err = a.step(ctx, 2, func() (string, error) {
 		took, err := p.Pause(ctx, e.d.Config.ProxySettings.PauseTimeout)
 		if err != nil {
@@ -483,12 +525,12 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 			rctx := context.WithoutCancel(ctx)
 			undo := live
 			undo.Live, undo.SwitchedAt = state.LiveTarget, rb.SwitchedAt
-			uerr := pgx.BeginFunc(rctx, conn, func(tx pgx.Tx) error {
+			uerr := errors.Join(pgx.BeginFunc(rctx, conn, func(tx pgx.Tx) error {
 				if err := state.SaveCutoverState(rctx, tx, state.LiveSource, state.OpRollback, undo); err != nil {
 					return err
 				}
 				return state.Advance(rctx, tx, pgtypes.PhaseFollowing, pgtypes.PhaseCutover)
-			})
+			}))
 			if uerr != nil {
 				return "", fmt.Errorf("switch the proxy: %w; and moving the live side back to the target failed: %w (restart the agent)", err, uerr)
 			}
@@ -604,6 +646,15 @@ func (e *Engine) precheckCutover(ctx context.Context, conn *pgx.Conn) []Check {
 	}
 	name, ok, detail := reverseChecks(ctx, conn, e.d.Config.Filter())
 	add(name, ok, detail)
+	if e.cs.FenceSource {
+		src, err := e.source().Connect(ctx)
+		if err != nil {
+			add("source fence possible", false, err.Error())
+		} else {
+			out = append(out, fenceCheck(ctx, src))
+			src.Close(context.WithoutCancel(ctx))
+		}
+	}
 	if d, err := state.LoadDeferred(ctx, conn); err != nil {
 		add("deferred statements", false, err.Error())
 	} else {

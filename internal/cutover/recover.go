@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pgshift/pgshift/internal/proxy"
 	"github.com/pgshift/pgshift/internal/state"
 )
 
@@ -40,8 +41,15 @@ func (e *Engine) recover(ctx context.Context) error {
 			_ = state.SaveCutoverStep(ctx, conn, s)
 		}
 	}
+	// fence: what the source fence must be once settled ("" leaves it): a kill may have come
+	// between the switch's commit and the fence's change.
+	fence := ""
+	if st.Live == state.LiveTarget {
+		fence = "on"
+	}
 	switch {
 	case st.Op == state.OpCutover && st.Live == state.LiveSource:
+		fence = "off"
 		// Killed before the switch: nothing wrote to the target; undo the reverse objects.
 		if err := dropReverse(ctx, conn, st.ReverseSlot, st.ReversePublication); err != nil {
 			return e.target().Describe(err)
@@ -54,6 +62,7 @@ func (e *Engine) recover(ctx context.Context) error {
 		e.audit(ctx, conn, "cutover.recover", "failed", map[string]any{"attempt": st.Attempt, "settled": "rolled back before the switch"})
 		e.d.Log.Warn("a cutover was interrupted before its switch; rolled back: traffic stays on the source", "attempt", st.Attempt)
 	case st.Op == state.OpCutover && st.Live == state.LiveTarget:
+		fence = "on+end"
 		next := st
 		next.Op, next.StepNo = state.OpNone, 0
 		if err := state.SaveCutoverState(ctx, conn, st.Live, st.Op, next); err != nil {
@@ -72,6 +81,9 @@ func (e *Engine) recover(ctx context.Context) error {
 		e.audit(ctx, conn, "rollback.recover", "failed", map[string]any{"attempt": st.Attempt, "settled": "traffic stays on the target"})
 		e.d.Log.Warn("a rollback was interrupted before its switch; traffic stays on the target", "attempt", st.Attempt)
 	case st.Op == state.OpRollback && st.Live == state.LiveSource, st.Op == state.OpNone && st.Live == state.LiveSource && st.ReverseSlot != "":
+		if st.Op == state.OpRollback {
+			fence = "off"
+		}
 		if err := dropReverse(ctx, conn, st.ReverseSlot, st.ReversePublication); err != nil {
 			return e.target().Describe(err)
 		}
@@ -87,5 +99,30 @@ func (e *Engine) recover(ctx context.Context) error {
 	case st.Op != state.OpNone:
 		return fmt.Errorf("unknown cutover state: %q in progress, live on %s", st.Op, st.Live)
 	}
-	return nil
+	if !e.cs.FenceSource || fence == "" {
+		return nil
+	}
+	src, err := e.source().Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	if err := writable(ctx, src); err != nil { // a fenced source starts its sessions read-only
+		return e.source().Describe(err)
+	}
+	switch fence {
+	case "off":
+		err = unfenceSource(ctx, src)
+	case "on":
+		err = fenceSource(ctx, src)
+	case "on+end":
+		if err = fenceSource(ctx, src); err == nil {
+			var keep uint32
+			if e.d.Proxy != nil {
+				keep = e.d.Proxy.CatalogPID(proxy.Source)
+			}
+			_, err = endSourceSessions(ctx, src, keep)
+		}
+	}
+	return e.source().Describe(err)
 }

@@ -146,6 +146,9 @@ func (e *Engine) reverseOnce(ctx context.Context, st state.CutoverState) error {
 		return err
 	}
 	defer applyConn.Close(context.WithoutCancel(ctx))
+	if err := writable(ctx, applyConn); err != nil { // the source may be fenced (fence_source)
+		return src.Describe(err)
+	}
 	if err := state.EnsureReverse(ctx, applyConn); err != nil {
 		return src.Describe(err)
 	}
