@@ -83,13 +83,16 @@ func TestCutoverThroughAgent(t *testing.T) {
 			defer conn.Close(context.Background())
 			for k := 0; wctx.Err() == nil; k++ {
 				var id int64
-				err := pgx.BeginFunc(wctx, conn, func(tx pgx.Tx) error {
-					if err := tx.QueryRow(wctx, `INSERT INTO orders (writer, n) VALUES ($1::int, $2::int) RETURNING id`, i, k).Scan(&id); err != nil {
+				// Never cancelled half-way: a commit the client did not see would be miscounted.
+				tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err := pgx.BeginFunc(tctx, conn, func(tx pgx.Tx) error {
+					if err := tx.QueryRow(tctx, `INSERT INTO orders (writer, n) VALUES ($1::int, $2::int) RETURNING id`, i, k).Scan(&id); err != nil {
 						return err
 					}
-					_, err := tx.Exec(wctx, `UPDATE totals SET n = n + 1 WHERE id = $1::int`, k%5+1)
+					_, err := tx.Exec(tctx, `UPDATE totals SET n = n + 1 WHERE id = $1::int`, k%5+1)
 					return err
 				})
+				tcancel()
 				mu.Lock()
 				switch {
 				case err != nil && wctx.Err() == nil:

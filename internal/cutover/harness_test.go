@@ -216,17 +216,21 @@ func (e *env) startWorkload(n int) *workload {
 			defer conn.Close(context.Background())
 			for k := 0; ctx.Err() == nil; k++ {
 				var id int64
-				err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-					if err := tx.QueryRow(ctx, `INSERT INTO events (writer, n, note) VALUES ($1::int, $2::int, 'w') RETURNING id`, i, k).Scan(&id); err != nil {
+				// A transaction is never cancelled half-way: stopping the workload must not
+				// leave one committed on the server but unknown to the client.
+				tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err := pgx.BeginFunc(tctx, conn, func(tx pgx.Tx) error {
+					if err := tx.QueryRow(tctx, `INSERT INTO events (writer, n, note) VALUES ($1::int, $2::int, 'w') RETURNING id`, i, k).Scan(&id); err != nil {
 						return err
 					}
 					acct := (i*7+k)%20 + 1
-					if _, err := tx.Exec(ctx, `UPDATE accounts SET balance = balance + 1 WHERE id = $1::int`, acct); err != nil {
+					if _, err := tx.Exec(tctx, `UPDATE accounts SET balance = balance + 1 WHERE id = $1::int`, acct); err != nil {
 						return err
 					}
-					_, err := tx.Exec(ctx, `INSERT INTO history (account, delta) VALUES ($1::int, 1)`, acct)
+					_, err := tx.Exec(tctx, `INSERT INTO history (account, delta) VALUES ($1::int, 1)`, acct)
 					return err
 				})
+				tcancel()
 				if err != nil {
 					if ctx.Err() != nil {
 						return
