@@ -33,6 +33,11 @@ func TestCutoverRollbackCutover(t *testing.T) {
 	if got := e.agent.proxy.Mode().String(); got != "target" {
 		t.Fatalf("proxy mode after cutover: %s", got)
 	}
+	// The cutover refreshed the target's materialized view with the final data (it was 0
+	// when copied, before the workload).
+	if got := e.q(e.dst, `SELECT total FROM balance_total`); got == "0" {
+		t.Errorf("target's balance_total after cutover is still %s: not refreshed", got)
+	}
 	time.Sleep(1500 * time.Millisecond) // writes on the target, replicated back
 	before := w.commits.Load()
 	r, err = e.agent.engine.Rollback(ctx)

@@ -43,6 +43,7 @@ CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);
 INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 20) g;
 CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, writer int NOT NULL, n int NOT NULL, note text);
 CREATE TABLE history (id bigserial PRIMARY KEY, account int NOT NULL, delta int NOT NULL, at timestamptz NOT NULL DEFAULT now());
+CREATE MATERIALIZED VIEW balance_total AS SELECT sum(balance) AS total FROM accounts;
 `
 
 func testLog() *slog.Logger {
