@@ -168,6 +168,25 @@ func TestCutoverThroughAgent(t *testing.T) {
 	if _, err := Finish(ctx, cfg, FinishOptions{}, testLogger(t)); err == nil || !strings.Contains(err.Error(), "--yes") {
 		t.Errorf("finish without --yes: %v", err)
 	}
+	// A write on the target that reverse replication has not applied yet: finish refuses.
+	e.cfg = cfg
+	if out, err := dst.Psql(ctx, "shop", `INSERT INTO orders (writer, n) VALUES (99, 0)`); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if _, err := Finish(ctx, cfg, FinishOptions{Yes: true}, testLogger(t)); err == nil || !strings.Contains(err.Error(), "1 row changes") {
+		t.Fatalf("finish with an unapplied reverse change: %v", err)
+	}
+	a = e.launch(func(ctx context.Context, opts RunOptions) error { return Run(ctx, cfg, opts, testLogger(t)) }, RunOptions{LeaseInterval: 500 * time.Millisecond})
+	deadline = time.Now().Add(30 * time.Second)
+	for e.query(src, `SELECT count(*) FROM orders WHERE writer = 99`) != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("the restarted agent did not apply the target's write to the source")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := a.stop(); err != nil {
+		t.Fatalf("agent: %v", err)
+	}
 	report := filepath.Join(t.TempDir(), "report.md")
 	res, err := Finish(ctx, cfg, FinishOptions{Yes: true, ReportFile: report}, testLogger(t))
 	if err != nil {
