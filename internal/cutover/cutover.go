@@ -76,6 +76,9 @@ type Deps struct {
 	// dying there — the operation returns it at once and nothing of it is cleaned up, as after
 	// a SIGKILL; the engine's Run then ends with it too.
 	Fault func(op string, step int) error
+	// ReverseRetry is how long reverse replication waits after a stop that retrying at once
+	// cannot fix (a schema change on the target, say) before it tries again (default 30s).
+	ReverseRetry time.Duration
 }
 
 // Engine drives the replication direction, cutover and rollback of one agent. Its methods are
@@ -112,6 +115,9 @@ func New(d Deps) *Engine {
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.ReverseRetry <= 0 {
+		d.ReverseRetry = 30 * time.Second
 	}
 	return &Engine{d: d, cs: cs}
 }

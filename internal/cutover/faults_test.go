@@ -347,3 +347,59 @@ func mustState(t *testing.T, e *env) state.CutoverState {
 	}
 	return st
 }
+
+// TestReverseStopKeepsTraffic: a column with a default added on the target while traffic is
+// there stops reverse replication (the source lacks it, and its rows' values were never
+// streamed). The agent and its proxy stay up — clients keep
+// working on the target — and rollback is refused while reverse replication is stopped; once
+// the column exists on the source too, reverse replication resumes from its position, the
+// source catches up and rollback works.
+func TestReverseStopKeepsTraffic(t *testing.T) {
+	e := newEnv(t)
+	e.start(nil)
+	e.waitFollowing()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e.run(ctx, true)
+	// A column with a default: its existing rows' values were never streamed, so the applier
+	// stops rather than guess them (apply.ErrSchema).
+	e.q(e.dst, `ALTER TABLE accounts ADD COLUMN note text NOT NULL DEFAULT 'x'`)
+	w := e.startWorkload(2)
+	defer w.stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		e.agent.engine.mu.Lock()
+		rerr := e.agent.engine.revErr
+		e.agent.engine.mu.Unlock()
+		if rerr != nil {
+			t.Logf("reverse replication stopped as expected: %v", rerr)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("reverse replication did not stop on the target's new column")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r, err := e.agent.engine.Rollback(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Outcome != OutcomeAborted || !strings.Contains(r.Error, "reverse replication") {
+		t.Fatalf("rollback while reverse replication is stopped: %s %s", r.Outcome, r.Error)
+	}
+	select {
+	case <-e.agent.done:
+		t.Fatalf("the agent stopped: %v", e.agent.err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	e.q(e.src, `ALTER TABLE accounts ADD COLUMN note text NOT NULL DEFAULT 'x'`)
+	e.waitLive(ctx)
+	time.Sleep(500 * time.Millisecond)
+	w.stop()
+	if len(w.errs) > 0 {
+		t.Errorf("clients on the target: %s", w.errs[0])
+	}
+	e.waitSame()
+	e.run(ctx, false)
+	w.check(t, e.src, "the source")
+}

@@ -128,7 +128,7 @@ func (e *env) start(fault func(op string, step int) error) *testAgent {
 				return err
 			}
 			eng := New(Deps{Config: e.cfg, Follow: follow.RunOptions{HeartbeatInterval: 500 * time.Millisecond, MonitorInterval: 300 * time.Millisecond,
-				MaxRetryDelay: time.Second}, Lease: lease, Proxy: p, Metrics: m, Log: testLog(), Fault: fault})
+				MaxRetryDelay: time.Second}, Lease: lease, Proxy: p, Metrics: m, Log: testLog(), Fault: fault, ReverseRetry: time.Second})
 			a.mu.Lock()
 			a.engine, a.proxy = eng, p
 			a.mu.Unlock()

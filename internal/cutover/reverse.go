@@ -84,6 +84,10 @@ func (e *Engine) reverseLoop(ctx context.Context, st state.CutoverState) error {
 	for {
 		actx, cancel := e.d.Lease.Bind(ctx)
 		err := e.reverseOnce(actx, st)
+		if err != nil {
+			// The applier's and decoder's messages speak of the stream's source and target.
+			err = fmt.Errorf("reverse replication (the target's changes applied to the source: below, \"source\" is the target and \"target\" the source; it resumes by itself once fixed): %w", err)
+		}
 		lost := errors.Is(context.Cause(actx), state.ErrLeaseLost) || errors.Is(err, state.ErrLeaseLost)
 		cancel()
 		e.mu.Lock()
@@ -102,8 +106,19 @@ func (e *Engine) reverseLoop(ctx context.Context, st state.CutoverState) error {
 			}
 			continue
 		}
-		if err == nil || !(db.Transient(err) || errors.Is(err, cdc.ErrStreamEnded)) {
-			return err
+		if err != nil && !(db.Transient(err) || errors.Is(err, cdc.ErrStreamEnded)) {
+			// Traffic is on the target through this agent's proxy: a stop of reverse
+			// replication must not take the proxy down with the agent. It is reported (and
+			// rollback refuses) until the cause is fixed; then it resumes from the durable
+			// position.
+			e.d.Log.Error("reverse replication stopped; traffic stays on the target, rollback is refused until it runs again (fix the cause: it retries every "+
+				e.d.ReverseRetry.String()+")", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(e.d.ReverseRetry):
+			}
+			continue
 		}
 		e.d.Log.Warn("reverse replication interrupted; resuming from the source's applied position", "err", err, "retry_in", delay.String())
 		select {
