@@ -27,7 +27,10 @@ cutover.max_lag, the last verify clean and recent, reverse replication possible)
 the proxy's clients at transaction boundaries, waits until the target has applied the source's
 position as of the pause, sets the target's sequences from the source, refreshes materialized
 views, arms reverse replication (target to source), switches the proxy to the target and resumes.
-Each step is printed as it ends, with its duration, and then the measured write pause.
+Each step is printed as it ends, with its duration, and then the measured write pause. The
+configured pre hooks and smoke and health checks (cutover: pre_hooks, smoke_sql, http_checks) are
+pre-checks; post_switch_hooks and the checks run again once traffic is on the target, and a
+failure there is reported (rollback is your call).
 
 --dry-run runs the pre-checks and prints the plan; nothing changes.
 
@@ -149,6 +152,9 @@ func (c *cli) driveAgent(cmd *cobra.Command, flags *connFlags, httpAddr, path st
 	switch res.Outcome {
 	case cutover.OutcomeDone:
 		fmt.Fprintf(c.stdout, "%s done (attempt %d): traffic is on the %s; write pause %.1f ms\n", res.Op, res.Attempt, res.Live, res.PauseSeconds*1000)
+		if res.Error != "" {
+			fmt.Fprintln(c.stdout, "WARNING: "+res.Error)
+		}
 		return nil
 	case cutover.OutcomePlanned:
 		if res.Error != "" {

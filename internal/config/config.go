@@ -89,6 +89,18 @@ type CutoverSettings struct {
 	// and its other client sessions are ended; rollback resets it. Needs the database's owner
 	// (or a superuser) and pg_signal_backend.
 	FenceSource bool `yaml:"fence_source"`
+	// PreHooks are shell commands (sh -c) run by the pre-checks: one that fails (non-zero exit,
+	// or HookTimeout) aborts the cutover before anything changes. PostSwitchHooks run after
+	// the switch and resume (e.g. kubectl rollout restart for apps not behind the proxy); a
+	// failure is reported, and rollback is the user's call. Both get PGSHIFT_OP (cutover or
+	// rollback) and PGSHIFT_LIVE (the side traffic is on) in their environment.
+	PreHooks        []string      `yaml:"pre_hooks"`
+	PostSwitchHooks []string      `yaml:"post_switch_hooks"`
+	HookTimeout     time.Duration `yaml:"hook_timeout"`
+	// SmokeSQL are queries run on the target, and HTTPChecks URLs fetched (2xx expected), by
+	// the pre-checks and again after the switch.
+	SmokeSQL   []string `yaml:"smoke_sql"`
+	HTTPChecks []string `yaml:"http_checks"`
 }
 
 // ProxySettings are the proxy's settings; zero values take the proxy's defaults.

@@ -110,6 +110,9 @@ func New(d Deps) *Engine {
 	if cs.CatchUpTimeout <= 0 {
 		cs.CatchUpTimeout = 10 * time.Second
 	}
+	if cs.HookTimeout <= 0 {
+		cs.HookTimeout = time.Minute
+	}
 	if cs.VerifyMaxAge <= 0 {
 		cs.VerifyMaxAge = 24 * time.Hour
 	}

@@ -49,7 +49,7 @@ func TestCutoverPrecheckFails(t *testing.T) {
 	if got := e.q(e.dst, `SELECT phase FROM pgshift.migration`); got != "following" {
 		t.Errorf("phase %s", got)
 	}
-	if got := e.q(e.dst, `SELECT string_agg(state, ',' ORDER BY step_no) FROM pgshift.cutover_steps WHERE attempt = 1`); got != "failed,skipped,skipped,skipped,skipped,skipped,skipped,skipped" {
+	if got := e.q(e.dst, `SELECT string_agg(state, ',' ORDER BY step_no) FROM pgshift.cutover_steps WHERE attempt = 1`); got != "failed,skipped,skipped,skipped,skipped,skipped,skipped,skipped,skipped" {
 		t.Errorf("steps %s", got)
 	}
 	// Still following.

@@ -27,6 +27,7 @@ func CutoverSteps() []string {
 		"arm reverse replication (target to source)",
 		"switch the proxy to the target",
 		"resume traffic",
+		"post-switch hooks and checks",
 	}
 }
 
@@ -40,6 +41,7 @@ func RollbackSteps() []string {
 		"switch the proxy to the source",
 		"resume traffic",
 		"drop reverse replication; forward replication re-armed",
+		"post-switch hooks and checks",
 	}
 }
 
@@ -274,6 +276,9 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 	}
 	e.release() // Run starts reverse replication
 	res.Outcome, res.Live = OutcomeDone, state.LiveTarget
+	if err := e.postSwitch(ctx, a, 9, conn, state.OpCutover, state.LiveTarget); isFault(err) {
+		return nil, err
+	}
 	e.audit(ctx, conn, "cutover", "ok", map[string]any{"attempt": a.no, "pause_seconds": res.PauseSeconds,
 		"forward_final_lsn": rev.ForwardFinal.String(), "reverse_start_lsn": rev.ReverseStart.String()})
 	return res, nil
@@ -360,6 +365,7 @@ func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("%w: %w", ErrCannotRun, e.target().Describe(err))
 	}
 	res.Checks = append(res.Checks, e.precheckForeign(ctx, m, st))
+	res.Checks = append(res.Checks, e.userChecks(ctx, conn, state.OpRollback, state.LiveTarget)...)
 	no, err := state.NextCutoverAttempt(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCannotRun, err)
@@ -570,8 +576,66 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 	}
 	e.release() // Run starts forward replication again
 	res.Outcome, res.Live = OutcomeDone, state.LiveSource
+	if err := e.postSwitch(ctx, a, 8, conn, state.OpRollback, state.LiveSource); isFault(err) {
+		return nil, err
+	}
 	e.audit(ctx, conn, "rollback", "ok", map[string]any{"attempt": a.no, "pause_seconds": res.PauseSeconds, "forward_resume_lsn": resumeAt.String()})
 	return res, nil
+}
+
+// userChecks runs the configured pre hooks and smoke and health checks as pre-checks.
+func (e *Engine) userChecks(ctx context.Context, conn *pgx.Conn, op, live string) []Check {
+	var out []Check
+	if len(e.cs.PreHooks) > 0 {
+		detail, err := runHooks(ctx, e.cs.PreHooks, e.cs.HookTimeout, op, live)
+		c := Check{Name: "pre hooks", OK: err == nil, Detail: detail}
+		if err != nil {
+			c.Detail = err.Error()
+		}
+		out = append(out, c)
+	}
+	if len(e.cs.SmokeSQL)+len(e.cs.HTTPChecks) > 0 {
+		detail, err := smokeChecks(ctx, conn, e.cs.SmokeSQL, e.cs.HTTPChecks)
+		c := Check{Name: "smoke and health checks", OK: err == nil, Detail: detail}
+		if err != nil {
+			c.Detail = err.Error()
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// postSwitch runs the post-switch hooks and the smoke and health checks once traffic runs on
+// its new side. A failure does not move traffic back (that is the user's call: the result
+// says so); it is recorded as the step's failure and in the result's error.
+func (e *Engine) postSwitch(ctx context.Context, a *attempt, no int, conn *pgx.Conn, op, live string) error {
+	err := a.step(ctx, no, func() (string, error) {
+		var parts []string
+		if len(e.cs.PostSwitchHooks) > 0 {
+			d, err := runHooks(ctx, e.cs.PostSwitchHooks, e.cs.HookTimeout, op, live)
+			if err != nil {
+				return "", err
+			}
+			parts = append(parts, d)
+		}
+		if len(e.cs.SmokeSQL)+len(e.cs.HTTPChecks) > 0 {
+			d, err := smokeChecks(ctx, conn, e.cs.SmokeSQL, e.cs.HTTPChecks)
+			if err != nil {
+				return "", err
+			}
+			parts = append(parts, d)
+		}
+		if len(parts) == 0 {
+			return "none configured", nil
+		}
+		return strings.Join(parts, "; "), nil
+	})
+	if err != nil && !isFault(err) {
+		other := map[string]string{state.OpCutover: "pgshift rollback", state.OpRollback: "pgshift cutover"}[op]
+		a.res.Error = fmt.Sprintf("traffic is on the %s, but the post-switch step failed: %v; if the application is not healthy, run %s", live, err, other)
+		e.audit(ctx, conn, op+".post_switch", "failed", map[string]any{"attempt": a.no, "error": err.Error()})
+	}
+	return err
 }
 
 // failedChecks joins the failed checks' details ("" when all passed).
@@ -646,6 +710,7 @@ func (e *Engine) precheckCutover(ctx context.Context, conn *pgx.Conn) []Check {
 	}
 	name, ok, detail := reverseChecks(ctx, conn, e.d.Config.Filter())
 	add(name, ok, detail)
+	out = append(out, e.userChecks(ctx, conn, state.OpCutover, state.LiveSource)...)
 	if e.cs.FenceSource {
 		src, err := e.source().Connect(ctx)
 		if err != nil {
