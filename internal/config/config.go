@@ -101,6 +101,11 @@ type CutoverSettings struct {
 	// the pre-checks and again after the switch.
 	SmokeSQL   []string `yaml:"smoke_sql"`
 	HTTPChecks []string `yaml:"http_checks"`
+	// WatchWindow, after a cutover, runs the smoke and health checks every WatchInterval
+	// (default 5s) for this long (0: no watch); with AutoRollback a failed check rolls back.
+	WatchWindow   time.Duration `yaml:"watch_window"`
+	WatchInterval time.Duration `yaml:"watch_interval"`
+	AutoRollback  bool          `yaml:"auto_rollback"`
 }
 
 // ProxySettings are the proxy's settings; zero values take the proxy's defaults.

@@ -25,10 +25,18 @@
 // with the replication origin cdc.PgshiftOrigin and the forward stream drops transactions of
 // that origin, so an echo is dropped even where the position would not exclude it.
 //
-// Not covered: writers that bypass the proxy are not fenced (the source stays writable for
-// them after cutover, and their writes there are not replicated to the target); health-check
-// and hook steps, the watch window with automatic rollback, and per-view options are not
-// built.
+// Writers that bypass the proxy: with cutover.fence_source the source is made read-only for
+// new sessions at the switch and its other sessions are ended (fence.go); whether fenced or
+// not, a rollback first proves from the forward slot that every change on the source since
+// the cutover came from reverse replication, and refuses, naming the table and position, when
+// one did not (foreign.go). Pre hooks and smoke/health checks gate a cutover, post-switch hooks
+// and the checks run after each switch, and a watch window can roll back by itself
+// (hooks.go, watch.go).
+//
+// Not built: fencing by role (NOLOGIN) or by table lock, statements kept back until cutover
+// (pgshift.deferred_ddl: the pre-checks refuse while any are pending), per-view options, and
+// a rollback while the target is unreachable (it is refused: the target's last writes could
+// not be carried back).
 package cutover
 
 import (
@@ -96,6 +104,8 @@ type Engine struct {
 	dead    error              // a Fault fired: Run ends with it
 
 	live     string      // the side the running session replicates from ("" before the first)
+	runCtx   context.Context
+	watches  sync.WaitGroup
 	rstats   apply.Stats // reverse replication's applier (its durable position on the source)
 	revErr   error       // the reverse session's last failure, nil while it streams
 	revSince time.Time   // when the reverse session last started streaming
@@ -109,6 +119,9 @@ func New(d Deps) *Engine {
 	}
 	if cs.CatchUpTimeout <= 0 {
 		cs.CatchUpTimeout = 10 * time.Second
+	}
+	if cs.WatchInterval <= 0 {
+		cs.WatchInterval = 5 * time.Second
 	}
 	if cs.HookTimeout <= 0 {
 		cs.HookTimeout = time.Minute
@@ -130,6 +143,12 @@ func New(d Deps) *Engine {
 // is live on the target. First it settles an operation a killed agent left in progress. A
 // cutover or rollback stops the session it runs and starts the other direction's when done.
 func (e *Engine) Run(ctx context.Context) error {
+	wctx, stopWatches := context.WithCancel(ctx) // watch windows end with Run
+	e.mu.Lock()
+	e.runCtx = wctx
+	e.mu.Unlock()
+	defer e.watches.Wait()
+	defer stopWatches()
 	if err := e.recover(ctx); err != nil {
 		return err
 	}

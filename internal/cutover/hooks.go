@@ -32,7 +32,8 @@ func runHooks(ctx context.Context, hooks []string, timeout time.Duration, op, li
 	return fmt.Sprintf("%d hooks ran", len(hooks)), nil
 }
 
-// smokeChecks runs the SQL smoke checks on the target and the HTTP checks.
+// smokeChecks runs the SQL smoke checks on conn (the side traffic is on, or moves to) and the
+// HTTP checks.
 func smokeChecks(ctx context.Context, target *pgx.Conn, sqls, urls []string) (string, error) {
 	for _, q := range sqls {
 		rows, err := target.Query(ctx, q)
@@ -43,7 +44,7 @@ func smokeChecks(ctx context.Context, target *pgx.Conn, sqls, urls []string) (st
 			err = rows.Err()
 		}
 		if err != nil {
-			return "", fmt.Errorf("smoke check %q on the target failed: %w", q, err)
+			return "", fmt.Errorf("smoke check %q failed: %w", q, err)
 		}
 	}
 	client := &http.Client{Timeout: 10 * time.Second}

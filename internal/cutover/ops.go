@@ -279,6 +279,7 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 	if err := e.postSwitch(ctx, a, 9, conn, state.OpCutover, state.LiveTarget); isFault(err) {
 		return nil, err
 	}
+	e.startWatch(a.no)
 	e.audit(ctx, conn, "cutover", "ok", map[string]any{"attempt": a.no, "pause_seconds": res.PauseSeconds,
 		"forward_final_lsn": rev.ForwardFinal.String(), "reverse_start_lsn": rev.ReverseStart.String()})
 	return res, nil
@@ -594,7 +595,10 @@ func (e *Engine) userChecks(ctx context.Context, conn *pgx.Conn, op, live string
 		}
 		out = append(out, c)
 	}
-	if len(e.cs.SmokeSQL)+len(e.cs.HTTPChecks) > 0 {
+	// The smoke and health checks judge the target before traffic moves there; a rollback
+	// leaves it, so they do not gate one (the watch window's automatic rollback runs because
+	// they fail).
+	if op == state.OpCutover && len(e.cs.SmokeSQL)+len(e.cs.HTTPChecks) > 0 {
 		detail, err := smokeChecks(ctx, conn, e.cs.SmokeSQL, e.cs.HTTPChecks)
 		c := Check{Name: "smoke and health checks", OK: err == nil, Detail: detail}
 		if err != nil {
@@ -619,9 +623,19 @@ func (e *Engine) postSwitch(ctx context.Context, a *attempt, no int, conn *pgx.C
 			parts = append(parts, d)
 		}
 		if len(e.cs.SmokeSQL)+len(e.cs.HTTPChecks) > 0 {
-			d, err := smokeChecks(ctx, conn, e.cs.SmokeSQL, e.cs.HTTPChecks)
+			// On the side traffic is on now.
+			on := conn
+			if live == state.LiveSource {
+				src, err := e.source().Connect(ctx)
+				if err != nil {
+					return "", err
+				}
+				defer src.Close(context.WithoutCancel(ctx))
+				on = src
+			}
+			d, err := smokeChecks(ctx, on, e.cs.SmokeSQL, e.cs.HTTPChecks)
 			if err != nil {
-				return "", err
+				return "", fmt.Errorf("on the %s: %w", live, err)
 			}
 			parts = append(parts, d)
 		}
