@@ -103,7 +103,7 @@ type Engine struct {
 	gate    chan struct{}      // while non-nil, Run starts no session until it is closed
 	dead    error              // a Fault fired: Run ends with it
 
-	live     string      // the side the running session replicates from ("" before the first)
+	live     string // the side the running session replicates from ("" before the first)
 	runCtx   context.Context
 	watches  sync.WaitGroup
 	rstats   apply.Stats // reverse replication's applier (its durable position on the source)
