@@ -66,6 +66,9 @@ file, the file over the environment. Passwords may also come from ~/.pgpass or P
 		c.alertsCommand(),
 		c.grafanaCommand(),
 		c.planCommand(),
+		c.cutoverCommand(),
+		c.rollbackCommand(),
+		c.finishCommand(),
 	)
 	return root
 }

@@ -5,6 +5,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/pgshift/pgshift/internal/app"
@@ -24,5 +26,20 @@ func faultHooks(at string, opts *app.RunOptions) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("%s=%q: the only hook is after-target-commit", killHookEnv, at)
+	// cutover-N / rollback-N: SIGKILL before step N of a cutover or rollback (70 and 50: between
+	// the switch's commit and the proxy's switch).
+	if op, n, ok := strings.Cut(at, "-"); ok && (op == "cutover" || op == "rollback") {
+		step, err := strconv.Atoi(n)
+		if err != nil {
+			return fmt.Errorf("%s=%q: want cutover-N or rollback-N", killHookEnv, at)
+		}
+		opts.CutoverFault = func(o string, s int) error {
+			if o == op && s == step {
+				return syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+			return nil
+		}
+		return nil
+	}
+	return fmt.Errorf("%s=%q: the hooks are after-target-commit, cutover-N and rollback-N", killHookEnv, at)
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/pgshift/pgshift/internal/alert"
 	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/cutover"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/metrics"
@@ -48,6 +49,7 @@ type observer struct {
 	started time.Time
 	hub     *web.Hub
 	proxy   *proxy.Proxy // nil without --proxy
+	cut     *cutover.Engine
 	// restarted describes the previous agent when this one started after it ("" if none).
 	restarted string
 	prev      *state.Holder
@@ -110,8 +112,8 @@ func webOptions(cfg config.Config, gatherer prometheus.Gatherer, log *slog.Logge
 // withObserver runs fn (copy and follow) with the observer beside it: the refresher, alerts,
 // proxy (--proxy) and HTTP API (--http) all end when fn returns. fn receives the follow
 // session's counters, which the observer reads.
-func withObserver(ctx context.Context, cfg config.Config, lease *state.Lease, prev *state.Holder, log *slog.Logger,
-	fn func(ctx context.Context, m *follow.Metrics) error) error {
+func withObserver(ctx context.Context, cfg config.Config, opts RunOptions, lease *state.Lease, prev *state.Holder, log *slog.Logger,
+	fn func(ctx context.Context, eng *cutover.Engine) error) error {
 	o := &observer{cfg: cfg, log: log, lease: lease, fm: &follow.Metrics{}, started: time.Now(), hub: web.NewHub(), prev: prev}
 	var err error
 	if !cfg.Alerts.Disabled {
@@ -148,6 +150,7 @@ func withObserver(ctx context.Context, cfg config.Config, lease *state.Lease, pr
 		return err
 	}
 	o.proxy = p
+	o.cut = newEngine(cfg, opts, lease, p, o, log)
 	o.record("agent", "agent.start", "ok", map[string]any{"host": lease.Holder().Host, "pid": lease.Holder().PID,
 		"http": cfg.HTTP != "", "proxy": cfg.Proxy != ""})
 	if cfg.HTTP != "" {
@@ -161,7 +164,7 @@ func withObserver(ctx context.Context, cfg config.Config, lease *state.Lease, pr
 	var fnErr error
 	g.Go(func() error {
 		defer cancel() // the API, alerts and proxy go when the agent's work ends
-		fnErr = fn(gctx, o.fm)
+		fnErr = fn(gctx, o.cut)
 		return fnErr
 	})
 	err = g.Wait()
@@ -451,6 +454,12 @@ func (o *observer) counters() metrics.Counters { return o.fm.Counters() }
 
 // ready: following, with a fresh measurement and lag under lag_warn.
 func (o *observer) ready() (bool, string) {
+	// After a cutover the agent replicates back: ready while that streams.
+	if o.cut != nil {
+		if on, ok, why := o.cut.Reverse(); on {
+			return ok, why
+		}
+	}
 	last := o.fm.LastStatus()
 	if last.MeasuredAt.IsZero() {
 		return false, "not following yet (copying, or no lag measured)"
@@ -542,7 +551,7 @@ func (o *observer) webAgent() web.Agent {
 		Proxy:  func(context.Context) (any, error) { return o.proxyView(), nil },
 		Events: o.hub,
 	}
-	// Cutover and rollback are left nil: this build has no cutover, and the API says so (501).
+	o.cutoverActions(&a)
 	if o.proxy != nil {
 		a.Actions.ProxyMode = func(ctx context.Context, mode string) (any, error) {
 			m, err := proxy.ParseMode(mode)

@@ -18,7 +18,7 @@ import (
 
 // TestAPIControlActions: with --proxy and a token, the API's control actions drive the proxy
 // (mode, pause, resume), each is written to the audit log, the measured pause reaches the
-// report, and a cutover request is refused as not available in this build.
+// report, and a cutover dry run reports its pre-checks without starting an attempt.
 func TestAPIControlActions(t *testing.T) {
 	src, dst, _, _ := pgtest.Pair(t, "unused")
 	e := newFollowEnv(t, src, dst, "ctl", `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -68,8 +68,10 @@ func TestAPIControlActions(t *testing.T) {
 	if err := c.Post(ctx, "/api/resume", nil, nil, &resumed); err != nil || resumed.Paused < 0.3 {
 		t.Fatalf("resume: %v %+v", err, resumed)
 	}
-	if err := c.Post(ctx, "/api/cutover", nil, map[string]bool{"confirm": true}, nil); !errors.As(err, &se) || se.Code != 501 {
-		t.Errorf("cutover: %v", err)
+	// A dry run answers with the pre-checks (no verify was saved) and changes nothing.
+	var dry CutoverResult
+	if err := c.Post(ctx, "/api/cutover", nil, map[string]bool{"dry_run": true}, &dry); err != nil || dry.Outcome != "planned" || !strings.Contains(dry.Error, "verify") {
+		t.Errorf("cutover dry run: %v %+v", err, dry)
 	}
 	var audit []state.AuditEntry
 	deadline = time.Now().Add(20 * time.Second)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -13,10 +14,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/cutover"
+	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/proxy"
 	"github.com/pgshift/pgshift/internal/proxy/route"
+	"github.com/pgshift/pgshift/internal/state"
 	"github.com/pgshift/pgshift/internal/web"
 )
 
@@ -133,6 +137,17 @@ func startAgentProxy(ctx context.Context, g *errgroup.Group, cfg config.Config, 
 		}
 		return applied, lag, true, nil
 	})
+	// The proxy starts on the side the durable cutover state says is live: after a cutover (or
+	// an agent killed in the middle of one) clients must reach exactly that side.
+	live, err := cutover.Live(ctx, db.Endpoint{Role: db.Target, DSN: cfg.Target})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read which side traffic is live on before starting the proxy: %w", err)
+	}
+	if live == state.LiveTarget {
+		pc.Mode = proxy.ModeTarget
+	} else if pc.Mode == proxy.ModeTarget {
+		return nil, nil, errors.New("proxy_settings.mode is target, but no cutover moved traffic to the target: run pgshift cutover instead")
+	}
 	p, err := proxy.New(pc, proxy.Options{Progress: progress, Registerer: reg, Logger: log.With("component", "proxy")})
 	if err != nil {
 		return nil, nil, err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/copy"
+	"github.com/pgshift/pgshift/internal/cutover"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/follow"
 	"github.com/pgshift/pgshift/internal/state"
@@ -21,7 +22,9 @@ type FatalError = follow.FatalError
 
 // Run is the migration agent: it completes the copy if it is not done, then follows the slot
 // until ctx is cancelled (a clean stop, nil error) or a fatal error occurs. Running it again
-// resumes from the position stored on the target. It holds the migration's lease from start to
+// resumes from the position stored on the target. After a cutover it replicates the other way
+// (internal/cutover: reverse replication keeps the source current while traffic is on the
+// target). It holds the migration's lease from start to
 // end, copy and follow alike, and refuses to start while another agent holds it (a
 // *state.HeldError naming that agent). The observer (status, metrics, alerts, audit, HTTP API,
 // proxy) runs beside it for its whole life.
@@ -34,7 +37,7 @@ func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logg
 	}
 	prev := previousAgent(ctx, cfg)
 	return withLease(ctx, cfg, "run", opts, log, func(ctx context.Context, lease *state.Lease) error {
-		return withObserver(ctx, cfg, lease, prev, log, func(ctx context.Context, m *follow.Metrics) error {
+		return withObserver(ctx, cfg, opts, lease, prev, log, func(ctx context.Context, eng *cutover.Engine) error {
 			if err := follow.EnsureCopied(ctx, cfg, lease, log); err != nil {
 				if errors.Is(err, copy.ErrInterrupted) && ctx.Err() != nil {
 					// A clean stop: the copy resumes where it stopped when run starts again.
@@ -43,7 +46,7 @@ func Run(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.Logg
 				}
 				return err
 			}
-			return follow.Run(ctx, cfg, opts, m, lease, log)
+			return eng.Run(ctx)
 		})
 	})
 }
@@ -58,8 +61,8 @@ func Follow(ctx context.Context, cfg config.Config, opts RunOptions, log *slog.L
 	}
 	prev := previousAgent(ctx, cfg)
 	return withLease(ctx, cfg, "run", opts, log, func(ctx context.Context, lease *state.Lease) error {
-		return withObserver(ctx, cfg, lease, prev, log, func(ctx context.Context, m *follow.Metrics) error {
-			return follow.Run(ctx, cfg, opts, m, lease, log)
+		return withObserver(ctx, cfg, opts, lease, prev, log, func(ctx context.Context, eng *cutover.Engine) error {
+			return eng.Run(ctx)
 		})
 	})
 }

@@ -63,9 +63,13 @@ type Status struct {
 // CutoverStatus is the state of the cutover: State is "not started" until a first attempt,
 // then the latest attempt's outcome (running, done, failed).
 type CutoverStatus struct {
-	State   string              `json:"state"`
-	Attempt int                 `json:"attempt,omitempty"`
-	Steps   []state.CutoverStep `json:"steps"`
+	State string `json:"state"`
+	// Live is the side the agent's proxy sends traffic to (source until a cutover);
+	// InProgress a cutover or rollback the agent has not finished ("" when none).
+	Live       string              `json:"live"`
+	InProgress string              `json:"in_progress,omitempty"`
+	Attempt    int                 `json:"attempt,omitempty"`
+	Steps      []state.CutoverStep `json:"steps"`
 }
 
 // AgentStatus is the lease holder as status shows it. Alive comes from the lease lock (held
@@ -283,6 +287,11 @@ func readTarget(ctx context.Context, conn catalog.Querier) (Status, targetFacts,
 		return st, facts, err
 	}
 	st.Cutover = cutoverStatus(steps)
+	cs, err := state.LoadCutoverState(ctx, conn)
+	if err != nil {
+		return st, facts, err
+	}
+	st.Cutover.Live, st.Cutover.InProgress = cs.Live, cs.Op
 	alive := st.Agent != nil && st.Agent.Alive
 	switch {
 	case !st.Following || !haveRecord:
@@ -380,6 +389,16 @@ func PrintStatus(w io.Writer, st Status, asJSON bool) error {
 	}
 	fmt.Fprintf(tw, "phase:\t%s\n", phase)
 	fmt.Fprintf(tw, "agent:\t%s\n", agentLine(st.Agent))
+	if st.Cutover.Live == "target" || st.Cutover.InProgress != "" {
+		live := "traffic on the " + st.Cutover.Live
+		if st.Cutover.Live == "target" {
+			live += " (cut over; reverse replication keeps the source current)"
+		}
+		if st.Cutover.InProgress != "" {
+			live += "; a " + st.Cutover.InProgress + " is in progress"
+		}
+		fmt.Fprintf(tw, "live side:\t%s\n", live)
+	}
 	fmt.Fprintf(tw, "slot / publication:\t%s / %s\n", st.Slot, st.Publication)
 	if !st.Following {
 		fmt.Fprintf(tw, "applied position:\tnot following yet: the copy is not complete (the slot keeps every change since its snapshot)\n")

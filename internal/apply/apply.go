@@ -64,6 +64,13 @@ type Options struct {
 	// makes one when it is nil.
 	Warned *WarnOnce
 
+	// Origin, when set, names the replication origin the session is marked with
+	// (pg_replication_origin_session_setup; created when missing): every transaction it commits
+	// carries the origin in its commit record, pgoutput sends an Origin message for it, and a
+	// stream of the other direction drops it (cdc.Options.DropOrigin), so reverse replication
+	// does not echo what it applied. It needs the superuser or, from 15, EXECUTE on the function.
+	Origin string
+
 	// AfterCommit, when set, runs after each target commit and before the position is
 	// published as durable: the named point "after-target-commit" for fault tests.
 	AfterCommit func(pgtypes.LSN) error
@@ -152,6 +159,11 @@ func New(ctx context.Context, conn *pgx.Conn, source Source, opts Options, stats
 	for k, v := range settings {
 		if _, err := conn.Exec(ctx, `SELECT pg_catalog.set_config($1::text, $2::text, false)`, k, v); err != nil {
 			return nil, fmt.Errorf("prepare apply session on the target (%s = '%s'): %w", k, v, err)
+		}
+	}
+	if opts.Origin != "" {
+		if err := setupOrigin(ctx, conn, opts.Origin); err != nil {
+			return nil, err
 		}
 	}
 	a := &Applier{conn: conn, source: source, opts: opts, log: log, stats: stats, lastEnd: opts.SkipBelow,
@@ -337,5 +349,18 @@ func (a *Applier) commit(ctx context.Context) error {
 	a.stats.CommitTimeUS.Store(a.lastTime.UnixMicro())
 	a.stats.AppliedLSN.Store(uint64(a.lastEnd))
 	a.pendingCh = 0
+	return nil
+}
+
+// setupOrigin marks the session with replication origin name, creating the origin first when
+// it does not exist.
+func setupOrigin(ctx context.Context, conn *pgx.Conn, name string) error {
+	if _, err := conn.Exec(ctx, `SELECT pg_catalog.pg_replication_origin_create($1::text)
+		WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_origin WHERE roname = $1::text)`, name); err != nil {
+		return fmt.Errorf("create replication origin %s for the apply session: %w", name, err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_catalog.pg_replication_origin_session_setup($1::text)`, name); err != nil {
+		return fmt.Errorf("mark the apply session with replication origin %s (pg_replication_origin_session_setup): %w", name, err)
+	}
 	return nil
 }

@@ -28,6 +28,10 @@ import (
 // HeartbeatPrefix is the pg_logical_emit_message prefix of pgshift's own heartbeats.
 const HeartbeatPrefix = "pgshift"
 
+// PgshiftOrigin is the replication origin pgshift's reverse applier marks its sessions with
+// (apply.Options.Origin), and the one the forward stream drops (Options.DropOrigin).
+const PgshiftOrigin = "pgshift_reverse"
+
 // SessionParams returns the settings the replication session renders values with: pgshift's
 // one definition, db.TextSettings, which the copy, the applier's target session and verify use
 // too, so every value's text form reads back exactly. Each call returns a new map, so callers
@@ -57,6 +61,11 @@ type Options struct {
 	// root's publication now sends under its own name) stops the stream with ErrNotMigrated:
 	// nothing of that transaction is applied or confirmed.
 	Tables map[pgtypes.TableID]bool
+	// DropOrigin, when set, drops the row changes of every transaction pgoutput marks with
+	// this replication origin (an Origin message after its Begin): they were applied here by
+	// pgshift's applier of the other direction (apply.Options.Origin). The transaction itself
+	// still passes, empty, so the applied position moves past it.
+	DropOrigin string
 }
 
 // ErrNotMigrated is returned for a change of a relation that is not in Options.Tables.
@@ -110,6 +119,7 @@ type Stream struct {
 	rels      map[uint32]*Relation
 	inTx      bool
 	skip      bool
+	dropped   bool // the open transaction is from Options.DropOrigin
 	cur       Tx
 	inStream  bool
 	streamXid uint32
@@ -331,6 +341,7 @@ func (s *Stream) handle(ctx context.Context, buf []byte) error {
 		s.inTx = true
 		s.cur = Tx{Xid: m.Xid, CommitLSN: m.FinalLSN, CommitTime: m.CommitTime}
 		s.skip = m.FinalLSN < s.opts.SkipBelow
+		s.dropped = false
 		if !s.skip {
 			tx := s.cur
 			return s.emit(ctx, Event{Begin: &tx}, 64)
@@ -357,6 +368,7 @@ func (s *Stream) handle(ctx context.Context, buf []byte) error {
 		return s.flush(ctx)
 	case *OriginMsg:
 		s.cur.Origin = m.Name
+		s.dropped = s.opts.DropOrigin != "" && m.Name == s.opts.DropOrigin
 		return nil
 	case *RelationMsg:
 		s.rels[m.Rel.OID] = m.Rel
@@ -404,7 +416,7 @@ func (s *Stream) handle(ctx context.Context, buf []byte) error {
 			return fmt.Errorf("row change outside a transaction")
 		}
 		s.stats.Changes.Add(1)
-		if s.skip {
+		if s.skip || s.dropped {
 			return nil
 		}
 		ch, err := s.change(msg, relMap(s.rels))
@@ -424,9 +436,16 @@ func (s *Stream) handleInStream(buf []byte) error {
 	if err != nil {
 		return err
 	}
-	switch msg.(type) {
+	switch m := msg.(type) {
 	case *StreamStopMsg:
 		s.inStream = false
+		return nil
+	case *OriginMsg:
+		// Sent in a first segment when the server knows the origin by then (not before the
+		// commit on every version: pgshift's cutover does not rely on it for streamed ones).
+		if s.opts.DropOrigin != "" && m.Name == s.opts.DropOrigin {
+			s.streams[s.streamXid].dropped = true
+		}
 		return nil
 	case *RelationMsg, *TypeMsg, *InsertMsg, *UpdateMsg, *DeleteMsg, *TruncateMsg, *LogicalMsg:
 		return s.streams[s.streamXid].append(buf)
@@ -443,8 +462,8 @@ func (s *Stream) streamCommit(ctx context.Context, m *StreamCommitMsg) error {
 	}
 	defer func() { sp.close(); delete(s.streams, m.Xid) }()
 	s.stats.Received.Add(1)
-	if m.CommitLSN < s.opts.SkipBelow {
-		// Already applied, but pgoutput counts the relations it described inside the
+	if m.CommitLSN < s.opts.SkipBelow || sp.dropped {
+		// Already applied (or applied here by the other direction's applier), but pgoutput counts the relations it described inside the
 		// transaction as sent once it has committed, and does not describe them again.
 		return s.keepRelations(m.Xid, sp)
 	}
@@ -743,6 +762,7 @@ type spill struct {
 	f       *os.File
 	w       *bufio.Writer
 	aborted map[uint32]bool
+	dropped bool // an Origin message named Options.DropOrigin
 }
 
 func newSpill(dir string, xid uint32) (*spill, error) {

@@ -65,6 +65,47 @@ type Config struct {
 	HTTPToken    string       `yaml:"-"`
 	// Alerts are the agent's alert rules and webhooks (observe.go).
 	Alerts Alerts `yaml:"alerts"`
+	// Cutover tunes pgshift cutover and rollback.
+	Cutover CutoverSettings `yaml:"cutover"`
+}
+
+// CutoverSettings tune the cutover and rollback; zero values take the defaults.
+type CutoverSettings struct {
+	// MaxLag is the applied lag (seconds behind the source) above which the pre-checks refuse
+	// to start (default 10s).
+	MaxLag time.Duration `yaml:"max_lag"`
+	// CatchUpTimeout bounds the wait, traffic paused, for the other side to apply the live
+	// side's last position (default 10s; keep it under proxy_settings.max_pause).
+	CatchUpTimeout time.Duration `yaml:"catch_up_timeout"`
+	// SequenceMargin is added to every sequence (in its direction) when it is set on the side
+	// traffic moves to (default 0: the exact next value).
+	SequenceMargin int64 `yaml:"sequence_margin"`
+	// VerifyMaxAge: the last saved verify must be clean and at most this old (default 24h);
+	// RequireVerify false skips that pre-check.
+	VerifyMaxAge  time.Duration `yaml:"verify_max_age"`
+	RequireVerify *bool         `yaml:"require_verify"`
+	// FenceSource fences writers that bypass the proxy while traffic is on the target: at the
+	// switch the source database gets default_transaction_read_only = on (for new sessions)
+	// and its other client sessions are ended; rollback resets it. Needs the database's owner
+	// (or a superuser) and pg_signal_backend.
+	FenceSource bool `yaml:"fence_source"`
+	// PreHooks are shell commands (sh -c) run by the pre-checks: one that fails (non-zero exit,
+	// or HookTimeout) aborts the cutover before anything changes. PostSwitchHooks run after
+	// the switch and resume (e.g. kubectl rollout restart for apps not behind the proxy); a
+	// failure is reported, and rollback is the user's call. Both get PGSHIFT_OP (cutover or
+	// rollback) and PGSHIFT_LIVE (the side traffic is on) in their environment.
+	PreHooks        []string      `yaml:"pre_hooks"`
+	PostSwitchHooks []string      `yaml:"post_switch_hooks"`
+	HookTimeout     time.Duration `yaml:"hook_timeout"`
+	// SmokeSQL are queries run on the target, and HTTPChecks URLs fetched (2xx expected), by
+	// the pre-checks and again after the switch.
+	SmokeSQL   []string `yaml:"smoke_sql"`
+	HTTPChecks []string `yaml:"http_checks"`
+	// WatchWindow, after a cutover, runs the smoke and health checks every WatchInterval
+	// (default 5s) for this long (0: no watch); with AutoRollback a failed check rolls back.
+	WatchWindow   time.Duration `yaml:"watch_window"`
+	WatchInterval time.Duration `yaml:"watch_interval"`
+	AutoRollback  bool          `yaml:"auto_rollback"`
 }
 
 // ProxySettings are the proxy's settings; zero values take the proxy's defaults.

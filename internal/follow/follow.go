@@ -55,6 +55,10 @@ type RunOptions struct {
 	// StartTimeout bounds how long connection failures are retried before following has ever
 	// started in this run (default 1 minute); after that they are retried indefinitely.
 	StartTimeout time.Duration
+	// CutoverFault, for pgshift's crash tests only (cmd/pgshift's build tag faults), runs
+	// before each step of a cutover or rollback (internal/cutover's Deps.Fault, which the
+	// agent passes it to); follow itself never calls it.
+	CutoverFault func(op string, step int) error
 	// ProgressInterval is how often a progress line (applied position, lag, changes and
 	// transactions per second) is logged at the info level (default 10 s; negative: never).
 	ProgressInterval time.Duration

@@ -102,7 +102,7 @@ func Ensure(ctx context.Context, q catalog.Querier) error {
 }
 
 func schemaDDL() []string {
-	return slices.Concat(ddl, copyDDL, followDDL, columnsDDL, leaseDDL, deferredDDL, observeDDL)
+	return slices.Concat(ddl, copyDDL, followDDL, columnsDDL, leaseDDL, deferredDDL, observeDDL, cutoverDDL)
 }
 
 // SchemaSQL is the script Ensure runs, for tests that set up a target with plain SQL.

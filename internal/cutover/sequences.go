@@ -1,0 +1,72 @@
+package cutover
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshift/pgshift/internal/catalog"
+	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/pgtypes"
+)
+
+// syncSequences sets every sequence that exists on both sides (and passes f) on to from the
+// state it has on from: last_value moved by margin in the sequence's direction (clamped to its
+// bounds), is_called kept, so the next value handed out on to is never one from already gave
+// (with margin 0, exactly the next one). It returns how many it set.
+func syncSequences(ctx context.Context, from, to *pgx.Conn, f config.TableFilter, margin int64) (int, error) {
+	seqs, err := catalog.Sequences(ctx, from, f)
+	if err != nil {
+		return 0, err
+	}
+	onTo, err := catalog.SequenceList(ctx, to, config.TableFilter{})
+	if err != nil {
+		return 0, err
+	}
+	have := map[pgtypes.TableID]bool{}
+	for _, s := range onTo {
+		have[s.ID] = true
+	}
+	n := 0
+	for _, s := range seqs {
+		if !have[s.ID] {
+			continue
+		}
+		// setval's bounds are the sequence's own on to: the margin is added there, in one
+		// statement, so it never leaves them.
+		_, err := to.Exec(ctx, `SELECT pg_catalog.setval(s.oid, CASE WHEN q.seqincrement > 0
+				THEN least($2::int8 + $4::int8, q.seqmax) ELSE greatest($2::int8 - $4::int8, q.seqmin) END, $3::bool)
+			FROM (SELECT $1::text::pg_catalog.regclass AS oid) s JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid`,
+			s.ID.Sanitize(), s.LastValue, s.IsCalled, max(margin, 0))
+		if err != nil {
+			return n, fmt.Errorf("set sequence %s to %d (+%d, is_called %t): %w", s.ID, s.LastValue, margin, s.IsCalled, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// refreshMatViews refreshes every populated materialized view on the target, so the target
+// serves what the source's views would after the final changes.
+func refreshMatViews(ctx context.Context, conn *pgx.Conn) (int, error) {
+	rows, err := conn.Query(ctx, `SELECT schemaname, matviewname FROM pg_catalog.pg_matviews
+		WHERE ispopulated AND schemaname NOT IN ('pgshift', 'pg_catalog', 'information_schema') ORDER BY 1, 2`)
+	if err != nil {
+		return 0, fmt.Errorf("list materialized views on the target: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgtypes.TableID, error) {
+		var id pgtypes.TableID
+		err := r.Scan(&id.Schema, &id.Name)
+		return id, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("list materialized views on the target: %w", err)
+	}
+	for _, id := range ids {
+		if _, err := conn.Exec(ctx, "REFRESH MATERIALIZED VIEW "+id.Sanitize()); err != nil {
+			return 0, fmt.Errorf("refresh materialized view %s on the target: %w", id, err)
+		}
+	}
+	return len(ids), nil
+}
