@@ -120,6 +120,10 @@ func Finish(ctx context.Context, cfg config.Config, opts FinishOptions, log *slo
 		res.Removed = append(res.Removed, "replica identity FULL set by pgshift on "+t.String())
 	}
 	res.IdentitiesLeft = restored.Left
+	// A PostgreSQL 10 source's TRUNCATE capture (one trigger per published table).
+	if err := state.RemoveTruncateCapture(ctx, src); err != nil {
+		return res, srcEP.Describe(err)
+	}
 	for _, side := range []struct {
 		conn *pgx.Conn
 		ep   db.Endpoint
