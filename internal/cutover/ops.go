@@ -23,7 +23,7 @@ func CutoverSteps() []string {
 		"pause traffic at transaction boundaries",
 		"wait until the target applied the source's position at the pause",
 		"sync sequences to the target",
-		"refresh materialized views on the target",
+		"refresh materialized views, sync large objects, copy unlogged tables again (recopy_unlogged)",
 		"arm reverse replication (target to source)",
 		"switch the proxy to the target",
 		"resume traffic",
@@ -37,7 +37,7 @@ func RollbackSteps() []string {
 		"pre-checks (traffic on the target, reverse replication streaming)",
 		"pause traffic at transaction boundaries",
 		"wait until the source applied the target's position at the pause",
-		"sync sequences back to the source",
+		"sync sequences, large objects and unlogged tables (recopy_unlogged) back to the source",
 		"switch the proxy to the source",
 		"resume traffic",
 		"drop reverse replication; forward replication re-armed",
@@ -176,7 +176,12 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 	}
 	err = a.step(ctx, 5, func() (string, error) {
 		n, err := refreshMatViews(ctx, conn)
-		return fmt.Sprintf("%d materialized views refreshed", n), err
+		if err != nil {
+			return "", err
+		}
+		detail := fmt.Sprintf("%d materialized views refreshed", n)
+		more, err := e.syncUnfollowed(ctx, e.source(), e.target(), src)
+		return detail + more, err
 	})
 	if err != nil {
 		return e.abortCutoverResult(ctx, a, conn, rev, paused, held, err)
@@ -501,7 +506,12 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 	}
 	err = a.step(ctx, 4, func() (string, error) {
 		n, err := syncSequences(ctx, conn, src, e.d.Config.Filter(), e.cs.SequenceMargin)
-		return fmt.Sprintf("%d sequences set from the target (margin %d)", n, e.cs.SequenceMargin), err
+		if err != nil {
+			return "", err
+		}
+		detail := fmt.Sprintf("%d sequences set from the target (margin %d)", n, e.cs.SequenceMargin)
+		more, err := e.syncUnfollowed(ctx, e.target(), e.writableSource(), conn)
+		return detail + more, err
 	})
 	if err != nil {
 		return abort(err)

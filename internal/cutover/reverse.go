@@ -42,9 +42,17 @@ func (e *Engine) armReverse(ctx context.Context, conn, src *pgx.Conn, rev state.
 	if err != nil {
 		return 0, e.target().Describe(err)
 	}
+	// Unlogged tables cannot be published (their changes are not in the WAL); cutover and
+	// rollback copy them whole during the pause instead, with recopy_unlogged.
+	unlogged, err := unloggedTables(ctx, conn)
+	if err != nil {
+		return 0, e.target().Describe(err)
+	}
 	names := make([]string, 0, len(migrated))
 	for id := range migrated {
-		names = append(names, id.Sanitize())
+		if !unlogged[id] {
+			names = append(names, id.Sanitize())
+		}
 	}
 	slices.Sort(names)
 	sql := "CREATE PUBLICATION " + pgtypes.QuoteIdent(rev.ReversePublication)
@@ -59,6 +67,25 @@ func (e *Engine) armReverse(ctx context.Context, conn, src *pgx.Conn, rev state.
 		return 0, e.target().Describe(fmt.Errorf("create replication slot %s on the target: %w", rev.ReverseSlot, err))
 	}
 	return pgtypes.ParseLSN(s)
+}
+
+// unloggedTables are the target's unlogged tables.
+func unloggedTables(ctx context.Context, conn *pgx.Conn) (map[pgtypes.TableID]bool, error) {
+	rows, err := conn.Query(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p')`)
+	if err != nil {
+		return nil, fmt.Errorf("list unlogged tables on the target: %w", err)
+	}
+	out := map[pgtypes.TableID]bool{}
+	var id pgtypes.TableID
+	_, err = pgx.ForEachRow(rows, []any{&id.Schema, &id.Name}, func() error {
+		out[id] = true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list unlogged tables on the target: %w", err)
+	}
+	return out, nil
 }
 
 // dropReverse drops the reverse slot and publication on the target where they exist.

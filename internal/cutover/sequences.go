@@ -3,12 +3,16 @@ package cutover
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgshift/pgshift/internal/assess"
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
+	"github.com/pgshift/pgshift/internal/snapshot"
 )
 
 // syncSequences sets every sequence that exists on both sides (and passes f) on to from the
@@ -69,4 +73,55 @@ func refreshMatViews(ctx context.Context, conn *pgx.Conn) (int, error) {
 		}
 	}
 	return len(ids), nil
+}
+
+// syncUnfollowed brings over, during the pause, what logical decoding does not carry, from
+// the side traffic leaves to the side it goes to: large objects (created, changed and removed
+// since the copy or the last switch, compared by size and hash; idempotent) and, with
+// recopy_unlogged, the unlogged tables, copied again whole. fromConn is a session to from. It
+// returns what it did, for the step's detail.
+func (e *Engine) syncUnfollowed(ctx context.Context, from, to db.Endpoint, fromConn *pgx.Conn) (string, error) {
+	cfg := e.d.Config
+	lo, err := snapshot.SyncLargeObjects(ctx, from, to,
+		snapshot.LargeObjectOptions{NoOwner: cfg.NoOwner, NoPrivileges: cfg.NoPrivileges, Log: e.d.Log})
+	if err != nil {
+		return "", fmt.Errorf("sync large objects: %w", err)
+	}
+	detail := fmt.Sprintf("; large objects: %d copied, %d updated, %d removed", lo.Copied, lo.Updated, lo.Removed)
+	if !cfg.RecopyUnlogged {
+		return detail, nil
+	}
+	all, err := catalog.Tables(ctx, fromConn, config.TableFilter{})
+	if err != nil {
+		return "", from.Describe(err)
+	}
+	fv, err := catalog.Server(ctx, fromConn)
+	if err != nil {
+		return "", from.Describe(err)
+	}
+	tc, err := to.Connect(ctx)
+	if err != nil {
+		return "", err
+	}
+	tv, err := catalog.Server(ctx, tc)
+	tc.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return "", to.Describe(err)
+	}
+	rr, err := snapshot.RecopyUnlogged(ctx, from, to, assess.SelectTables(all, cfg.Filter()), fv.VersionNum/10000 == tv.VersionNum/10000)
+	if err != nil {
+		return "", fmt.Errorf("copy unlogged tables again: %w", err)
+	}
+	return detail + fmt.Sprintf("; %d unlogged tables copied again (%d rows in %s)", rr.Tables, rr.Rows, rr.Took.Round(time.Millisecond)), nil
+}
+
+// writableSource is the source for pgshift's own writes during a rollback: a fenced source
+// (cutover.fence_source) starts sessions read-only.
+func (e *Engine) writableSource() db.Endpoint {
+	ep := e.source()
+	ep.Session = func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "SET default_transaction_read_only = off")
+		return err
+	}
+	return ep
 }

@@ -353,19 +353,20 @@ const (
 	StepSkipped = "skipped"
 )
 
-// PlannedCutover names the cutover's steps in order, as the product describes them; readers
-// show them as not started until the cutover records an attempt of its own steps.
+// PlannedCutover names the cutover's steps in order, as internal/cutover runs them
+// (cutover.CutoverSteps, which a test keeps equal); readers show them as not started until
+// the cutover records an attempt of its own steps.
 func PlannedCutover() []string {
 	return []string{
-		"pre-checks (lag, last verify, health checks, hooks)",
+		"pre-checks (lag, last verify, reverse replication possible)",
 		"pause traffic at transaction boundaries",
-		"wait until the target applied the source's final position",
-		"sync sequences",
-		"refresh materialized views",
-		"apply statements kept back until cutover",
+		"wait until the target applied the source's position at the pause",
+		"sync sequences to the target",
+		"refresh materialized views, sync large objects, copy unlogged tables again (recopy_unlogged)",
 		"arm reverse replication (target to source)",
 		"switch the proxy to the target",
 		"resume traffic",
+		"post-switch hooks and checks",
 	}
 }
 
