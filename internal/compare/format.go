@@ -7,29 +7,22 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/pgshift/pgshift/internal/assess"
 )
 
-// Format is an output format of compare-queries.
-type Format string
+// Format is an output format of compare-queries: assess's, so every command takes the same
+// --format words.
+type Format = assess.Format
 
 const (
-	FormatText     Format = "text"
-	FormatJSON     Format = "json"
-	FormatMarkdown Format = "markdown"
+	FormatText     = assess.FormatText
+	FormatJSON     = assess.FormatJSON
+	FormatMarkdown = assess.FormatMarkdown
 )
 
 // ParseFormat accepts text, json, markdown (and md), case-insensitively.
-func ParseFormat(s string) (Format, error) {
-	switch strings.ToLower(s) {
-	case "text", "":
-		return FormatText, nil
-	case "json":
-		return FormatJSON, nil
-	case "markdown", "md":
-		return FormatMarkdown, nil
-	}
-	return "", fmt.Errorf("--format %q: want text, json or markdown", s)
-}
+func ParseFormat(s string) (Format, error) { return assess.ParseFormat(s) }
 
 // Report is what compare-queries prints.
 type Report struct {

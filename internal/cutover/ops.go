@@ -16,20 +16,9 @@ import (
 	"github.com/pgshift/pgshift/internal/state"
 )
 
-// CutoverSteps are the steps of a cutover, in order.
-func CutoverSteps() []string {
-	return []string{
-		"pre-checks (lag, last verify, reverse replication possible)",
-		"pause traffic at transaction boundaries",
-		"wait until the target applied the source's position at the pause",
-		"sync sequences to the target",
-		"refresh materialized views, sync large objects, copy unlogged tables again (recopy_unlogged)",
-		"arm reverse replication (target to source)",
-		"switch the proxy to the target",
-		"resume traffic",
-		"post-switch hooks and checks",
-	}
-}
+// CutoverSteps are the steps of a cutover, in order: state.PlannedCutover, which status and
+// the report show before any attempt.
+func CutoverSteps() []string { return state.PlannedCutover() }
 
 // RollbackSteps are the steps of a rollback, in order.
 func RollbackSteps() []string {

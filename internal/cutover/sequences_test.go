@@ -2,14 +2,12 @@ package cutover
 
 import (
 	"context"
-	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/pgtest"
-	"github.com/pgshift/pgshift/internal/state"
 )
 
 // TestSyncSequencesMargin: sequences set on the side traffic moves to keep is_called, move by
@@ -49,13 +47,5 @@ func TestSyncSequencesMargin(t *testing.T) {
 		if got != want {
 			t.Errorf("%s on the target: %s, want %s", seq, got, want)
 		}
-	}
-}
-
-// TestPlannedStepsAreTheEngines: status and the report show state.PlannedCutover before any
-// attempt; they must be the steps the engine runs.
-func TestPlannedStepsAreTheEngines(t *testing.T) {
-	if got, want := state.PlannedCutover(), CutoverSteps(); !slices.Equal(got, want) {
-		t.Errorf("state.PlannedCutover() = %q\nCutoverSteps() = %q", got, want)
 	}
 }

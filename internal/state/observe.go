@@ -353,9 +353,9 @@ const (
 	StepSkipped = "skipped"
 )
 
-// PlannedCutover names the cutover's steps in order, as internal/cutover runs them
-// (cutover.CutoverSteps, which a test keeps equal); readers show them as not started until
-// the cutover records an attempt of its own steps.
+// PlannedCutover names the cutover's steps in order, as internal/cutover runs them (its
+// CutoverSteps is this list); readers show them as not started until the cutover records an
+// attempt of its own steps.
 func PlannedCutover() []string {
 	return []string{
 		"pre-checks (lag, last verify, reverse replication possible)",
