@@ -196,8 +196,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.stop, e.stopped = nil, nil
 		e.mu.Unlock()
 		switch {
-		case ctx.Err() != nil:
+		case ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)):
 			return nil
+		case ctx.Err() != nil:
+			// Stopped, but with something to say: follow.Run's cause for a source it never
+			// reached, which a Ctrl-C must not turn into a clean stop.
+			return err
 		case byOp:
 			continue // an operation stopped it; the loop waits for the operation to end
 		}
