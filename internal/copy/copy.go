@@ -876,7 +876,7 @@ func (r *copyRun) copyLocked(ctx context.Context, ids []pgtypes.TableID) error {
 			r.sum.Recopied = append(r.sum.Recopied, id)
 		}
 	}
-	items := snapshot.Plan(tables, snapshot.PlanOptions{ChunkBytes: r.opts.ChunkBytes, Jobs: 1})
+	items := snapshot.Plan(tables, snapshot.PlanOptions{ChunkBytes: r.opts.ChunkBytes, Jobs: 1, Whole: !r.srcInfo.Features().HasTIDRangeScan()})
 	res, err := snapshot.Copy(ctx, r.src, r.dst, items, snapshot.CopyOptions{
 		Jobs: 1, LockShare: true, LockTables: ids, Binary: r.srcInfo.VersionNum/10000 == r.dstInfo.VersionNum/10000, Log: r.log})
 	r.sum.Rows += res.Rows
