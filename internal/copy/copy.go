@@ -822,19 +822,7 @@ func (r *copyRun) resumeData(ctx context.Context, locked []pgtypes.TableID) erro
 	r.sum.Recopied, r.sum.RecopyLSN = truncate, lsn
 	r.log.Warn("the snapshot of the interrupted copy is gone with its process: copying unfinished tables again from scratch in a new snapshot; follow skips their changes committed before its LSN",
 		"tables", len(truncate), "new_snapshot_lsn", lsn.String())
-	err = pgx.BeginFunc(ctx, r.dstConn, func(tx pgx.Tx) error {
-		if len(truncate) > 0 {
-			names := make([]string, len(truncate))
-			for i, id := range truncate {
-				names[i] = id.Sanitize()
-			}
-			if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+strings.Join(names, ", ")); err != nil {
-				return fmt.Errorf("truncate unfinished tables on the target: %w", err)
-			}
-		}
-		return state.ResetTables(ctx, tx, redo, lsn)
-	})
-	if err != nil {
+	if err := r.startOver(ctx, truncate, redo, lsn); err != nil {
 		return r.dst.Describe(err)
 	}
 	keep := map[pgtypes.TableID]bool{}
@@ -842,6 +830,23 @@ func (r *copyRun) resumeData(ctx context.Context, locked []pgtypes.TableID) erro
 		keep[id] = true
 	}
 	return r.copyData(ctx, exp, keep)
+}
+
+// startOver empties the data tables truncate on the target and resets the copy state of reset
+// (those tables and their partitioned roots) to pending at lsn, in one target transaction.
+func (r *copyRun) startOver(ctx context.Context, truncate, reset []pgtypes.TableID, lsn pgtypes.LSN) error {
+	return pgx.BeginFunc(ctx, r.dstConn, func(tx pgx.Tx) error {
+		if len(truncate) > 0 {
+			names := make([]string, len(truncate))
+			for i, id := range truncate {
+				names[i] = id.Sanitize()
+			}
+			if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+strings.Join(names, ", ")); err != nil {
+				return fmt.Errorf("truncate the tables to copy again on the target: %w", err)
+			}
+		}
+		return state.ResetTables(ctx, tx, reset, lsn)
+	})
 }
 
 // copyLocked copies tables again from scratch, each in one source session that holds them in
@@ -862,13 +867,7 @@ func (r *copyRun) copyLocked(ctx context.Context, ids []pgtypes.TableID) error {
 		names[i] = id.Sanitize()
 	}
 	r.log.Warn("copying tables again while holding them in SHARE mode: their writes wait until each is copied", "tables", strings.Join(names, ", "))
-	err := pgx.BeginFunc(ctx, r.dstConn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+strings.Join(names, ", ")); err != nil {
-			return fmt.Errorf("truncate the tables to copy again on the target: %w", err)
-		}
-		return state.ResetTables(ctx, tx, ids, r.sum.ConsistentLSN) // each start records its own
-	})
-	if err != nil {
+	if err := r.startOver(ctx, ids, ids, r.sum.ConsistentLSN); err != nil { // each start records its own LSN
 		return r.dst.Describe(err)
 	}
 	for _, id := range ids {

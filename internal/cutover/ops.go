@@ -44,20 +44,12 @@ func (e *Engine) Cutover(ctx context.Context, dryRun bool) (*Result, error) {
 	}
 	defer e.ops.Unlock()
 	res := &Result{Op: state.OpCutover, Live: state.LiveSource}
-	conn, err := e.target().Connect(ctx)
+	conn, st, err := e.openOp(ctx, " so cutover can pause and switch its clients")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCannotRun, err)
+		return nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	st, err := state.LoadCutoverState(ctx, conn)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCannotRun, e.target().Describe(err))
-	}
 	switch {
-	case e.d.Proxy == nil:
-		return nil, fmt.Errorf("%w: this agent runs no proxy; start it with pgshift run --proxy ADDR so cutover can pause and switch its clients", ErrCannotRun)
-	case st.Op != state.OpNone:
-		return nil, fmt.Errorf("%w: a %s is in progress (attempt %d); the agent settles it when it restarts", ErrCannotRun, st.Op, st.Attempt)
 	case st.Live == state.LiveTarget:
 		return nil, fmt.Errorf("%w: traffic is on the target already (cut over at %s); pgshift rollback moves it back", ErrCannotRun, st.SwitchedAt.Format(time.RFC3339))
 	}
@@ -329,6 +321,30 @@ func (e *Engine) aborted(ctx context.Context, conn *pgx.Conn, res *Result, cause
 	return res
 }
 
+// openOp connects to the target and reads the durable cutover state for a cutover or a
+// rollback, refusing (ErrCannotRun) in an agent without a proxy (why says what the proxy is
+// for) and while an operation is recorded in progress. The caller closes conn.
+func (e *Engine) openOp(ctx context.Context, why string) (*pgx.Conn, state.CutoverState, error) {
+	conn, err := e.target().Connect(ctx)
+	if err != nil {
+		return nil, state.CutoverState{}, fmt.Errorf("%w: %w", ErrCannotRun, err)
+	}
+	st, err := state.LoadCutoverState(ctx, conn)
+	switch {
+	case err != nil:
+		err = fmt.Errorf("%w: %w", ErrCannotRun, e.target().Describe(err))
+	case e.d.Proxy == nil:
+		err = fmt.Errorf("%w: this agent runs no proxy; start it with pgshift run --proxy ADDR%s", ErrCannotRun, why)
+	case st.Op != state.OpNone:
+		err = fmt.Errorf("%w: a %s is in progress (attempt %d); the agent settles it when it restarts", ErrCannotRun, st.Op, st.Attempt)
+	}
+	if err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, state.CutoverState{}, err
+	}
+	return conn, st, nil
+}
+
 // Rollback moves traffic back from the target to the source, which reverse replication has
 // kept current, then re-arms forward replication (see the package comment).
 func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
@@ -337,20 +353,12 @@ func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
 	}
 	defer e.ops.Unlock()
 	res := &Result{Op: state.OpRollback, Live: state.LiveTarget}
-	conn, err := e.target().Connect(ctx)
+	conn, st, err := e.openOp(ctx, "")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCannotRun, err)
+		return nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	st, err := state.LoadCutoverState(ctx, conn)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCannotRun, e.target().Describe(err))
-	}
 	switch {
-	case e.d.Proxy == nil:
-		return nil, fmt.Errorf("%w: this agent runs no proxy; start it with pgshift run --proxy ADDR", ErrCannotRun)
-	case st.Op != state.OpNone:
-		return nil, fmt.Errorf("%w: a %s is in progress (attempt %d); the agent settles it when it restarts", ErrCannotRun, st.Op, st.Attempt)
 	case st.Live != state.LiveTarget:
 		return nil, fmt.Errorf("%w: traffic is on the source; there is nothing to roll back", ErrCannotRun)
 	}
