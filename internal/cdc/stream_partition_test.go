@@ -146,3 +146,29 @@ func TestStreamedTruncateInSubtransactions(t *testing.T) {
 		t.Fatalf("changes %v, want %s", got, want)
 	}
 }
+
+// Changes of a transaction marked with Options.DropOrigin (reverse replication's writes on the
+// source, decoded by the forward stream) are dropped; its commit still passes so the position
+// moves past it. A transaction of another origin, or of none, is delivered whole.
+func TestDropOriginDropsOnlyThatOrigin(t *testing.T) {
+	originMsg := func(name string) enc { return enc{'O'}.u64(0x50).str(name) }
+	msgs := []enc{
+		beginMsg(0x100, 1), originMsg(PgshiftOrigin), relationMsg(false, 0, 7), insertMsg(false, 0, 7, "1", "echo"), commitMsg(0x100, 0x108),
+		beginMsg(0x200, 2), originMsg("other_subscription"), insertMsg(false, 0, 7, "2", "theirs"), commitMsg(0x200, 0x208),
+		beginMsg(0x300, 3), insertMsg(false, 0, 7, "3", "clients"), commitMsg(0x300, 0x308),
+	}
+	evs, _, _, err := run(t, Options{DropOrigin: PgshiftOrigin}, 0, msgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(ids(evs), " "); got != "B C B 2 C B 3 C" {
+		t.Fatalf("with DropOrigin delivered %q, want the first transaction empty", got)
+	}
+	evs, _, _, err = run(t, Options{}, 0, msgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(ids(evs), " "); got != "B 1 C B 2 C B 3 C" {
+		t.Fatalf("without DropOrigin delivered %q, want every row", got)
+	}
+}

@@ -87,4 +87,38 @@ func TestCutoverPgbench(t *testing.T) {
 		t.Errorf("source pgbench_history has %s rows, pgbench reported %s transactions", got, processed[1])
 	}
 	w.check(t, e.src, "the source (after catch-up)")
+
+	// finish gives pgbench_history back the replica identity it had before the migration, on
+	// both sides, and leaves no slot behind; the target stays a database pgbench can write to.
+	const identSQL = `SELECT string_agg(relname || '=' || relreplident::text, ' ' ORDER BY relname) FROM pg_class
+		WHERE relname IN ('pgbench_accounts', 'pgbench_history')`
+	if got := e.q(e.src, identSQL); got != "pgbench_accounts=d pgbench_history=f" {
+		t.Errorf("source identities before finish: %s", got)
+	}
+	if err := e.agent.stop(); err != nil {
+		t.Fatalf("agent: %v", err)
+	}
+	res, err := Finish(ctx, e.cfg, FinishOptions{Yes: true}, testLog())
+	if err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	if !strings.Contains(strings.Join(res.Removed, "\n"), "replica identity FULL set by pgshift on public.pgbench_history") || len(res.IdentitiesLeft) > 0 {
+		t.Errorf("finish: removed %q, identities left %q", res.Removed, res.IdentitiesLeft)
+	}
+	for _, c := range []*pgtest.Cluster{e.src, e.dst} {
+		if got := e.q(c, identSQL); got != "pgbench_accounts=d pgbench_history=d" {
+			t.Errorf("identities after finish: %s", got)
+		}
+		if got := e.q(c, `SELECT count(*) FROM pg_replication_slots`); got != "0" {
+			t.Errorf("%s slots left after finish", got)
+		}
+	}
+	e.compare()
+	after := exec.CommandContext(ctx, bin, "-t", "50", "-n", "-h", e.dst.Host, "-p", fmt.Sprint(e.dst.Port), "-U", "postgres", "shop")
+	if out, err := after.CombinedOutput(); err != nil {
+		t.Fatalf("pgbench on the finished target: %v\n%s", err, out)
+	}
+	if got, want := e.q(e.dst, `SELECT count(*) FROM pgbench_history`), e.q(e.src, `SELECT count(*) + 50 FROM pgbench_history`); got != want {
+		t.Errorf("the finished target has %s history rows after 50 more transactions, want %s", got, want)
+	}
 }

@@ -327,6 +327,9 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 	stream := cdc.NewStream(repl, cdc.Options{
 		Slot: s.mig.Slot, Publication: s.mig.Publication, StartLSN: start, SkipBelow: s.pos.AppliedLSN,
 		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir, StatusInterval: statusEvery, Tables: migrated,
+		// What reverse replication applied to the source after a cutover is excluded by position
+		// at rollback; its origin excludes it a second time.
+		DropOrigin: cdc.PgshiftOrigin,
 	}, q, applier.Durable, sstats, log)
 
 	*reached = true
