@@ -8,6 +8,11 @@
 //     of the newest applied transaction) and in bytes (source pg_current_wal_lsn() − the end
 //     LSN of the last applied source transaction: pgshift.position / the subscription's
 //     replication origin);
+//   - probe lag, the issue's measure: a row inserted into lag_probe every 100 ms on the source
+//     (created_at = the source's clock_timestamp()) during the load; its lag is the commit time
+//     of the target transaction that applied it (pg_xact_commit_timestamp(xmin) on the target,
+//     track_commit_timestamp = on) minus created_at: when it became visible there, with no
+//     polling. p50/p99/max over all probes;
 //   - catch-up: from the end of pgbench until the target's pgbench_history has as many rows as
 //     the source's;
 //   - backlog replay: with the follower stopped, pgbench runs a fixed number of transactions
@@ -55,6 +60,10 @@ type result struct {
 	Samples         int     `json:"samples"`
 	SourceWALBytes  int64   `json:"source_wal_bytes_during_load"`
 	HistoryRowsLoad int64   `json:"history_rows_after_load"`
+	ProbeP50MS      float64 `json:"probe_lag_ms_p50"`
+	ProbeP99MS      float64 `json:"probe_lag_ms_p99"`
+	ProbeMaxMS      float64 `json:"probe_lag_ms_max"`
+	Probes          int     `json:"probes"`
 }
 
 func main() {
@@ -80,6 +89,16 @@ func main() {
 		fmt.Println(string(b))
 	}
 	fmt.Println()
+	fmt.Println("| follower | probe lag p50 / p99 / max (ms) | probes |")
+	fmt.Println("|---|---|---|")
+	for _, r := range results {
+		fmt.Printf("| %s | %.1f / %.1f / %.1f | %d |\n", r.Follower, r.ProbeP50MS, r.ProbeP99MS, r.ProbeMaxMS, r.Probes)
+	}
+	if len(results) == 2 {
+		p, n := results[0], results[1]
+		fmt.Printf("\nprobe p50: pgshift %.1f ms vs native %.1f ms (goal ≤ 2 × native + 5 = %.1f ms); p99: %.2f × native (goal ≤ 1.2); backlog replay: %.2f × native (goal ≥ 1.3)\n\n",
+			p.ProbeP50MS, n.ProbeP50MS, 2*n.ProbeP50MS+5, p.ProbeP99MS/n.ProbeP99MS, p.BacklogRate/n.BacklogRate)
+	}
 	fmt.Printf("| follower | source TPS | lag p50 / p99 / max (s) | lag p50 / p99 / max (bytes) | catch-up after load (s) | backlog replay: changes/s (s for %d) |\n", *backlog)
 	fmt.Println("|---|---|---|---|---|---|")
 	for _, r := range results {
@@ -99,7 +118,8 @@ func human(b float64) string {
 }
 
 // settings make both clusters durable like production ones (pgtest turns fsync off for tests).
-var settings = map[string]string{"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on", "max_wal_size": "4GB"}
+// track_commit_timestamp dates the probe rows' commits on the target.
+var settings = map[string]string{"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on", "max_wal_size": "4GB", "track_commit_timestamp": "on"}
 
 func runOne(follower, bin string, scale, duration, clients, threads, backlog int) (result, error) {
 	res := result{Follower: follower, BacklogChanges: backlog}
@@ -132,6 +152,9 @@ func runOne(follower, bin string, scale, duration, clients, threads, backlog int
 	log.Printf("%s: pgbench -i -s %d", follower, scale)
 	if out, err := pgbench("-i", "-q", "-s", strconv.Itoa(scale)); err != nil {
 		return res, fmt.Errorf("pgbench -i: %v\n%s", err, out)
+	}
+	if _, err := src.Psql(ctx, dbname, `CREATE TABLE lag_probe (id bigint PRIMARY KEY, created_at timestamptz NOT NULL)`); err != nil {
+		return res, err
 	}
 	// The same starting copy for both followers: a dump restored before any change is made.
 	dump := exec.Command("bash", "-c", fmt.Sprintf("%q -h %s -p %d -U postgres %s | %q -q -h %s -p %d -U postgres -d %s -v ON_ERROR_STOP=1",
@@ -277,10 +300,15 @@ func runOne(follower, bin string, scale, duration, clients, threads, backlog int
 			samples = append(samples, s)
 		}
 	}()
+	probed := make(chan error, 1)
+	go func() { probed <- probe(ctx, srcDSN, done) }()
 	out, err := pgbench("-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads), "-T", strconv.Itoa(duration))
 	loadEnd := time.Now()
 	close(done)
 	<-sampled
+	if perr := <-probed; perr != nil {
+		return res, fmt.Errorf("probe: %w", perr)
+	}
 	if err != nil {
 		return res, fmt.Errorf("pgbench: %v\n%s", err, out)
 	}
@@ -308,6 +336,29 @@ func runOne(follower, bin string, scale, duration, clients, threads, backlog int
 		return res, err
 	}
 	res.CatchUpSeconds = time.Since(loadEnd).Seconds()
+	var probes int64
+	if err := scon.QueryRow(ctx, `SELECT count(*) FROM lag_probe`).Scan(&probes); err != nil {
+		return res, err
+	}
+	var lags []float64
+	for deadline := time.Now().Add(time.Minute); ; {
+		rows, err := tcon.Query(ctx, `SELECT 1000 * extract(epoch FROM pg_xact_commit_timestamp(xmin) - created_at)::float8 FROM lag_probe`)
+		if err != nil {
+			return res, err
+		}
+		if lags, err = pgx.CollectRows(rows, pgx.RowTo[float64]); err != nil {
+			return res, err
+		}
+		if int64(len(lags)) >= probes || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if int64(len(lags)) != probes {
+		return res, fmt.Errorf("the target has %d of the source's %d probe rows", len(lags), probes)
+	}
+	res.Probes = len(lags)
+	res.ProbeP50MS, res.ProbeP99MS, res.ProbeMaxMS = pct(lags, 50), pct(lags, 99), pct(lags, 100)
 	log.Printf("%s: %.0f TPS, lag p99 %.2fs, caught up %.1fs after the load", follower, res.TPS, res.LagP99, res.CatchUpSeconds)
 
 	// Phase 2: replay a backlog.
@@ -338,7 +389,7 @@ func runOne(follower, bin string, scale, duration, clients, threads, backlog int
 		log.Printf("%s: stop: %v", follower, err)
 	}
 	// Independent check that the follower was exact, not just fast.
-	for _, tbl := range []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"} {
+	for _, tbl := range []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "lag_probe"} {
 		q := `SELECT count(*) || ' ' || md5(string_agg(t::text, E'\n' ORDER BY t::text COLLATE "C")) FROM ` + tbl + ` t`
 		var a, b string
 		if err := scon.QueryRow(ctx, q).Scan(&a); err != nil {
@@ -352,6 +403,27 @@ func runOne(follower, bin string, scale, duration, clients, threads, backlog int
 		}
 	}
 	return res, nil
+}
+
+// probe inserts a row into lag_probe every 100 ms, each in a transaction of its own, until done.
+func probe(ctx context.Context, dsn string, done <-chan struct{}) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for id := 1; ; id++ {
+		select {
+		case <-done:
+			return nil
+		case <-t.C:
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO lag_probe VALUES ($1, clock_timestamp())`, id); err != nil {
+			return err
+		}
+	}
 }
 
 func waitRows(ctx context.Context, tcon *pgx.Conn, want int64, alive func() error) error {

@@ -159,7 +159,10 @@ func changed(fs *pflag.FlagSet, name string) bool {
 
 // logger builds the structured logger. Every string attribute passes through scrub, so a
 // password can not reach the log even if some error text carries it.
-func (c *cli) logger() (*slog.Logger, error) {
+func (c *cli) logger() (*slog.Logger, error) { return c.loggerTo(c.stderr) }
+
+// loggerTo is logger writing to w.
+func (c *cli) loggerTo(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
@@ -180,9 +183,9 @@ func (c *cli) logger() (*slog.Logger, error) {
 	}
 	switch strings.ToLower(c.logFormat) {
 	case "text":
-		return slog.New(slog.NewTextHandler(c.stderr, opts)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(c.stderr, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
 }

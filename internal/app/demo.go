@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,7 +38,8 @@ type DemoOptions struct {
 	Format    assess.Format
 	// BinDir holds the PostgreSQL server binaries; empty means search PATH and /usr/lib/postgresql.
 	BinDir string
-	// HTTP, when set, is the address of the agent's dashboard and API during the demo.
+	// HTTP is the address of the agent's dashboard and API during the demo (default a free
+	// local port; printed at the start).
 	HTTP string
 	// ReportFile receives the HTML migration report at the end (default a file in the
 	// system's temporary directory; the path is printed).
@@ -58,6 +60,14 @@ type Demo struct {
 	Report               assess.Report
 
 	agent *demoAgent // the background `run` agent between the follow and stop steps
+
+	// The agent's proxy (its address and auth file, in the demo's own directory dir) and what
+	// the cutover steps measured.
+	proxyAddr, authFile, dir string
+	load                     *demoLoad // the application writing through the proxy
+	pauses                   []float64 // write pause of each switch, seconds
+	clientTxs                int64     // transactions the application committed through the switches
+	lossless                 bool      // both sides equal after the last switch
 }
 
 // DemoStep is one named stage of the demo.
@@ -74,11 +84,17 @@ func DemoSteps() []DemoStep {
 		{"run the sample workload", warmup},
 		{"assess the source and target", assessDemo},
 		CopyDemoStep(),
-		{"follow the source's changes under a live workload", followDemo},
+		{"follow the source's changes while the application writes through the proxy", followDemo},
 		{"verify source and target while the agent follows", verifyDemo},
+		{fmt.Sprintf("send %d %% of read sessions to the target", demoReadShare), readRolloutDemo},
 		{"compare query performance on both sides", compareDemo},
+		{"cut over to the target under load", cutoverDemo},
+		{"roll back to the source under load", rollbackDemo},
+		{"cut over again", cutoverAgainDemo},
+		{"stop the application and check that nothing was lost", settleDemo},
 		{"stop the agent", stopAgentDemo},
 		{"write the migration report", reportDemo},
+		{"finish the migration", finishDemo},
 	}
 }
 
@@ -122,7 +138,10 @@ func RunDemo(ctx context.Context, opts DemoOptions, steps []DemoStep) error {
 
 // stop removes both clusters; pgtest.Stop uses its own timeout, so it works after ctx is cancelled.
 func (d *Demo) stop() {
-	// The agent goes first: it holds connections to both clusters.
+	// The application and the agent go first: they hold connections to both clusters.
+	if _, err := d.stopLoad(); err != nil && !errors.Is(err, context.Canceled) {
+		d.Opts.Logger.Warn("demo: stopping the workload", "err", err)
+	}
 	if err := d.agent.stop(); err != nil {
 		d.Opts.Logger.Warn("demo: stopping the agent", "err", err)
 	}
@@ -132,6 +151,9 @@ func (d *Demo) stop() {
 				d.Opts.Logger.Warn("demo: removing cluster", "dir", c.Dir, "err", err)
 			}
 		}
+	}
+	if d.dir != "" {
+		os.RemoveAll(d.dir)
 	}
 }
 
@@ -156,6 +178,10 @@ func startClusters(ctx context.Context, d *Demo) error {
 		return err
 	}
 	fmt.Fprintf(d.Opts.Out, "    source: PostgreSQL on 127.0.0.1:%d, target: 127.0.0.1:%d (throwaway, removed at exit)\n", d.Source.Port, d.Target.Port)
+	if err := demoEndpoints(d); err != nil {
+		return err
+	}
+	fmt.Fprintf(d.Opts.Out, "    dashboard: http://%s/ (from the follow step on); the application's proxy: %s\n", d.Opts.HTTP, d.proxyAddr)
 	return nil
 }
 

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/pgshift/pgshift/internal/compare"
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/report"
@@ -46,20 +44,17 @@ func (d *Demo) config() config.Config {
 // workload on the source for FollowFor while printing the lag, then waits until the target has
 // applied everything the source committed.
 func followDemo(ctx context.Context, d *Demo) error {
-	cfg := d.config()
-	cfg.HTTP = d.Opts.HTTP
-	if cfg.HTTP != "" {
-		fmt.Fprintf(d.Opts.Out, "    dashboard: http://%s/\n", cfg.HTTP)
-	}
+	cfg := d.proxyConfig()
 	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.agent = &demoAgent{cancel: cancel, done: make(chan error, 1)}
 	go func() {
 		d.agent.done <- Run(actx, cfg, RunOptions{HeartbeatInterval: time.Second, MonitorInterval: time.Second}, d.Opts.Logger)
 	}()
 
-	pool, err := pgxpool.New(ctx, d.SourceDSN)
+	// The application connects to the proxy, which sends everything to the source for now.
+	pool, err := d.connectApp(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to demo source: %w", err)
+		return err
 	}
 	defer pool.Close()
 	wctx, wcancel := context.WithTimeout(ctx, d.Opts.FollowFor)
@@ -73,7 +68,7 @@ func followDemo(ctx context.Context, d *Demo) error {
 		c, err := sampledb.Workload{Pool: pool, Rate: d.Opts.Rate, Workers: 2, Seed: 2}.Run(wctx)
 		wdone <- result{c, err}
 	}()
-	fmt.Fprintf(d.Opts.Out, "    the agent follows the slot while the workload writes to the source for %s\n", d.Opts.FollowFor)
+	fmt.Fprintf(d.Opts.Out, "    the agent follows the slot while the workload writes to the source through the proxy for %s\n", d.Opts.FollowFor)
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	began := time.Now()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -47,14 +48,32 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("demo: %v\n%s", err, out.String())
 		}
 		text := out.String()
-		for _, s := range []string{"[1/11] start source and target clusters", "create the sample supply-chain database",
+		for _, s := range []string{"[1/16] start source and target clusters", "create the sample supply-chain database",
 			"Result: READY", "[replica_identity_full] public.inventory_transactions", "public.order_items",
 			"copied 7 tables", "target caught up", "Tables identical: 7/7", "Result: IDENTICAL (exit 0)",
-			"stopped cleanly", "dashboard: http://", "QUERY", "revenue by country", "queries slower on the target", "Table Validation Summary:", "Tables matched: 7/7 tables (100%)",
-			"report: " + reportFile, "demo finished"} {
+			"MODE split", "% routed)", "cutover done", "traffic is on the target", "rollback done", "traffic is on the source",
+			"reverse replication keeps the source current", ", 0 failed", "the rollback lost nothing",
+			"stopped cleanly", "dashboard: http://" + opts.HTTP, "QUERY", "revenue by country", "queries slower on the target", "Table Validation Summary:", "Tables matched: 7/7 tables (100%)",
+			"report: " + reportFile, "no slot, publication or pgshift schema is left", "demo finished"} {
 			if !strings.Contains(text, s) {
 				t.Errorf("demo output lacks %q:\n%s", s, text)
 			}
+		}
+		// Three switches under load, each with its pause measured; the application committed
+		// through all of them, and both sides were equal afterwards (the demo's own md5).
+		if len(seen.pauses) != 3 {
+			t.Errorf("%d switches measured, want 3 (cutover, rollback, cutover)", len(seen.pauses))
+		}
+		for i, p := range seen.pauses {
+			if p <= 0 || p > 5 {
+				t.Errorf("switch %d: write pause %.3f s", i+1, p)
+			}
+		}
+		if seen.clientTxs == 0 || !seen.lossless {
+			t.Errorf("application transactions through the switches: %d, lossless: %v", seen.clientTxs, seen.lossless)
+		}
+		if m := regexp.MustCompile(`SHOW ROUTES: (\d+) reads to the target, (\d+) to the source`).FindStringSubmatch(text); m == nil || m[1] == "0" || m[2] == "0" {
+			t.Errorf("the read rollout sent reads to one side only: %v", m)
 		}
 		if seen.Workload.Transactions == 0 {
 			t.Error("warm-up workload ran no transactions")
@@ -69,7 +88,7 @@ func TestDemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"<svg", "Table Validation Summary", "following", "agent.start", "agent.stop", "revenue by country"} {
+		for _, want := range []string{"<svg", "Table Validation Summary", "following", "agent.start", "agent.stop", "revenue by country", "cutover", "rollback"} {
 			if !strings.Contains(string(html), want) {
 				t.Errorf("demo report lacks %q", want)
 			}

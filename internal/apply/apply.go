@@ -45,7 +45,11 @@ type Options struct {
 	// MaxPipelineBytes bounds the parameter bytes of the statements sent before results are
 	// read (default 4 MiB), so the pipeline's memory does not grow with row width.
 	MaxPipelineBytes int
-	IdleCommit       time.Duration // commit when no input arrives for this long (default 5 ms)
+	// IdleCommit, when positive, is how long an open target transaction waits for more input
+	// between source transactions before it commits. Zero (the default) commits as soon as no
+	// input is waiting: an idle or lightly loaded stream applies each transaction at once, and
+	// a busy one still shares commits, because input queues up while a commit is flushed.
+	IdleCommit time.Duration
 
 	// SkipBelow is the applied position at start: transactions committed before it are on the
 	// target already (the stream drops them too; this is a second guard).
@@ -91,9 +95,6 @@ func (o *Options) defaults() {
 	}
 	if o.MaxPipelineBytes <= 0 {
 		o.MaxPipelineBytes = 4 << 20
-	}
-	if o.IdleCommit <= 0 {
-		o.IdleCommit = 5 * time.Millisecond
 	}
 	if o.MaxRecorded <= 0 {
 		o.MaxRecorded = 65536
@@ -188,9 +189,9 @@ func (a *Applier) Run(ctx context.Context, q *cdc.Queue) (err error) {
 		}
 	}()
 	// Between source transactions with a target transaction open, the applier commits when
-	// no more input arrives for IdleCommit, when the batch is full, or MaxDelay after it began.
-	// Waiting a moment for more input lets a busy stream share one target commit among many
-	// source transactions; an idle stream commits (and confirms) within IdleCommit.
+	// no input is waiting (or none arrives for IdleCommit), when the batch is full, or MaxDelay
+	// after it began. A busy stream still shares one target commit among many source
+	// transactions: what arrives while a commit is flushed waits in the queue for the next.
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -202,18 +203,29 @@ func (a *Applier) Run(ctx context.Context, q *cdc.Queue) (err error) {
 				}
 				continue
 			}
-			wait := min(a.opts.IdleCommit, time.Until(a.txStart.Add(a.opts.MaxDelay)))
-			timer.Reset(max(wait, 0))
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case c = <-q.C():
-				timer.Stop()
-			case <-timer.C:
-				if err := a.commit(ctx); err != nil {
-					return err
+			// No input waiting: commit now (IdleCommit 0), or after waiting IdleCommit for more.
+			if a.opts.IdleCommit <= 0 {
+				select {
+				case c = <-q.C():
+				default:
+					if err := a.commit(ctx); err != nil {
+						return err
+					}
+					continue
 				}
-				continue
+			} else {
+				timer.Reset(max(min(a.opts.IdleCommit, time.Until(a.txStart.Add(a.opts.MaxDelay))), 0))
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case c = <-q.C():
+					timer.Stop()
+				case <-timer.C:
+					if err := a.commit(ctx); err != nil {
+						return err
+					}
+					continue
+				}
 			}
 		} else {
 			select {
@@ -294,6 +306,14 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 			a.cur = nil
 			a.lastEnd, a.lastTime = ev.Commit.EndLSN, ev.Commit.CommitTime
 			a.txCount++
+			if a.noCompact {
+				// Applied without a recording (streamed, too large, or after a redo): committed
+				// on its own, so a schema stop in a later transaction can keep the ones before
+				// it (keepCompleted needs the whole open target transaction recorded).
+				if err := a.commit(ctx); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil
@@ -304,7 +324,9 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 // committed, so the stop is exact. The user's fix (a column renamed or added on the target)
 // then meets only the transactions from the stopping one on; applied to a target still
 // behind the source's schema change, the same fix would make the earlier ones fail next.
-// Without a complete recording (a large transaction, a redo) nothing is kept, as before.
+// The open target transaction is always recorded when it holds more than the stopping source
+// transaction: one applied without a recording is committed at its end, and one that grows too
+// large to record first commits those before it (stopRecording).
 func (a *Applier) keepCompleted(ctx context.Context, cause error) error {
 	if a.tx == nil || a.txCount == 0 || !a.recording() || a.rawAtBegin > len(a.raw) {
 		return cause

@@ -33,6 +33,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -309,6 +310,11 @@ func (a *Applier) redo(ctx context.Context, cause error) error {
 // real and is returned as it is.
 func (a *Applier) stopRecording(ctx context.Context) error {
 	a.log.Debug("transaction too large to keep for a redo; applying the rest change by change", "changes", len(a.raw), "bytes", a.rawBytes)
+	if a.txCount > 0 {
+		if err := a.commitBefore(ctx); err != nil {
+			return err
+		}
+	}
 	if err := a.flushEntries(ctx); err != nil {
 		return err
 	}
@@ -318,6 +324,28 @@ func (a *Applier) stopRecording(ctx context.Context) error {
 	a.resetCompaction()
 	a.noCompact = true
 	return nil
+}
+
+// commitBefore gives the current source transaction a target transaction of its own before it
+// stops being recorded: the ones before it in the open target transaction are applied again
+// from the recording and committed, then its own changes so far are applied again in a new
+// target transaction. A schema stop later in it then leaves the position right before it.
+func (a *Applier) commitBefore(ctx context.Context) error {
+	cur, own := a.cur, slices.Clone(a.raw[a.rawAtBegin:])
+	a.raw, a.cur = a.raw[:a.rawAtBegin], nil
+	if err := a.redo(ctx, errors.New("committing the transactions before a large one")); err != nil {
+		return err
+	}
+	if err := a.commit(ctx); err != nil {
+		return err
+	}
+	tx, err := a.conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin target transaction: %w", err)
+	}
+	a.tx, a.txStart, a.txCount, a.txBytes = tx, time.Now(), 0, 0
+	a.cur, a.raw, a.rawAtBegin = cur, own, 0
+	return a.redo(ctx, errors.New("applying a large transaction on its own"))
 }
 
 // resetCompaction forgets the merged rows and the raw changes (after a commit or for a redo).

@@ -42,3 +42,53 @@ func TestSchemaStopKeepsEarlierTransactions(t *testing.T) {
 		t.Fatal("a target transaction is left open")
 	}
 }
+
+// TestSchemaStopAfterUnrecordedTransactions: the same exact stop when the open target
+// transaction held a transaction applied without a recording: a streamed one (committed on its
+// own since), or one that grew past MaxRecorded (the ones before it are committed first). The
+// torture harness found the streamed case: with logical_decoding_work_mem = 64kB a RENAME on
+// the source stopped the agent, and after the fix on the target the restarted agent stopped
+// for good on an earlier transaction that still sent the old name.
+func TestSchemaStopAfterUnrecordedTransactions(t *testing.T) {
+	cl := pgtest.New(t, pgtest.Options{})
+	ctx := context.Background()
+	const schema = `CREATE TABLE u (id int PRIMARY KEY, email text, n int); INSERT INTO u VALUES (1, 'x', 0), (2, 'y', 0);`
+	for _, tc := range []struct {
+		name string
+		big  func(c *cdc.Chunk) // turns the first transaction into an unrecorded one
+		max  int
+	}{
+		{"Streamed", func(c *cdc.Chunk) { c.Events[0].Begin.Streamed = true }, 0},
+		{"PastMaxRecorded", func(*cdc.Chunk) {}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newRedoEnv(t, cl, "schemastop_"+strings.ToLower(tc.name), schema+`ALTER TABLE u RENAME COLUMN n TO m;`, schema)
+			if tc.max > 0 {
+				e.a.opts.MaxRecorded = tc.max
+			}
+			before := e.rel("u", 'd', colID, colText("email"), colInt("n"))
+			after := e.rel("u", 'd', colID, colText("email"), colInt("m"))
+			ins := func(id, n string) *cdc.Change {
+				return &cdc.Change{Kind: cdc.Insert, Rel: before, New: []cdc.Value{txt(id), txt("e" + id), txt(n)}}
+			}
+			c := batch(0x1000,
+				[]*cdc.Change{ins("10", "1")},
+				[]*cdc.Change{ins("11", "1"), ins("12", "1"), ins("13", "1")},
+				[]*cdc.Change{{Kind: cdc.Update, Rel: before, New: []cdc.Value{txt("1"), txt("x"), txt("5")}}},
+				[]*cdc.Change{{Kind: cdc.Update, Rel: after, New: []cdc.Value{txt("2"), txt("y"), txt("9")}}},
+			)
+			tc.big(c)
+			err := e.a.chunk(ctx, c)
+			var se *ErrSchema
+			if !errors.As(err, &se) || !strings.Contains(err.Error(), "renamed") {
+				t.Fatalf("got %v, want the rename stop", err)
+			}
+			if got := e.target(`SELECT string_agg(id || ':' || n, ' ' ORDER BY id) FROM public.u`); got != "1:5 2:0 10:1 11:1 12:1 13:1" {
+				t.Fatalf("u = %q, want the three transactions before the stop applied", got)
+			}
+			if got := e.target(`SELECT applied_lsn::text FROM pgshift.position`); got != "0/10D0" {
+				t.Fatalf("applied position %s, want 0/10D0 (the end of the third transaction)", got)
+			}
+		})
+	}
+}
