@@ -292,6 +292,11 @@ func (cs *caseRun) ddl(ctx context.Context, e chaosEvent) {
 			t.partValues = append(t.partValues, vals...)
 		}
 	}
+	if cs.plan.schema.OwnerRole {
+		// The application's role makes its own DDL: a partition it creates is its own, as the
+		// tables are, and pgshift (connected as that role) can read it.
+		d.sql = "SET ROLE " + qi(ownerRole) + "; " + d.sql
+	}
 	if e.first && e.ddl == "rename" {
 		// No tool that replicates by column name can take a rename made on the target first
 		// (the source still sends the old name until it renames too, and pgshift does not guess
