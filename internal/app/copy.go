@@ -49,16 +49,33 @@ func copyDemo(ctx context.Context, d *Demo) error {
 	if err != nil {
 		return err
 	}
-	sum.WriteSummary(indent{d.Opts.Out})
+	sum.WriteSummary(newIndent(d.Opts.Out))
 	return nil
 }
 
 // indent prefixes every line written through it with four spaces, like the demo's other output.
-type indent struct{ w io.Writer }
+type indent struct {
+	w   io.Writer
+	mid bool // the last write ended inside a line
+}
 
-func (i indent) Write(p []byte) (int, error) {
-	s := "    " + strings.ReplaceAll(strings.TrimSuffix(string(p), "\n"), "\n", "\n    ") + "\n"
-	if _, err := io.WriteString(i.w, s); err != nil {
+// newIndent prefixes every line written through it, whatever pieces the lines arrive in (a
+// tabwriter writes cell by cell).
+func newIndent(w io.Writer) *indent { return &indent{w: w} }
+
+func (i *indent) Write(p []byte) (int, error) {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(string(p), "\n") {
+		if line == "" {
+			continue
+		}
+		if !i.mid {
+			b.WriteString("    ")
+		}
+		b.WriteString(line)
+		i.mid = !strings.HasSuffix(line, "\n")
+	}
+	if _, err := io.WriteString(i.w, b.String()); err != nil {
 		return 0, err
 	}
 	return len(p), nil

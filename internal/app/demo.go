@@ -68,6 +68,7 @@ type Demo struct {
 	pauses                   []float64 // write pause of each switch, seconds
 	clientTxs                int64     // transactions the application committed through the switches
 	lossless                 bool      // both sides equal after the last switch
+	routedSessions           int       // reader sessions the rollout rule sent to the target
 }
 
 // DemoStep is one named stage of the demo.

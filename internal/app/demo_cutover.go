@@ -105,6 +105,31 @@ func (d *Demo) connectApp(ctx context.Context) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
+// waitProxy waits until the agent's proxy takes connections.
+func (d *Demo) waitProxy(ctx context.Context) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		conn, err := pgx.Connect(ctx, d.clientDSN(DemoDatabase, ""))
+		if err == nil {
+			return conn.Close(ctx)
+		}
+		select {
+		case aerr := <-d.agent.done:
+			d.agent.done <- aerr // kept for stop()
+			return fmt.Errorf("the agent stopped before its proxy took connections: %w", aerr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the agent's proxy at %s took no connection within a minute: %w", d.proxyAddr, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 func (d *Demo) startLoad(ctx context.Context, seed uint64) error {
 	pool, err := d.connectApp(ctx)
 	if err != nil {
@@ -202,8 +227,9 @@ func readRolloutDemo(ctx context.Context, d *Demo) error {
 	if toTarget+toSource == 0 {
 		return errors.New("SHOW ROUTES counted no read of the rollout rule")
 	}
-	fmt.Fprintf(d.Opts.Out, "    %d sessions × %d reads: %d sessions (%.0f %%) read from the target; SHOW ROUTES: %d reads to the target, %d to the source (%.0f %% routed)\n",
-		sessions, reads, sessionsOnTarget, 100*float64(sessionsOnTarget)/sessions, toTarget, toSource, 100*float64(toTarget)/float64(toTarget+toSource))
+	fmt.Fprintf(d.Opts.Out, "    %d reader sessions × %d reads: %d of them (%.0f %%) were answered by the target; SHOW ROUTES: rule demo-rollout sent %d reads to the target, %d to the source\n",
+		sessions, reads, sessionsOnTarget, 100*float64(sessionsOnTarget)/sessions, toTarget, toSource)
+	d.routedSessions = sessionsOnTarget
 	fmt.Fprintln(d.Opts.Out, "    writes, and reads in write transactions, stay on the source until the cutover")
 	return nil
 }
@@ -324,7 +350,7 @@ func settleDemo(ctx context.Context, d *Demo) error {
 		return fmt.Errorf("a client transaction failed through the proxy: %w", err)
 	}
 	d.clientTxs = counts.Transactions
-	fmt.Fprintf(d.Opts.Out, "    the application committed %s through the proxy, 0 failed\n", counts)
+	fmt.Fprintf(d.Opts.Out, "    through the proxy the application committed %s; 0 failed\n", counts)
 	tables, err := demoTables(ctx, d.TargetDSN)
 	if err != nil {
 		return err

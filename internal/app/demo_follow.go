@@ -52,6 +52,9 @@ func followDemo(ctx context.Context, d *Demo) error {
 	}()
 
 	// The application connects to the proxy, which sends everything to the source for now.
+	if err := d.waitProxy(ctx); err != nil {
+		return err
+	}
 	pool, err := d.connectApp(ctx)
 	if err != nil {
 		return err
@@ -114,7 +117,7 @@ func verifyDemo(ctx context.Context, d *Demo) error {
 	if err != nil {
 		return err
 	}
-	if err := rep.WriteText(indent{d.Opts.Out}, 5); err != nil {
+	if err := rep.WriteText(newIndent(d.Opts.Out), 5); err != nil {
 		return err
 	}
 	if code := rep.ExitCode(); code != 0 {
@@ -150,7 +153,7 @@ func compareDemo(ctx context.Context, d *Demo) error {
 		return err
 	}
 	rep, err := CompareQueries(ctx, d.config(), CompareOptions{QueriesFile: f.Name(), Format: compare.FormatText,
-		Options: compare.Options{Runs: 5, WarmUp: 1, Explain: true}}, indent{d.Opts.Out}, d.Opts.Logger)
+		Options: compare.Options{Runs: 5, WarmUp: 1, Explain: true}}, newIndent(d.Opts.Out), d.Opts.Logger)
 	if err != nil {
 		return err
 	}
