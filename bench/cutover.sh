@@ -100,6 +100,7 @@ for i in $(seq "$CYCLES"); do
 		out=$("$WORK/pgshift" "$op" "${args[@]}" 2>&1) || { echo "$op $i failed:" >&2; echo "$out" >&2; exit 1; }
 		t1=$(now)
 		pause=$(sed -nE 's/.*write pause ([0-9.]+) ms.*/\1/p' <<<"$out" | tail -1)
+		printf '%s\n' "$out" >"$WORK/out-$op-$i"
 		echo "$op $i $t0 $t1 $pause" >>"$WORK/switches"
 		sleep "$GAP"
 	done
@@ -121,6 +122,18 @@ summary() { # summary OP COLUMN NAME
 for op in cutover rollback; do
 	summary $op 3 "pause_ms"
 	summary $op 4 "client_ms"
+done
+# Where the time goes: each step's median duration, from the commands' own step lines
+# ("NN. name  state  D ms  detail").
+for op in cutover rollback; do
+	echo "$op steps, median ms over $CYCLES:"
+	cat "$WORK"/out-$op-* | awk '/^ ?[0-9]+\. / && match($0, / [0-9.]+ ms  /) {
+		no = $1 + 0; ms = substr($0, RSTART + 1, RLENGTH - 5) + 0; name = substr($0, 5, 66); sub(/ +$/, "", name)
+		n[no]++; v[no, n[no]] = ms; names[no] = name }
+		END { for (no = 1; no <= 20; no++) if (n[no]) {
+			m = n[no]; for (k = 1; k <= m; k++) a[k] = v[no, k]
+			for (k = 2; k <= m; k++) for (j = k; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+			printf "  %2d. %-60s %8.1f\n", no, names[no], a[int((n[no] + 1) / 2)] } }'
 done
 awk '{ print $3 }' "$WORK/result" | sort -n | awk '{ a[NR] = $1 } END { printf "all switches pause_ms: p50 %.1f, max %.1f\n", a[int((NR + 1) / 2)], a[NR] }'
 grep -E 'number of transactions actually processed|number of failed transactions|^tps|latency average' "$WORK/pgbench.out" || true
