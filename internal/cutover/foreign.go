@@ -97,3 +97,16 @@ func checkForward(ctx context.Context, src *pgx.Conn, slot, pub string, from, up
 	}
 	return nil
 }
+
+// checkForwardNow is checkForward up to the source's current WAL position, which it returns.
+func checkForwardNow(ctx context.Context, src *pgx.Conn, slot, pub string, from pgtypes.LSN) (pgtypes.LSN, error) {
+	var s string
+	if err := src.QueryRow(ctx, `SELECT pg_catalog.pg_current_wal_insert_lsn()::text`).Scan(&s); err != nil {
+		return 0, fmt.Errorf("read the source's WAL position: %w", err)
+	}
+	upto, err := pgtypes.ParseLSN(s)
+	if err != nil {
+		return 0, err
+	}
+	return upto, checkForward(ctx, src, slot, pub, from, upto)
+}

@@ -161,7 +161,7 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 			return "", err
 		}
 		detail := fmt.Sprintf("%d materialized views refreshed", n)
-		more, err := e.syncUnfollowed(ctx, e.source(), e.target(), src)
+		more, err := e.syncUnfollowed(ctx, e.source(), e.target(), src, conn)
 		return detail + more, err
 	})
 	if err != nil {
@@ -451,6 +451,11 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 		}
 		unfenced = true
 	}
+	// What the forward slot gained since the pre-checks is checked now, before the pause, so
+	// the check inside it (step 3) decodes only the last moments before the pause.
+	if _, err := checkForwardNow(ctx, src, m.Slot, m.Publication, rb.ForwardFinal); err != nil {
+		return abort(e.source().Describe(err))
+	}
 	err = a.step(ctx, 2, func() (string, error) {
 		took, err := p.Pause(ctx, e.d.Config.ProxySettings.PauseTimeout)
 		if err != nil {
@@ -507,7 +512,7 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 			return "", err
 		}
 		detail := fmt.Sprintf("%d sequences set from the target (margin %d)", n, e.cs.SequenceMargin)
-		more, err := e.syncUnfollowed(ctx, e.target(), e.writableSource(), conn)
+		more, err := e.syncUnfollowed(ctx, e.target(), e.writableSource(), conn, src)
 		return detail + more, err
 	})
 	if err != nil {
@@ -835,18 +840,9 @@ func (e *Engine) precheckForeign(ctx context.Context, m state.Migration, st stat
 		return c
 	}
 	defer src.Close(context.WithoutCancel(ctx))
-	var s string
-	if err := src.QueryRow(ctx, `SELECT pg_catalog.pg_current_wal_insert_lsn()::text`).Scan(&s); err != nil {
-		c.Detail = e.source().Describe(err).Error()
-		return c
-	}
-	upto, err := pgtypes.ParseLSN(s)
+	upto, err := checkForwardNow(ctx, src, m.Slot, m.Publication, st.ForwardFinal)
 	if err != nil {
-		c.Detail = err.Error()
-		return c
-	}
-	if err := checkForward(ctx, src, m.Slot, m.Publication, st.ForwardFinal, upto); err != nil {
-		c.Detail = err.Error()
+		c.Detail = e.source().Describe(err).Error()
 		return c
 	}
 	c.OK, c.Detail = true, fmt.Sprintf("every change on the source since %s came from reverse replication (checked up to %s)", st.ForwardFinal, upto)

@@ -78,12 +78,13 @@ func refreshMatViews(ctx context.Context, conn *pgx.Conn) (int, error) {
 // syncUnfollowed brings over, during the pause, what logical decoding does not carry, from
 // the side traffic leaves to the side it goes to: large objects (created, changed and removed
 // since the copy or the last switch, compared by size and hash; idempotent) and, with
-// recopy_unlogged, the unlogged tables, copied again whole. fromConn is a session to from. It
-// returns what it did, for the step's detail.
-func (e *Engine) syncUnfollowed(ctx context.Context, from, to db.Endpoint, fromConn *pgx.Conn) (string, error) {
+// recopy_unlogged, the unlogged tables, copied again whole. fromConn and toConn are open
+// sessions to from and to (to's writable), used for the large objects rather than new logins.
+// It returns what it did, for the step's detail.
+func (e *Engine) syncUnfollowed(ctx context.Context, from, to db.Endpoint, fromConn, toConn *pgx.Conn) (string, error) {
 	cfg := e.d.Config
 	lo, err := snapshot.SyncLargeObjects(ctx, from, to,
-		snapshot.LargeObjectOptions{NoOwner: cfg.NoOwner, NoPrivileges: cfg.NoPrivileges, Log: e.d.Log})
+		snapshot.LargeObjectOptions{NoOwner: cfg.NoOwner, NoPrivileges: cfg.NoPrivileges, Log: e.d.Log, SourceConn: fromConn, TargetConn: toConn})
 	if err != nil {
 		return "", fmt.Errorf("sync large objects: %w", err)
 	}
@@ -99,12 +100,7 @@ func (e *Engine) syncUnfollowed(ctx context.Context, from, to db.Endpoint, fromC
 	if err != nil {
 		return "", from.Describe(err)
 	}
-	tc, err := to.Connect(ctx)
-	if err != nil {
-		return "", err
-	}
-	tv, err := catalog.Server(ctx, tc)
-	tc.Close(context.WithoutCancel(ctx))
+	tv, err := catalog.Server(ctx, toConn)
 	if err != nil {
 		return "", to.Describe(err)
 	}

@@ -37,6 +37,10 @@ type LargeObjectOptions struct {
 	BatchBytes int64
 	BatchCount int
 	Log        *slog.Logger
+	// SourceConn and TargetConn, when set, are open sessions (not in a transaction) used
+	// instead of new ones: the cutover's pause has them already, and a login costs
+	// milliseconds there. They are left open.
+	SourceConn, TargetConn *pgx.Conn
 }
 
 // LargeObjectResult is what SyncLargeObjects did.
@@ -65,11 +69,15 @@ func SyncLargeObjects(ctx context.Context, src, dst db.Endpoint, opts LargeObjec
 	if opts.Snapshot != "" && !snapshotNameRE.MatchString(opts.Snapshot) {
 		return res, fmt.Errorf("invalid exported snapshot name %q", opts.Snapshot)
 	}
-	srcConn, err := src.Connect(ctx)
-	if err != nil {
-		return res, err
+	srcConn := opts.SourceConn
+	if srcConn == nil {
+		c, err := src.Connect(ctx)
+		if err != nil {
+			return res, err
+		}
+		defer c.Close(context.WithoutCancel(ctx))
+		srcConn = c
 	}
-	defer srcConn.Close(context.WithoutCancel(ctx))
 	srcTx, err := srcConn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return res, fmt.Errorf("large objects: %w", src.Describe(err))
@@ -84,11 +92,15 @@ func SyncLargeObjects(ctx context.Context, src, dst db.Endpoint, opts LargeObjec
 	if err != nil {
 		return res, fmt.Errorf("on the source: %w", src.Describe(err))
 	}
-	dstConn, err := dst.Connect(ctx)
-	if err != nil {
-		return res, err
+	dstConn := opts.TargetConn
+	if dstConn == nil {
+		c, err := dst.Connect(ctx)
+		if err != nil {
+			return res, err
+		}
+		defer c.Close(context.WithoutCancel(ctx))
+		dstConn = c
 	}
-	defer dstConn.Close(context.WithoutCancel(ctx))
 	dstList, err := catalog.LargeObjects(ctx, dstConn)
 	if err != nil {
 		return res, fmt.Errorf("on the target: %w", dst.Describe(err))
