@@ -106,6 +106,30 @@ type CutoverSettings struct {
 	WatchWindow   time.Duration `yaml:"watch_window"`
 	WatchInterval time.Duration `yaml:"watch_interval"`
 	AutoRollback  bool          `yaml:"auto_rollback"`
+	// MatViews say, per materialized view, when a cutover refreshes it on the target (the
+	// first rule whose name matches decides; views no rule names are refreshed in the pause).
+	MatViews []MatViewRule `yaml:"matviews"`
+}
+
+// MatViewRule is when the cutover refreshes the materialized views a pattern names.
+type MatViewRule struct {
+	// Name is a "schema.view" or "view" pattern (path.Match syntax, as include/exclude).
+	Name string `yaml:"name"`
+	// Refresh is "pause" (in the write pause: the view is exact when traffic arrives, and the
+	// refresh's time is part of the pause), "after" (once traffic runs on the target,
+	// CONCURRENTLY when the view has a unique index on plain columns: stale until then, and
+	// the pause stays short) or "skip" (left as the copy made it, for the user to refresh).
+	Refresh string `yaml:"refresh"`
+}
+
+// MatViewRefresh is the Refresh of the first rule that names schema.name ("pause" when none).
+func (c CutoverSettings) MatViewRefresh(schema, name string) string {
+	for _, r := range c.MatViews {
+		if matchAny([]string{r.Name}, schema, name) {
+			return r.Refresh
+		}
+	}
+	return "pause"
 }
 
 // ProxySettings are the proxy's settings; zero values take the proxy's defaults.
@@ -243,6 +267,16 @@ func (c Config) Validate() error {
 	}
 	if c.LagWarn < 0 {
 		return fmt.Errorf("lag_warn: in the config file must not be negative, got %s", c.LagWarn)
+	}
+	for _, r := range c.Cutover.MatViews {
+		if _, err := path.Match(r.Name, ""); err != nil || r.Name == "" {
+			return fmt.Errorf("cutover.matviews: name %q: want a \"schema.view\" or \"view\" pattern", r.Name)
+		}
+		switch r.Refresh {
+		case "pause", "after", "skip":
+		default:
+			return fmt.Errorf("cutover.matviews: %s: refresh %q: want pause, after or skip", r.Name, r.Refresh)
+		}
 	}
 	switch c.ProxySettings.Mode {
 	case "", "source", "split", "target":

@@ -134,3 +134,27 @@ func TestSecretsAndScrub(t *testing.T) {
 		}
 	}
 }
+
+// cutover.matviews: the first matching rule decides, unnamed views are refreshed in the pause,
+// and a rule with an unknown refresh or a broken pattern is refused by Validate.
+func TestMatViewRules(t *testing.T) {
+	cs := CutoverSettings{MatViews: []MatViewRule{{Name: "reports.*", Refresh: "after"}, {Name: "big_*", Refresh: "skip"}, {Name: "big_one", Refresh: "pause"}}}
+	for _, c := range []struct{ schema, name, want string }{
+		{"reports", "daily", "after"}, {"public", "big_one", "skip"}, {"public", "small", "pause"}, {"reports", "big_x", "after"},
+	} {
+		if got := cs.MatViewRefresh(c.schema, c.name); got != c.want {
+			t.Errorf("%s.%s: %s, want %s", c.schema, c.name, got, c.want)
+		}
+	}
+	cfg := Defaults()
+	cfg.Cutover = cs
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []MatViewRule{{Name: "x", Refresh: "later"}, {Name: "[", Refresh: "skip"}, {Name: "", Refresh: "skip"}} {
+		cfg.Cutover.MatViews = []MatViewRule{bad}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "cutover.matviews") {
+			t.Errorf("%+v: %v, want a cutover.matviews error", bad, err)
+		}
+	}
+}

@@ -31,10 +31,11 @@
 // the cutover came from reverse replication, and refuses, naming the table and position, when
 // one did not (foreign.go). Pre hooks and smoke/health checks gate a cutover, post-switch hooks
 // and the checks run after each switch, and a watch window can roll back by itself
-// (hooks.go, watch.go).
+// (hooks.go, watch.go). cutover.matviews moves a materialized view's refresh out of the pause
+// (after the switch, CONCURRENTLY where it can) or skips it.
 //
 // Not built: fencing by role (NOLOGIN) or by table lock, statements kept back until cutover
-// (pgshift.deferred_ddl: the pre-checks refuse while any are pending), per-view options, and
+// (pgshift.deferred_ddl: the pre-checks refuse while any are pending), and
 // a rollback while the target is unreachable (it is refused: the target's last writes could
 // not be carried back).
 package cutover

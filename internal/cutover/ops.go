@@ -156,11 +156,14 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 		return e.abortCutoverResult(ctx, a, conn, rev, paused, held, err)
 	}
 	err = a.step(ctx, 5, func() (string, error) {
-		n, err := refreshMatViews(ctx, conn)
+		n, err := refreshMatViews(ctx, conn, e.cs, "pause")
 		if err != nil {
 			return "", err
 		}
-		detail := fmt.Sprintf("%d materialized views refreshed", n)
+		detail := fmt.Sprintf("%d materialized views refreshed", n.refreshed)
+		if n.after > 0 || n.skipped > 0 {
+			detail += fmt.Sprintf(" (%d after the switch, %d skipped: cutover.matviews)", n.after, n.skipped)
+		}
 		more, err := e.syncUnfollowed(ctx, e.source(), e.target(), src, conn)
 		return detail + more, err
 	})
@@ -627,6 +630,16 @@ func (e *Engine) userChecks(ctx context.Context, conn *pgx.Conn, op, live string
 func (e *Engine) postSwitch(ctx context.Context, a *attempt, no int, conn *pgx.Conn, op, live string) error {
 	err := a.step(ctx, no, func() (string, error) {
 		var parts []string
+		if live == state.LiveTarget {
+			// The views cutover.matviews keeps out of the pause, now that traffic runs here.
+			n, err := refreshMatViews(ctx, conn, e.cs, "after")
+			if err != nil {
+				return "", err
+			}
+			if n.refreshed > 0 {
+				parts = append(parts, fmt.Sprintf("%d materialized views refreshed after the switch", n.refreshed))
+			}
+		}
 		if len(e.cs.PostSwitchHooks) > 0 {
 			d, err := runHooks(ctx, e.cs.PostSwitchHooks, e.cs.HookTimeout, op, live)
 			if err != nil {

@@ -51,28 +51,53 @@ func syncSequences(ctx context.Context, from, to *pgx.Conn, f config.TableFilter
 	return n, nil
 }
 
-// refreshMatViews refreshes every populated materialized view on the target, so the target
-// serves what the source's views would after the final changes.
-func refreshMatViews(ctx context.Context, conn *pgx.Conn) (int, error) {
-	rows, err := conn.Query(ctx, `SELECT schemaname, matviewname FROM pg_catalog.pg_matviews
-		WHERE ispopulated AND schemaname NOT IN ('pgshift', 'pg_catalog', 'information_schema') ORDER BY 1, 2`)
+// matViewCounts is what one refresh pass did.
+type matViewCounts struct{ refreshed, after, skipped int }
+
+// refreshMatViews refreshes on the target the populated materialized views whose
+// cutover.matviews rule says when (pause or after); it counts the others. After the switch a
+// view with a unique index on plain columns is refreshed CONCURRENTLY, so the application's
+// readers are not blocked.
+func refreshMatViews(ctx context.Context, conn *pgx.Conn, cs config.CutoverSettings, when string) (matViewCounts, error) {
+	var n matViewCounts
+	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname, EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+			WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL)
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'm' AND c.relispopulated AND n.nspname NOT IN ('pgshift', 'pg_catalog', 'information_schema') ORDER BY 1, 2`)
 	if err != nil {
-		return 0, fmt.Errorf("list materialized views on the target: %w", err)
+		return n, fmt.Errorf("list materialized views on the target: %w", err)
 	}
-	ids, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgtypes.TableID, error) {
-		var id pgtypes.TableID
-		err := r.Scan(&id.Schema, &id.Name)
-		return id, err
+	type view struct {
+		id     pgtypes.TableID
+		unique bool
+	}
+	views, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (view, error) {
+		var v view
+		err := r.Scan(&v.id.Schema, &v.id.Name, &v.unique)
+		return v, err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("list materialized views on the target: %w", err)
+		return n, fmt.Errorf("list materialized views on the target: %w", err)
 	}
-	for _, id := range ids {
-		if _, err := conn.Exec(ctx, "REFRESH MATERIALIZED VIEW "+id.Sanitize()); err != nil {
-			return 0, fmt.Errorf("refresh materialized view %s on the target: %w", id, err)
+	for _, v := range views {
+		switch rule := cs.MatViewRefresh(v.id.Schema, v.id.Name); {
+		case rule == "skip":
+			n.skipped++
+			continue
+		case rule != when:
+			n.after++
+			continue
 		}
+		sql := "REFRESH MATERIALIZED VIEW " + v.id.Sanitize()
+		if when == "after" && v.unique {
+			sql = "REFRESH MATERIALIZED VIEW CONCURRENTLY " + v.id.Sanitize()
+		}
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return n, fmt.Errorf("refresh materialized view %s on the target: %w", v.id, err)
+		}
+		n.refreshed++
 	}
-	return len(ids), nil
+	return n, nil
 }
 
 // syncUnfollowed brings over, during the pause, what logical decoding does not carry, from
