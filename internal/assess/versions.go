@@ -95,7 +95,7 @@ func upgradeGains(src, dst catalog.Version) []string {
 		{catalog.Version.HasStreaming, "streaming of large transactions in progress, so replication lag stays small under batch jobs (14)"},
 		{catalog.Version.HasStatWAL, "pg_stat_wal for WAL volume (14)"},
 		{catalog.Version.HasRowFilters, "publication row filters and column lists (15)"},
-		{catalog.Version.HasOriginNone, "origin = none, for subscriptions that must not pass on what was replicated into a server (two-way setups after the migration; pgshift's reverse replication does not need it: its slot starts after forward replication stopped) (16)"},
+		{catalog.Version.HasOriginNone, "origin = none, so the new server itself leaves out of reverse replication what was replicated into it (before 16 pgshift drops it on its side) (16)"},
 		{catalog.Version.HasFailoverSlots, "failover slots that survive a failover to a standby (17)"},
 		{catalog.Version.HasProtocol32, "wire protocol 3.2 with longer cancel keys, which pgshift's proxy speaks to clients (18)"},
 	}

@@ -66,6 +66,12 @@ type Options struct {
 	// pgshift's applier of the other direction (apply.Options.Origin). The transaction itself
 	// still passes, empty, so the applied position moves past it.
 	DropOrigin string
+	// OriginNone sends only the changes made on this server itself: a transaction that carries
+	// any replication origin (applied here by some replication) is dropped. On 16+ pgoutput
+	// filters them (origin 'none'); before, they are dropped here by their Origin message,
+	// their commit passing empty as with DropOrigin. Reverse replication uses it: what goes
+	// back to the source is what the application wrote on the target.
+	OriginNone bool
 }
 
 // ErrNotMigrated is returned for a change of a relation that is not in Options.Tables.
@@ -168,7 +174,15 @@ func (s *Stream) pluginArgs() []string {
 	if v.HasMessages() {
 		args = append(args, "messages 'true'")
 	}
+	if s.opts.OriginNone && v.HasOriginNone() {
+		args = append(args, "origin 'none'")
+	}
 	return args
+}
+
+// dropsOrigin says whether a transaction of replication origin name is dropped.
+func (s *Stream) dropsOrigin(name string) bool {
+	return s.opts.OriginNone || (s.opts.DropOrigin != "" && name == s.opts.DropOrigin)
 }
 
 // Run starts replication and streams until ctx ends or an error occurs. Transactions are
@@ -368,7 +382,7 @@ func (s *Stream) handle(ctx context.Context, buf []byte) error {
 		return s.flush(ctx)
 	case *OriginMsg:
 		s.cur.Origin = m.Name
-		s.dropped = s.opts.DropOrigin != "" && m.Name == s.opts.DropOrigin
+		s.dropped = s.dropsOrigin(m.Name)
 		return nil
 	case *RelationMsg:
 		s.rels[m.Rel.OID] = m.Rel
@@ -443,7 +457,7 @@ func (s *Stream) handleInStream(buf []byte) error {
 	case *OriginMsg:
 		// Sent in a first segment when the server knows the origin by then (not before the
 		// commit on every version: pgshift's cutover does not rely on it for streamed ones).
-		if s.opts.DropOrigin != "" && m.Name == s.opts.DropOrigin {
+		if s.dropsOrigin(m.Name) {
 			s.streams[s.streamXid].dropped = true
 		}
 		return nil

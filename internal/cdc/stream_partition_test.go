@@ -171,4 +171,12 @@ func TestDropOriginDropsOnlyThatOrigin(t *testing.T) {
 	if got := strings.Join(ids(evs), " "); got != "B 1 C B 2 C B 3 C" {
 		t.Fatalf("without DropOrigin delivered %q, want every row", got)
 	}
+	// OriginNone (a server before 16, which cannot filter): every origin's rows are dropped.
+	evs, _, _, err = run(t, Options{OriginNone: true, ServerVersion: 150010}, 0, msgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(ids(evs), " "); got != "B C B C B 3 C" {
+		t.Fatalf("with OriginNone delivered %q, want only the transaction without an origin", got)
+	}
 }

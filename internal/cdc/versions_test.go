@@ -23,4 +23,11 @@ func TestPluginArgsPerVersion(t *testing.T) {
 			t.Errorf("%d: %s, want %s", c.version, got, c.want)
 		}
 	}
+	// origin 'none' from 16 (reverse replication's OriginNone); 15 filters on the client.
+	for version, want := range map[int]bool{150010: false, 160006: true, 180000: true} {
+		s := NewStream(nil, Options{Slot: "s", Publication: "p", ServerVersion: version, OriginNone: true}, nil, nil, nil, nil)
+		if got := strings.Contains(strings.Join(s.pluginArgs(), ", "), "origin 'none'"); got != want {
+			t.Errorf("%d with OriginNone: origin 'none' sent %v, want %v", version, got, want)
+		}
+	}
 }

@@ -23,7 +23,9 @@
 // the target), so the forward position is moved to the source's position at the pause and
 // nothing of the target's is sent back to it. The reverse applier also marks its sessions
 // with the replication origin cdc.PgshiftOrigin and the forward stream drops transactions of
-// that origin, so an echo is dropped even where the position would not exclude it.
+// that origin, so an echo is dropped even where the position would not exclude it. Reverse
+// replication sends back only what was written on the target itself (cdc.Options.OriginNone:
+// pgoutput's origin = none from 16, the stream's own filter before).
 //
 // Writers that bypass the proxy: with cutover.fence_source the source is made read-only for
 // new sessions at the switch and its other sessions are ended (fence.go); whether fenced or

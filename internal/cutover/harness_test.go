@@ -59,7 +59,19 @@ func newEnv(t *testing.T) *env { return newEnvWith(t, nil, nil) }
 // copy), and tune applied to the configuration before the copy.
 func newEnvWith(t *testing.T, setup func(ctx context.Context, src *pgtest.Cluster), tune func(*config.Config)) *env {
 	t.Helper()
-	src, dst, srcDSN, dstDSN := pgtest.Pair(t, "shop")
+	return newEnvVersions(t, 0, 0, setup, tune)
+}
+
+// newEnvVersions is newEnvWith on servers of the given majors (0: the system's).
+func newEnvVersions(t *testing.T, srcMajor, dstMajor int, setup func(ctx context.Context, src *pgtest.Cluster), tune func(*config.Config)) *env {
+	t.Helper()
+	var src, dst *pgtest.Cluster
+	var srcDSN, dstDSN string
+	if srcMajor == 0 && dstMajor == 0 {
+		src, dst, srcDSN, dstDSN = pgtest.Pair(t, "shop")
+	} else {
+		src, dst, srcDSN, dstDSN = pgtest.PairVersions(t, "shop", srcMajor, dstMajor)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if out, err := src.Psql(ctx, "shop", testSchema); err != nil {

@@ -85,3 +85,37 @@ func TestReverseCarriesOrigin(t *testing.T) {
 	}
 	t.Logf("%d transactions applied by reverse replication, %d carry origin %s", txs, marked, cdc.PgshiftOrigin)
 }
+
+// TestReverseOriginNone: reverse replication sends back only what was written on the target
+// itself. On a 17 target pgoutput filters by origin = none: a row a session marked with
+// another replication origin wrote there stays there, while the clients' rows through the
+// proxy and a plain direct write reach the source.
+func TestReverseOriginNone(t *testing.T) {
+	e := newEnvVersions(t, 15, 17, nil, nil)
+	e.start(nil)
+	e.waitFollowing()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w := e.startWorkload(2)
+	time.Sleep(500 * time.Millisecond)
+	e.run(ctx, true)
+	e.q(e.dst, `SELECT pg_catalog.pg_replication_origin_create('elsewhere')`)
+	if out, err := e.dst.Psql(ctx, "shop", `SELECT pg_catalog.pg_replication_origin_session_setup('elsewhere');
+		INSERT INTO accounts VALUES (900, 9);`); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	e.q(e.dst, `INSERT INTO accounts VALUES (901, 1)`)
+	time.Sleep(time.Second)
+	w.stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for e.q(e.src, `SELECT count(*) FROM accounts WHERE id = 901`) != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("the target's direct write (no origin) did not reach the source")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	w.check(t, e.src, "the source (reverse replication)")
+	if got := e.q(e.src, `SELECT count(*) FROM accounts WHERE id = 900`); got != "0" {
+		t.Errorf("a row written on the target under another replication origin reached the source")
+	}
+}

@@ -214,7 +214,7 @@ func (e *Engine) reverseOnce(ctx context.Context, st state.CutoverState) error {
 	defer repl.Close(context.WithoutCancel(ctx))
 	q := cdc.NewQueue(256, 64<<20)
 	stream := cdc.NewStream(repl, cdc.Options{Slot: st.ReverseSlot, Publication: st.ReversePublication, StartLSN: start, SkipBelow: start,
-		ServerVersion: srv.VersionNum, StatusInterval: time.Second, Tables: migrated},
+		ServerVersion: srv.VersionNum, StatusInterval: time.Second, Tables: migrated, OriginNone: true},
 		q, applier.Durable, nil, e.d.Log.With("direction", "reverse"))
 	e.mu.Lock()
 	e.revErr, e.revSince = nil, time.Now()
