@@ -17,6 +17,7 @@ func (c *cli) demoCommand() *cobra.Command {
 	opts := app.DemoOptions{Scale: 1, Warmup: 3 * time.Second, Rate: 0, FollowFor: 10 * time.Second}
 	var format string
 	var verbose bool
+	scale := "medium"
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run pgshift on two throwaway local clusters with a sample supply-chain database",
@@ -43,8 +44,8 @@ Needs the PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/pos
 			if err != nil {
 				return withCode(2, err)
 			}
-			if opts.Scale <= 0 {
-				return withCode(2, fmt.Errorf("--scale must be positive (1 is about 60 MB), got %g", opts.Scale))
+			if opts.Scale, err = app.DemoScale(scale); err != nil {
+				return withCode(2, err)
 			}
 			if opts.Warmup < 0 || opts.Rate < 0 {
 				return withCode(2, fmt.Errorf("--warmup and --rate must not be negative"))
@@ -77,7 +78,7 @@ Needs the PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/pos
 		},
 	}
 	fs := cmd.Flags()
-	fs.Float64Var(&opts.Scale, "scale", opts.Scale, "size of the sample database (1 ≈ 60 MB, 50k orders)")
+	fs.StringVar(&scale, "scale", scale, "size of the sample database: small (a few MB), medium (≈ 60 MB, 50k orders), large, or a number (1 = medium)")
 	fs.BoolVar(&verbose, "verbose", false, "print pgshift's log lines with the story instead of writing them to a file")
 	fs.BoolVar(&opts.Keep, "keep", false, "keep the clusters running after the demo, print their DSNs, and wait for Ctrl-C")
 	fs.DurationVar(&opts.FollowFor, "follow-for", opts.FollowFor, "how long the workload writes to the source while the agent follows it")

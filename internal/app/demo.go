@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,6 +48,24 @@ type DemoOptions struct {
 	ReportFile string
 	Out        io.Writer
 	Logger     *slog.Logger
+}
+
+// DemoScale reads --scale: a positive number (1 is about 60 MB, 50k orders) or a name: small
+// (a few MB, the test's and a quick look's size), medium (1) or large (10).
+func DemoScale(s string) (float64, error) {
+	switch s {
+	case "small":
+		return 0.02, nil
+	case "medium":
+		return 1, nil
+	case "large":
+		return 10, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(f > 0) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("--scale %q: want small, medium, large or a positive number (1 is about 60 MB)", s)
+	}
+	return f, nil
 }
 
 // Demo is what the steps share: the clusters, their DSNs, and what earlier steps produced.

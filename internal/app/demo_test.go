@@ -42,7 +42,11 @@ func TestDemo(t *testing.T) {
 			return nil
 		}})
 		reportFile := filepath.Join(artifactsDir(t), "demo-report.html")
-		opts := DemoOptions{Scale: 0.02, Warmup: 700 * time.Millisecond, FollowFor: 6 * time.Second, Format: assess.FormatText, Out: &out,
+		scale, err := DemoScale("small") // pgshift demo --scale small
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := DemoOptions{Scale: scale, Warmup: 700 * time.Millisecond, FollowFor: 6 * time.Second, Format: assess.FormatText, Out: &out,
 			HTTP: freeTCPAddr(t), ReportFile: reportFile}
 		if err := RunDemo(context.Background(), opts, steps); err != nil {
 			t.Fatalf("demo: %v\n%s", err, out.String())
