@@ -125,7 +125,7 @@ func (c *cli) config(cmd *cobra.Command, f *connFlags) (config.Config, error) {
 		set("slot", func() { cfg.Slot = f.slot })
 		set("publication", func() { cfg.Publication = f.publication })
 	}
-	c.secrets = config.Secrets(cfg.Source, cfg.Target)
+	c.secrets = config.Secrets(append([]string{cfg.Source, cfg.Target}, cfg.ProxySettings.TargetReplicas...)...)
 	// The API token and webhook URLs (Slack's carry their token) are secrets too.
 	if cfg.HTTPToken != "" {
 		c.secrets = append(c.secrets, cfg.HTTPToken)

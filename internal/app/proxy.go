@@ -37,6 +37,7 @@ func ProxyConfig(cfg config.Config) (proxy.Config, error) {
 		MaxServerConn: ps.MaxServerConn, ConnectTimeout: ps.ConnectTimeout, ClientIdleTimeout: ps.ClientIdleTimeout,
 		PauseTimeout: ps.PauseTimeout, MaxPause: ps.MaxPause, CancelLaggards: ps.CancelLaggards, LagLimit: ps.LagLimit,
 		ReadYourWrites: ps.ReadYourWrites == nil || *ps.ReadYourWrites, AllowFunctions: ps.AllowFunctions,
+		TargetReplicas: ps.TargetReplicas, ReplicaCheckInterval: ps.ReplicaCheckInterval,
 	}
 	for _, r := range ps.Rules {
 		rr := route.Rule{Name: r.Name, Users: r.Users, Databases: r.Databases, Applications: r.Applications, Tables: r.Tables,

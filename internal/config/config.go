@@ -167,6 +167,12 @@ type ProxySettings struct {
 	AllowFunctions []string `yaml:"allow_functions"`
 	// Rules route reads of split mode; the first matching rule decides.
 	Rules []RouteRule `yaml:"rules"`
+	// TargetReplicas are DSNs of the target's physical replicas (the target's database, a
+	// user that can read pgshift.position): split mode spreads routed reads over the target
+	// and the healthy replicas, each session keeping one for its life; a replica's replay lag
+	// counts against lag_limit. ReplicaCheckInterval is how often each is checked (default 1s).
+	TargetReplicas       []string      `yaml:"target_replicas"`
+	ReplicaCheckInterval time.Duration `yaml:"replica_check_interval"`
 }
 
 // RouteRule is one read-routing rule (the case study's feature flags, as configuration).

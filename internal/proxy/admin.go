@@ -142,7 +142,7 @@ func (p *Proxy) adminQuery(ctx context.Context, q, user string) []byte {
 		}
 		return done("RELOAD", "")
 	}
-	return fail(fmt.Errorf("unknown command %q; the console knows SHOW CLIENTS|SERVERS|ROUTES|STATS, PAUSE [timeout], RESUME, SWITCH source|target, MODE source|split|target, RELOAD", words[0]))
+	return fail(fmt.Errorf("unknown command %q; the console knows SHOW CLIENTS|SERVERS|ROUTES|REPLICAS|STATS, PAUSE [timeout], RESUME, SWITCH source|target, MODE source|split|target, RELOAD", words[0]))
 }
 
 // parseTimeout reads a PAUSE timeout: a Go duration ("500ms", "10s") or whole seconds.
@@ -207,7 +207,11 @@ func (p *Proxy) show(what string) ([]string, [][]string, error) {
 				case c.txStatus != 'I':
 					st = "idle in transaction"
 				}
-				rows = append(rows, []string{strconv.FormatUint(s.id, 10), c.role.String(), strconv.FormatUint(uint64(c.pid), 10),
+				server := c.role.String()
+				if c.readEP != nil && c.readEP.replica() {
+					server = "target " + c.readEP.name
+				}
+				rows = append(rows, []string{strconv.FormatUint(s.id, 10), server, strconv.FormatUint(uint64(c.pid), 10),
 					strconv.FormatBool(c.readOnly), st, strconv.FormatBool(c.dialed.tls != nil), c.connectedAt.UTC().Format(time.RFC3339)})
 			}
 			s.mu.Unlock()
@@ -241,6 +245,9 @@ func (p *Proxy) show(what string) ([]string, [][]string, error) {
 				strconv.FormatUint(tt, 10), strconv.FormatUint(ts, 10)})
 		}
 		return cols, rows, nil
+	case "replicas":
+		cols, rows := p.replicaRows()
+		return cols, rows, nil
 	case "stats":
 		st := p.Stats()
 		rows := [][]string{
@@ -255,7 +262,7 @@ func (p *Proxy) show(what string) ([]string, [][]string, error) {
 		}
 		return []string{"name", "value"}, rows, nil
 	}
-	return nil, nil, fmt.Errorf("SHOW %q: want CLIENTS, SERVERS, ROUTES or STATS", what)
+	return nil, nil, fmt.Errorf("SHOW %q: want CLIENTS, SERVERS, ROUTES, REPLICAS or STATS", what)
 }
 
 // Stats is a summary of the proxy's state.

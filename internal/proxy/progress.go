@@ -97,8 +97,9 @@ type lagSnapshot struct {
 }
 
 type lsnSample struct {
-	at  time.Time
-	lsn pgtypes.LSN
+	at      time.Time
+	lsn     pgtypes.LSN // the source's WAL insert position
+	applied pgtypes.LSN // the target's applied position then
 }
 
 // progressTracker holds, for split mode, recent samples of the source's WAL insert position
@@ -192,7 +193,7 @@ func (t *progressTracker) run(ctx context.Context, p *Proxy) {
 func (t *progressTracker) record(at time.Time, lsn, applied pgtypes.LSN, lag time.Duration, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.samples = append(t.samples, lsnSample{at: at, lsn: lsn})
+	t.samples = append(t.samples, lsnSample{at: at, lsn: lsn, applied: applied})
 	if len(t.samples) > maxSamples {
 		t.samples = append(t.samples[:0], t.samples[len(t.samples)-maxSamples/2:]...)
 	}
@@ -226,6 +227,14 @@ func (t *progressTracker) lag() (time.Duration, bool) {
 // lastWrite: the first source position sampled after lastWrite is at or beyond that commit,
 // so once the applied position reaches it, the write is on the target.
 func (t *progressTracker) applied(lastWrite time.Time) bool {
+	t.mu.Lock()
+	applied := t.appliedL
+	t.mu.Unlock()
+	return t.appliedAt(lastWrite, applied)
+}
+
+// appliedAt is applied for a server that has applied the source up to applied (a replica).
+func (t *progressTracker) appliedAt(lastWrite time.Time, applied pgtypes.LSN) bool {
 	if lastWrite.IsZero() {
 		return true
 	}
@@ -233,8 +242,31 @@ func (t *progressTracker) applied(lastWrite time.Time) bool {
 	defer t.mu.Unlock()
 	for _, s := range t.samples {
 		if s.at.After(lastWrite) {
-			return t.appliedL >= s.lsn
+			return applied >= s.lsn
 		}
 	}
 	return false
+}
+
+// replicaLagOK is lagOK for a replica that has applied the source up to applied: the
+// migration's lag plus how long the target has been ahead of the replica (since the first
+// sample whose applied position passed it; the whole sampled window when none is that old).
+func (t *progressTracker) replicaLagOK(limit time.Duration, applied pgtypes.LSN) bool {
+	if !t.lagOK(limit) {
+		return false
+	}
+	snap := t.snap.Load()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	behind := time.Duration(0)
+	if applied < t.appliedL {
+		behind = limit // older than every sample: at least the window
+		for _, s := range t.samples {
+			if s.applied > applied {
+				behind = time.Since(s.at)
+				break
+			}
+		}
+	}
+	return snap.lag+behind < limit
 }

@@ -81,6 +81,11 @@ type Config struct {
 	// PollInterval is how often split mode samples the source's WAL position and the target's
 	// applied position (default 100 ms).
 	PollInterval time.Duration
+	// TargetReplicas are DSNs of the target's physical replicas (same database, a user that
+	// may read pgshift.position): split mode spreads its routed reads over the target and the
+	// healthy replicas (replicas.go), checked every ReplicaCheckInterval (default 1 s).
+	TargetReplicas       []string
+	ReplicaCheckInterval time.Duration
 }
 
 func (c *Config) defaults() {
@@ -101,6 +106,9 @@ func (c *Config) defaults() {
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = 100 * time.Millisecond
+	}
+	if c.ReplicaCheckInterval <= 0 {
+		c.ReplicaCheckInterval = time.Second
 	}
 	if c.AuthType == "" {
 		c.AuthType = "scram-sha-256"
@@ -125,6 +133,7 @@ type Proxy struct {
 	cfg      Config
 	log      *slog.Logger
 	eps      [2]*endpoint
+	reads    []*readEndpoint // where split-mode reads may go: the target, then its replicas
 	tls      *tls.Config
 	metrics  *metrics
 	oids     *oidMap
@@ -195,6 +204,9 @@ func New(cfg Config, opts Options) (*Proxy, error) {
 		if p.eps[Target], err = newEndpoint(Target, cfg.Target, cfg.ConnectTimeout); err != nil {
 			return nil, err
 		}
+	}
+	if p.reads, err = newReadEndpoints(p.eps[Target], cfg.TargetReplicas, cfg.ConnectTimeout); err != nil {
+		return nil, err
 	}
 	if len(p.cfg.AdminUsers) == 0 {
 		p.cfg.AdminUsers = []string{p.eps[Source].cfg.User}
@@ -339,7 +351,14 @@ func (p *Proxy) background(ctx context.Context) {
 			p.log.Warn("could not read the servers' catalogs; type OIDs are not mapped and only built-in functions count as read-only until RELOAD", "err", err)
 		}
 	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.watchReplicas(ctx)
+	}()
 	p.progress.run(ctx, p)
+	wg.Wait()
 }
 
 // loadCatalog reads what the proxy needs from both servers: the OIDs to map and the pg_catalog
@@ -644,6 +663,7 @@ func (p *Proxy) newSession(c net.Conn, rd *msgReader, user, database string, sta
 }
 
 func (p *Proxy) dropSession(s *session) {
+	s.releaseReadEndpoint()
 	p.mu.Lock()
 	delete(p.sessions, s.id)
 	delete(p.byKey, s.key)

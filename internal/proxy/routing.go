@@ -166,15 +166,17 @@ func (s *session) decide(seg []byte) (role Role, read, write bool) {
 	if !d.Target {
 		return toSource("rule", false)
 	}
-	if !s.p.progress.lagOK(s.p.cfg.LagLimit) {
+	re := s.readEndpoint()
+	if re == nil || !s.p.readLagOK(re) {
 		s.p.metrics.lagFallbacks.WithLabelValues(d.Rule).Inc()
 		s.p.routeCount(d.Rule, false)
 		return toSource("lag", false)
 	}
-	if s.p.cfg.ReadYourWrites && !s.p.progress.applied(lastWrite) {
+	if s.p.cfg.ReadYourWrites && !s.p.readApplied(re, lastWrite) {
 		s.p.routeCount(d.Rule, false)
 		return toSource("read-your-writes", false)
 	}
+	re.reads.Add(1)
 	s.p.metrics.statements.WithLabelValues("target", d.Rule).Inc()
 	s.p.routeCount(d.Rule, true)
 	return Target, true, false

@@ -74,7 +74,8 @@ type serverConn struct {
 	secret      []byte
 	params      map[string]string
 	readOnly    bool
-	mapped      bool // its OIDs differ from the client's: map them
+	mapped      bool          // its OIDs differ from the client's: map them
+	readEP      *readEndpoint // the read endpoint a split-mode read connection goes to
 	connectedAt time.Time
 
 	// guarded by session.mu
@@ -145,6 +146,7 @@ type session struct {
 	stateVersion uint64              // bumped by statements that change session state
 	tempObjects  bool                // the session created temporary objects: it stays on the source
 	lastWrite    time.Time           // when a unit that may write last finished on the source
+	readEP       *readEndpoint       // where this session's split-mode reads go (replicas.go)
 	closing      bool
 	closeErr     error
 }
@@ -460,7 +462,13 @@ func (s *session) connFor(ctx context.Context, role Role, read bool) (*serverCon
 	s.mu.Lock()
 	sc := s.conns[role]
 	version := s.stateVersion
+	moved := read && sc != nil && sc.readOnly && sc.readEP != s.readEP
 	s.mu.Unlock()
+	if moved {
+		// Its endpoint stopped being usable and the session was given another.
+		s.dropConn(sc)
+		sc = nil
+	}
 	if sc != nil && (!read || sc.stateVersion == version) {
 		return sc, nil
 	}
@@ -475,18 +483,23 @@ func (s *session) connFor(ctx context.Context, role Role, read bool) (*serverCon
 	}
 	if read {
 		if err := s.syncState(ctx, sc, version); err != nil {
-			s.mu.Lock()
-			if s.conns[role] == sc {
-				s.conns[role] = nil
-			}
-			s.mu.Unlock()
-			s.detach(sc)
-			sc.close()
-			s.p.metrics.serverSessions.WithLabelValues(role.String()).Dec()
+			s.dropConn(sc)
 			return nil, err
 		}
 	}
 	return sc, nil
+}
+
+// dropConn closes an idle server connection of the session and forgets it.
+func (s *session) dropConn(sc *serverConn) {
+	s.mu.Lock()
+	if s.conns[sc.role] == sc {
+		s.conns[sc.role] = nil
+	}
+	s.mu.Unlock()
+	s.detach(sc)
+	sc.close()
+	s.p.metrics.serverSessions.WithLabelValues(sc.role.String()).Dec()
 }
 
 // open logs into role's server for this session, registers the connection and starts its reader.
@@ -521,6 +534,15 @@ func (s *session) login(ctx context.Context, role Role, readOnly bool) (*serverC
 		params[k] = v
 	}
 	ep := s.p.endpoint(role)
+	var re *readEndpoint
+	if readOnly && role == Target {
+		s.mu.Lock()
+		re = s.readEP
+		s.mu.Unlock()
+		if re != nil {
+			ep = re.ep
+		}
+	}
 	params["user"] = s.user
 	params["database"] = ep.database
 	if readOnly {
@@ -531,7 +553,7 @@ func (s *session) login(ctx context.Context, role Role, readOnly bool) (*serverC
 		s.p.releaseServer(role)
 		return nil, err
 	}
-	sc.readOnly = readOnly
+	sc.readOnly, sc.readEP = readOnly, re
 	return sc, nil
 }
 
@@ -849,8 +871,23 @@ func (s *session) serverLoop(sc *serverConn) {
 			}
 		case 'E':
 			s.mu.Lock()
-			s.errorLocked(sc)
+			idleRead := sc.readOnly && sc.pending == 0 && sc.txStatus == 'I'
+			current := s.conns[sc.role] == sc
+			if !idleRead {
+				s.errorLocked(sc)
+			}
 			s.mu.Unlock()
+			if idleRead && !current {
+				return // retired already (a switch, or another endpoint)
+			}
+			if idleRead {
+				// The server ends an idle read connection of split mode (FATAL at its
+				// shutdown, or a terminated backend): dropped quietly, as when it closes
+				// without a word; the client was not asking it anything.
+				_ = flush()
+				_ = s.serverLost(sc, errors.New("the server ended the connection"))
+				return
+			}
 		case 'G':
 			s.mu.Lock()
 			sc.copyIn = true
