@@ -89,6 +89,12 @@ type CutoverSettings struct {
 	// and its other client sessions are ended; rollback resets it. Needs the database's owner
 	// (or a superuser) and pg_signal_backend.
 	FenceSource bool `yaml:"fence_source"`
+	// FenceRoles are roles whose sessions bypass the proxy (batch jobs, cron): at the switch
+	// they lose LOGIN on the source (ALTER ROLE ... NOLOGIN: roles are the whole server's, so
+	// no database of it takes them meanwhile) and their sessions in the source database are
+	// ended; a rollback gives LOGIN back before traffic returns. Needs CREATEROLE (with ADMIN
+	// OPTION on them from 16) and pg_signal_backend.
+	FenceRoles []string `yaml:"fence_roles"`
 	// PreHooks are shell commands (sh -c) run by the pre-checks: one that fails (non-zero exit,
 	// or HookTimeout) aborts the cutover before anything changes. PostSwitchHooks run after
 	// the switch and resume (e.g. kubectl rollout restart for apps not behind the proxy); a

@@ -28,7 +28,8 @@
 // pgoutput's origin = none from 16, the stream's own filter before).
 //
 // Writers that bypass the proxy: with cutover.fence_source the source is made read-only for
-// new sessions at the switch and its other sessions are ended (fence.go); whether fenced or
+// new sessions at the switch and its other sessions are ended, and with cutover.fence_roles the
+// roles named lose LOGIN there and their sessions are ended (fence.go); whether fenced or
 // not, a rollback first proves from the forward slot that every change on the source since
 // the cutover came from reverse replication, and refuses, naming the table and position, when
 // one did not (foreign.go). Pre hooks and smoke/health checks gate a cutover, post-switch hooks
@@ -36,7 +37,7 @@
 // (hooks.go, watch.go). cutover.matviews moves a materialized view's refresh out of the pause
 // (after the switch, CONCURRENTLY where it can) or skips it.
 //
-// Not built: fencing by role (NOLOGIN) or by table lock, statements kept back until cutover
+// Not built: fencing by table lock, statements kept back until cutover
 // (pgshift.deferred_ddl: the pre-checks refuse while any are pending), and
 // a rollback while the target is unreachable (it is refused: the target's last writes could
 // not be carried back).

@@ -2,7 +2,9 @@ package cutover
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -96,4 +98,141 @@ func currentDatabase(ctx context.Context, q *pgx.Conn) (string, error) {
 		return "", fmt.Errorf("read the current database: %w", err)
 	}
 	return db, nil
+}
+
+// The role fence (cutover.fence_roles): the named roles cannot log into the source while
+// traffic is on the target, and their sessions in the source database are ended at the switch.
+// The pre-check refuses a role that cannot log in already (the rollback would give it LOGIN),
+// the migration's own source user, and a missing role.
+
+// fenceRoles takes LOGIN from the roles (on) or gives it back.
+func fenceRoles(ctx context.Context, src *pgx.Conn, roles []string, on bool) error {
+	attr, what := "LOGIN", "give LOGIN back to"
+	if on {
+		attr, what = "NOLOGIN", "take LOGIN from"
+	}
+	for _, r := range roles {
+		if _, err := src.Exec(ctx, "ALTER ROLE "+pgtypes.QuoteIdent(r)+" "+attr); err != nil {
+			return fmt.Errorf("fence the source: %s role %s: %w", what, r, err)
+		}
+	}
+	return nil
+}
+
+// endRoleSessions ends the roles' sessions in the source database and returns how many.
+func endRoleSessions(ctx context.Context, src *pgx.Conn, roles []string) (int, error) {
+	var n int
+	err := src.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity
+		WHERE datname = current_database() AND usename = ANY($1::text[]) AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'`,
+		roles).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("fence the source: end the sessions of roles %v: %w", roles, err)
+	}
+	return n, nil
+}
+
+// roleFenceCheck is the pre-check of the role fence.
+func roleFenceCheck(ctx context.Context, src *pgx.Conn, roles []string) Check {
+	c := Check{Name: "role fence possible"}
+	rows, err := src.Query(ctx, `SELECT r.rolname, r.rolcanlogin, r.rolname = current_user FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1::text[])`, roles)
+	if err != nil {
+		c.Detail = fmt.Sprintf("read the roles: %v", err)
+		return c
+	}
+	found := map[string]bool{}
+	var problems []string
+	for rows.Next() {
+		var name string
+		var canLogin, self bool
+		if err := rows.Scan(&name, &canLogin, &self); err != nil {
+			rows.Close()
+			c.Detail = err.Error()
+			return c
+		}
+		found[name] = true
+		switch {
+		case self:
+			problems = append(problems, name+" is pgshift's own source user")
+		case !canLogin:
+			problems = append(problems, name+" cannot log in already (the rollback would give it LOGIN)")
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		c.Detail = err.Error()
+		return c
+	}
+	for _, r := range roles {
+		if !found[r] {
+			problems = append(problems, r+" does not exist on the source")
+		}
+	}
+	var super, createRole, signal bool
+	if err := src.QueryRow(ctx, `SELECT rolsuper, rolcreaterole, rolsuper OR pg_catalog.pg_has_role(current_user, 'pg_signal_backend', 'USAGE')
+		FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&super, &createRole, &signal); err != nil {
+		c.Detail = fmt.Sprintf("read the source user's rights: %v", err)
+		return c
+	}
+	if !super && !createRole {
+		problems = append(problems, "the source user has no CREATEROLE (ALTER ROLE ... NOLOGIN needs it)")
+	}
+	if !signal {
+		problems = append(problems, "the source user may not end other sessions: GRANT pg_signal_backend TO it")
+	}
+	if len(problems) > 0 {
+		c.Detail = strings.Join(problems, "; ") + " (cutover.fence_roles)"
+		return c
+	}
+	c.OK, c.Detail = true, fmt.Sprintf("roles %s lose LOGIN on the source at the switch", strings.Join(roles, ", "))
+	return c
+}
+
+// fencing says whether any fence is configured.
+func (e *Engine) fencing() bool { return e.cs.FenceSource || len(e.cs.FenceRoles) > 0 }
+
+// fence puts up the configured fences (the database's read-only default, the roles' NOLOGIN).
+func (e *Engine) fence(ctx context.Context, src *pgx.Conn) error {
+	if e.cs.FenceSource {
+		if err := fenceSource(ctx, src); err != nil {
+			return err
+		}
+	}
+	if len(e.cs.FenceRoles) > 0 {
+		return fenceRoles(ctx, src, e.cs.FenceRoles, true)
+	}
+	return nil
+}
+
+// unfence lifts them.
+func (e *Engine) unfence(ctx context.Context, src *pgx.Conn) error {
+	var err error
+	if e.cs.FenceSource {
+		err = unfenceSource(ctx, src)
+	}
+	if len(e.cs.FenceRoles) > 0 {
+		err = errors.Join(err, fenceRoles(ctx, src, e.cs.FenceRoles, false))
+	}
+	return err
+}
+
+// endBypassers ends the sessions the fences are about: every other client session of the
+// source database with fence_source (but keep, the proxy's catalog session), else those of the
+// fenced roles.
+func (e *Engine) endBypassers(ctx context.Context, src *pgx.Conn, keep uint32) (int, error) {
+	if e.cs.FenceSource {
+		return endSourceSessions(ctx, src, keep)
+	}
+	return endRoleSessions(ctx, src, e.cs.FenceRoles)
+}
+
+// fenceWhat names the fences up, for the step's detail.
+func (e *Engine) fenceWhat() string {
+	var parts []string
+	if e.cs.FenceSource {
+		parts = append(parts, "read-only")
+	}
+	if len(e.cs.FenceRoles) > 0 {
+		parts = append(parts, "NOLOGIN for "+strings.Join(e.cs.FenceRoles, ", "))
+	}
+	return strings.Join(parts, "; ")
 }

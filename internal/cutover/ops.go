@@ -200,10 +200,7 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 				return "", &faultError{err}
 			}
 		}
-		err = nil
-		if e.cs.FenceSource {
-			err = fenceSource(ctx, src)
-		}
+		err = e.fence(ctx, src)
 		if err == nil {
 			err = p.Switch(ctx, proxy.Target)
 		}
@@ -213,8 +210,8 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 			undo.Live, undo.SwitchedAt = state.LiveSource, time.Time{}
 			rctx := context.WithoutCancel(ctx)
 			var uerr error
-			if e.cs.FenceSource {
-				uerr = unfenceSource(rctx, src)
+			if e.fencing() {
+				uerr = e.unfence(rctx, src)
 			}
 			uerr = errors.Join(uerr, pgx.BeginFunc(rctx, conn, func(tx pgx.Tx) error {
 				if err := state.SaveCutoverState(rctx, tx, state.LiveTarget, state.OpCutover, undo); err != nil {
@@ -229,14 +226,14 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 		}
 		rev = live
 		detail := fmt.Sprintf("%d client sessions on the target", p.Stats().Clients)
-		if e.cs.FenceSource {
-			n, err := endSourceSessions(ctx, src, p.CatalogPID(proxy.Source))
+		if e.fencing() {
+			n, err := e.endBypassers(ctx, src, p.CatalogPID(proxy.Source))
 			if err != nil {
-				// New sessions are read-only already; say what is left.
-				e.d.Log.Warn("the source is read-only for new sessions, but ending the sessions that bypass the proxy failed", "err", err)
+				// New sessions are fenced already; say what is left.
+				e.d.Log.Warn("the source is fenced for new sessions, but ending the sessions that bypass the proxy failed", "err", err)
 				detail += "; source fenced for new sessions, ending the others failed: " + err.Error()
 			} else {
-				detail += fmt.Sprintf("; source fenced (read-only, %d other sessions ended)", n)
+				detail += fmt.Sprintf("; source fenced (%s, %d other sessions ended)", e.fenceWhat(), n)
 			}
 		}
 		return detail, nil
@@ -416,7 +413,7 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 		}
 		rctx := context.WithoutCancel(ctx)
 		if unfenced {
-			if err := fenceSource(rctx, src); err != nil {
+			if err := e.fence(rctx, src); err != nil {
 				e.d.Log.Warn("could not fence the source again after the aborted rollback; the agent fences it when it restarts", "err", err)
 			}
 		}
@@ -445,11 +442,12 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 		return abort(err)
 	}
 	defer src.Close(context.WithoutCancel(ctx))
-	if e.cs.FenceSource {
+	if e.fencing() {
 		// Lifted before the pause: the pause opens the proxy's new source sessions, which
-		// would start read-only. A write outside the proxy from here to the pause's position
-		// is caught by the check below; after it, forward replication carries it.
-		if err := unfenceSource(ctx, src); err != nil {
+		// would start read-only (or not log in at all). A write outside the proxy from here to
+		// the pause's position is caught by the check below; after it, forward replication
+		// carries it.
+		if err := e.unfence(ctx, src); err != nil {
 			return abort(err)
 		}
 		unfenced = true
@@ -750,12 +748,17 @@ func (e *Engine) precheckCutover(ctx context.Context, conn *pgx.Conn) []Check {
 	name, ok, detail := reverseChecks(ctx, conn, e.d.Config.Filter())
 	add(name, ok, detail)
 	out = append(out, e.userChecks(ctx, conn, state.OpCutover, state.LiveSource)...)
-	if e.cs.FenceSource {
+	if e.fencing() {
 		src, err := e.source().Connect(ctx)
 		if err != nil {
 			add("source fence possible", false, err.Error())
 		} else {
-			out = append(out, fenceCheck(ctx, src))
+			if e.cs.FenceSource {
+				out = append(out, fenceCheck(ctx, src))
+			}
+			if len(e.cs.FenceRoles) > 0 {
+				out = append(out, roleFenceCheck(ctx, src, e.cs.FenceRoles))
+			}
 			src.Close(context.WithoutCancel(ctx))
 		}
 	}

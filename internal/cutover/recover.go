@@ -72,6 +72,9 @@ func (e *Engine) recover(ctx context.Context) error {
 		e.audit(ctx, conn, "cutover.recover", "ok", map[string]any{"attempt": st.Attempt, "settled": "completed after the switch"})
 		e.d.Log.Warn("a cutover was interrupted after its switch; completed: traffic is on the target", "attempt", st.Attempt)
 	case st.Op == state.OpRollback && st.Live == state.LiveTarget:
+		// The rollback lifts the fences before its pause: up again, and whoever came in
+		// meanwhile is ended, since traffic stays on the target.
+		fence = "on+end"
 		next := st
 		next.Op, next.StepNo = state.OpNone, 0
 		if err := state.SaveCutoverState(ctx, conn, st.Live, st.Op, next); err != nil {
@@ -99,7 +102,7 @@ func (e *Engine) recover(ctx context.Context) error {
 	case st.Op != state.OpNone:
 		return fmt.Errorf("unknown cutover state: %q in progress, live on %s", st.Op, st.Live)
 	}
-	if !e.cs.FenceSource || fence == "" {
+	if !e.fencing() || fence == "" {
 		return nil
 	}
 	src, err := e.source().Connect(ctx)
@@ -112,16 +115,16 @@ func (e *Engine) recover(ctx context.Context) error {
 	}
 	switch fence {
 	case "off":
-		err = unfenceSource(ctx, src)
+		err = e.unfence(ctx, src)
 	case "on":
-		err = fenceSource(ctx, src)
+		err = e.fence(ctx, src)
 	case "on+end":
-		if err = fenceSource(ctx, src); err == nil {
+		if err = e.fence(ctx, src); err == nil {
 			var keep uint32
 			if e.d.Proxy != nil {
 				keep = e.d.Proxy.CatalogPID(proxy.Source)
 			}
-			_, err = endSourceSessions(ctx, src, keep)
+			_, err = e.endBypassers(ctx, src, keep)
 		}
 	}
 	return e.source().Describe(err)
