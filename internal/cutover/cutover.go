@@ -37,10 +37,11 @@
 // (hooks.go, watch.go). cutover.matviews moves a materialized view's refresh out of the pause
 // (after the switch, CONCURRENTLY where it can) or skips it.
 //
-// Not built: fencing by table lock, statements kept back until cutover
-// (pgshift.deferred_ddl: the pre-checks refuse while any are pending), and
-// a rollback while the target is unreachable (it is refused: the target's last writes could
-// not be carried back).
+// Triggers and rules set ENABLE ALWAYS or ENABLE REPLICA (which fire in apply sessions) are on
+// only on the live side and off where replication applies (triggers.go).
+//
+// Not built: fencing by table lock, and a rollback while the target is unreachable (it is
+// refused: the target's last writes could not be carried back).
 package cutover
 
 import (

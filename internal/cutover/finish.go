@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -36,8 +37,9 @@ var ErrFinishRefused = errors.New("finish refused")
 
 // Finish removes everything the migration left: the reverse slot and publication on the
 // target, the forward slot and publication and the replication origin on the source, the
-// replica identities pgshift set (restored on both sides), and the pgshift schema on both
-// sides. It refuses while an agent runs, while traffic is not on the target (finish after a
+// replica identities pgshift set (restored on both sides), the source's ENABLE ALWAYS/REPLICA
+// triggers and rules turned off while reverse replication applied (on again), the source
+// fences (cutover.fence_source, cutover.fence_roles), and the pgshift schema on both sides. It refuses while an agent runs, while traffic is not on the target (finish after a
 // cutover), and while reverse replication still has changes the source has not applied. Every
 // step is idempotent: a finish interrupted at any point is run again.
 func Finish(ctx context.Context, cfg config.Config, opts FinishOptions, log *slog.Logger) (FinishResult, error) {
@@ -54,6 +56,9 @@ func Finish(ctx context.Context, cfg config.Config, opts FinishOptions, log *slo
 		return res, err
 	}
 	defer src.Close(context.WithoutCancel(ctx))
+	if err := writable(ctx, src); err != nil { // a fenced source starts its sessions read-only
+		return res, srcEP.Describe(err)
+	}
 	m, err := state.Load(ctx, dst)
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", ErrFinishRefused, tgt.Describe(err))
@@ -120,6 +125,32 @@ func Finish(ctx context.Context, cfg config.Config, opts FinishOptions, log *slo
 		res.Removed = append(res.Removed, "replica identity FULL set by pgshift on "+t.String())
 	}
 	res.IdentitiesLeft = restored.Left
+	// The source's own trigger and rule states, turned off while reverse replication applied.
+	if ds, err := state.LoadDeferred(ctx, dst); err != nil {
+		return res, tgt.Describe(err)
+	} else if len(ds) > 0 {
+		stmts := make([]string, len(ds))
+		for i, d := range ds {
+			stmts[i] = d.Statement
+		}
+		if err := runStatements(ctx, src, stmts); err != nil {
+			return res, srcEP.Describe(fmt.Errorf("give the source its triggers and rules back: %w", err))
+		}
+		res.Removed = append(res.Removed, fmt.Sprintf("source: %d triggers and rules turned off during reverse replication turned on again", len(ds)))
+	}
+	// The fences pgshift put up at the cutover (cutover.fence_source, cutover.fence_roles).
+	if cfg.Cutover.FenceSource {
+		if err := unfenceSource(ctx, src); err != nil {
+			return res, srcEP.Describe(err)
+		}
+		res.Removed = append(res.Removed, "source: the read-only fence (default_transaction_read_only)")
+	}
+	if len(cfg.Cutover.FenceRoles) > 0 {
+		if err := fenceRoles(ctx, src, cfg.Cutover.FenceRoles, false); err != nil {
+			return res, srcEP.Describe(err)
+		}
+		res.Removed = append(res.Removed, "source: the NOLOGIN fence of "+strings.Join(cfg.Cutover.FenceRoles, ", "))
+	}
 	// A PostgreSQL 10 source's TRUNCATE capture (one trigger per published table).
 	if err := state.RemoveTruncateCapture(ctx, src); err != nil {
 		return res, srcEP.Describe(err)

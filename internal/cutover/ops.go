@@ -165,7 +165,11 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 			detail += fmt.Sprintf(" (%d after the switch, %d skipped: cutover.matviews)", n.after, n.skipped)
 		}
 		more, err := e.syncUnfollowed(ctx, e.source(), e.target(), src, conn)
-		return detail + more, err
+		if err != nil {
+			return "", err
+		}
+		trig, err := e.triggersLive(ctx, conn, state.LiveTarget)
+		return detail + more + trig, err
 	})
 	if err != nil {
 		return e.abortCutoverResult(ctx, a, conn, rev, paused, held, err)
@@ -300,6 +304,11 @@ func (e *Engine) abortCutover(ctx context.Context, a *attempt, conn *pgx.Conn, r
 	if err := dropReverse(rctx, conn, rev.ReverseSlot, rev.ReversePublication); err != nil {
 		cleanup = err
 	}
+	if a.cur >= 5 { // the deferred triggers and rules may be on on the target already
+		if _, err := e.triggersLive(rctx, conn, state.LiveSource); err != nil {
+			cleanup = errors.Join(cleanup, err)
+		}
+	}
 	back := state.CutoverState{Live: state.LiveSource, Op: state.OpNone, Attempt: a.no}
 	if err := state.SaveCutoverState(rctx, conn, state.LiveSource, state.OpCutover, back); err != nil {
 		cleanup = errors.Join(cleanup, err)
@@ -417,6 +426,11 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 				e.d.Log.Warn("could not fence the source again after the aborted rollback; the agent fences it when it restarts", "err", err)
 			}
 		}
+		if a.cur >= 4 { // the deferred triggers and rules may be on on the source already
+			if _, err := e.triggersLive(rctx, conn, state.LiveTarget); err != nil {
+				e.d.Log.Warn("could not turn the deferred triggers and rules back for traffic on the target; the agent does it when it restarts", "err", err)
+			}
+		}
 		if paused {
 			p.Resume()
 		}
@@ -514,7 +528,11 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 		}
 		detail := fmt.Sprintf("%d sequences set from the target (margin %d)", n, e.cs.SequenceMargin)
 		more, err := e.syncUnfollowed(ctx, e.target(), e.writableSource(), conn, src)
-		return detail + more, err
+		if err != nil {
+			return "", err
+		}
+		trig, err := e.triggersLive(ctx, conn, state.LiveSource)
+		return detail + more + trig, err
 	})
 	if err != nil {
 		return abort(err)
@@ -772,7 +790,7 @@ func (e *Engine) precheckCutover(ctx context.Context, conn *pgx.Conn) []Check {
 			}
 		}
 		if n > 0 {
-			add("deferred statements", false, fmt.Sprintf("%d statements kept back until cutover (pgshift status lists them); this version does not apply them at cutover, and with them reverse and re-armed forward replication would fire those triggers twice", n))
+			add("deferred statements", true, fmt.Sprintf("%d trigger and rule statements kept back by the copy (pgshift status lists them): run on the target in the pause, and the source's turned off while reverse replication applies", n))
 		} else {
 			add("deferred statements", true, "none")
 		}

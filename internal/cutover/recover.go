@@ -102,6 +102,13 @@ func (e *Engine) recover(ctx context.Context) error {
 	case st.Op != state.OpNone:
 		return fmt.Errorf("unknown cutover state: %q in progress, live on %s", st.Op, st.Live)
 	}
+	if st.Op != state.OpNone {
+		// The operation may have stopped between turning the deferred triggers and rules on
+		// one side and off the other: they follow the side that is live now.
+		if _, err := e.triggersLive(ctx, conn, st.Live); err != nil {
+			return err
+		}
+	}
 	if !e.fencing() || fence == "" {
 		return nil
 	}

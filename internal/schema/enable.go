@@ -112,6 +112,18 @@ func (e enableStmt) sql(action string) string {
 	return fmt.Sprintf("ALTER %s %s%s %s %s %s;", e.relKind, only, e.table.Sanitize(), action, e.kind, pgtypes.QuoteIdent(e.name))
 }
 
+// ApplySafe is the form of a statement kept back by DeferReplicaEnables that fires in no apply
+// session: an ENABLE ALWAYS or ENABLE REPLICA becomes DISABLE; the others (a plain ENABLE or
+// DISABLE kept back to run again after one) stay as they are. Run in order on a side that
+// replication applies to, the kept-back statements leave it as copy left the target.
+func ApplySafe(stmt string) string {
+	e, ok := parseEnable(stmt)
+	if !ok || (e.action != "ENABLE ALWAYS" && e.action != "ENABLE REPLICA") {
+		return stmt
+	}
+	return e.sql("DISABLE")
+}
+
 // DeferReplicaEnables rewrites the plan's trigger and rule items so that nothing in them fires
 // during apply, and returns, per rewritten item (by its new Key), the statements kept back for
 // cutover, in dump order:

@@ -153,3 +153,50 @@ func ApplyDeferred(ctx context.Context, conn *pgx.Conn) (int, error) {
 	}
 	return n, nil
 }
+
+// UnapplyDeferred undoes ApplyDeferred (a rollback): for every applied statement, in recorded
+// order, it runs form(statement) (the form that fires in no apply session) and marks it not
+// applied, in ONE target transaction. Running it again does nothing more. It returns how many.
+func UnapplyDeferred(ctx context.Context, conn *pgx.Conn, form func(string) string) (int, error) {
+	n := 0
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('search_path', '', true)`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT id, object, statement FROM pgshift.deferred_ddl WHERE applied_at IS NOT NULL ORDER BY id FOR UPDATE`)
+		if err != nil {
+			return fmt.Errorf("read deferred statements: %w", err)
+		}
+		type stmt struct {
+			id          int64
+			object, sql string
+		}
+		var todo []stmt
+		for rows.Next() {
+			var s stmt
+			if err := rows.Scan(&s.id, &s.object, &s.sql); err != nil {
+				rows.Close()
+				return fmt.Errorf("read deferred statements: %w", err)
+			}
+			todo = append(todo, s)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read deferred statements: %w", err)
+		}
+		for _, s := range todo {
+			if _, err := tx.Exec(ctx, form(s.sql)); err != nil {
+				return fmt.Errorf("turn %s off again on the target: %w\n  statement: %s", s.object, err, form(s.sql))
+			}
+			if _, err := tx.Exec(ctx, `UPDATE pgshift.deferred_ddl SET applied_at = NULL WHERE id = $1::int8`, s.id); err != nil {
+				return fmt.Errorf("record the deferred statement for %s as not applied: %w", s.object, err)
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
