@@ -238,9 +238,12 @@ func (s *Stream) Run(ctx context.Context) (err error) {
 			pgErr := pgconn.ErrorResponseToPgError(m)
 			if pgErr.Code == "XX000" && strings.Contains(pgErr.Message, "could not map filenode") {
 				// The source's decoder has no catalog entry for a table's storage at this WAL
-				// position; it fails the same way on every start. Seen when a table was rewritten
-				// (ALTER TABLE … TYPE, VACUUM FULL, CLUSTER) while the slot was being created.
-				return fmt.Errorf("slot %s: %w; the source cannot decode this slot's WAL past here, on any retry (a table was rewritten while the slot was being created?): start the migration over with pgshift copy --force, with no table-rewriting DDL until the copy has begun", s.opts.Slot, pgErr)
+				// position; it fails the same way on every start. Seen when a TRUNCATE or table
+				// rewrite (ALTER TABLE … TYPE, VACUUM FULL, CLUSTER) committed while the slot was
+				// being created: PostgreSQL can leave a catalog change committed while a slot
+				// builds its first snapshot out of that snapshot (a defect of its snapshot
+				// builder, not something a client can repair).
+				return fmt.Errorf("slot %s: %w; the source cannot decode this slot's WAL past here, on any retry: a TRUNCATE or table rewrite committed while the slot was being created is missing from the slot's first catalog snapshot (a PostgreSQL defect). Nothing was applied from it that is wrong; start the migration over with pgshift copy --force, at a moment without TRUNCATE or table-rewriting DDL on the source", s.opts.Slot, pgErr)
 			}
 			return fmt.Errorf("slot %s: %w", s.opts.Slot, pgErr)
 		case *pgproto3.CopyDone, *pgproto3.CommandComplete, *pgproto3.ReadyForQuery:
