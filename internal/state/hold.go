@@ -2,11 +2,15 @@ package state
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/pgshift/pgshift/internal/db"
 )
 
 // WithLease runs fn while holding the migration's lease (see Lease for the contract): it takes
@@ -18,7 +22,7 @@ import (
 // that error.
 func WithLease(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), command string, interval time.Duration,
 	log *slog.Logger, fn func(ctx context.Context, lease *Lease) error) error {
-	lease, err := AcquireLease(ctx, connect, command, LeaseOptions{Interval: interval, Log: log})
+	lease, err := acquireThroughRestart(ctx, connect, command, LeaseOptions{Interval: interval, Log: log})
 	if err != nil {
 		return err
 	}
@@ -33,4 +37,33 @@ func WithLease(ctx context.Context, connect func(context.Context) (*pgx.Conn, er
 		return fn(gctx, lease)
 	})
 	return g.Wait()
+}
+
+// leaseRestartWait bounds how long taking the lease waits out a target that is shutting down
+// or restarting.
+const leaseRestartWait = 2 * time.Minute
+
+// acquireThroughRestart is AcquireLease, tried again when the session was lost after it
+// connected (a fast shutdown or restart of the target terminates the session that has just
+// connected, before the lease is taken: SQLSTATE class 57, or the connection closed). The next
+// connect then waits for the server to accept connections again (connect is
+// db.Endpoint.WhenUp). Any other error, a server that is down (no connection at all) or one
+// that refuses the lease included, is returned at once.
+func acquireThroughRestart(ctx context.Context, connect func(context.Context) (*pgx.Conn, error), command string, opts LeaseOptions) (*Lease, error) {
+	deadline := time.Now().Add(leaseRestartWait)
+	delay := 200 * time.Millisecond
+	for {
+		lease, err := AcquireLease(ctx, connect, command, opts)
+		var connErr *pgconn.ConnectError
+		if err == nil || !db.Transient(err) || errors.As(err, &connErr) || time.Now().Add(delay).After(deadline) {
+			return lease, err
+		}
+		opts.Log.Warn("the target ended the session taking the migration's lease (shutting down or restarting); trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
 }

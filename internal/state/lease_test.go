@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -318,4 +319,42 @@ func TestLeaseKeptForLiveHolderOnThisHost(t *testing.T) {
 		t.Fatalf("after the holder ended: %v", err)
 	}
 	l.Release()
+}
+
+// TestWithLeaseThroughRestart: the session taking the lease is terminated right after it
+// connected (what a fast shutdown or restart of the target does to an agent starting at that
+// moment); WithLease connects again and runs fn instead of failing the agent's start. A
+// server that is down (no connection) still fails at once.
+func TestWithLeaseThroughRestart(t *testing.T) {
+	c := pgtest.New(t, pgtest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn, admin := c.NewDB(t, "leaserestart")
+	if err := Ensure(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	connect := func(ctx context.Context) (*pgx.Conn, error) {
+		conn, err := pgx.Connect(ctx, dsn)
+		calls++
+		if err == nil && calls == 1 {
+			terminate(t, admin, int(conn.PgConn().PID()))
+			time.Sleep(200 * time.Millisecond) // gone, its FATAL waiting in the socket
+		}
+		return conn, err
+	}
+	ran := false
+	err := WithLease(ctx, connect, "run", 100*time.Millisecond, slog.New(slog.DiscardHandler), func(ctx context.Context, lease *Lease) error {
+		ran = true
+		return nil
+	})
+	if err != nil || !ran || calls < 2 {
+		t.Fatalf("WithLease after its first session was terminated: err %v, ran %v, %d connects", err, ran, calls)
+	}
+	start := time.Now()
+	err = WithLease(ctx, connector("host=127.0.0.1 port=1 user=postgres dbname=x sslmode=disable connect_timeout=2"), "run", time.Second,
+		slog.New(slog.DiscardHandler), func(context.Context, *Lease) error { return nil })
+	if err == nil || time.Since(start) > 10*time.Second {
+		t.Fatalf("a server that is down: %v after %s, want an error at once", err, time.Since(start))
+	}
 }
