@@ -21,10 +21,17 @@ func TestCopyTableRewrittenAfterSnapshot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// One worker copies the big table first (largest first), long enough for the rewrite of
-	// the small one to land before the worker reaches it.
+	// the small one to land before the worker reaches it. big is an inheritance child (in
+	// another schema) of the tiny zparent (listed after small), which is copied last: the parent is copied again
+	// with small, and emptying it on the target must leave big's finished copy alone (the
+	// torture harness found "TRUNCATE ONLY small, zparent" emptying big too: ONLY binds to one
+	// name).
 	cfg := cpDB(t, src, dst, "rewrite", `
-		CREATE TABLE big (id int PRIMARY KEY, pad text);
-		INSERT INTO big SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, 150000) g;
+		CREATE TABLE zparent (id int PRIMARY KEY, pad text);
+		INSERT INTO zparent VALUES (0, 'p');
+		CREATE SCHEMA other;
+		CREATE TABLE other.big (id int PRIMARY KEY, pad text) INHERITS (zparent);
+		INSERT INTO other.big SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, 150000) g;
 		CREATE TABLE small (id int PRIMARY KEY, n int8 NOT NULL);
 		INSERT INTO small SELECT g, g FROM generate_series(1, 300) g;`)
 	cfg.Jobs = 1
@@ -54,8 +61,12 @@ func TestCopyTableRewrittenAfterSnapshot(t *testing.T) {
 	if err := <-rewritten; err != nil {
 		t.Fatalf("rewrite on the source: %v", err)
 	}
+	t.Logf("copied again in a new snapshot: %v", sum.Recopied)
 	if got := allRows(t, cfg.Target, "small"); got != "300" {
 		t.Errorf("target has %s of 300 rows of the rewritten table", got)
+	}
+	if got := allRows(t, cfg.Target, "other.big"); got != "150000" {
+		t.Errorf("target has %s of 150000 rows of the inheritance child copied before its parent was copied again", got)
 	}
 	cpCompareDigests(t, oracleDigests(t, cfg.Source), oracleDigests(t, cfg.Target))
 	if !slices.Contains(sum.Recopied, pgtypes.TableID{Schema: "public", Name: "small"}) {

@@ -837,11 +837,7 @@ func (r *copyRun) resumeData(ctx context.Context, locked []pgtypes.TableID) erro
 func (r *copyRun) startOver(ctx context.Context, truncate, reset []pgtypes.TableID, lsn pgtypes.LSN) error {
 	return pgx.BeginFunc(ctx, r.dstConn, func(tx pgx.Tx) error {
 		if len(truncate) > 0 {
-			names := make([]string, len(truncate))
-			for i, id := range truncate {
-				names[i] = id.Sanitize()
-			}
-			if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+strings.Join(names, ", ")); err != nil {
+			if _, err := tx.Exec(ctx, pgtypes.TruncateOnly(truncate)); err != nil {
 				return fmt.Errorf("truncate the tables to copy again on the target: %w", err)
 			}
 		}

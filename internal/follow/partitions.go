@@ -503,6 +503,7 @@ func (s *session) adopt(ctx context.Context, adopt []adoptee) error {
 	var rows []state.TableProgress
 	var data []*catalog.Table
 	var names []string
+	var ids []pgtypes.TableID
 	for _, a := range adopt {
 		kind := state.KindPartitioned
 		if a.kind == catalog.KindTable {
@@ -513,6 +514,7 @@ func (s *session) adopt(ctx context.Context, adopt []adoptee) error {
 			}
 			data = append(data, &def)
 			names = append(names, a.id.Sanitize())
+			ids = append(ids, a.id)
 		}
 		rows = append(rows, state.TableProgress{ID: a.id, Root: a.root, Kind: kind})
 	}
@@ -522,7 +524,7 @@ func (s *session) adopt(ctx context.Context, adopt []adoptee) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if len(names) > 0 {
-		if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+strings.Join(names, ", ")); err != nil {
+		if _, err := tx.Exec(ctx, pgtypes.TruncateOnly(ids)); err != nil {
 			return s.target.Describe(fmt.Errorf("truncate %s on the target before copying: %w", strings.Join(names, ", "), err))
 		}
 	}

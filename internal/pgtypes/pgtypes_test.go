@@ -59,3 +59,12 @@ func TestPhaseOrder(t *testing.T) {
 		t.Error("bogus phase valid")
 	}
 }
+
+// TruncateOnly gives every table its own ONLY: in "TRUNCATE ONLY a, b" the ONLY is a's alone,
+// and b's inheritance children are emptied with it.
+func TestTruncateOnly(t *testing.T) {
+	got := TruncateOnly([]TableID{{Schema: "public", Name: "small"}, {Schema: "public", Name: "Parent"}})
+	if want := `TRUNCATE ONLY "public"."small", ONLY "public"."Parent"`; got != want {
+		t.Fatalf("%s, want %s", got, want)
+	}
+}

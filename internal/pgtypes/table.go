@@ -51,3 +51,14 @@ func QuoteIdents(names []string) string {
 	}
 	return strings.Join(q, ", ")
 }
+
+// TruncateOnly is the statement that empties exactly the tables ids, none of their
+// inheritance children: ONLY binds to one name in a TRUNCATE list, so every name gets its own
+// ("TRUNCATE ONLY a, b" empties b's children too).
+func TruncateOnly(ids []TableID) string {
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = "ONLY " + id.Sanitize()
+	}
+	return "TRUNCATE " + strings.Join(names, ", ")
+}
