@@ -110,60 +110,30 @@ func LoadDeferred(ctx context.Context, q catalog.Querier) ([]DeferredStatement, 
 // applied changes, an ENABLE ALWAYS trigger would fire on rows the source's trigger already
 // produced.
 func ApplyDeferred(ctx context.Context, conn *pgx.Conn) (int, error) {
-	n := 0
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		// pg_dump's statements are schema-qualified for an empty search_path; run them so.
-		if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('search_path', '', true)`); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, `SELECT id, object, statement FROM pgshift.deferred_ddl WHERE applied_at IS NULL ORDER BY id FOR UPDATE`)
-		if err != nil {
-			return fmt.Errorf("read deferred statements: %w", err)
-		}
-		type stmt struct {
-			id          int64
-			object, sql string
-		}
-		var todo []stmt
-		for rows.Next() {
-			var s stmt
-			if err := rows.Scan(&s.id, &s.object, &s.sql); err != nil {
-				rows.Close()
-				return fmt.Errorf("read deferred statements: %w", err)
-			}
-			todo = append(todo, s)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("read deferred statements: %w", err)
-		}
-		for _, s := range todo {
-			if _, err := tx.Exec(ctx, s.sql); err != nil {
-				return fmt.Errorf("apply the deferred statement for %s on the target: %w\n  statement: %s", s.object, err, s.sql)
-			}
-			if _, err := tx.Exec(ctx, `UPDATE pgshift.deferred_ddl SET applied_at = now() WHERE id = $1::int8`, s.id); err != nil {
-				return fmt.Errorf("record the deferred statement for %s as applied: %w", s.object, err)
-			}
-			n++
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
+	return runDeferred(ctx, conn, false, func(sql string) string { return sql }, "apply the deferred statement for %s on the target")
 }
 
 // UnapplyDeferred undoes ApplyDeferred (a rollback): for every applied statement, in recorded
 // order, it runs form(statement) (the form that fires in no apply session) and marks it not
 // applied, in ONE target transaction. Running it again does nothing more. It returns how many.
 func UnapplyDeferred(ctx context.Context, conn *pgx.Conn, form func(string) string) (int, error) {
+	return runDeferred(ctx, conn, true, form, "turn %s off again on the target")
+}
+
+// runDeferred runs form(statement) for every deferred statement whose applied state is
+// applied, in recorded order, and flips that state, in ONE target transaction with the empty
+// search_path pg_dump's statements are qualified for. what describes a failure (%s: the object).
+func runDeferred(ctx context.Context, conn *pgx.Conn, applied bool, form func(string) string, what string) (int, error) {
+	where, mark := "applied_at IS NULL", "now()"
+	if applied {
+		where, mark = "applied_at IS NOT NULL", "NULL"
+	}
 	n := 0
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('search_path', '', true)`); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT id, object, statement FROM pgshift.deferred_ddl WHERE applied_at IS NOT NULL ORDER BY id FOR UPDATE`)
+		rows, err := tx.Query(ctx, `SELECT id, object, statement FROM pgshift.deferred_ddl WHERE `+where+` ORDER BY id FOR UPDATE`)
 		if err != nil {
 			return fmt.Errorf("read deferred statements: %w", err)
 		}
@@ -185,11 +155,12 @@ func UnapplyDeferred(ctx context.Context, conn *pgx.Conn, form func(string) stri
 			return fmt.Errorf("read deferred statements: %w", err)
 		}
 		for _, s := range todo {
-			if _, err := tx.Exec(ctx, form(s.sql)); err != nil {
-				return fmt.Errorf("turn %s off again on the target: %w\n  statement: %s", s.object, err, form(s.sql))
+			sql := form(s.sql)
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return fmt.Errorf(what+": %w\n  statement: %s", s.object, err, sql)
 			}
-			if _, err := tx.Exec(ctx, `UPDATE pgshift.deferred_ddl SET applied_at = NULL WHERE id = $1::int8`, s.id); err != nil {
-				return fmt.Errorf("record the deferred statement for %s as not applied: %w", s.object, err)
+			if _, err := tx.Exec(ctx, `UPDATE pgshift.deferred_ddl SET applied_at = `+mark+` WHERE id = $1::int8`, s.id); err != nil {
+				return fmt.Errorf("record the deferred statement for %s: %w", s.object, err)
 			}
 			n++
 		}
