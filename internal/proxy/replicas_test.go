@@ -80,12 +80,12 @@ func TestReadsOverTargetReplicas(t *testing.T) {
 		}
 	}()
 	defer func() { wcancel(); <-written }()
-	var pconn *pgx.Conn // the tracker's goroutine only
-	defer func() {
+	var pconn *pgx.Conn // the tracker's goroutine only; closed once the proxy has stopped
+	t.Cleanup(func() { // registered before the proxy's own cleanup, so it runs after it
 		if pconn != nil {
 			pconn.Close(context.Background())
 		}
-	}()
+	})
 	progress := proxy.ProgressFunc(func(ctx context.Context) (pgtypes.LSN, time.Duration, bool, error) {
 		if pconn == nil || pconn.IsClosed() {
 			c, err := pgx.Connect(ctx, e.dstDSN)
