@@ -80,8 +80,10 @@ func TestReadsOverTargetReplicas(t *testing.T) {
 		}
 	}()
 	defer func() { wcancel(); <-written }()
-	var pconn *pgx.Conn // the tracker's goroutine only; closed once the proxy has stopped
-	t.Cleanup(func() { // registered before the proxy's own cleanup, so it runs after it
+	// The tracker's goroutine only. Closed by a cleanup registered before the proxy's own, so
+	// it runs after the proxy has stopped.
+	var pconn *pgx.Conn
+	t.Cleanup(func() {
 		if pconn != nil {
 			pconn.Close(context.Background())
 		}
