@@ -89,6 +89,7 @@ type Demo struct {
 	clientTxs                int64     // transactions the application committed through the switches
 	lossless                 bool      // both sides equal after the last switch
 	routedSessions           int       // reader sessions the rollout rule sent to the target
+	reportFile               string    // where the report step wrote the migration report
 }
 
 // DemoStep is one named stage of the demo.

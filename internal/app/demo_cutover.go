@@ -355,9 +355,18 @@ func settleDemo(ctx context.Context, d *Demo) error {
 	if err != nil {
 		return err
 	}
+	var conns [2]*pgx.Conn
+	for i, dsn := range []string{d.SourceDSN, d.TargetDSN} {
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		defer c.Close(context.WithoutCancel(ctx))
+		conns[i] = c
+	}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		diff, err := demoDiff(ctx, d, tables)
+		diff, err := demoDiff(ctx, conns, tables)
 		if err != nil {
 			return err
 		}
@@ -392,17 +401,9 @@ func demoTables(ctx context.Context, dsn string) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-// demoDiff names the first table whose digest differs between the sides ("" when none does).
-func demoDiff(ctx context.Context, d *Demo, tables []string) (string, error) {
-	var conns [2]*pgx.Conn
-	for i, dsn := range []string{d.SourceDSN, d.TargetDSN} {
-		c, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			return "", err
-		}
-		defer c.Close(context.WithoutCancel(ctx))
-		conns[i] = c
-	}
+// demoDiff names the first table whose digest differs between the sides (source, target; ""
+// when none does).
+func demoDiff(ctx context.Context, conns [2]*pgx.Conn, tables []string) (string, error) {
 	for _, t := range tables {
 		var dg [2]string
 		for i, c := range conns {
@@ -418,8 +419,14 @@ func demoDiff(ctx context.Context, d *Demo, tables []string) (string, error) {
 }
 
 // finishDemo removes what the migration left on both servers, as `pgshift finish --yes` does.
+// The report finish keeps goes where the report step wrote it (not into the working
+// directory, finish's default).
 func finishDemo(ctx context.Context, d *Demo) error {
-	res, err := Finish(ctx, d.config(), FinishOptions{Yes: true}, d.Opts.Logger)
+	file := d.reportFile
+	if file == "" {
+		file = filepath.Join(d.dir, "pgshift-report.md")
+	}
+	res, err := Finish(ctx, d.config(), FinishOptions{Yes: true, ReportFile: file}, d.Opts.Logger)
 	if err != nil {
 		return err
 	}

@@ -199,6 +199,7 @@ func reportDemo(ctx context.Context, d *Demo) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("migration report %s: %w", file, err)
 	}
+	d.reportFile = file
 	fmt.Fprintf(d.Opts.Out, "    report: %s (pgshift report --format markdown|html|json writes it again)\n", file)
 	return nil
 }

@@ -52,6 +52,10 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("demo: %v\n%s", err, out.String())
 		}
 		text := out.String()
+		// finish keeps its report where the report step wrote it, not in the working directory.
+		if _, err := os.Stat("pgshift-report.md"); err == nil {
+			t.Error("the demo left pgshift-report.md in the working directory")
+		}
 		if err := os.WriteFile(filepath.Join(filepath.Dir(reportFile), "demo-output.txt"), out.Bytes(), 0o644); err != nil {
 			t.Error(err)
 		}

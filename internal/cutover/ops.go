@@ -168,7 +168,7 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 		if err != nil {
 			return "", err
 		}
-		trig, err := e.triggersLive(ctx, conn, state.LiveTarget)
+		trig, err := e.triggersLive(ctx, conn, src, state.LiveTarget)
 		return detail + more + trig, err
 	})
 	if err != nil {
@@ -305,7 +305,7 @@ func (e *Engine) abortCutover(ctx context.Context, a *attempt, conn *pgx.Conn, r
 		cleanup = err
 	}
 	if a.cur >= 5 { // the deferred triggers and rules may be on on the target already
-		if _, err := e.triggersLive(rctx, conn, state.LiveSource); err != nil {
+		if _, err := e.triggersLive(rctx, conn, nil, state.LiveSource); err != nil {
 			cleanup = errors.Join(cleanup, err)
 		}
 	}
@@ -427,7 +427,7 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 			}
 		}
 		if a.cur >= 4 { // the deferred triggers and rules may be on on the source already
-			if _, err := e.triggersLive(rctx, conn, state.LiveTarget); err != nil {
+			if _, err := e.triggersLive(rctx, conn, src, state.LiveTarget); err != nil {
 				e.d.Log.Warn("could not turn the deferred triggers and rules back for traffic on the target; the agent does it when it restarts", "err", err)
 			}
 		}
@@ -531,7 +531,7 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 		if err != nil {
 			return "", err
 		}
-		trig, err := e.triggersLive(ctx, conn, state.LiveSource)
+		trig, err := e.triggersLive(ctx, conn, src, state.LiveSource)
 		return detail + more + trig, err
 	})
 	if err != nil {

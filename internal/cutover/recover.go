@@ -105,7 +105,7 @@ func (e *Engine) recover(ctx context.Context) error {
 	if st.Op != state.OpNone {
 		// The operation may have stopped between turning the deferred triggers and rules on
 		// one side and off the other: they follow the side that is live now.
-		if _, err := e.triggersLive(ctx, conn, st.Live); err != nil {
+		if _, err := e.triggersLive(ctx, conn, nil, st.Live); err != nil {
 			return err
 		}
 	}

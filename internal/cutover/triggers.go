@@ -21,17 +21,20 @@ import (
 )
 
 // triggersLive turns the deferred triggers and rules on on the live side and off on the other;
-// conn is the target. It returns the step's detail ("" when there are none).
-func (e *Engine) triggersLive(ctx context.Context, conn *pgx.Conn, live string) (string, error) {
+// conn is the target, src a writable source session (nil: one is opened, only when there is
+// something to do; the pause passes its own). It returns the step's detail ("" when there are
+// none).
+func (e *Engine) triggersLive(ctx context.Context, conn, src *pgx.Conn, live string) (string, error) {
 	ds, err := state.LoadDeferred(ctx, conn)
 	if err != nil || len(ds) == 0 {
 		return "", e.target().Describe(err)
 	}
-	src, err := e.writableSource().Connect(ctx)
-	if err != nil {
-		return "", err
+	if src == nil {
+		if src, err = e.writableSource().Connect(ctx); err != nil {
+			return "", err
+		}
+		defer src.Close(context.WithoutCancel(ctx))
 	}
-	defer src.Close(context.WithoutCancel(ctx))
 	stmts := make([]string, len(ds))
 	for i, d := range ds {
 		stmts[i] = d.Statement
