@@ -355,19 +355,35 @@ type attempt struct {
 	res   *Result
 	cur   int
 	start time.Time
+	// held is the last step's outcome, not yet recorded: it is written with the next step's
+	// start (or by flush), one target commit instead of two, which inside the pause is write
+	// pause saved. Settling a killed operation reads the cutover state, never these records,
+	// so a step recorded as running when it had finished misleads no one but the status page,
+	// which recovery then corrects.
+	held []state.CutoverStep
 }
 
 func (a *attempt) begin(ctx context.Context) error {
+	steps := make([]state.CutoverStep, len(a.names))
 	for i, n := range a.names {
-		if err := state.SaveCutoverStep(ctx, a.conn, state.CutoverStep{Attempt: a.no, No: i + 1, Name: n, State: state.StepPending}); err != nil {
-			return err
-		}
+		steps[i] = state.CutoverStep{Attempt: a.no, No: i + 1, Name: n, State: state.StepPending}
 	}
-	return nil
+	return state.SaveCutoverSteps(ctx, a.conn, steps...)
 }
 
-// step runs step no (1-based) with fn, recording it running, then done or failed.
+// step runs step no (1-based) with fn, recording it running (with the previous step's
+// outcome), then holding its own outcome for the next record; a failure is recorded at once.
 func (a *attempt) step(ctx context.Context, no int, fn func() (string, error)) error {
+	return a.run(ctx, no, true, fn)
+}
+
+// quickStep is a step whose work is recorded only after it ran (the resume: the pause ends
+// first, its records after).
+func (a *attempt) quickStep(ctx context.Context, no int, fn func() (string, error)) error {
+	return a.run(ctx, no, false, fn)
+}
+
+func (a *attempt) run(ctx context.Context, no int, recordStart bool, fn func() (string, error)) error {
 	if f := a.e.d.Fault; f != nil {
 		if err := f(a.op, no); err != nil {
 			a.e.die(err)
@@ -378,8 +394,12 @@ func (a *attempt) step(ctx context.Context, no int, fn func() (string, error)) e
 	started := time.Now()
 	name := a.names[no-1]
 	a.e.d.Log.Info(a.op+" step", "step", no, "name", name)
-	if err := state.SaveCutoverStep(ctx, a.conn, state.CutoverStep{Attempt: a.no, No: no, Name: name, State: state.StepRunning, StartedAt: started}); err != nil {
-		return err
+	if recordStart {
+		running := state.CutoverStep{Attempt: a.no, No: no, Name: name, State: state.StepRunning, StartedAt: started}
+		if err := state.SaveCutoverSteps(ctx, a.conn, append(a.held, running)...); err != nil {
+			return err
+		}
+		a.held = nil
 	}
 	detail, err := fn()
 	finished := time.Now()
@@ -388,20 +408,35 @@ func (a *attempt) step(ctx context.Context, no int, fn func() (string, error)) e
 		st, detail = state.StepFailed, err.Error()
 	}
 	a.res.Steps = append(a.res.Steps, StepResult{No: no, Name: name, State: st, Seconds: finished.Sub(started).Seconds(), Detail: detail})
-	rctx := context.WithoutCancel(ctx)
-	if serr := state.SaveCutoverStep(rctx, a.conn, state.CutoverStep{Attempt: a.no, No: no, Name: name, State: st, StartedAt: started, FinishedAt: finished, Detail: detail}); serr != nil && err == nil {
-		return serr
-	}
+	a.held = append(a.held, state.CutoverStep{Attempt: a.no, No: no, Name: name, State: st, StartedAt: started, FinishedAt: finished, Detail: detail})
 	a.e.d.Log.Info(a.op+" step "+st, "step", no, "name", name, "took", finished.Sub(started).Round(time.Millisecond).String(), "detail", detail)
+	if err != nil || !recordStart {
+		if serr := a.flush(ctx); serr != nil && err == nil {
+			return serr
+		}
+	}
+	return err
+}
+
+// flush records the held outcome; every operation ends with it.
+func (a *attempt) flush(ctx context.Context) error {
+	if len(a.held) == 0 {
+		return nil
+	}
+	err := state.SaveCutoverSteps(context.WithoutCancel(ctx), a.conn, a.held...)
+	a.held = nil
 	return err
 }
 
 // skipRest marks the steps after the current one skipped.
 func (a *attempt) skipRest(ctx context.Context, why string) {
+	steps := a.held
+	a.held = nil
 	for i := a.cur + 1; i <= len(a.names); i++ {
-		_ = state.SaveCutoverStep(context.WithoutCancel(ctx), a.conn, state.CutoverStep{Attempt: a.no, No: i, Name: a.names[i-1], State: state.StepSkipped, Detail: why})
+		steps = append(steps, state.CutoverStep{Attempt: a.no, No: i, Name: a.names[i-1], State: state.StepSkipped, Detail: why})
 		a.res.Steps = append(a.res.Steps, StepResult{No: i, Name: a.names[i-1], State: state.StepSkipped, Detail: why})
 	}
+	_ = state.SaveCutoverSteps(context.WithoutCancel(ctx), a.conn, steps...)
 }
 
 // faultError is a Fault that fired: the caller must return it without cleaning up.

@@ -69,6 +69,7 @@ func (e *Engine) Cutover(ctx context.Context, dryRun bool) (*Result, error) {
 	}
 	res.Attempt = no
 	a := &attempt{e: e, op: state.OpCutover, no: no, conn: conn, names: CutoverSteps(), res: res, start: time.Now()}
+	defer func() { _ = a.flush(ctx) }() // the last outcome held
 	if err := a.begin(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCannotRun, err)
 	}
@@ -250,7 +251,7 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 			return e.abortCutoverResult(ctx, a, conn, rev, paused, held, err)
 		}
 	}
-	err = a.step(ctx, 8, func() (string, error) {
+	err = a.quickStep(ctx, 8, func() (string, error) {
 		p.Resume()
 		paused = false
 		res.PauseSeconds = p.LastPauseDuration().Seconds()
@@ -384,6 +385,7 @@ func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
 	}
 	res.Attempt = no
 	a := &attempt{e: e, op: state.OpRollback, no: no, conn: conn, names: RollbackSteps(), res: res, start: time.Now()}
+	defer func() { _ = a.flush(ctx) }() // the last outcome held
 	if err := a.begin(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCannotRun, err)
 	}
@@ -580,7 +582,7 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 	if err != nil && (isFault(err) || !switched) {
 		return abort(err)
 	}
-	err = a.step(ctx, 6, func() (string, error) {
+	err = a.quickStep(ctx, 6, func() (string, error) {
 		p.Resume()
 		paused = false
 		res.PauseSeconds = p.LastPauseDuration().Seconds()

@@ -34,7 +34,7 @@ func (e *Engine) recover(ctx context.Context) error {
 				continue
 			}
 			if s.State == state.StepRunning {
-				s.State, s.FinishedAt, s.Detail = state.StepFailed, now, "the agent stopped during this step; "+outcome
+				s.State, s.FinishedAt, s.Detail = state.StepFailed, now, "the agent stopped during this step or just after it; "+outcome
 			} else {
 				s.State, s.Detail = state.StepSkipped, outcome
 			}

@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -423,20 +424,39 @@ func LoadCutoverSteps(ctx context.Context, q catalog.Querier) ([]CutoverStep, er
 
 // SaveCutoverStep writes one step's row (insert or update), for the cutover.
 func SaveCutoverStep(ctx context.Context, q catalog.Querier, s CutoverStep) error {
-	var started, finished *time.Time
-	if !s.StartedAt.IsZero() {
-		started = &s.StartedAt
+	return SaveCutoverSteps(ctx, q, s)
+}
+
+// SaveCutoverSteps records several steps in one statement (one commit outside a
+// transaction): inside a cutover's pause each commit on the target is write pause, so a
+// step's outcome is recorded together with the next step's start. Each step appears once.
+func SaveCutoverSteps(ctx context.Context, q catalog.Querier, steps ...CutoverStep) error {
+	if len(steps) == 0 {
+		return nil
 	}
-	if !s.FinishedAt.IsZero() {
-		finished = &s.FinishedAt
+	var b strings.Builder
+	b.WriteString(`INSERT INTO pgshift.cutover_steps (attempt, step_no, name, state, started_at, finished_at, detail) VALUES `)
+	args := make([]any, 0, 7*len(steps))
+	for i, s := range steps {
+		var started, finished *time.Time
+		if !s.StartedAt.IsZero() {
+			started = &s.StartedAt
+		}
+		if !s.FinishedAt.IsZero() {
+			finished = &s.FinishedAt
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		n := 7 * i
+		fmt.Fprintf(&b, "($%d::int4, $%d::int4, $%d::text, $%d::text, $%d::timestamptz, $%d::timestamptz, $%d::text)", n+1, n+2, n+3, n+4, n+5, n+6, n+7)
+		args = append(args, s.Attempt, s.No, s.Name, s.State, started, finished, s.Detail)
 	}
-	_, err := q.Exec(ctx, `INSERT INTO pgshift.cutover_steps (attempt, step_no, name, state, started_at, finished_at, detail)
-		VALUES ($1::int4, $2::int4, $3::text, $4::text, $5::timestamptz, $6::timestamptz, $7::text)
-		ON CONFLICT (attempt, step_no) DO UPDATE SET name = excluded.name, state = excluded.state,
-			started_at = excluded.started_at, finished_at = excluded.finished_at, detail = excluded.detail`,
-		s.Attempt, s.No, s.Name, s.State, started, finished, s.Detail)
-	if err != nil {
-		return fmt.Errorf("record cutover step %d (%s): %w", s.No, s.Name, err)
+	b.WriteString(` ON CONFLICT (attempt, step_no) DO UPDATE SET name = excluded.name, state = excluded.state,
+		started_at = excluded.started_at, finished_at = excluded.finished_at, detail = excluded.detail`)
+	if _, err := q.Exec(ctx, b.String(), args...); err != nil {
+		last := steps[len(steps)-1]
+		return fmt.Errorf("record cutover step %d (%s): %w", last.No, last.Name, err)
 	}
 	return nil
 }
