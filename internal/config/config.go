@@ -95,6 +95,15 @@ type CutoverSettings struct {
 	// ended; a rollback gives LOGIN back before traffic returns. Needs CREATEROLE (with ADMIN
 	// OPTION on them from 16) and pg_signal_backend.
 	FenceRoles []string `yaml:"fence_roles"`
+	// FenceTables fences writers that bypass the proxy and are inside a transaction when the
+	// pause begins: in the pause, before the catch-up, LOCK TABLE … IN EXCLUSIVE MODE on every
+	// migrated table of the side traffic leaves (readers are not blocked) waits until they
+	// commit, so the catch-up carries their rows, and holds off every other write until the
+	// switch, where the sessions queued behind it are ended before it is released. A lock not
+	// had within FenceLockTimeout (default 2s) aborts: traffic resumes where it was. Cannot be
+	// combined with trigger and rule statements the copy kept back.
+	FenceTables      bool          `yaml:"fence_tables"`
+	FenceLockTimeout time.Duration `yaml:"fence_lock_timeout"`
 	// PreHooks are shell commands (sh -c) run by the pre-checks: one that fails (non-zero exit,
 	// or HookTimeout) aborts the cutover before anything changes. PostSwitchHooks run after
 	// the switch and resume (e.g. kubectl rollout restart for apps not behind the proxy); a

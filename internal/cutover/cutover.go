@@ -125,6 +125,9 @@ func New(d Deps) *Engine {
 	if cs.CatchUpTimeout <= 0 {
 		cs.CatchUpTimeout = 10 * time.Second
 	}
+	if cs.FenceLockTimeout <= 0 {
+		cs.FenceLockTimeout = 2 * time.Second
+	}
 	if cs.WatchInterval <= 0 {
 		cs.WatchInterval = 5 * time.Second
 	}
@@ -361,6 +364,8 @@ type attempt struct {
 	// so a step recorded as running when it had finished misleads no one but the status page,
 	// which recovery then corrects.
 	held []state.CutoverStep
+	// lock is the table fence while it is up (cutover.fence_tables).
+	lock *tableLock
 }
 
 func (a *attempt) begin(ctx context.Context) error {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
@@ -47,11 +49,15 @@ func unfenceSource(ctx context.Context, src *pgx.Conn) error {
 // endSourceSessions ends every other client session of the source database (those that
 // started before the fence can still write) except keep (the proxy's catalog session, which
 // reads and which its next switch needs), and returns how many.
-func endSourceSessions(ctx context.Context, src *pgx.Conn, keep uint32) (int, error) {
+func endSourceSessions(ctx context.Context, src *pgx.Conn, keep ...uint32) (int, error) {
 	var n int
+	pids := make([]int32, len(keep))
+	for i, k := range keep {
+		pids[i] = int32(k)
+	}
 	err := src.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_catalog.pg_backend_pid() AND pid <> $1::int4 AND backend_type = 'client backend'`,
-		int32(keep)).Scan(&n)
+		WHERE datname = current_database() AND pid <> pg_catalog.pg_backend_pid() AND pid <> ALL ($1::int4[]) AND backend_type = 'client backend'`,
+		pids).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("fence the source: end the sessions that bypass the proxy: %w", err)
 	}
@@ -218,9 +224,9 @@ func (e *Engine) unfence(ctx context.Context, src *pgx.Conn) error {
 // endBypassers ends the sessions the fences are about: every other client session of the
 // source database with fence_source (but keep, the proxy's catalog session), else those of the
 // fenced roles.
-func (e *Engine) endBypassers(ctx context.Context, src *pgx.Conn, keep uint32) (int, error) {
+func (e *Engine) endBypassers(ctx context.Context, src *pgx.Conn, keep ...uint32) (int, error) {
 	if e.cs.FenceSource {
-		return endSourceSessions(ctx, src, keep)
+		return endSourceSessions(ctx, src, keep...)
 	}
 	return endRoleSessions(ctx, src, e.cs.FenceRoles)
 }
@@ -235,4 +241,104 @@ func (e *Engine) fenceWhat() string {
 		parts = append(parts, "NOLOGIN for "+strings.Join(e.cs.FenceRoles, ", "))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// The table fence (cutover.fence_tables): writers that bypass the proxy may be inside a
+// transaction when the pause begins, and the proxy cannot hold them. In the pause, before the
+// catch-up's mark, pgshift takes LOCK TABLE … IN EXCLUSIVE MODE on every table of the side
+// traffic leaves that its publication replicates, in one transaction of a session of its own,
+// with lock_timeout = cutover.fence_lock_timeout: the lock waits until those writers have
+// committed (their rows are then before the mark, so the catch-up carries them), and no other
+// write to those tables can commit until it is released. Readers are not blocked. A lock not
+// had in time aborts the operation (traffic resumes where it was; nothing changed). At the
+// switch, after the other fences are up, the sessions queued behind the lock are ended (their
+// transactions never committed; their clients get PostgreSQL's "terminating connection due
+// to administrator command") and the lock is released. Writers that start after the switch
+// are the other fences' business (fence_source, fence_roles).
+
+// tableLock is the table fence's open transaction.
+type tableLock struct {
+	conn   *pgx.Conn
+	pid    uint32
+	tables []string // quoted, qualified
+}
+
+// lockTables takes the table fence on conn's database for publication pub's tables. conn
+// becomes the lock's: it is closed by release.
+func lockTables(ctx context.Context, conn *pgx.Conn, pub string, timeout time.Duration) (*tableLock, error) {
+	var tables []string
+	// pg_publication_tables lists a partitioned table's root when the publication publishes
+	// through it, and LOCK TABLE locks the partitions with it.
+	err := conn.QueryRow(ctx, `SELECT coalesce(array_agg(format('%I.%I', schemaname, tablename) ORDER BY schemaname, tablename), '{}')
+		FROM pg_catalog.pg_publication_tables WHERE pubname = $1::text`, pub).Scan(&tables)
+	if err != nil {
+		return nil, fmt.Errorf("table fence: list the tables of publication %s: %w", pub, err)
+	}
+	l := &tableLock{conn: conn, pid: conn.PgConn().PID(), tables: tables}
+	if len(tables) == 0 {
+		return l, nil
+	}
+	if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+		return nil, fmt.Errorf("table fence: %w", err)
+	}
+	ms := max(1, timeout.Milliseconds())
+	if _, err := conn.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", ms)); err != nil {
+		return nil, fmt.Errorf("table fence: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "LOCK TABLE "+strings.Join(tables, ", ")+" IN EXCLUSIVE MODE"); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+			return nil, fmt.Errorf("table fence: a transaction writing to the migrated tables outside the proxy did not end within cutover.fence_lock_timeout %s (find it in pg_stat_activity, end it or raise the timeout): %w", timeout, err)
+		}
+		return nil, fmt.Errorf("table fence: lock %d tables in EXCLUSIVE mode: %w", len(tables), err)
+	}
+	return l, nil
+}
+
+// pidOrZero is the lock session's backend, 0 without a fence up (nil-safe).
+func (l *tableLock) pidOrZero() uint32 {
+	if l == nil || l.conn == nil {
+		return 0
+	}
+	return l.pid
+}
+
+// release ends the sessions queued behind the lock (when endWaiters) and releases it,
+// returning how many were ended. Nil-safe.
+func (l *tableLock) release(ctx context.Context, endWaiters bool) (int, error) {
+	if l == nil || l.conn == nil {
+		return 0, nil
+	}
+	conn := l.conn
+	l.conn = nil
+	defer conn.Close(context.WithoutCancel(ctx))
+	n := 0
+	var err error
+	if endWaiters && len(l.tables) > 0 {
+		// Every session waiting for a lock that conflicts with the fence's: PostgreSQL lists
+		// the fence among its blockers (the holder of a conflicting lock), whether it queued
+		// first or behind another waiter.
+		err = conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(a.pid))
+			FROM pg_catalog.pg_stat_activity a
+			WHERE a.datname = current_database() AND a.pid <> pg_catalog.pg_backend_pid()
+			  AND $1::int4 = ANY (pg_catalog.pg_blocking_pids(a.pid))`, int32(l.pid)).Scan(&n)
+		if err != nil {
+			err = fmt.Errorf("table fence: end the sessions queued behind it: %w", err)
+		}
+	}
+	if _, rerr := conn.Exec(ctx, "ROLLBACK"); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("table fence: release: %w", rerr))
+	}
+	return n, err
+}
+
+// tableFenceCheck is the pre-check of the table fence: the trigger and rule statements the
+// copy kept back are run on both sides in the pause (ALTER TABLE), which would wait for the
+// lock for ever.
+func tableFenceCheck(deferred int) Check {
+	c := Check{Name: "table fence possible", OK: deferred == 0, Detail: "cutover.fence_tables: LOCK TABLE … IN EXCLUSIVE MODE on the migrated tables in the pause"}
+	if deferred > 0 {
+		c.Detail = fmt.Sprintf("cutover.fence_tables cannot be used with the %d trigger and rule statements the copy kept back (they are switched in the pause with ALTER TABLE, which the lock blocks): use cutover.fence_source or cutover.fence_roles instead", deferred)
+	}
+	return c
 }

@@ -2,6 +2,7 @@ package cutover
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pgshift/pgshift/internal/config"
 	"github.com/pgshift/pgshift/internal/pgtest"
+	"github.com/pgshift/pgshift/internal/state"
 )
 
 // TestCutoverFencesSource: with cutover.fence_source, a session connected to the source
@@ -140,4 +142,135 @@ func TestCutoverFencesRoles(t *testing.T) {
 	if !strings.Contains(r.Error, "dormant cannot log in already") {
 		t.Errorf("dry run with a NOLOGIN role to fence: %q", r.Error)
 	}
+}
+
+// TestCutoverFencesTables: with cutover.fence_tables, a transaction writing to the source
+// outside the proxy when the pause begins is waited out (its row is on the target after the
+// cutover, though it committed inside the pause); a writer that comes meanwhile queues behind
+// the lock and is ended at the switch (its row on neither side, its client told); the same
+// holds on the target for the rollback. A writer that outlasts cutover.fence_lock_timeout
+// aborts the cutover: traffic resumes on the source and its row, committed later, follows.
+func TestCutoverFencesTables(t *testing.T) {
+	e := newEnvWith(t, nil, func(c *config.Config) {
+		c.Cutover.FenceTables = true
+		c.Cutover.FenceLockTimeout = 3 * time.Second
+	})
+	e.start(nil)
+	e.waitFollowing()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	w := e.startWorkload(2)
+	defer w.stop()
+
+	// through fences a cutover (live: the side it leaves) with one writer in flight and one
+	// that arrives while the fence waits, and checks both outcomes.
+	through := func(op string, dsn string, inflightID, lateID int) {
+		t.Helper()
+		inflight, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inflight.Close(context.Background())
+		late, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer late.Close(context.Background())
+		if _, err := inflight.Exec(ctx, "BEGIN"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := inflight.Exec(ctx, `INSERT INTO accounts VALUES ($1::int, 7)`, inflightID); err != nil {
+			t.Fatal(err)
+		}
+		type outcome struct {
+			r   *Result
+			err error
+		}
+		done := make(chan outcome, 1)
+		go func() {
+			var r *Result
+			var err error
+			if op == "cutover" {
+				r, err = e.agent.engine.Cutover(ctx, false)
+			} else {
+				r, err = e.agent.engine.Rollback(ctx)
+			}
+			done <- outcome{r, err}
+		}()
+		// The fence waits for the open transaction.
+		waitLockQueued(t, ctx, inflight, 1)
+		lateErr := make(chan error, 1)
+		go func() {
+			_, err := late.Exec(ctx, `INSERT INTO accounts VALUES ($1::int, 8)`, lateID)
+			lateErr <- err
+		}()
+		waitLockQueued(t, ctx, inflight, 2)
+		if _, err := inflight.Exec(ctx, "COMMIT"); err != nil {
+			t.Fatalf("the in-flight writer's commit: %v", err)
+		}
+		o := <-done
+		if o.err != nil || o.r.Outcome != OutcomeDone {
+			t.Fatalf("%s: %v %+v", op, o.err, o.r)
+		}
+		logResult(t, o.r)
+		if err := <-lateErr; err == nil || !strings.Contains(err.Error(), "terminating connection") {
+			t.Errorf("%s: the writer queued behind the table fence: %v, want its session ended", op, err)
+		}
+		time.Sleep(time.Second) // the other direction applies what it had
+		for i, side := range []*pgtest.Cluster{e.src, e.dst} {
+			got := strings.TrimSpace(e.q(side, fmt.Sprintf(`SELECT string_agg(id::text, ',' ORDER BY id) FROM accounts WHERE id IN (%d, %d)`, inflightID, lateID)))
+			if got != fmt.Sprint(inflightID) {
+				t.Errorf("%s: on the %s the fenced writers' rows are %q, want only the in-flight one's, %d", op, []string{"source", "target"}[i], got, inflightID)
+			}
+		}
+	}
+	through("cutover", e.cfg.Source, 901, 902)
+	e.waitLive(ctx)
+	through("rollback", e.cfg.Target, 903, 904)
+
+	// A writer that keeps its transaction open past the lock timeout aborts the cutover.
+	e.waitFollowing()
+	slow, err := pgx.Connect(ctx, e.cfg.Source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close(context.Background())
+	if _, err := slow.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := slow.Exec(ctx, `INSERT INTO accounts VALUES (905, 9)`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.agent.engine.Cutover(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logResult(t, r)
+	if r.Outcome != OutcomeAborted || r.Live != state.LiveSource || !strings.Contains(r.Error, "cutover.fence_lock_timeout") {
+		t.Errorf("cutover with a writer past the lock timeout: outcome %s, live %s, error %q; want aborted on the source, naming the timeout", r.Outcome, r.Live, r.Error)
+	}
+	if _, err := slow.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatalf("the slow writer's commit after the abort: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	w.stop()
+	w.check(t, e.src, "the source")
+	e.waitSame()
+}
+
+// waitLockQueued waits until n sessions wait for a lock on table accounts.
+func waitLockQueued(t *testing.T, ctx context.Context, q *pgx.Conn, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		var got int
+		if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'accounts'::regclass`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got >= n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %d sessions waiting for a lock on accounts within 20s", n)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/proxy"
 	"github.com/pgshift/pgshift/internal/state"
@@ -109,6 +110,14 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 		return e.abortCutoverResult(ctx, a, conn, rev, paused, held, err)
 	}
 	defer src.Close(context.WithoutCancel(ctx))
+	var pub string
+	if e.cs.FenceTables {
+		m, err := state.Load(ctx, conn)
+		if err != nil {
+			return e.abortCutoverResult(ctx, a, conn, rev, paused, held, e.target().Describe(err))
+		}
+		pub = m.Publication
+	}
 	// Before the switch any failure resumes traffic on the source and undoes the reverse
 	// replication objects; the forward position and data are untouched.
 	err = a.step(ctx, 2, func() (string, error) {
@@ -124,6 +133,10 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 	}
 	var final pgtypes.LSN
 	err = a.step(ctx, 3, func() (string, error) {
+		fenced, err := e.takeTableFence(ctx, a, e.writableSource(), pub)
+		if err != nil {
+			return "", err
+		}
 		mark, err := emitMark(ctx, src, "cutover")
 		if err != nil {
 			return "", e.source().Describe(err)
@@ -144,7 +157,7 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 			return "", fmt.Errorf("the target's stored applied position %s is not past the source's mark %s", pos.AppliedLSN, mark)
 		}
 		final = pos.AppliedLSN
-		return fmt.Sprintf("applied %s (mark %s)", final, mark), nil
+		return fmt.Sprintf("applied %s (mark %s)", final, mark) + fenced, nil
 	})
 	if err != nil {
 		return e.abortCutoverResult(ctx, a, conn, rev, paused, held, err)
@@ -232,7 +245,7 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 		rev = live
 		detail := fmt.Sprintf("%d client sessions on the target", p.Stats().Clients)
 		if e.fencing() {
-			n, err := e.endBypassers(ctx, src, p.CatalogPID(proxy.Source))
+			n, err := e.endBypassers(ctx, src, p.CatalogPID(proxy.Source), a.lock.pidOrZero())
 			if err != nil {
 				// New sessions are fenced already; say what is left.
 				e.d.Log.Warn("the source is fenced for new sessions, but ending the sessions that bypass the proxy failed", "err", err)
@@ -241,7 +254,7 @@ func (e *Engine) runCutover(ctx context.Context, a *attempt, conn *pgx.Conn, rev
 				detail += fmt.Sprintf("; source fenced (%s, %d other sessions ended)", e.fenceWhat(), n)
 			}
 		}
-		return detail, nil
+		return detail + a.dropTableFence(ctx), nil
 	})
 	if err != nil {
 		if isFault(err) {
@@ -302,6 +315,9 @@ func (e *Engine) abortCutover(ctx context.Context, a *attempt, conn *pgx.Conn, r
 	}
 	a.skipRest(ctx, "cutover aborted: traffic resumed on the source")
 	var cleanup error
+	if _, err := a.lock.release(rctx, false); err != nil {
+		cleanup = err
+	}
 	if err := dropReverse(rctx, conn, rev.ReverseSlot, rev.ReversePublication); err != nil {
 		cleanup = err
 	}
@@ -379,6 +395,7 @@ func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
 	}
 	res.Checks = append(res.Checks, e.precheckForeign(ctx, m, st))
 	res.Checks = append(res.Checks, e.userChecks(ctx, conn, state.OpRollback, state.LiveTarget)...)
+	res.Checks = append(res.Checks, e.tableFenceChecks(ctx, conn)...)
 	no, err := state.NextCutoverAttempt(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCannotRun, err)
@@ -423,6 +440,9 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 			return nil, cause
 		}
 		rctx := context.WithoutCancel(ctx)
+		if _, err := a.lock.release(rctx, false); err != nil {
+			e.d.Log.Warn("could not release the table fence of the aborted rollback; it goes with its session", "err", err)
+		}
 		if unfenced {
 			if err := e.fence(rctx, src); err != nil {
 				e.d.Log.Warn("could not fence the source again after the aborted rollback; the agent fences it when it restarts", "err", err)
@@ -486,6 +506,10 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 	}
 	var resumeAt pgtypes.LSN
 	err = a.step(ctx, 3, func() (string, error) {
+		fenced, err := e.takeTableFence(ctx, a, e.target(), rb.ReversePublication)
+		if err != nil {
+			return "", err
+		}
 		mark, err := emitMark(ctx, conn, "rollback")
 		if err != nil {
 			return "", e.target().Describe(err)
@@ -518,7 +542,7 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 		if err := checkForward(ctx, src, m.Slot, m.Publication, rb.ForwardFinal, resumeAt); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("source applied %s (mark %s); forward resumes at %s", pos.AppliedLSN, mark, resumeAt), nil
+		return fmt.Sprintf("source applied %s (mark %s); forward resumes at %s", pos.AppliedLSN, mark, resumeAt) + fenced, nil
 	})
 	if err != nil {
 		return abort(err)
@@ -577,7 +601,7 @@ func (e *Engine) runRollback(ctx context.Context, a *attempt, conn *pgx.Conn, rb
 			return "", fmt.Errorf("switch the proxy: %w", err)
 		}
 		rb, switched = live, true
-		return fmt.Sprintf("%d client sessions on the source", p.Stats().Clients), nil
+		return fmt.Sprintf("%d client sessions on the source", p.Stats().Clients) + a.dropTableFence(ctx), nil
 	})
 	if err != nil && (isFault(err) || !switched) {
 		return abort(err)
@@ -728,6 +752,52 @@ func (e *Engine) pauseTimeout() time.Duration {
 	return 30 * time.Second
 }
 
+// tableFenceChecks is the table fence's pre-check, when it is configured.
+func (e *Engine) tableFenceChecks(ctx context.Context, conn *pgx.Conn) []Check {
+	if !e.cs.FenceTables {
+		return nil
+	}
+	d, err := state.LoadDeferred(ctx, conn)
+	if err != nil {
+		return []Check{{Name: "table fence possible", Detail: e.target().Describe(err).Error()}}
+	}
+	return []Check{tableFenceCheck(len(d))}
+}
+
+// takeTableFence takes the table fence (see lockTables) on a session of its own opened on ep
+// for publication pub, when cutover.fence_tables is set; the step's detail says how long it
+// waited.
+func (e *Engine) takeTableFence(ctx context.Context, a *attempt, ep db.Endpoint, pub string) (string, error) {
+	if !e.cs.FenceTables {
+		return "", nil
+	}
+	lc, err := ep.Connect(ctx)
+	if err != nil {
+		return "", err
+	}
+	start := time.Now()
+	l, err := lockTables(ctx, lc, pub, e.cs.FenceLockTimeout)
+	if err != nil {
+		lc.Close(context.WithoutCancel(ctx))
+		return "", ep.Describe(err)
+	}
+	a.lock = l
+	return fmt.Sprintf("; table fence: %d tables locked after %s", len(l.tables), time.Since(start).Round(time.Millisecond)), nil
+}
+
+// dropTableFence releases the table fence at the switch, ending the writers queued behind it.
+func (a *attempt) dropTableFence(ctx context.Context) string {
+	if a.lock == nil {
+		return ""
+	}
+	n, err := a.lock.release(ctx, true)
+	if err != nil {
+		a.e.d.Log.Warn("the table fence: ending the writers queued behind it failed", "err", err)
+		return "; table fence released, ending the writers queued behind it failed: " + err.Error()
+	}
+	return fmt.Sprintf("; table fence released, %d writers queued behind it ended", n)
+}
+
 // precheckCutover checks, changing nothing, that a cutover can run now.
 func (e *Engine) precheckCutover(ctx context.Context, conn *pgx.Conn) []Check {
 	var out []Check
@@ -782,6 +852,7 @@ func (e *Engine) precheckCutover(ctx context.Context, conn *pgx.Conn) []Check {
 			src.Close(context.WithoutCancel(ctx))
 		}
 	}
+	out = append(out, e.tableFenceChecks(ctx, conn)...)
 	if d, err := state.LoadDeferred(ctx, conn); err != nil {
 		add("deferred statements", false, err.Error())
 	} else {
