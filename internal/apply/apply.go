@@ -128,14 +128,16 @@ type Applier struct {
 	pipeline
 
 	// The open target transaction.
-	tx        pgx.Tx
-	txStart   time.Time
-	txCount   int
-	txBytes   int64
-	cur       *cdc.Tx
-	lastEnd   pgtypes.LSN
-	lastTime  time.Time
-	pendingCh uint64
+	tx      pgx.Tx
+	txStart time.Time
+	txCount int
+	txBytes int64
+	cur     *cdc.Tx
+	// visibleXid: the last transaction awaitVisible saw visible on the source.
+	visibleXid uint32
+	lastEnd    pgtypes.LSN
+	lastTime   time.Time
+	pendingCh  uint64
 
 	compaction
 }

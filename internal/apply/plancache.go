@@ -26,6 +26,10 @@ func (a *Applier) plan(ctx context.Context, r *cdc.Relation) (*plan, error) {
 	if p := a.byRel[r]; p != nil && !p.stale {
 		return p, nil
 	}
+	// Both paths below read the source's catalog, which must show this transaction.
+	if err := a.awaitVisible(ctx); err != nil {
+		return nil, err
+	}
 	cur := a.plans[r.OID]
 	if cur != nil && relKey(cur.rel) == relKey(r) {
 		// Sent again with the same columns (pgoutput does after every invalidation of the
