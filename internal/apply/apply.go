@@ -327,8 +327,9 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 // then meets only the transactions from the stopping one on; applied to a target still
 // behind the source's schema change, the same fix would make the earlier ones fail next.
 // The open target transaction is always recorded when it holds more than the stopping source
-// transaction: one applied without a recording is committed at its end, and one that grows too
-// large to record first commits those before it (stopRecording).
+// transaction: one applied without a recording is committed at its end, one that grows too
+// large to record first commits those before it (stopRecording), and a conflict's redo in the
+// middle of one does the same (flush).
 func (a *Applier) keepCompleted(ctx context.Context, cause error) error {
 	if a.tx == nil || a.txCount == 0 || !a.recording() || a.rawAtBegin > len(a.raw) {
 		return cause
