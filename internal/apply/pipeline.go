@@ -185,7 +185,7 @@ func (a *Applier) flush(ctx context.Context) error {
 	if err != nil && a.compacted && conflict(err) {
 		// Compaction reordered changes and a unique or exclusion constraint saw an
 		// intermediate state the source never had: apply this batch again in source order.
-		if a.cur != nil && a.txCount > 0 && a.recording() {
+		if a.cur != nil && a.txCount > 0 && a.recording() && a.rawAtBegin <= len(a.raw) {
 			// In the middle of a source transaction, with others before it: those are redone
 			// and committed on their own first, and this one's changes so far redone in a new
 			// target transaction. Redone, the rest of it is applied unrecorded, and a schema
