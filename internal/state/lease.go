@@ -352,6 +352,10 @@ func (l *Lease) Fence(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("fence a target session: %w", err)
 	}
 	if !ours {
+		// The lease session is gone (the target restarted, say) before the keeper noticed:
+		// have it beat now and see, or the caller's wait for the lease returns at once and
+		// it retries in a tight loop until the next heartbeat.
+		l.Touch()
 		return ErrLeaseLost
 	}
 	l.mu.Lock()
