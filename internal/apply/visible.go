@@ -18,9 +18,11 @@ import (
 	"github.com/pgshift/pgshift/internal/catalog"
 )
 
-// visibleTimeout bounds the wait: a commit is visible microseconds after its record is flushed,
-// unless a synchronous standby holds it.
-const visibleTimeout = 2 * time.Minute
+// visibleWarn is how often a long wait is reported: a commit is visible microseconds after its
+// record is flushed, unless a synchronous standby that does not confirm holds it, and then the
+// source's own clients wait as well. pgshift waits with them, saying so, rather than read a
+// catalog that may not be the one the transaction left.
+const visibleWarn = 30 * time.Second
 
 // awaitVisible waits until the transaction being applied is visible on the source (a no-op
 // outside a transaction and for a transaction already waited for).
@@ -34,7 +36,7 @@ func (a *Applier) awaitVisible(ctx context.Context) error {
 		return err
 	}
 	sql := visibleSQL(v)
-	deadline := time.Now().Add(visibleTimeout)
+	start, warned := time.Now(), time.Duration(0)
 	pause := time.Millisecond
 	for {
 		var ok bool
@@ -45,8 +47,10 @@ func (a *Applier) awaitVisible(ctx context.Context) error {
 			a.visibleXid = xid
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("transaction %d was decoded but is not visible on the source after %s (a synchronous standby that does not confirm?)", xid, visibleTimeout)
+		if waited := time.Since(start); waited-warned >= visibleWarn {
+			warned = waited
+			a.log.Warn("a transaction the source sent is not visible there yet; waiting before reading its catalog (a synchronous standby that does not confirm?)",
+				"xid", xid, "waited", waited.Round(time.Second).String())
 		}
 		select {
 		case <-ctx.Done():
