@@ -1052,8 +1052,12 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 			pending = append(pending, d)
 		}
 	}
+	inWindow := time.Now().Before(cs.restartWindow)
 	cs.agentMu.Unlock()
-	if len(pending) > 0 && a.code != 0 {
+	// An agent that could not reach a server restarting under it (it gives up at once before
+	// it follows) is no DDL stop, even with a DDL pending.
+	startupTrouble := inWindow && a.code != 0 && connectionTrouble(out) && cs.startupExits < 5
+	if len(pending) > 0 && a.code != 0 && !startupTrouble {
 		res.DDLStops++
 		// The user makes on the target what the stop names, no more: a DDL of another table
 		// that pgshift has not reached yet, made there too, would stop the next transactions.
@@ -1088,10 +1092,7 @@ func (cs *caseRun) onAgentExit(ctx context.Context, a *proc) {
 		cs.startOver(ctx, out)
 		return
 	}
-	cs.agentMu.Lock()
-	inWindow := time.Now().Before(cs.restartWindow)
-	cs.agentMu.Unlock()
-	if inWindow && a.code != 0 && connectionTrouble(out) && cs.startupExits < 5 {
+	if startupTrouble {
 		cs.startupExits++
 		cs.logf("the agent gave up while a server restarted (exit %d): %s; starting it again once the servers are up", a.code, lastLines(out, 1))
 		for time.Now().Before(cs.restartWindowEnd()) && ctx.Err() == nil {
