@@ -333,6 +333,10 @@ func (a *Applier) stopRecording(ctx context.Context) error {
 func (a *Applier) commitBefore(ctx context.Context) error {
 	cur, own := a.cur, slices.Clone(a.raw[a.rawAtBegin:])
 	a.raw, a.cur = a.raw[:a.rawAtBegin], nil
+	// The current transaction is the current one again on every return: a failure here is
+	// reported in its name (a nil one took the agent down with a panic when the target
+	// restarted during this redo).
+	defer func() { a.cur = cur }()
 	if err := a.redo(ctx, errors.New("committing the transactions before a large one")); err != nil {
 		return err
 	}

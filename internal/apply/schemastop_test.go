@@ -141,3 +141,31 @@ func TestSchemaStopAfterConflictRedo(t *testing.T) {
 		t.Fatalf("applied position %s, want 0/10D0 (the end of the third transaction)", got)
 	}
 }
+
+// TestCommitBeforeFailureNamesTheTransaction: when committing the transactions before the
+// current one fails (here a real unique violation the redo in source order meets: the target
+// holds a row the source does not), the error names the current transaction. Before, the
+// current transaction was left unset on that path and the agent died of a nil pointer
+// (found by the torture harness: the target restarted during such a redo).
+func TestCommitBeforeFailureNamesTheTransaction(t *testing.T) {
+	cl := pgtest.New(t, pgtest.Options{})
+	ctx := context.Background()
+	const schema = `CREATE TABLE u (id int PRIMARY KEY, email text UNIQUE, n int); INSERT INTO u VALUES (1, 'x', 0), (2, 'y', 0);`
+	e := newRedoEnv(t, cl, "commitbefore_fail", schema+`ALTER TABLE u RENAME COLUMN n TO m;`, schema+`INSERT INTO u VALUES (9, 'z', 0);`)
+	before := e.rel("u", 'd', colID, colText("email"), colInt("n"))
+	after := e.rel("u", 'd', colID, colText("email"), colInt("m"))
+	upd := func(rel *cdc.Relation, id, email, n string) *cdc.Change {
+		return &cdc.Change{Kind: cdc.Update, Rel: rel, New: []cdc.Value{txt(id), txt(email), txt(n)}}
+	}
+	// The third transaction's new relation description forces a flush of the merged rows; it
+	// conflicts, and the redo of the two before it in source order meets the real violation.
+	err := e.a.chunk(ctx, batch(0x1000,
+		[]*cdc.Change{upd(before, "1", "tmp", "1")},
+		[]*cdc.Change{upd(before, "2", "z", "2")}, // 'z' is taken on the target only
+		[]*cdc.Change{{Kind: cdc.Update, Rel: before, OldKind: 'K', Old: []cdc.Value{txt("1"), {Kind: 'n'}, {Kind: 'n'}}, New: []cdc.Value{txt("10"), txt("tmp"), txt("3")}},
+			upd(after, "2", "z", "4")},
+	))
+	if err == nil || !strings.Contains(err.Error(), "transaction 1002") || !strings.Contains(err.Error(), "23505") {
+		t.Fatalf("got %v, want the unique violation named with transaction 1002", err)
+	}
+}
