@@ -852,10 +852,12 @@ func (e *Engine) precheckCutover(ctx context.Context, conn *pgx.Conn) []Check {
 			src.Close(context.WithoutCancel(ctx))
 		}
 	}
-	out = append(out, e.tableFenceChecks(ctx, conn)...)
 	if d, err := state.LoadDeferred(ctx, conn); err != nil {
 		add("deferred statements", false, err.Error())
 	} else {
+		if e.cs.FenceTables {
+			out = append(out, tableFenceCheck(len(d)))
+		}
 		n := 0
 		for _, s := range d {
 			if s.AppliedAt.IsZero() {
