@@ -1,4 +1,4 @@
-package route
+package sqlparse
 
 import "unicode/utf8"
 
