@@ -1,0 +1,96 @@
+package sqlparse
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestJudgeDDL: each kind the applier follows is accepted with what it must check or keep in
+// step, and each kind it cannot prove safe is refused with its reason.
+func TestJudgeDDL(t *testing.T) {
+	for _, tc := range []struct {
+		sql    string
+		refuse string // a word of the reason; "" = accepted
+		want   string // fmt of the accepted statements' interesting fields
+	}{
+		{sql: `ALTER TABLE t ADD COLUMN c int NOT NULL DEFAULT 7`, want: "ALTER TABLE||[]|[] [] [] []"},
+		{sql: `ALTER TABLE t ADD COLUMN c text DEFAULT 'x'`, want: "ALTER TABLE||[]|[] [] [] []"},
+		{sql: `ALTER TABLE t ADD COLUMN c timestamptz DEFAULT 'now'`, want: "ALTER TABLE||[{t c}]|[] [] [] []"},
+		{sql: `ALTER TABLE s.t ADD COLUMN c timestamptz DEFAULT now()`, want: "ALTER TABLE||[{s.t c}]|[] [] [] []"},
+		{sql: `ALTER TABLE t ADD COLUMN c int DEFAULT '5'::int`, want: "ALTER TABLE||[]|[] [] [] []"},
+		{sql: `ALTER TABLE t ADD COLUMN id bigserial`, refuse: "physical order"},
+		{sql: `ALTER TABLE t ADD COLUMN id int GENERATED ALWAYS AS IDENTITY`, refuse: "physical order"},
+		{sql: `ALTER TABLE t DROP COLUMN c, RENAME COLUMN a TO b`, refuse: "does not parse"},
+		{sql: `ALTER TABLE t DROP COLUMN c`, want: "ALTER TABLE||[]|[] [] [] []"},
+		{sql: `ALTER TABLE t RENAME COLUMN a TO b`, want: "ALTER COLUMN RENAME||[]|[] [] [] []"},
+		{sql: `ALTER TABLE t ALTER COLUMN v TYPE bigint`, want: "ALTER TABLE||[]|[] [] [] []"},
+		{sql: `ALTER TABLE t ALTER COLUMN v TYPE int USING length(v) * 2`, want: "ALTER TABLE||[]|[length] [*] [] []"},
+		{sql: `ALTER TABLE t ALTER v SET DEFAULT 3, ALTER v SET NOT NULL, ALTER w DROP NOT NULL`, want: "ALTER TABLE||[]|[] [] [] []"},
+		{sql: `ALTER TABLE t ADD CONSTRAINT c CHECK (v > 0), ADD UNIQUE (w), ADD FOREIGN KEY (x) REFERENCES u (id)`, want: "ALTER TABLE||[]|[] [] [] []"},
+		{sql: `ALTER TABLE t DROP CONSTRAINT c`, want: "ALTER TABLE||[]|[] [] [] []"},
+		{sql: `CREATE INDEX CONCURRENTLY i ON t (v)`, want: "CREATE INDEX|CREATE INDEX i ON t USING btree (v)|[]|[] [] [] []"},
+		{sql: `DROP INDEX CONCURRENTLY i`, want: "DROP INDEX|DROP INDEX i|[]|[] [] [] []"},
+		{sql: `CREATE UNIQUE INDEX i ON t (v)`, want: "CREATE INDEX||[]|[] [] [] []"},
+		{sql: `ALTER TABLE t RENAME TO u`, want: "ALTER TABLE RENAME||[]|[] [] [] [{t u}]"},
+		{sql: `ALTER TABLE s.t SET SCHEMA r`, want: "ALTER TABLE SET SCHEMA||[]|[] [] [] [{s.t r.}]"},
+		{sql: `DROP TABLE t, s.u CASCADE`, want: "DROP TABLE||[]|[] [] [t s.u] []"},
+		{sql: `CREATE TYPE mood AS ENUM ('a', 'b'); ALTER TYPE mood ADD VALUE 'c'`, want: "CREATE TYPE||[]|[] [] [] []; ALTER TYPE||[]|[] [] [] []"},
+		{sql: `CREATE OR REPLACE VIEW v AS SELECT 1`, want: "CREATE VIEW||[]|[] [] [] []"},
+		{sql: `CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'`, want: "CREATE FUNCTION||[]|[] [] [] []"},
+		{sql: `CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()`, want: "CREATE TRIGGER||[]|[] [] [] []"},
+		{sql: `LOCK TABLE t; ALTER TABLE t ADD COLUMN c int`, want: "ALTER TABLE||[]|[] [] [] []"},
+		{sql: `ALTER TABLE t ADD COLUMN c int; UPDATE t SET c = 1`, refuse: "mixes"},
+		{sql: `DO $$BEGIN EXECUTE 'ALTER TABLE t ADD c int'; END$$`, refuse: "DO block"},
+		{sql: `CALL p()`, refuse: "CALL"},
+		{sql: `SELECT f()`, refuse: "mixes"},
+		{sql: `BEGIN; ALTER TABLE t ADD c int; COMMIT`, refuse: "transaction control"},
+		{sql: `SET search_path = s; ALTER TABLE t ADD c int`, refuse: "SET"},
+		{sql: `CREATE TABLE n (id int)`, refuse: "not migrated yet"},
+		{sql: `CREATE TABLE n AS SELECT 1`, refuse: "not migrated yet"},
+		{sql: `ALTER TABLE t ENABLE ALWAYS TRIGGER tr`, refuse: "ENABLE ALWAYS"},
+		{sql: `ALTER TABLE t SET UNLOGGED`, refuse: "unlogged"},
+		{sql: `ALTER TABLE p ATTACH PARTITION c FOR VALUES IN (1)`, refuse: "partitions"},
+		{sql: `DROP SCHEMA s CASCADE`, refuse: "CASCADE"},
+		{sql: `ALTER SCHEMA s RENAME TO r`, refuse: "schema"},
+		{sql: `VACUUM t`, refuse: "not a kind"},
+		{sql: `CREATE PUBLICATION p FOR ALL TABLES`, refuse: "publications"},
+	} {
+		got, err := JudgeDDL(tc.sql)
+		if tc.refuse != "" {
+			var re *RefusedError
+			if !errors.As(err, &re) || !strings.Contains(re.Reason, tc.refuse) || re.Fix == "" {
+				t.Errorf("%s: got %v, %v; want refused for %q with a fix", tc.sql, got, err, tc.refuse)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: refused: %v", tc.sql, err)
+			continue
+		}
+		parts := make([]string, len(got))
+		for i, d := range got {
+			sql := ""
+			if d.Concurrently {
+				sql = d.SQL
+			}
+			parts[i] = fmt.Sprintf("%s|%s|%v|%v %v %v %v", d.Kind, sql, d.CheckAdded, d.Functions, d.Operators, d.DropsTables, d.RenamesTables)
+		}
+		if s := strings.Join(parts, "; "); s != tc.want {
+			t.Errorf("%s:\n got %s\nwant %s", tc.sql, s, tc.want)
+		}
+	}
+}
+
+// TestJudgeDDLKeepsEachStatementsText: several statements of one query string run one by one,
+// each with its own text.
+func TestJudgeDDLKeepsEachStatementsText(t *testing.T) {
+	got, err := JudgeDDL("ALTER TABLE t ADD c int ;\n  CREATE INDEX ON t (c);")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].SQL != "ALTER TABLE t ADD c int" || got[1].SQL != "CREATE INDEX ON t (c)" {
+		t.Fatalf("got %+v", got)
+	}
+}
