@@ -11,7 +11,6 @@
 //     between the two servers; anything else is refused with the reason.
 package sqlparse
 
-
 import (
 	"strings"
 	"sync"
