@@ -25,6 +25,12 @@ func faultHooks(at string, opts *app.RunOptions) error {
 			return syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
 		return nil
+	case "after-ddl":
+		// Right after a captured schema change ran on the target, before its transaction commits.
+		opts.Apply.AfterDDL = func() error {
+			return syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+		return nil
 	}
 	// cutover-N / rollback-N: SIGKILL before step N of a cutover or rollback (70 and 50: between
 	// the switch's commit and the proxy's switch).
@@ -41,5 +47,5 @@ func faultHooks(at string, opts *app.RunOptions) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("%s=%q: the hooks are after-target-commit, cutover-N and rollback-N", killHookEnv, at)
+	return fmt.Errorf("%s=%q: the hooks are after-target-commit, after-ddl, cutover-N and rollback-N", killHookEnv, at)
 }

@@ -75,6 +75,13 @@ type Options struct {
 	// does not echo what it applied. It needs the superuser or, from 15, EXECUTE on the function.
 	Origin string
 
+	// FollowDDL (ddl: follow) replays the schema changes captured on the source (ddl.go); without
+	// it their rows are ignored and the relation checks judge what changed.
+	FollowDDL bool
+	// AfterDDL, when set, runs right after a captured schema change ran on the target, before
+	// its transaction commits: the named point "after-ddl" for fault tests.
+	AfterDDL func() error
+
 	// AfterCommit, when set, runs after each target commit and before the position is
 	// published as durable: the named point "after-target-commit" for fault tests.
 	AfterCommit func(pgtypes.LSN) error
@@ -123,6 +130,9 @@ type Applier struct {
 	opts   Options
 	log    *slog.Logger
 	stats  *Stats
+	// settings are the session's own settings, put back after a schema change ran under the
+	// source session's.
+	settings map[string]string
 
 	planCache
 	pipeline
@@ -169,7 +179,7 @@ func New(ctx context.Context, conn *pgx.Conn, source Source, opts Options, stats
 			return nil, err
 		}
 	}
-	a := &Applier{conn: conn, source: source, opts: opts, log: log, stats: stats, lastEnd: opts.SkipBelow,
+	a := &Applier{conn: conn, source: source, opts: opts, log: log, stats: stats, settings: settings, lastEnd: opts.SkipBelow,
 		planCache:  planCache{plans: map[uint32]*plan{}, byRel: map[*cdc.Relation]*plan{}},
 		compaction: compaction{entries: map[string]*entry{}, entryPlans: map[pgtypes.TableID]*plan{}}}
 	a.stats.AppliedLSN.Store(uint64(opts.SkipBelow))
@@ -286,6 +296,9 @@ func (a *Applier) chunk(ctx context.Context, c *cdc.Chunk) error {
 			if err := a.change(ctx, ev.Change); err != nil {
 				err = fmt.Errorf("transaction %d (commit %s): %w", a.cur.Xid, a.cur.CommitLSN, err)
 				if _, ok := errors.AsType[*ErrSchema](err); ok {
+					return a.keepCompleted(ctx, err)
+				}
+				if _, ok := errors.AsType[*ErrDDL](err); ok {
 					return a.keepCompleted(ctx, err)
 				}
 				return err

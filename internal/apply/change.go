@@ -21,8 +21,11 @@ import (
 // one included once it is recorded; so after each such call a changed a.gen means this change
 // is applied already and must not be applied again.
 func (a *Applier) change(ctx context.Context, ch *cdc.Change) error {
-	if ch.Kind == cdc.Trunc {
+	switch ch.Kind {
+	case cdc.Trunc:
 		return a.truncate(ctx, ch)
+	case cdc.Schema:
+		return a.ddl(ctx, ch)
 	}
 	if snap, ok := a.opts.Snapshots[ch.Rel.Table]; ok && a.cur.CommitLSN < snap {
 		a.stats.Skipped.Add(1)

@@ -37,7 +37,7 @@ type plan struct {
 	anyAlways        bool     // some sent column is an identity ALWAYS column
 	keep             []string // target columns the source does not send (not generated): kept when a row is replaced
 	prev             *plan    // the plan of the previous description of the same table
-	stale            bool     // built in a target transaction that was rolled back
+	stale            bool     // built in a target transaction that was rolled back, or before a schema change
 }
 
 // ErrSchema marks a relation that cannot be applied safely as it stands; the message says why

@@ -31,6 +31,9 @@ func (a *Applier) plan(ctx context.Context, r *cdc.Relation) (*plan, error) {
 		return nil, err
 	}
 	cur := a.plans[r.OID]
+	if cur != nil && cur.stale {
+		cur = nil // a schema change since: the target's columns are the judge (ddl.go)
+	}
 	if cur != nil && relKey(cur.rel) == relKey(r) {
 		// Sent again with the same columns (pgoutput does after every invalidation of the
 		// table on the source, e.g. by ANALYZE).

@@ -35,6 +35,19 @@ func IsTruncateLog(id pgtypes.TableID) bool {
 	return id.Schema == StateSchema && id.Name == TruncateLogName
 }
 
+// DDLLogName is the table (in StateSchema) pgshift's event trigger records the source's schema
+// changes into, with ddl: follow; it is published, and its rows arrive as the DDL to replay on
+// the target (state.CaptureDDL).
+const DDLLogName = "ddl_log"
+
+// DDLTrigger is the name of that event trigger on the source.
+const DDLTrigger = "pgshift_capture_ddl"
+
+// IsDDLLog reports whether id is pgshift's DDL log table.
+func IsDDLLog(id pgtypes.TableID) bool {
+	return id.Schema == StateSchema && id.Name == DDLLogName
+}
+
 // Querier is what catalog needs from a connection; *pgx.Conn, *pgxpool.Pool and pgx.Tx all fit.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)

@@ -30,6 +30,9 @@ const (
 	Update ChangeKind = 'U'
 	Delete ChangeKind = 'D'
 	Trunc  ChangeKind = 'T'
+	// Schema is a schema change captured on the source (ddl: follow): a row of pgshift's
+	// DDL log, at the place of the stream where the change happened.
+	Schema ChangeKind = 'S'
 )
 
 func (k ChangeKind) String() string {
@@ -42,6 +45,8 @@ func (k ChangeKind) String() string {
 		return "DELETE"
 	case Trunc:
 		return "TRUNCATE"
+	case Schema:
+		return "DDL"
 	}
 	return fmt.Sprintf("change(%q)", byte(k))
 }
@@ -57,6 +62,33 @@ type Change struct {
 	Truncated       []*Relation
 	Cascade         bool
 	RestartIdentity bool
+
+	DDL *DDL // Schema
+}
+
+// DDL is one firing of pgshift's event trigger on the source (state.CaptureDDL): one command of
+// a query string, with what the session ran it under.
+type DDL struct {
+	ID int64 // the log row's id
+	// First is the first command of its query string in its transaction: the applier replays
+	// the whole string there, and the other commands' rows only name their objects.
+	First   bool
+	Command string // current_query(): the query string as the client sent it
+	Tag     string // the command's tag ("ALTER TABLE")
+	// SearchPath, Role (SET ROLE's, or the session user) and the settings values are read with.
+	SearchPath, Role, SessionRole      string
+	TimeZone, DateStyle, IntervalStyle string
+	Objects                            []DDLObject
+}
+
+// DDLObject is one object pg_event_trigger_ddl_commands() reported for the command.
+type DDLObject struct {
+	Class    string `json:"class"` // the catalog, e.g. "pg_class"
+	ObjID    uint32 `json:"objid"` // the object's OID on the source
+	Type     string `json:"type"`  // "table", "index", "table column", ...
+	Schema   string `json:"schema"`
+	Identity string `json:"identity"`
+	Tag      string `json:"tag"`
 }
 
 // Event is one step of the ordered stream: exactly one of Begin, Change and Commit is set.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,6 +62,10 @@ type Options struct {
 	// root's publication now sends under its own name) stops the stream with ErrNotMigrated:
 	// nothing of that transaction is applied or confirmed.
 	Tables map[pgtypes.TableID]bool
+	// FollowRenames (ddl: follow) keeps following a migrated table under its new name when the
+	// source renames or moves it: a relation message of the same OID under another name is the
+	// same table (the applier renames it on the target, from the captured DDL before it).
+	FollowRenames bool
 	// DropOrigin, when set, drops the row changes of every transaction pgoutput marks with
 	// this replication origin (an Origin message after its Begin): they were applied here by
 	// pgshift's applier of the other direction (apply.Options.Origin). The transaction itself
@@ -132,6 +137,10 @@ type Stream struct {
 	streams   map[uint32]*spill
 	pending   *Chunk
 	spillDir  string
+	// migratedOIDs are the relations whose changes passed Options.Tables in this stream, for
+	// FollowRenames; tables is Options.Tables with the names those relations took since.
+	migratedOIDs map[uint32]bool
+	tables       map[pgtypes.TableID]bool
 
 	// sendStatus writes one standby status update to the server (conn's, except in tests), and
 	// now is the clock status updates are timed by.
@@ -151,7 +160,8 @@ func NewStream(conn *pgconn.PgConn, opts Options, q *Queue, durable func() pgtyp
 		stats = &Stats{}
 	}
 	s := &Stream{conn: conn, opts: opts, queue: q, durable: durable, log: log, stats: stats,
-		rels: map[uint32]*Relation{}, streams: map[uint32]*spill{}, now: time.Now}
+		rels: map[uint32]*Relation{}, streams: map[uint32]*spill{}, now: time.Now,
+		migratedOIDs: map[uint32]bool{}, tables: maps.Clone(opts.Tables)}
 	s.sendStatus = func(u pglogrepl.StandbyStatusUpdate) error {
 		if conn == nil {
 			return errors.New("no replication connection")
@@ -601,9 +611,15 @@ func (s *Stream) change(msg any, lookup relLookup) (*Change, error) {
 		if r == nil {
 			return nil, fmt.Errorf("change for relation OID %d, which was never described by a relation message", oid)
 		}
-		if len(s.opts.Tables) > 0 && !s.opts.Tables[r.Table] {
-			return nil, &NotMigratedError{Table: r.Table, CommitLSN: s.commitLSN()}
+		if len(s.tables) > 0 && !s.tables[r.Table] {
+			if !s.opts.FollowRenames || !s.migratedOIDs[r.OID] {
+				return nil, &NotMigratedError{Table: r.Table, CommitLSN: s.commitLSN()}
+			}
+			// Renamed or moved on the source: the captured DDL before this change renamed it
+			// on the target too.
+			s.tables[r.Table] = true
 		}
+		s.migratedOIDs[r.OID] = true
 		return r, nil
 	}
 	check := func(r *Relation, what string, t []Value) error {
@@ -615,6 +631,9 @@ func (s *Stream) change(msg any, lookup relLookup) (*Change, error) {
 	if m, ok := msg.(*InsertMsg); ok {
 		if r := lookup.get(m.RelID); r != nil && catalog.IsTruncateLog(r.Table) {
 			return s.capturedTruncate(r, m.New)
+		}
+		if r := lookup.get(m.RelID); r != nil && catalog.IsDDLLog(r.Table) {
+			return capturedDDL(r, m.New)
 		}
 	}
 	switch m := msg.(type) {
@@ -685,7 +704,7 @@ func (s *Stream) capturedTruncate(r *Relation, row []Value) (*Change, error) {
 		return nil, fmt.Errorf("%w: a row of %s without the schema and table it names (columns %d, values %d)",
 			ErrUnknownMessage, r.Table, len(r.Columns), len(row))
 	}
-	if len(s.opts.Tables) > 0 && !s.opts.Tables[id] {
+	if len(s.tables) > 0 && !s.tables[id] {
 		return nil, &NotMigratedError{Table: id, CommitLSN: s.commitLSN()}
 	}
 	t := &Relation{Table: id}

@@ -52,6 +52,13 @@ type Config struct {
 	NoOwner      bool `yaml:"no_owner"`
 	NoPrivileges bool `yaml:"no_privileges"`
 	NoRoles      bool `yaml:"no_roles"`
+	// DDL is what the agent does with schema changes made on the source while it follows:
+	// "follow" captures each one on the source (an event trigger that copy installs, which
+	// needs a superuser there) and replays it on the target in order with the rows, in the same
+	// target transaction as the rest of its source transaction, stopping with the fix on what
+	// it cannot prove safe; "stop" (the default) applies only row changes, and stops with the
+	// DDL to run on the target when a table's columns no longer match.
+	DDL string `yaml:"ddl"`
 	// RecopyUnlogged copies unlogged tables again during the cutover pause (their changes are
 	// not in the WAL, so they cannot be followed).
 	RecopyUnlogged bool `yaml:"recopy_unlogged"`
@@ -212,8 +219,17 @@ type RouteRule struct {
 
 // Defaults returns the configuration used when nothing else is said.
 func Defaults() Config {
-	return Config{Jobs: 4, LagWarn: 5 * time.Minute}
+	return Config{Jobs: 4, LagWarn: 5 * time.Minute, DDL: DDLStop}
 }
+
+// The values of Config.DDL.
+const (
+	DDLFollow = "follow"
+	DDLStop   = "stop"
+)
+
+// FollowDDL reports whether schema changes on the source are captured and replayed (ddl: follow).
+func (c Config) FollowDDL() bool { return c.DDL == DDLFollow }
 
 // Load builds a Config from the defaults, then the environment (looked up with getenv), then
 // the YAML file at path (if path is not empty). Flags are applied afterwards by the caller,
@@ -298,6 +314,11 @@ func (c Config) Validate() error {
 		default:
 			return fmt.Errorf("cutover.matviews: %s: refresh %q: want pause, after or skip", r.Name, r.Refresh)
 		}
+	}
+	switch c.DDL {
+	case "", DDLFollow, DDLStop:
+	default:
+		return fmt.Errorf("ddl: %q in the config file: want follow or stop", c.DDL)
 	}
 	switch c.ProxySettings.Mode {
 	case "", "source", "split", "target":

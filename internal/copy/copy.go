@@ -664,6 +664,20 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bo
 				"trigger", catalog.TruncateTrigger, "tables", len(tables), "log", catalog.StateSchema+"."+catalog.TruncateLogName)
 			tables = append(tables, pgtypes.TableID{Schema: catalog.StateSchema, Name: catalog.TruncateLogName})
 		}
+		if r.cfg.FollowDDL() {
+			// ddl: follow: the source's schema changes are recorded in a table published with
+			// the rest, in their transactions (see state.CaptureDDL).
+			err := state.CaptureDDL(ctx, r.srcConn)
+			switch {
+			case errors.Is(err, state.ErrNoDDLCapture):
+				r.warn(fmt.Sprintf("ddl: follow is configured, but %v; schema changes on the source are not followed: the agent stops with the DDL to run on the target when a table's columns change (as with ddl: stop)", err))
+			case err != nil:
+				return r.src.Describe(err)
+			default:
+				r.log.Info("DDL capture installed on the source", "event_trigger", catalog.DDLTrigger, "log", catalog.StateSchema+"."+catalog.DDLLogName)
+				tables = append(tables, pgtypes.TableID{Schema: catalog.StateSchema, Name: catalog.DDLLogName})
+			}
+		}
 		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, tables, v); err != nil {
 			return r.src.Describe(err)
 		}

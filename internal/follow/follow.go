@@ -201,7 +201,8 @@ func followLoop(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 func retryable(err error) bool {
 	var fe *FatalError
 	var se *apply.ErrSchema
-	if errors.As(err, &fe) || errors.As(err, &se) || errors.Is(err, cdc.ErrUnknownMessage) || errors.Is(err, cdc.ErrNotMigrated) {
+	var de *apply.ErrDDL
+	if errors.As(err, &fe) || errors.As(err, &se) || errors.As(err, &de) || errors.Is(err, cdc.ErrUnknownMessage) || errors.Is(err, cdc.ErrNotMigrated) {
 		return false
 	}
 	if errors.Is(err, errTreeChanged) {
@@ -294,9 +295,14 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 	if start == 0 {
 		start = s.mig.ConsistentLSN
 	}
+	followDDL, err := s.followsDDL(ctx)
+	if err != nil {
+		return err
+	}
 	aopts := opts.Apply
 	aopts.SkipBelow = s.pos.AppliedLSN
 	aopts.Snapshots = snaps
+	aopts.FollowDDL = followDDL
 	astats := &m.apply
 	applier, err := apply.New(ctx, s.applyCon, s.srcPool, aopts, astats, log)
 	if err != nil {
@@ -326,7 +332,7 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 	}
 	stream := cdc.NewStream(repl, cdc.Options{
 		Slot: s.mig.Slot, Publication: s.mig.Publication, StartLSN: start, SkipBelow: s.pos.AppliedLSN,
-		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir, StatusInterval: statusEvery, Tables: migrated,
+		ServerVersion: srv.VersionNum, SpillDir: opts.SpillDir, StatusInterval: statusEvery, Tables: migrated, FollowRenames: followDDL,
 		// What reverse replication applied to the source after a cutover is excluded by position
 		// at rollback; its origin excludes it a second time.
 		DropOrigin: cdc.PgshiftOrigin,

@@ -133,7 +133,7 @@ type PostDataPlan struct {
 func PlanPostData(s Script, size func(pgtypes.TableID) int64) PostDataPlan {
 	p := PostDataPlan{Preamble: s.Preamble()}
 	for _, it := range s.Objects() {
-		if isTruncateCapture(it) {
+		if isTruncateCapture(it) || isDDLCapture(it) {
 			continue
 		}
 		switch it.Type {
@@ -167,6 +167,12 @@ func PlanPostData(s Script, size func(pgtypes.TableID) int64) PostDataPlan {
 func isTruncateCapture(it Item) bool {
 	return it.Type == "TRIGGER" && strings.HasSuffix(it.Name, " "+catalog.TruncateTrigger) &&
 		strings.Contains(it.SQL(), catalog.StateSchema+".capture_truncate()")
+}
+
+// isDDLCapture reports whether the item is pgshift's own event trigger on the source
+// (state.CaptureDDL), which calls a function in pgshift's schema and has no place on the target.
+func isDDLCapture(it Item) bool {
+	return it.Type == "EVENT TRIGGER" && it.Name == catalog.DDLTrigger
 }
 
 // ItemTable returns the table an INDEX or CONSTRAINT item works on, from its first statement

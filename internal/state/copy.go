@@ -15,6 +15,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -334,6 +335,37 @@ func RecordPostData(ctx context.Context, tx pgx.Tx, key, description string) err
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("%w: record post-data step %s: the migration is not in the post-data phase; another pgshift agent may be running (pgshift status shows it) — stop it, then run this command again",
 			ErrStateConflict, description)
+	}
+	return nil
+}
+
+// ErrDeferredOnRenamed marks a rename of a table that has statements kept back for cutover
+// (pgshift.deferred_ddl), whose text names the table by its old name.
+var ErrDeferredOnRenamed = errors.New("the table has statements kept back for cutover that name it")
+
+// RenameTable makes the migration follow a table under its new name (ddl: follow: the source
+// renamed or moved it, and the target did the same in this transaction, q): its copy state,
+// chunks and size estimate, and the root of the partitions and of itself. A table with pending
+// deferred statements is refused with ErrDeferredOnRenamed: they would name a table that no
+// longer exists at cutover.
+func RenameTable(ctx context.Context, q catalog.Querier, from, to pgtypes.TableID) error {
+	var pending int
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM pgshift.deferred_ddl WHERE schema_name = $1 AND table_name = $2 AND applied_at IS NULL`,
+		from.Schema, from.Name).Scan(&pending); err != nil {
+		return fmt.Errorf("rename %s to %s in the migration: %w", from, to, err)
+	}
+	if pending > 0 {
+		return fmt.Errorf("rename %s to %s in the migration: %w (%d)", from, to, ErrDeferredOnRenamed, pending)
+	}
+	for _, sql := range []string{
+		`UPDATE pgshift.tables SET schema_name = $3, table_name = $4 WHERE schema_name = $1 AND table_name = $2`,
+		`UPDATE pgshift.tables SET root_schema = $3, root_name = $4 WHERE root_schema = $1 AND root_name = $2`,
+		`UPDATE pgshift.chunks SET schema_name = $3, table_name = $4 WHERE schema_name = $1 AND table_name = $2`,
+		`UPDATE pgshift.table_estimates SET schema_name = $3, table_name = $4 WHERE schema_name = $1 AND table_name = $2`,
+	} {
+		if _, err := q.Exec(ctx, sql, from.Schema, from.Name, to.Schema, to.Name); err != nil {
+			return fmt.Errorf("rename %s to %s in the migration: %w", from, to, err)
+		}
 	}
 	return nil
 }

@@ -273,7 +273,8 @@ func CaptureTruncates(ctx context.Context, db interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }, tables []pgtypes.TableID) error {
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		for _, stmt := range append(append([]string{}, sourceDDL...), truncateCaptureDDL...) {
+		// pgshift's own DDL is not captured as the source's (state.CaptureDDL).
+		for _, stmt := range append(append([]string{captureOff}, sourceDDL...), truncateCaptureDDL...) {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return err
 			}
@@ -287,6 +288,9 @@ func CaptureTruncates(ctx context.Context, db interface {
 		sql := "CREATE TRIGGER " + pgtypes.QuoteIdent(catalog.TruncateTrigger) + " BEFORE TRUNCATE ON " + t.Sanitize() +
 			" FOR EACH STATEMENT EXECUTE PROCEDURE pgshift.capture_truncate()"
 		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, captureOff); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1::text, true)`, identityLockTimeout); err != nil {
 				return err
 			}
