@@ -192,8 +192,11 @@ func (a *Applier) runDDL(ctx context.Context, d *cdc.DDL, st sqlparse.DDL) error
 		return &ErrDDL{ID: d.ID, Command: d.Command, Msg: fmt.Sprintf(format, args...), Fix: fixDDLByHand}
 	}
 	for _, f := range st.Functions {
+		// Every overload the call could mean (by name, schema and number of arguments) must be
+		// immutable: pgshift does not resolve argument types.
 		ok, err := a.immutable(ctx, `SELECT count(*) FILTER (WHERE p.provolatile <> 'i'), count(*) FROM pg_catalog.pg_proc p
-			JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = $1::text AND ($2::text = '' OR n.nspname = $2::text)`, f.Name, f.Schema)
+			JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = $1::text AND ($2::text = '' OR n.nspname = $2::text)
+			AND p.pronargs - p.pronargdefaults <= $3::int AND (p.pronargs >= $3::int OR p.provariadic <> 0)`, f.Name.Name, f.Name.Schema, f.Args)
 		if err != nil {
 			return fmt.Errorf("schema change %d: look up function %s on the target: %w", d.ID, f, err)
 		}

@@ -137,8 +137,10 @@ type Stream struct {
 	streams   map[uint32]*spill
 	pending   *Chunk
 	spillDir  string
-	// migratedOIDs are the relations whose changes passed Options.Tables in this stream, for
-	// FollowRenames; tables is Options.Tables with the names those relations took since.
+	// migratedOIDs are the relations whose changes passed Options.Tables in this stream, or that
+	// a captured ALTER TABLE named, for FollowRenames; tables is Options.Tables with the names
+	// those relations took since. Only published relations send changes, and a new table or
+	// partition reaches the stream only after a CREATE or ATTACH, which the applier refuses.
 	migratedOIDs map[uint32]bool
 	tables       map[pgtypes.TableID]bool
 
@@ -633,7 +635,17 @@ func (s *Stream) change(msg any, lookup relLookup) (*Change, error) {
 			return s.capturedTruncate(r, m.New)
 		}
 		if r := lookup.get(m.RelID); r != nil && catalog.IsDDLLog(r.Table) {
-			return capturedDDL(r, m.New)
+			ch, err := capturedDDL(r, m.New)
+			if err == nil && s.opts.FollowRenames {
+				// A published table an ALTER TABLE named (RENAME, SET SCHEMA) may arrive under
+				// a new name from now on: it is the same table, whatever its name.
+				for _, o := range ch.DDL.Objects {
+					if o.Class == "pg_class" && (o.Type == "table" || o.Type == "foreign table") {
+						s.migratedOIDs[o.ObjID] = true
+					}
+				}
+			}
+			return ch, err
 		}
 	}
 	switch m := msg.(type) {

@@ -41,6 +41,15 @@ type AddedColumn struct {
 	Column string
 }
 
+// Function is a function called in an expression, with the number of arguments it is called
+// with (which narrows the overloads that can be meant).
+type Function struct {
+	Name Name
+	Args int
+}
+
+func (f Function) String() string { return fmt.Sprintf("%s/%d", f.Name, f.Args) }
+
 // TableRename is a migrated-table candidate renamed (RENAME TO) or moved (SET SCHEMA): From as
 // written; To.Schema empty means the schema does not change, To.Name empty that the name does not.
 type TableRename struct {
@@ -62,7 +71,7 @@ type DDL struct {
 	// Functions and Operators are the names called in expressions evaluated over existing rows
 	// (ALTER COLUMN TYPE ... USING): the applier refuses the statement unless every function
 	// and operator of those names is immutable on the target.
-	Functions []Name
+	Functions []Function
 	Operators []string
 	// DropsTables are the tables a DROP TABLE names; RenamesTables the tables it renames or
 	// moves. The applier keeps the migration's table list in step.
@@ -404,7 +413,7 @@ func walkNames(n *pg_query.Node, st *DDL) {
 	walk(n.ProtoReflect(), func(m protoreflect.Message) {
 		switch v := m.Interface().(type) {
 		case *pg_query.FuncCall:
-			st.Functions = append(st.Functions, qualified(v.Funcname))
+			st.Functions = append(st.Functions, Function{Name: qualified(v.Funcname), Args: len(v.Args)})
 		case *pg_query.A_Expr:
 			if len(v.Name) > 0 {
 				st.Operators = append(st.Operators, v.Name[len(v.Name)-1].GetString_().GetSval())

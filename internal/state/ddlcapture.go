@@ -21,8 +21,8 @@ package state
 // exists; DROP commands report none and are recorded), and pgshift's own sessions, which set
 // pgshift.capture = off.
 //
-// The function is SECURITY DEFINER (owned by the user pgshift connects as) with a fixed
-// search_path, and only that user may write the log: a row of it is a statement pgshift will
+// The function is SECURITY DEFINER (owned by the user pgshift connects as), its search_path
+// fixed for all but its first reads, and only that user may write the log: a row of it is a statement pgshift will
 // run on the target, so no one else must be able to forge one. Event triggers need a superuser
 // to create; a source that refuses keeps ddl: stop's behaviour (copy warns, the follow session
 // says so at start).
@@ -57,37 +57,45 @@ var ddlCaptureDDL = []string{
 		at             timestamptz NOT NULL DEFAULT now()
 	)`,
 	`REVOKE ALL ON pgshift.ddl_log FROM PUBLIC`,
+	// The function cannot fix its search_path with SET, as other SECURITY DEFINER functions
+	// do: it would hide the caller's, which is what it records. It reads the caller's settings
+	// with schema-qualified calls only, then sets pg_catalog, pg_temp for the rest of its body
+	// and puts the caller's back before it returns.
 	`CREATE OR REPLACE FUNCTION pgshift.capture_ddl() RETURNS event_trigger
-		LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+		LANGUAGE plpgsql SECURITY DEFINER AS $$
 	DECLARE
-		objs  jsonb;
-		mine  boolean;
-		q     text := current_query();
-		stmt  timestamptz := statement_timestamp();
-		x     bigint := txid_current();
-		r     text := current_setting('role');
+		caller_path pg_catalog.text := pg_catalog.current_setting('search_path');
+		caller_role pg_catalog.text := pg_catalog.current_setting('role');
+		skip        pg_catalog.text := pg_catalog.current_setting('pgshift.capture', true);
+		objs        pg_catalog.jsonb;
+		mine        pg_catalog.bool;
+		q           pg_catalog.text;
+		stmt        pg_catalog.timestamptz;
+		x           pg_catalog.int8;
 	BEGIN
-		IF current_setting('pgshift.capture', true) = 'off'
-			OR tg_tag LIKE '% PUBLICATION' OR tg_tag LIKE '% SUBSCRIPTION' THEN
-			RETURN;
+		PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+		q := current_query();
+		stmt := statement_timestamp();
+		x := txid_current();
+		IF coalesce(skip, '') <> 'off' AND tg_tag NOT LIKE '% PUBLICATION' AND tg_tag NOT LIKE '% SUBSCRIPTION' THEN
+			SELECT coalesce(jsonb_agg(jsonb_build_object('class', d.classid::regclass::text, 'objid', d.objid::int8, 'type', d.object_type,
+					'schema', d.schema_name, 'identity', d.object_identity, 'tag', d.command_tag)), '[]'::jsonb),
+				coalesce(bool_and(d.schema_name = 'pgshift' OR d.schema_name LIKE 'pg\_temp%'
+					OR (d.object_type = 'trigger' AND d.object_identity LIKE 'pgshift\_capture\_truncate on %')), false)
+			INTO objs, mine
+			FROM pg_event_trigger_ddl_commands() d;
+			IF NOT mine AND (jsonb_array_length(objs) > 0 OR tg_tag LIKE 'DROP %') THEN
+				IF caller_role IS NULL OR caller_role = 'none' THEN
+					caller_role := session_user;
+				END IF;
+				INSERT INTO pgshift.ddl_log (xid, first, command, search_path, role_name, session_role, time_zone, date_style,
+					interval_style, command_tag, objects, statement_at)
+				VALUES (x, NOT EXISTS (SELECT 1 FROM pgshift.ddl_log l WHERE l.xid = x AND l.statement_at = stmt AND l.command = q),
+					q, caller_path, caller_role, session_user, current_setting('TimeZone'), current_setting('DateStyle'),
+					current_setting('IntervalStyle'), tg_tag, objs, stmt);
+			END IF;
 		END IF;
-		SELECT coalesce(jsonb_agg(jsonb_build_object('class', d.classid::regclass::text, 'objid', d.objid, 'type', d.object_type,
-				'schema', d.schema_name, 'identity', d.object_identity, 'tag', d.command_tag)), '[]'::jsonb),
-			coalesce(bool_and(d.schema_name = 'pgshift' OR d.schema_name LIKE 'pg\_temp%'
-				OR (d.object_type = 'trigger' AND d.object_identity LIKE 'pgshift\_capture\_truncate on %')), false)
-		INTO objs, mine
-		FROM pg_event_trigger_ddl_commands() d;
-		IF mine OR (jsonb_array_length(objs) = 0 AND tg_tag NOT LIKE 'DROP %') THEN
-			RETURN;
-		END IF;
-		IF r IS NULL OR r = 'none' THEN
-			r := session_user;
-		END IF;
-		INSERT INTO pgshift.ddl_log (xid, first, command, search_path, role_name, session_role, time_zone, date_style,
-			interval_style, command_tag, objects, statement_at)
-		VALUES (x, NOT EXISTS (SELECT 1 FROM pgshift.ddl_log l WHERE l.xid = x AND l.statement_at = stmt AND l.command = q),
-			q, current_setting('search_path'), r, session_user, current_setting('TimeZone'), current_setting('DateStyle'),
-			current_setting('IntervalStyle'), tg_tag, objs, stmt);
+		PERFORM pg_catalog.set_config('search_path', caller_path, true);
 	END
 	$$`,
 	`REVOKE ALL ON FUNCTION pgshift.capture_ddl() FROM PUBLIC`,

@@ -1,0 +1,372 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshift/pgshift/internal/apply"
+	"github.com/pgshift/pgshift/internal/config"
+	"github.com/pgshift/pgshift/internal/pgtest"
+)
+
+// ddlSchema is the source of the DDL tests: t takes the schema changes under a concurrent
+// writer, o references it, side is renamed and gone dropped.
+const ddlSchema = `
+CREATE TABLE t (id int PRIMARY KEY, n int NOT NULL DEFAULT 0, note text);
+CREATE TABLE o (id int PRIMARY KEY, t_id int, qty int);
+CREATE TABLE side (id int PRIMARY KEY, v text);
+CREATE TABLE gone (id int PRIMARY KEY);
+INSERT INTO t SELECT g, g, 'note ' || g FROM generate_series(1, 300) g;
+INSERT INTO o SELECT g, g, g FROM generate_series(1, 100) g;
+INSERT INTO side VALUES (1, 'a'), (2, 'b');
+INSERT INTO gone VALUES (1);`
+
+// ddlEnv is a database pair after a real copy with ddl: follow, as a followEnv.
+func newDDLEnv(t *testing.T, src, dst *pgtest.Cluster, name string) *followEnv {
+	t.Helper()
+	cfg := cpDB(t, src, dst, name, ddlSchema)
+	cfg.DDL = config.DDLFollow
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sum, err := Copy(ctx, cfg, CopyOptions{}, testLogger(t))
+	if err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	for _, w := range sum.Warnings {
+		if strings.Contains(w, "ddl") {
+			t.Fatalf("copy warned: %s", w)
+		}
+	}
+	return &followEnv{t: t, src: src, dst: dst, name: name, cfg: cfg}
+}
+
+// ddlWriter writes to t (inserts and updates of n, the one column no DDL step takes away)
+// until halted; a statement the schema change of the moment refuses is retried on a new
+// connection.
+type ddlWriter struct {
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	commits atomic.Int64
+	next    atomic.Int64
+}
+
+func (e *followEnv) startDDLWriter(workers int) *ddlWriter {
+	w := &ddlWriter{stop: make(chan struct{})}
+	w.next.Store(100000)
+	for i := range workers {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+			for {
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				conn, err := pgx.Connect(ctx, e.cfg.Source)
+				if err != nil {
+					cancel()
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				for err == nil {
+					select {
+					case <-w.stop:
+						conn.Close(ctx)
+						cancel()
+						return
+					default:
+					}
+					err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+						if _, err := tx.Exec(ctx, `UPDATE t SET n = n + 1 WHERE id = $1::int`, rng.IntN(300)+1); err != nil {
+							return err
+						}
+						_, err := tx.Exec(ctx, `INSERT INTO t (id, n) VALUES ($1::int, 1)`, w.next.Add(1))
+						return err
+					})
+					if err == nil {
+						w.commits.Add(1)
+					}
+				}
+				conn.Close(context.Background())
+				cancel()
+			}
+		}()
+	}
+	return w
+}
+
+func (w *ddlWriter) halt() int64 {
+	close(w.stop)
+	w.wg.Wait()
+	return w.commits.Load()
+}
+
+// ddlTx runs statements on the source in one transaction, each its own query string (as an
+// application's migration tool sends them).
+func (e *followEnv) ddlTx(stmts ...string) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.cfg.Source)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatalf("source DDL: %v", err)
+	}
+}
+
+// captureTrigger matches pgshift's own event trigger in a dump (on the source only: it is
+// pgshift's capture, not the application's schema).
+var captureTrigger = regexp.MustCompile(`(?s)--\n-- Name: pgshift_capture_ddl; Type: EVENT TRIGGER.*?pgshift\.capture_ddl\(\);\n+`)
+
+// ddlSchemaDump is pg_dump --schema-only of one side without pgshift's event trigger.
+func (e *followEnv) ddlSchemaDump(c *pgtest.Cluster) string {
+	e.t.Helper()
+	return captureTrigger.ReplaceAllString(e.schemaDump(c), "")
+}
+
+// compareAll is the independent oracle: every table's row-text digest, and pg_dump
+// --schema-only of both sides.
+func (e *followEnv) compareAll() {
+	e.t.Helper()
+	e.compare()
+	if s, d := e.ddlSchemaDump(e.src), e.ddlSchemaDump(e.dst); s != d {
+		e.t.Errorf("pg_dump --schema-only differs:\n%s", lineDiff(s, d))
+	}
+}
+
+// TestDDLFollow: every kind of schema change ddl: follow replays, each made on the source under
+// a concurrent writer, reaches the target in order with the rows; after wait the rows and
+// pg_dump --schema-only of both sides are identical, and every change is in the audit log.
+func TestDDLFollow(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := newDDLEnv(t, src, dst, "ddlfollow")
+	a := e.start(RunOptions{})
+	w := e.startDDLWriter(3)
+	steps := []struct {
+		name  string
+		stmts []string
+	}{
+		{"AddColumnConstantDefaultNotNull", []string{`ALTER TABLE t ADD COLUMN c1 int NOT NULL DEFAULT 7`}},
+		{"AddColumnThenFill", []string{`ALTER TABLE t ADD COLUMN c2 text`, `UPDATE t SET c2 = 'x' || id WHERE id % 3 = 0`}},
+		{"RenameColumnAndUpdateInOneTransaction", []string{`ALTER TABLE t RENAME COLUMN c2 TO c3`, `UPDATE t SET c3 = 'r' || id WHERE id % 5 = 0`}},
+		{"TypeChangeWithRewrite", []string{`ALTER TABLE t ALTER COLUMN n TYPE bigint`, `UPDATE t SET n = n + 5000000000 WHERE id = 1`}},
+		{"TypeChangeUsing", []string{`ALTER TABLE t ALTER COLUMN c3 TYPE int USING length(c3)`}},
+		{"SetDefault", []string{`ALTER TABLE t ALTER COLUMN c1 SET DEFAULT 9`}},
+		{"DropSetNotNull", []string{`ALTER TABLE t ALTER COLUMN c1 DROP NOT NULL`, `UPDATE t SET c1 = NULL WHERE id = 2`}},
+		{"SetNotNull", []string{`UPDATE t SET c1 = 1 WHERE c1 IS NULL`, `ALTER TABLE t ALTER COLUMN c1 SET NOT NULL`}},
+		{"AddCheckUniqueForeignKey", []string{`ALTER TABLE t ADD CONSTRAINT t_n_pos CHECK (n >= 0)`, `ALTER TABLE t ADD CONSTRAINT t_id_c1 UNIQUE (id, c1)`,
+			`ALTER TABLE o ADD CONSTRAINT o_t_fk FOREIGN KEY (t_id) REFERENCES t (id)`}},
+		{"DropConstraint", []string{`ALTER TABLE t DROP CONSTRAINT t_id_c1`}},
+		{"CreateIndex", []string{`CREATE INDEX t_n_idx ON t (n)`}},
+		{"CreateIndexConcurrently", []string{`CREATE INDEX CONCURRENTLY t_c1_idx ON t (c1)`}},
+		{"DropIndex", []string{`DROP INDEX t_n_idx`}},
+		{"DropColumn", []string{`ALTER TABLE t DROP COLUMN note`}},
+		{"CreateType", []string{`CREATE TYPE mood AS ENUM ('ok', 'bad')`, `ALTER TABLE t ADD COLUMN m mood`, `UPDATE t SET m = 'bad' WHERE id % 4 = 0`}},
+		{"AlterTypeAddValue", []string{`ALTER TYPE mood ADD VALUE 'meh'`}},
+		{"UseAddedValue", []string{`UPDATE t SET m = 'meh' WHERE id % 7 = 0`}},
+		{"CreateReplaceView", []string{`CREATE VIEW tv AS SELECT id, n FROM t`, `CREATE OR REPLACE VIEW tv AS SELECT id, n, c1 FROM t`}},
+		{"FunctionAndTrigger", []string{`CREATE FUNCTION keep_n() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.n := NEW.n; RETURN NEW; END$$`,
+			`CREATE TRIGGER t_keep_n BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION keep_n()`}},
+		{"RenameTable", []string{`ALTER TABLE side RENAME TO side2`, `INSERT INTO side2 VALUES (3, 'c')`}},
+		{"RowsOfRenamedTable", []string{`UPDATE side2 SET v = 'z' WHERE id = 1`}},
+		{"DropTable", []string{`DROP TABLE gone`}},
+	}
+	for _, s := range steps {
+		if len(s.stmts) == 1 && strings.Contains(s.stmts[0], "CONCURRENTLY") {
+			e.exec(s.stmts[0]) // cannot run in a transaction block
+		} else {
+			e.ddlTx(s.stmts...)
+		}
+		time.Sleep(150 * time.Millisecond) // the writer's rows land on both sides of each change
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := w.halt(); n < 50 {
+		t.Fatalf("only %d writer transactions during the test", n)
+	}
+	e.waitApplied(a)
+	e.compareAll()
+	if raw := e.schemaDump(src); !strings.Contains(raw, "CREATE EVENT TRIGGER pgshift_capture_ddl") || strings.Contains(e.ddlSchemaDump(src), "pgshift_capture_ddl") {
+		t.Error("the oracle does not see pgshift's event trigger on the source, or does not leave it out")
+	}
+	if strings.Contains(e.schemaDump(dst), "pgshift_capture_ddl") {
+		t.Error("pgshift's event trigger reached the target")
+	}
+	// Every change is in the audit log; the dropped table is forgotten, the renamed one followed.
+	if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != "25" {
+		t.Errorf("audit log has %s ddl.apply entries, want 25 (one per captured query string)", got)
+	}
+	if got := e.query(dst, `SELECT string_agg(table_name || ':' || state, ' ' ORDER BY table_name) FROM pgshift.tables`); got != "gone:dropped o:done side2:done t:done" {
+		t.Errorf("pgshift.tables: %s", got)
+	}
+	if err := a.stop(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("agent: %v", err)
+	}
+}
+
+// TestDDLFollowStops: what ddl: follow cannot prove safe stops the agent with the reason and
+// the fix, the source transactions before it applied and nothing of its own; ddl: stop with
+// the capture installed keeps today's behaviour (the relation checks stop on a rename).
+func TestDDLFollowStops(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	for _, tc := range []struct {
+		name, sql string
+		want      []string
+	}{
+		{"VolatileDefault", `ALTER TABLE t ADD COLUMN r float8 DEFAULT random()`, []string{"not a constant", "volatile", "pgshift copy --force"}},
+		{"NowDefault", `ALTER TABLE t ADD COLUMN at timestamptz DEFAULT now()`, []string{"not a constant", "the source gave the rows"}},
+		{"NewTable", `CREATE TABLE fresh (id int PRIMARY KEY)`, []string{"CREATE TABLE fresh", "not migrated yet", "pgshift copy --force"}},
+		{"MixedWithDML", `ALTER TABLE t ADD COLUMN z int; UPDATE t SET z = 1`, []string{"mixes a schema change", "query string of its own"}},
+		{"DoBlock", `DO $$BEGIN EXECUTE 'ALTER TABLE t ADD COLUMN z int'; END$$`, []string{"DO block"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newDDLEnv(t, src, dst, "ddlstop_"+strings.ToLower(tc.name))
+			a := e.start(RunOptions{})
+			e.exec(`UPDATE t SET n = -1 WHERE id = 1`)
+			e.exec(tc.sql)
+			e.exec(`UPDATE t SET n = -2 WHERE id = 2`)
+			select {
+			case <-a.done:
+			case <-time.After(60 * time.Second):
+				t.Fatal("agent kept running past a schema change it cannot prove safe")
+			}
+			var de *apply.ErrDDL
+			if !errors.As(a.err, &de) {
+				t.Fatalf("got %v, want a DDL stop", a.err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(a.err.Error(), w) {
+					t.Errorf("stop %q does not say %q", a.err, w)
+				}
+			}
+			// Exact: the transaction before it applied, nothing of its own or after.
+			if got := e.query(dst, `SELECT string_agg(id || ':' || n, ' ' ORDER BY id) FROM t WHERE id <= 2`); got != "1:-1 2:2" {
+				t.Errorf("target rows 1, 2: %s, want 1:-1 2:2", got)
+			}
+		})
+	}
+	t.Run("StopModeKeepsRelationChecks", func(t *testing.T) {
+		e := newDDLEnv(t, src, dst, "ddlstop_stopmode")
+		e.cfg.DDL = config.DDLStop
+		a := e.start(RunOptions{})
+		e.exec(`ALTER TABLE t RENAME COLUMN note TO memo`)
+		e.exec(`UPDATE t SET memo = 'm' WHERE id = 3`)
+		select {
+		case <-a.done:
+		case <-time.After(60 * time.Second):
+			t.Fatal("agent kept running past a rename under ddl: stop")
+		}
+		var se *apply.ErrSchema
+		if !errors.As(a.err, &se) || !strings.Contains(a.err.Error(), "renamed") {
+			t.Fatalf("got %v, want the rename stop of ddl: stop", a.err)
+		}
+		// The fix it names, made on the target, lets it converge; the captured row is ignored.
+		e.query(dst, `ALTER TABLE t RENAME COLUMN note TO memo`)
+		a = e.start(RunOptions{})
+		e.waitApplied(a)
+		e.compareAll()
+	})
+}
+
+// TestDDLFollowKill: a real `pgshift run` SIGKILLed right after a captured schema change ran on
+// the target, before its transaction committed (and so before the next row change), under a
+// concurrent writer, twice; restarted, it replays the change once and converges.
+func TestDDLFollowKill(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	bin := buildBinary(t)
+	e := newDDLEnv(t, src, dst, "ddlkill")
+	cfgFile := filepath.Join(t.TempDir(), "pgshift.yaml")
+	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("source: %q\ntarget: %q\nddl: follow\n", e.cfg.Source, e.cfg.Target)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	var mu sync.Mutex
+	start := func(env ...string) *exec.Cmd {
+		cmd := exec.Command(bin, "run", "-c", cfgFile, "--log-level", "debug")
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Stderr = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) })
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	w := e.startDDLWriter(2)
+	for i, stmts := range [][]string{
+		{`ALTER TABLE t ADD COLUMN k int NOT NULL DEFAULT 3`, `UPDATE t SET k = 4 WHERE id % 2 = 0`},
+		{`ALTER TABLE t RENAME COLUMN note TO memo`, `UPDATE t SET memo = 'after kill' WHERE id % 3 = 0`},
+		{`ALTER TABLE t ALTER COLUMN n TYPE bigint`},
+	} {
+		cmd := start("PGSHIFT_TEST_KILL_AT=after-ddl")
+		time.Sleep(500 * time.Millisecond)
+		e.ddlTx(stmts...)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatalf("round %d: the agent did not reach the after-ddl hook\n%s", i, logs.String())
+		}
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("round %d: agent ended with %v, want SIGKILL at after-ddl\n%s", i, cmd.ProcessState, logs.String())
+		}
+		// Killed inside the DDL's target transaction: the target has none of it.
+		if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != fmt.Sprint(i) {
+			t.Fatalf("round %d: %s schema changes committed on the target, want %d", i, got, i)
+		}
+		// The restarted agent replays it, and the writer's next rows, once.
+		cmd = start()
+		for deadline := time.Now().Add(60 * time.Second); e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`) != fmt.Sprint(i+1); {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the restarted agent did not apply the schema change\n%s", i, logs.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+	}
+	if n := w.halt(); n < 20 {
+		t.Fatalf("only %d writer transactions during the test", n)
+	}
+	cmd := start()
+	defer func() { _ = cmd.Process.Signal(syscall.SIGKILL); _ = cmd.Wait() }()
+	wait := exec.Command(bin, "wait", "-c", cfgFile, "--timeout", "60s")
+	if out, err := wait.CombinedOutput(); err != nil {
+		t.Fatalf("pgshift wait: %v\n%s\n%s", err, out, logs.String())
+	}
+	e.compareAll()
+	if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != "3" {
+		t.Errorf("%s schema changes on the target, want 3 (each once)", got)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
