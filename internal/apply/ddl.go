@@ -338,7 +338,10 @@ func (a *Applier) checkAddedDefault(ctx context.Context, d *cdc.DDL, c sqlparse.
 	const missingSQL = `SELECT a.atthasmissing, coalesce(a.attmissingval::text, '') FROM pg_catalog.pg_attribute a
 		WHERE a.attrelid = $1::oid AND a.attname = $2::text AND NOT a.attisdropped`
 	var srcOID uint32
-	identity := pgtypes.QuoteIdent(t.Schema) + "." + pgtypes.QuoteIdent(t.Name)
+	var identity string // as pg_event_trigger_ddl_commands() names it: quote_ident of each part
+	if err := a.tx.QueryRow(ctx, `SELECT pg_catalog.format('%I.%I', $1::text, $2::text)`, t.Schema, t.Name).Scan(&identity); err != nil {
+		return fmt.Errorf("schema change %d: %w", d.ID, err)
+	}
 	for _, o := range d.Objects {
 		if o.Class == "pg_class" && o.Type == "table" && o.Identity == identity {
 			srcOID = o.ObjID
