@@ -74,7 +74,9 @@ Exit status: 0 done, 2 failed (or another agent holds the migration).`,
 			if err != nil {
 				return withCode(2, err)
 			}
-			cf.apply(cmd, &cfg)
+			if err := cf.apply(cmd, &cfg); err != nil {
+				return withCode(2, err)
+			}
 			log, err := c.logger()
 			if err != nil {
 				return withCode(2, err)

@@ -35,7 +35,9 @@ Exit status: 0 stopped cleanly, 2 could not run (another agent holds the migrati
 			if err != nil {
 				return withCode(2, err)
 			}
-			cf.apply(cmd, &cfg)
+			if err := cf.apply(cmd, &cfg); err != nil {
+				return withCode(2, err)
+			}
 			if changed(cmd.Flags(), "http") {
 				cfg.HTTP = httpAddr
 			}

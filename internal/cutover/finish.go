@@ -151,6 +151,10 @@ func Finish(ctx context.Context, cfg config.Config, opts FinishOptions, log *slo
 		}
 		res.Removed = append(res.Removed, "source: the NOLOGIN fence of "+strings.Join(cfg.Cutover.FenceRoles, ", "))
 	}
+	// The DDL capture (ddl: follow) first, so that nothing below is recorded by it.
+	if err := state.RemoveDDLCapture(ctx, src); err != nil {
+		return res, srcEP.Describe(err)
+	}
 	// A PostgreSQL 10 source's TRUNCATE capture (one trigger per published table).
 	if err := state.RemoveTruncateCapture(ctx, src); err != nil {
 		return res, srcEP.Describe(err)

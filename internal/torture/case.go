@@ -526,14 +526,16 @@ func (cs *caseRun) setupSource(ctx context.Context) error {
 }
 
 func (cs *caseRun) runArgs() []string {
-	args := append([]string{"run", "--jobs", strconv.Itoa(cs.plan.jobs)}, cs.pg.dsnArgs()...)
+	// ddl: stop, explicitly: the model applies the DDL it draws on the target itself, first,
+	// and expects pgshift's stops (a followed DDL would be applied twice).
+	args := append([]string{"run", "--jobs", strconv.Itoa(cs.plan.jobs), "--ddl", "stop"}, cs.pg.dsnArgs()...)
 	// PGSHIFT_TORTURE_AGENT_ARGS adds flags to every pgshift run, e.g. "--log-level debug"
 	// when investigating a seed.
 	return append(args, strings.Fields(os.Getenv("PGSHIFT_TORTURE_AGENT_ARGS"))...)
 }
 
 func (cs *caseRun) copyArgs() []string {
-	return append([]string{"copy", "--jobs", strconv.Itoa(cs.plan.jobs), "--chunk-size", "1", "--progress", "none"}, cs.pg.dsnArgs()...)
+	return append([]string{"copy", "--jobs", strconv.Itoa(cs.plan.jobs), "--chunk-size", "1", "--progress", "none", "--ddl", "stop"}, cs.pg.dsnArgs()...)
 }
 
 // judgeRefusal: the draw holds something pgshift documents as unsupported, so it must refuse
