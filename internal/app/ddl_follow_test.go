@@ -37,10 +37,13 @@ INSERT INTO side VALUES (1, 'a'), (2, 'b');
 INSERT INTO gone VALUES (1);`
 
 // ddlEnv is a database pair after a real copy with ddl: follow, as a followEnv.
-func newDDLEnv(t *testing.T, src, dst *pgtest.Cluster, name string) *followEnv {
+func newDDLEnv(t *testing.T, src, dst *pgtest.Cluster, name string, tune ...func(*config.Config)) *followEnv {
 	t.Helper()
 	cfg := cpDB(t, src, dst, name, ddlSchema)
 	cfg.DDL = config.DDLFollow
+	for _, f := range tune {
+		f(&cfg)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sum, err := Copy(ctx, cfg, CopyOptions{}, testLogger(t))
@@ -359,6 +362,23 @@ func TestDDLFollowStops(t *testing.T) {
 		e.waitApplied(a)
 		e.compareAll()
 	})
+}
+
+// TestDDLFollowExcludedTable: a schema change of a table left out of the migration is skipped
+// (the target does not have it); the next one of a migrated table is replayed.
+func TestDDLFollowExcludedTable(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	e := newDDLEnv(t, src, dst, "ddlexcluded", func(c *config.Config) { c.Exclude = []string{"public.gone"} })
+	a := e.start(RunOptions{})
+	e.ddlTx(`ALTER TABLE gone ADD COLUMN x int`, `CREATE INDEX gone_x ON gone (x)`, `ALTER TABLE t ADD COLUMN y int DEFAULT 1`)
+	e.exec(`UPDATE t SET y = 2 WHERE id = 1`)
+	e.waitApplied(a)
+	if got := e.query(dst, `SELECT (SELECT count(*) FROM t WHERE y = 1) || ' ' || (SELECT y FROM t WHERE id = 1) || ' ' || (to_regclass('public.gone') IS NULL)`); got != "299 2 true" {
+		t.Fatalf("target: %s, want t's column added and filled, gone still absent", got)
+	}
+	if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != "1" {
+		t.Errorf("%s schema changes recorded, want 1 (the two of the excluded table skipped)", got)
+	}
 }
 
 // TestDDLFollowKill: a real `pgshift run` SIGKILLed right after a captured schema change ran on

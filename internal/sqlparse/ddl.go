@@ -73,6 +73,10 @@ type DDL struct {
 	// and operator of those names is immutable on the target.
 	Functions []Function
 	Operators []string
+	// Relation is the table (or index, view) the statement changes, when it changes one that
+	// must exist: the applier skips a statement whose relation the target does not have (a
+	// table left out of the migration).
+	Relation *Name
 	// DropsTables are the tables a DROP TABLE names; RenamesTables the tables it renames or
 	// moves. The applier keeps the migration's table list in step.
 	DropsTables   []Name
@@ -172,7 +176,8 @@ func judge(n *pg_query.Node) (*DDL, error) {
 	case *pg_query.Node_AlterTableStmt:
 		return judgeAlterTable(s.AlterTableStmt)
 	case *pg_query.Node_IndexStmt:
-		st := &DDL{Kind: "CREATE INDEX"}
+		rel := rangeName(s.IndexStmt.Relation)
+		st := &DDL{Kind: "CREATE INDEX", Relation: &rel}
 		if s.IndexStmt.Concurrent {
 			s.IndexStmt.Concurrent = false
 			st.Concurrently, st.SQL = true, rewrite
@@ -185,6 +190,10 @@ func judge(n *pg_query.Node) (*DDL, error) {
 	case *pg_query.Node_AlterObjectSchemaStmt:
 		a := s.AlterObjectSchemaStmt
 		st := &DDL{Kind: "ALTER " + objectName(a.ObjectType) + " SET SCHEMA"}
+		if a.Relation != nil {
+			rel := rangeName(a.Relation)
+			st.Relation = &rel
+		}
 		if isTable(a.ObjectType) {
 			st.RenamesTables = []TableRename{{From: rangeName(a.Relation), To: Name{Schema: a.Newschema}}}
 		}
@@ -228,6 +237,10 @@ func judge(n *pg_query.Node) (*DDL, error) {
 	case *pg_query.Node_CreateEventTrigStmt, *pg_query.Node_AlterEventTrigStmt:
 		return nil, refuse(fixByHand, "event triggers are not migrated")
 	}
+	if t := n.GetCreateTrigStmt(); t != nil {
+		rel := rangeName(t.Relation)
+		return &DDL{Kind: "CREATE TRIGGER", Relation: &rel}, nil
+	}
 	if kind, ok := plainKinds[fmt.Sprintf("%T", n.Node)]; ok {
 		return &DDL{Kind: kind}, nil
 	}
@@ -246,7 +259,6 @@ var plainKinds = map[string]string{
 	"*pg_query.Node_DefineStmt":                   "DEFINE",
 	"*pg_query.Node_CreateFunctionStmt":           "CREATE FUNCTION",
 	"*pg_query.Node_AlterFunctionStmt":            "ALTER FUNCTION",
-	"*pg_query.Node_CreateTrigStmt":               "CREATE TRIGGER",
 	"*pg_query.Node_RuleStmt":                     "CREATE RULE",
 	"*pg_query.Node_CommentStmt":                  "COMMENT",
 	"*pg_query.Node_GrantStmt":                    "GRANT",
@@ -278,9 +290,6 @@ var plainKinds = map[string]string{
 	"*pg_query.Node_AlterFdwStmt":                 "ALTER FOREIGN DATA WRAPPER",
 	"*pg_query.Node_CreateForeignServerStmt":      "CREATE SERVER",
 	"*pg_query.Node_AlterForeignServerStmt":       "ALTER SERVER",
-	"*pg_query.Node_CreateUserMappingStmt":        "CREATE USER MAPPING",
-	"*pg_query.Node_AlterUserMappingStmt":         "ALTER USER MAPPING",
-	"*pg_query.Node_DropUserMappingStmt":          "DROP USER MAPPING",
 	"*pg_query.Node_ImportForeignSchemaStmt":      "IMPORT FOREIGN SCHEMA",
 	"*pg_query.Node_CreateTransformStmt":          "CREATE TRANSFORM",
 	"*pg_query.Node_CreateAmStmt":                 "CREATE ACCESS METHOD",
@@ -296,7 +305,7 @@ var plainKinds = map[string]string{
 // judgeAlterTable decides ALTER TABLE (and ALTER INDEX/VIEW/SEQUENCE/TYPE, which share its node).
 func judgeAlterTable(s *pg_query.AlterTableStmt) (*DDL, error) {
 	table := rangeName(s.Relation)
-	st := &DDL{Kind: "ALTER " + objectName(s.Objtype)}
+	st := &DDL{Kind: "ALTER " + objectName(s.Objtype), Relation: &table}
 	for _, c := range s.Cmds {
 		cmd := c.GetAlterTableCmd()
 		if cmd == nil {
@@ -446,6 +455,10 @@ func judgeDrop(s *pg_query.DropStmt) (*DDL, error) {
 // judgeRename decides RENAME: of a table, the migration must follow the new name.
 func judgeRename(s *pg_query.RenameStmt) (*DDL, error) {
 	st := &DDL{Kind: "ALTER " + objectName(s.RenameType) + " RENAME"}
+	if s.Relation != nil {
+		rel := rangeName(s.Relation)
+		st.Relation = &rel
+	}
 	switch {
 	case s.RenameType == pg_query.ObjectType_OBJECT_SCHEMA:
 		return nil, refuse(fixByHand, "ALTER SCHEMA %s RENAME: renaming a schema renames every migrated table in it, which is not followed yet", s.Subname)

@@ -94,3 +94,28 @@ func TestJudgeDDLKeepsEachStatementsText(t *testing.T) {
 		t.Fatalf("got %+v", got)
 	}
 }
+
+// TestJudgeDDLRelation: the relation a statement changes is named, so the applier can skip one
+// the target does not have.
+func TestJudgeDDLRelation(t *testing.T) {
+	for sql, want := range map[string]string{
+		`ALTER TABLE s.t ADD COLUMN c int`: "s.t",
+		`CREATE INDEX i ON t (v)`:          "t",
+		`CREATE TRIGGER tr AFTER INSERT ON s.t FOR EACH ROW EXECUTE FUNCTION f()`: "s.t",
+		`ALTER TABLE t RENAME COLUMN a TO b`:                                      "t",
+		`ALTER TABLE t SET SCHEMA r`:                                              "t",
+		`CREATE TYPE x AS ENUM ('a')`:                                             "",
+	} {
+		got, err := JudgeDDL(sql)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%s: %v %v", sql, got, err)
+		}
+		name := ""
+		if got[0].Relation != nil {
+			name = got[0].Relation.String()
+		}
+		if name != want {
+			t.Errorf("%s: relation %q, want %q", sql, name, want)
+		}
+	}
+}

@@ -17,7 +17,8 @@ package state
 //
 // Not recorded, as they change nothing pgshift migrates: commands on objects in pgshift's own
 // schema or in temporary schemas, pgshift's TRUNCATE capture triggers, publications and
-// subscriptions, commands that reported no object (CREATE ... IF NOT EXISTS of one that
+// subscriptions, user mappings (their options carry passwords, which pgshift never stores or
+// logs), commands that reported no object (CREATE ... IF NOT EXISTS of one that
 // exists; DROP commands report none and are recorded), and pgshift's own sessions, which set
 // pgshift.capture = off.
 //
@@ -77,7 +78,8 @@ var ddlCaptureDDL = []string{
 		q := current_query();
 		stmt := statement_timestamp();
 		x := txid_current();
-		IF coalesce(skip, '') <> 'off' AND tg_tag NOT LIKE '% PUBLICATION' AND tg_tag NOT LIKE '% SUBSCRIPTION' THEN
+		IF coalesce(skip, '') <> 'off' AND tg_tag NOT LIKE '% PUBLICATION' AND tg_tag NOT LIKE '% SUBSCRIPTION'
+			AND tg_tag NOT LIKE '% USER MAPPING' THEN
 			SELECT coalesce(jsonb_agg(jsonb_build_object('class', d.classid::regclass::text, 'objid', d.objid::int8, 'type', d.object_type,
 					'schema', d.schema_name, 'identity', d.object_identity, 'tag', d.command_tag)), '[]'::jsonb),
 				coalesce(bool_and(d.schema_name = 'pgshift' OR d.schema_name LIKE 'pg\_temp%'
