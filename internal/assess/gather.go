@@ -293,8 +293,9 @@ ORDER BY 1, 2`, nil, func(r scanner) error {
 		return fmt.Errorf("count large objects: %w", err)
 	}
 
+	// pgshift's own (ddl: follow, state.CaptureDDL) is not the application's.
 	rows, err := q.Query(ctx, `SELECT e.evtname, e.evtevent, pg_get_userbyid(e.evtowner), e.evtenabled <> 'D'
-		FROM pg_event_trigger e WHERE `+fmt.Sprintf(notExtensionMember, "'pg_event_trigger'", "e.oid")+` ORDER BY 1`)
+		FROM pg_event_trigger e WHERE e.evtname <> $1::text AND `+fmt.Sprintf(notExtensionMember, "'pg_event_trigger'", "e.oid")+` ORDER BY 1`, catalog.DDLTrigger)
 	if err != nil {
 		return fmt.Errorf("list event triggers: %w", err)
 	}

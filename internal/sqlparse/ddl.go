@@ -158,7 +158,13 @@ const rewrite = "\x00rewrite"
 // judge decides one statement: nil, nil for one that needs no replay.
 func judge(n *pg_query.Node) (*DDL, error) {
 	switch s := n.Node.(type) {
-	case *pg_query.Node_SelectStmt, *pg_query.Node_InsertStmt, *pg_query.Node_UpdateStmt, *pg_query.Node_DeleteStmt,
+	case *pg_query.Node_SelectStmt:
+		if s.SelectStmt.GetFromClause() == nil && len(s.SelectStmt.GetTargetList()) > 0 {
+			return nil, refuse(fixByHand, "the schema change was made by a function called from a query (SELECT f(...)): what it runs cannot be proven the same on the target")
+		}
+		return nil, refuse("run the schema change in a query string of its own (the row changes are streamed on their own)",
+			"the query string mixes a schema change with a statement that reads or writes rows: replayed together, the rows would be written twice")
+	case *pg_query.Node_InsertStmt, *pg_query.Node_UpdateStmt, *pg_query.Node_DeleteStmt,
 		*pg_query.Node_MergeStmt, *pg_query.Node_CopyStmt, *pg_query.Node_ExplainStmt:
 		return nil, refuse("run the schema change in a query string of its own (the row changes are streamed on their own)",
 			"the query string mixes a schema change with a statement that reads or writes rows: replayed together, the rows would be written twice")
