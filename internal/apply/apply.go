@@ -130,9 +130,9 @@ type Applier struct {
 	opts   Options
 	log    *slog.Logger
 	stats  *Stats
-	// settings are the session's own settings, put back after a schema change ran under the
-	// source session's.
-	settings map[string]string
+	// ddlSaved are the session's own settings while a schema change runs under the source
+	// session's (ddl.go).
+	ddlSaved map[string]string
 
 	planCache
 	pipeline
@@ -179,7 +179,7 @@ func New(ctx context.Context, conn *pgx.Conn, source Source, opts Options, stats
 			return nil, err
 		}
 	}
-	a := &Applier{conn: conn, source: source, opts: opts, log: log, stats: stats, settings: settings, lastEnd: opts.SkipBelow,
+	a := &Applier{conn: conn, source: source, opts: opts, log: log, stats: stats, lastEnd: opts.SkipBelow,
 		planCache:  planCache{plans: map[uint32]*plan{}, byRel: map[*cdc.Relation]*plan{}},
 		compaction: compaction{entries: map[string]*entry{}, entryPlans: map[pgtypes.TableID]*plan{}}}
 	a.stats.AppliedLSN.Store(uint64(opts.SkipBelow))

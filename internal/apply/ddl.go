@@ -150,9 +150,20 @@ func (a *Applier) ddlBarrier(ctx context.Context) error {
 	return nil
 }
 
+// ddlSettings are the source session's settings a schema change runs under.
+var ddlSettings = []string{"search_path", "TimeZone", "DateStyle", "IntervalStyle"}
+
 // enterDDLSession sets, for the open target transaction, what the statement ran under on the
 // source, and returns the role it runs as.
 func (a *Applier) enterDDLSession(ctx context.Context, d *cdc.DDL) (string, error) {
+	a.ddlSaved = map[string]string{}
+	for _, k := range ddlSettings {
+		var v string
+		if err := a.tx.QueryRow(ctx, `SELECT pg_catalog.current_setting($1::text)`, k).Scan(&v); err != nil {
+			return "", fmt.Errorf("schema change %d: read %s on the target: %w", d.ID, k, err)
+		}
+		a.ddlSaved[k] = v
+	}
 	for k, v := range map[string]string{"search_path": d.SearchPath, "TimeZone": d.TimeZone, "DateStyle": d.DateStyle, "IntervalStyle": d.IntervalStyle} {
 		if _, err := a.tx.Exec(ctx, `SELECT pg_catalog.set_config($1::text, $2::text, true)`, k, v); err != nil {
 			return "", fmt.Errorf("schema change %d: set %s = '%s' on the target: %w", d.ID, k, v, err)
@@ -185,15 +196,8 @@ func (a *Applier) leaveDDLSession(ctx context.Context) error {
 	if _, err := a.tx.Exec(ctx, `SELECT pg_catalog.set_config('role', 'none', true)`); err != nil {
 		return fmt.Errorf("reset the role on the target after a schema change: %w", err)
 	}
-	for _, k := range []string{"search_path", "TimeZone", "DateStyle", "IntervalStyle"} {
-		v, ok := a.settings[k]
-		if !ok {
-			if _, err := a.tx.Exec(ctx, `SELECT pg_catalog.set_config($1::text, pg_catalog.current_setting($1::text), true)`, k); err != nil {
-				return err
-			}
-			continue
-		}
-		if _, err := a.tx.Exec(ctx, `SELECT pg_catalog.set_config($1::text, $2::text, true)`, k, v); err != nil {
+	for _, k := range ddlSettings {
+		if _, err := a.tx.Exec(ctx, `SELECT pg_catalog.set_config($1::text, $2::text, true)`, k, a.ddlSaved[k]); err != nil {
 			return fmt.Errorf("restore %s on the target after a schema change: %w", k, err)
 		}
 	}

@@ -58,6 +58,8 @@ var ddlCaptureDDL = []string{
 		at             timestamptz NOT NULL DEFAULT now()
 	)`,
 	`REVOKE ALL ON pgshift.ddl_log FROM PUBLIC`,
+	// The trigger looks up its transaction's earlier rows on every firing.
+	`CREATE INDEX IF NOT EXISTS ddl_log_xid ON pgshift.ddl_log (xid)`,
 	// The function cannot fix its search_path with SET, as other SECURITY DEFINER functions
 	// do: it would hide the caller's, which is what it records. It reads the caller's settings
 	// with schema-qualified calls only, then sets pg_catalog, pg_temp for the rest of its body
