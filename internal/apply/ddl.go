@@ -96,7 +96,7 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 			if len(found) == 0 {
 				// Not on the target: a table left out of the migration (exclude). One the
 				// migration has meets the relation checks when its rows arrive.
-				a.log.Info("skipped a schema change of a relation the target does not have", "ddl_id", d.ID, "relation", st.Relation.String(), "statement", st.Kind)
+				a.log.Warn("skipped a schema change of a relation the target does not have (not migrated)", "ddl_id", d.ID, "relation", st.Relation.String(), "statement", st.Kind)
 				continue
 			}
 		}
