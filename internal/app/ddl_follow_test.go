@@ -456,3 +456,39 @@ func TestDDLFollowKill(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestDDLFollowLargeTransaction: a schema change inside a source transaction large enough to be
+// streamed before its commit (logical_decoding_work_mem = 64kB), with rows before and after it,
+// and one inside a transaction of many small row changes that compaction merges; after wait both
+// sides are identical.
+func TestDDLFollowLargeTransaction(t *testing.T) {
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	for _, sql := range []string{`ALTER SYSTEM SET logical_decoding_work_mem = '64kB'`, `SELECT pg_reload_conf()`} {
+		if out, err := src.Psql(context.Background(), "postgres", sql); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+	}
+	e := newDDLEnv(t, src, dst, "ddllarge")
+	a := e.start(RunOptions{})
+	e.ddlTx(`INSERT INTO t (id, n, note) SELECT g, g, repeat('x', 200) FROM generate_series(1000, 21000) g`,
+		`ALTER TABLE t ADD COLUMN big int NOT NULL DEFAULT 5`,
+		`UPDATE t SET big = id WHERE id % 10 = 0`,
+		`INSERT INTO t (id, n, big) SELECT g, g, -g FROM generate_series(30000, 35000) g`)
+	// Small changes to the same rows around a rename: merged before it, merged after it, never
+	// across it.
+	stmts := []string{}
+	for i := range 20 {
+		stmts = append(stmts, fmt.Sprintf(`UPDATE t SET n = n + %d WHERE id <= 50`, i))
+	}
+	stmts = append(stmts, `ALTER TABLE t RENAME COLUMN n TO n2`)
+	for i := range 20 {
+		stmts = append(stmts, fmt.Sprintf(`UPDATE t SET n2 = n2 - %d WHERE id <= 50`, i))
+	}
+	e.ddlTx(stmts...)
+	e.exec(`UPDATE t SET big = 0 WHERE id = 1`)
+	e.waitApplied(a)
+	e.compareAll()
+	if got := e.query(src, `SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots`); got == "0" {
+		t.Error("no transaction was streamed before its commit: the test did not test that")
+	}
+}
