@@ -132,9 +132,11 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 
 // ddlBarrier leaves the open target transaction holding only the current source transaction,
 // everything before the DDL written, and the rest of it applied change by change: compaction
-// merges rows across the statement otherwise, and a redo would replay rows without it.
+// merges rows across the statement otherwise, and a redo would replay rows without it. (A target
+// transaction that holds earlier source transactions without a recording of them, after a
+// conflict's redo, keeps them: they commit with the DDL's, still in order.)
 func (a *Applier) ddlBarrier(ctx context.Context) error {
-	if a.recording() && a.txCount > 0 {
+	if a.recording() && a.txCount > 0 && a.rawAtBegin <= len(a.raw) {
 		if err := a.commitBefore(ctx); err != nil {
 			return err
 		}
@@ -298,9 +300,9 @@ func (a *Applier) immutable(ctx context.Context, sql string, args ...any) (bool,
 	return all > 0 && bad == 0, nil
 }
 
-// resolveTables finds the tables names name on the target, under the statement's search_path
-// (set by enterDDLSession): the target's schema is the source's at this point of the stream.
-// Names that are not tables there are left out.
+// resolveTables finds the relations names name on the target, under the statement's
+// search_path (set by enterDDLSession): the target's schema is the source's at this point of
+// the stream. Names the target does not have are left out.
 func (a *Applier) resolveTables(ctx context.Context, names []sqlparse.Name) ([]pgtypes.TableID, error) {
 	var out []pgtypes.TableID
 	for _, n := range names {
