@@ -239,6 +239,8 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 		{"RowsOfRenamedTable", []string{`UPDATE side2 SET v = 'z' WHERE id = 1`}},
 		{"SetSchema", []string{`CREATE SCHEMA other`, `ALTER TABLE side2 SET SCHEMA other`, `INSERT INTO other.side2 VALUES (4, 'd')`}},
 		{"RowsOfMovedTable", []string{`DELETE FROM other.side2 WHERE id = 2`}},
+		// One query string (psql -c): the SET ahead of the change is what the trigger records.
+		{"PsqlSetSearchPathAhead", []string{`SET search_path = other, public`, `ALTER TABLE side2 ADD COLUMN w int DEFAULT 1`}},
 		{"DropTable", []string{`DROP TABLE gone`}},
 		{"CommentSequenceDomainPolicy", []string{`COMMENT ON TABLE t IS 'the t'`, `CREATE SEQUENCE s1`, `ALTER SEQUENCE s1 INCREMENT 5`,
 			`CREATE DOMAIN posint AS int CHECK (VALUE > 0)`, `ALTER TABLE o ADD COLUMN q2 posint`, `UPDATE o SET q2 = id`, `CREATE POLICY p1 ON t USING (true)`}},
@@ -252,7 +254,7 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 	queries := 0 // one captured query string per DDL statement
 	for _, s := range steps {
 		for _, q := range s.stmts {
-			if w, _, _ := strings.Cut(q, " "); w != "UPDATE" && w != "INSERT" && w != "DELETE" {
+			if w, _, _ := strings.Cut(q, " "); w != "UPDATE" && w != "INSERT" && w != "DELETE" && w != "SET" {
 				queries++
 			}
 		}
@@ -263,7 +265,9 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 				s.stmts[i] = strings.ReplaceAll(s.stmts[i], "EXECUTE FUNCTION", "EXECUTE PROCEDURE")
 			}
 		}
-		if len(s.stmts) == 1 && (strings.Contains(s.stmts[0], "CONCURRENTLY") || major < 12 && strings.Contains(s.stmts[0], "ADD VALUE")) {
+		if strings.HasPrefix(s.name, "Psql") {
+			e.exec(strings.Join(s.stmts, "; "))
+		} else if len(s.stmts) == 1 && (strings.Contains(s.stmts[0], "CONCURRENTLY") || major < 12 && strings.Contains(s.stmts[0], "ADD VALUE")) {
 			e.exec(s.stmts[0]) // cannot run in a transaction block
 		} else {
 			e.ddlTx(s.stmts...)

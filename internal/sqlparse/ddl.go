@@ -114,6 +114,12 @@ func JudgeDDL(sql string) ([]DDL, error) {
 	}
 	out := make([]DDL, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
+		if set := raw.Stmt.GetVariableSetStmt(); set != nil && len(out) == 0 && capturedSetting[strings.ToLower(set.Name)] {
+			// SET ROLE or search_path before the first schema change of the string: what it
+			// set is what the event trigger recorded at that change, and the applier runs
+			// the string's statements under it.
+			continue
+		}
 		st, err := judge(raw.Stmt)
 		if err != nil {
 			return nil, err
@@ -133,6 +139,10 @@ func JudgeDDL(sql string) ([]DDL, error) {
 	}
 	return out, nil
 }
+
+// capturedSetting are the settings the event trigger records with each schema change: a SET
+// of one of them ahead of a query string's schema changes need not be replayed.
+var capturedSetting = map[string]bool{"role": true, "search_path": true}
 
 // stmtText is the source's own text of one statement of sql.
 func stmtText(sql string, raw *pg_query.RawStmt) string {
@@ -176,7 +186,7 @@ func judge(n *pg_query.Node) (*DDL, error) {
 		return nil, refuse("send each transaction's schema changes in a query string of their own, without BEGIN/COMMIT inside it",
 			"the query string holds transaction control (BEGIN, COMMIT, SAVEPOINT): its statements may belong to several transactions")
 	case *pg_query.Node_VariableSetStmt:
-		return nil, refuse("send the SET in a query string of its own", "the query string changes a setting (SET) next to the schema change: replayed, it would change the applier's session")
+		return nil, refuse("send the SET in a query string of its own", "the query string changes a setting (SET) next to the schema change (only SET ROLE and search_path before the first change are taken): replayed, it would change the applier's session")
 	case *pg_query.Node_LockStmt:
 		return nil, nil
 	case *pg_query.Node_AlterTableStmt:
