@@ -526,16 +526,31 @@ func (cs *caseRun) setupSource(ctx context.Context) error {
 }
 
 func (cs *caseRun) runArgs() []string {
-	// ddl: stop, explicitly: the model applies the DDL it draws on the target itself, first,
-	// and expects pgshift's stops (a followed DDL would be applied twice).
-	args := append([]string{"run", "--jobs", strconv.Itoa(cs.plan.jobs), "--ddl", "stop"}, cs.pg.dsnArgs()...)
+	args := append([]string{"run", "--jobs", strconv.Itoa(cs.plan.jobs), "--ddl", cs.ddlMode()}, cs.pg.dsnArgs()...)
 	// PGSHIFT_TORTURE_AGENT_ARGS adds flags to every pgshift run, e.g. "--log-level debug"
 	// when investigating a seed.
 	return append(args, strings.Fields(os.Getenv("PGSHIFT_TORTURE_AGENT_ARGS"))...)
 }
 
 func (cs *caseRun) copyArgs() []string {
-	return append([]string{"copy", "--jobs", strconv.Itoa(cs.plan.jobs), "--chunk-size", "1", "--progress", "none", "--ddl", "stop"}, cs.pg.dsnArgs()...)
+	return append([]string{"copy", "--jobs", strconv.Itoa(cs.plan.jobs), "--chunk-size", "1", "--progress", "none", "--ddl", cs.ddlMode()}, cs.pg.dsnArgs()...)
+}
+
+// ddlMode is pgshift's ddl setting, always explicit: with stop (the default) the model applies
+// the DDL it draws on the target itself, first or after pgshift's stop (a followed DDL would be
+// applied twice); with follow (Settings.DDLFollow) pgshift replays it.
+func (cs *caseRun) ddlMode() string {
+	if cs.followsDDL() {
+		return "follow"
+	}
+	return "stop"
+}
+
+// followsDDL: Settings.DDLFollow, except for a case whose pgshift connects to the source as the
+// tables' non-superuser owner, which may not create the event trigger (pgshift then warns and
+// stops on DDL as with ddl: stop, which the model of stop covers).
+func (cs *caseRun) followsDDL() bool {
+	return cs.env.settings.DDLFollow && !cs.plan.schema.OwnerRole
 }
 
 // judgeRefusal: the draw holds something pgshift documents as unsupported, so it must refuse

@@ -248,6 +248,11 @@ func (cs *caseRun) ddl(ctx context.Context, e chaosEvent) {
 	if len(cands) == 0 {
 		return
 	}
+	follow := cs.followsDDL()
+	if follow && e.ddl == "new-partition" {
+		// A new table: not followed yet under ddl: follow (it stops, by design).
+		return
+	}
 	t := pick(g, cands)
 	d := &ddlEvent{table: t, kind: e.ddl}
 	switch e.ddl {
@@ -304,6 +309,10 @@ func (cs *caseRun) ddl(ctx context.Context, e chaosEvent) {
 		// source first, the order pgshift's stop message asks for.
 		e.first = false
 	}
+	if follow {
+		// pgshift replays it: made on the source only, and resolved as soon as it is made.
+		e.first = false
+	}
 	cs.schemaMu.Lock()
 	defer cs.schemaMu.Unlock()
 	if e.first && cs.pendingOn(d.table) {
@@ -325,6 +334,7 @@ func (cs *caseRun) ddl(ctx context.Context, e chaosEvent) {
 		return
 	}
 	d.apply()
+	d.resolved = d.resolved || follow
 	cs.agentMu.Lock()
 	cs.pendingDDL = append(cs.pendingDDL, d)
 	cs.agentMu.Unlock()

@@ -207,6 +207,10 @@ type Settings struct {
 	KeepGoing bool
 	// Verbose logs every transaction kind and chaos event as it happens.
 	Verbose bool
+	// DDLFollow runs pgshift with ddl: follow: the DDL the workload draws is made on the source
+	// only, and pgshift must replay it without stopping (new partitions, which it does not
+	// follow yet, are not drawn). Not a drawn class: the cases' draws are the same either way.
+	DDLFollow bool
 	// Hold keeps a failed case's databases (and the agent, stopped) for this long before
 	// cleaning up, so they can be inspected with psql (the DSNs are logged).
 	Hold time.Duration
@@ -273,6 +277,13 @@ func SettingsFromEnv() (Settings, error) {
 	s.Summary = os.Getenv("PGSHIFT_TORTURE_SUMMARY")
 	s.KeepGoing = os.Getenv("PGSHIFT_TORTURE_STOP_ON_FAILURE") != "1"
 	s.Verbose = os.Getenv("PGSHIFT_TORTURE_VERBOSE") == "1"
+	switch v := os.Getenv("PGSHIFT_TORTURE_DDL"); v {
+	case "", "stop":
+	case "follow":
+		s.DDLFollow = true
+	default:
+		return s, fmt.Errorf("PGSHIFT_TORTURE_DDL=%q: want stop or follow", v)
+	}
 	if v := os.Getenv("PGSHIFT_TORTURE_HOLD"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {

@@ -209,8 +209,11 @@ func schemaDump(ctx context.Context, binDir, dsn string) (string, error) {
 		}
 		return "", fmt.Errorf("pg_dump: %v %s", err, msg)
 	}
+	// pgshift's own event trigger (ddl: follow) is on the source only: it is not the
+	// application's schema.
+	dump := captureTrigger.ReplaceAllString(string(out), "")
 	var keep []string
-	for _, l := range strings.Split(string(out), "\n") {
+	for _, l := range strings.Split(dump, "\n") {
 		if strings.HasPrefix(l, `\restrict`) || strings.HasPrefix(l, `\unrestrict`) || l == "" {
 			continue
 		}
@@ -218,6 +221,8 @@ func schemaDump(ctx context.Context, binDir, dsn string) (string, error) {
 	}
 	return strings.Join(keep, "\n"), nil
 }
+
+var captureTrigger = regexp.MustCompile(`(?s)--\n-- Name: pgshift_capture_ddl; Type: EVENT TRIGGER.*?pgshift\.capture_ddl\(\);\n`)
 
 // withDeferred is the target's dump as it will be after cutover: pgshift keeps triggers and
 // rules that fire in replica mode disabled on the target while it applies changes, and records
