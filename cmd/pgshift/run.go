@@ -9,8 +9,9 @@ import (
 // killHookEnv names a fault-injection point for pgshift's own crash tests: when set to
 // "after-target-commit", the process kills itself with SIGKILL right after a target commit and
 // before the position is confirmed to the source; with "after-ddl", right after a captured
-// schema change ran on the target, before its transaction commits. Only a binary built with the tag faults has
-// the hook (faults.go); a release binary refuses to run with the variable set (nofaults.go).
+// schema change ran on the target, before its transaction commits. Only a binary built with the
+// tag faults has the hooks (faults.go); a release binary refuses to run with the variable set
+// (nofaults.go).
 const killHookEnv = "PGSHIFT_TEST_KILL_AT"
 
 func (c *cli) runCommand() *cobra.Command {
