@@ -119,6 +119,7 @@ type Stats struct {
 	Changes      atomic.Uint64 // row changes applied
 	Skipped      atomic.Uint64 // row changes skipped because their table's copy already had them
 	TargetTxs    atomic.Uint64 // target transactions committed
+	DDL          atomic.Uint64 // captured schema changes committed (ddl.go)
 }
 
 // Applier applies one ordered stream of transactions on one target connection. Its state is in
@@ -148,6 +149,7 @@ type Applier struct {
 	lastEnd    pgtypes.LSN
 	lastTime   time.Time
 	pendingCh  uint64
+	pendingDDL uint64 // schema changes in the open target transaction
 
 	compaction
 }
@@ -383,10 +385,11 @@ func (a *Applier) commit(ctx context.Context) error {
 	}
 	a.stats.Txs.Add(uint64(a.txCount))
 	a.stats.Changes.Add(a.pendingCh)
+	a.stats.DDL.Add(a.pendingDDL)
 	a.stats.TargetTxs.Add(1)
 	a.stats.CommitTimeUS.Store(a.lastTime.UnixMicro())
 	a.stats.AppliedLSN.Store(uint64(a.lastEnd))
-	a.pendingCh = 0
+	a.pendingCh, a.pendingDDL = 0, 0
 	return nil
 }
 

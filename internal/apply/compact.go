@@ -279,7 +279,7 @@ func (a *Applier) redo(ctx context.Context, cause error) error {
 	raw := a.raw
 	a.resetCompaction()
 	a.noCompact = true
-	a.batch, a.queued, a.bytes, a.pendingCh = nil, nil, 0, 0
+	a.batch, a.queued, a.bytes, a.pendingCh, a.pendingDDL = nil, nil, 0, 0, 0
 	a.runPlan, a.runRows = nil, nil
 	for _, r := range raw {
 		if r.truncate != nil {

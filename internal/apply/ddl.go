@@ -123,6 +123,7 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 		return err
 	}
 	a.pendingCh++
+	a.pendingDDL++
 	a.log.Info("applied a schema change of the source", "ddl_id", d.ID, "statements", len(ran), "role", role, "commit_lsn", a.cur.CommitLSN.String())
 	if a.opts.AfterDDL != nil {
 		return a.opts.AfterDDL()

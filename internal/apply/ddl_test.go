@@ -53,6 +53,9 @@ func TestDDLBarrier(t *testing.T) {
 	if n := e.a.stats.TargetTxs.Load(); n != 3 {
 		t.Errorf("%d target transactions, want 3 (the one before the DDL, the DDL's, the one after)", n)
 	}
+	if n := e.a.stats.DDL.Load(); n != 1 {
+		t.Errorf("%d schema changes counted, want 1", n)
+	}
 	if got := e.target(`SELECT detail->>'command' || ' / ' || (detail->>'ddl_id') FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != "ALTER TABLE u RENAME COLUMN n TO m / 7" {
 		t.Errorf("audit log: %q", got)
 	}

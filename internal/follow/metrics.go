@@ -46,5 +46,5 @@ func (m *Metrics) AppliedLSN() pgtypes.LSN { return pgtypes.LSN(m.apply.AppliedL
 func (m *Metrics) Counters() metrics.Counters {
 	return metrics.Counters{AppliedLSN: m.AppliedLSN(), ConfirmedLSN: pgtypes.LSN(m.stream.Confirmed.Load()),
 		Received: m.stream.Received.Load(), Skipped: m.apply.Skipped.Load(), TargetCommits: m.apply.TargetTxs.Load(),
-		ApplyErrors: m.applyErrors.Load(), Reconnects: m.reconnects.Load()}
+		ApplyErrors: m.applyErrors.Load(), Reconnects: m.reconnects.Load(), AppliedDDL: m.apply.DDL.Load()}
 }

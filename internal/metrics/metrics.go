@@ -38,6 +38,7 @@ const (
 	SkippedChanges        = "pgshift_skipped_changes_total"
 	TargetCommits         = "pgshift_target_commits_total"
 	Reconnects            = "pgshift_reconnects_total"
+	AppliedDDL            = "pgshift_applied_ddl_total"
 	VerifyDifferences     = "pgshift_verify_differences"
 	VerifyTables          = "pgshift_verify_tables"
 	VerifyLastRun         = "pgshift_verify_last_run_timestamp_seconds"
@@ -104,6 +105,7 @@ type Counters struct {
 	Received, Skipped        uint64
 	TargetCommits            uint64
 	ApplyErrors, Reconnects  uint64
+	AppliedDDL               uint64 // captured schema changes committed on the target (ddl: follow)
 }
 
 // Sources are where a scrape reads from. Snapshot returns false before the agent has read its
@@ -123,7 +125,7 @@ type descs struct {
 	phase, copyRows, copyBytes, copyEst, copyTables                       *prometheus.Desc
 	lagBytes, lagSeconds, retained, applyRate, measured                   *prometheus.Desc
 	txs, changes, applyErrors, appliedLSN, confirmedLSN                   *prometheus.Desc
-	received, skipped, commits, reconnects                                *prometheus.Desc
+	received, skipped, commits, reconnects, ddl                           *prometheus.Desc
 	verifyDiffs, verifyTables, verifyLast, cutSteps, cutDur, start, stAge *prometheus.Desc
 }
 
@@ -151,6 +153,7 @@ func newDescs() descs {
 		skipped:      d(SkippedChanges, "Row changes skipped because their table's copy already contained them."),
 		commits:      d(TargetCommits, "Target transactions committed (each holds one or more source transactions)."),
 		reconnects:   d(Reconnects, "Times following resumed after a connection failure or a lost lease."),
+		ddl:          d(AppliedDDL, "Schema changes captured on the source (ddl: follow) committed on the target since the measuring agent started."),
 		verifyDiffs:  d(VerifyDifferences, "Differences found by the latest saved verify run (rows, schema objects, sequences)."),
 		verifyTables: d(VerifyTables, "Tables of the latest saved verify run by result (identical, different, failed).", "result"),
 		verifyLast:   d(VerifyLastRun, "Unix time the latest saved verify run finished."),
@@ -169,7 +172,7 @@ type collector struct {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.d.phase, c.d.copyRows, c.d.copyBytes, c.d.copyEst, c.d.copyTables, c.d.lagBytes,
 		c.d.lagSeconds, c.d.retained, c.d.applyRate, c.d.measured, c.d.txs, c.d.changes, c.d.applyErrors, c.d.appliedLSN,
-		c.d.confirmedLSN, c.d.received, c.d.skipped, c.d.commits, c.d.reconnects, c.d.verifyDiffs, c.d.verifyTables,
+		c.d.confirmedLSN, c.d.received, c.d.skipped, c.d.commits, c.d.reconnects, c.d.ddl, c.d.verifyDiffs, c.d.verifyTables,
 		c.d.verifyLast, c.d.cutSteps, c.d.cutDur, c.d.start, c.d.stAge} {
 		ch <- d
 	}
@@ -194,6 +197,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.d.commits, float64(k.TargetCommits))
 		counter(c.d.applyErrors, float64(k.ApplyErrors))
 		counter(c.d.reconnects, float64(k.Reconnects))
+		counter(c.d.ddl, float64(k.AppliedDDL))
 	}
 	if c.src.Snapshot == nil {
 		return
