@@ -245,11 +245,15 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 		{"CommentSequenceDomainPolicy", []string{`COMMENT ON TABLE t IS 'the t'`, `CREATE SEQUENCE s1`, `ALTER SEQUENCE s1 INCREMENT 5`,
 			`CREATE DOMAIN posint AS int CHECK (VALUE > 0)`, `ALTER TABLE o ADD COLUMN q2 posint`, `UPDATE o SET q2 = id`, `CREATE POLICY p1 ON t USING (true)`}},
 		{"Procedure", []string{`CREATE PROCEDURE pr() LANGUAGE sql AS 'SELECT 1'`}},
+		{"AddGeneratedColumn", []string{`ALTER TABLE t ADD COLUMN twice bigint GENERATED ALWAYS AS (n * 2) STORED`, `UPDATE t SET n = n + 1 WHERE id = 3`}},
 	}
 	if major < 11 {
 		// A default that is not a constant rewrites a table before 11: nothing tells that the
 		// rows got the same values (TestDDLFollowStops has the refusal). No procedures before 11.
 		steps = slices.DeleteFunc(steps, func(s ddlStep) bool { return s.name == "AddColumnImmutableExpressionDefault" || s.name == "Procedure" })
+	}
+	if major < 12 {
+		steps = slices.DeleteFunc(steps, func(s ddlStep) bool { return s.name == "AddGeneratedColumn" }) // no generated columns before 12
 	}
 	queries := 0 // one captured query string per DDL statement
 	for _, s := range steps {
