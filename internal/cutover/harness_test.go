@@ -125,7 +125,7 @@ func (e *env) start(fault func(op string, step int) error) *testAgent {
 		defer close(a.done)
 		target := db.Endpoint{Role: db.Target, DSN: e.cfg.Target}
 		a.err = state.WithLease(ctx, target.Connect, "run", 500*time.Millisecond, testLog(), func(ctx context.Context, lease *state.Lease) error {
-			live, err := Live(ctx, target)
+			live, err := Live(ctx, target, db.Endpoint{Role: db.Source, DSN: e.cfg.Source})
 			if err != nil {
 				return err
 			}

@@ -381,6 +381,9 @@ func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
 	res := &Result{Op: state.OpRollback, Live: state.LiveTarget}
 	conn, st, err := e.openOp(ctx, "")
 	if err != nil {
+		if cause := e.targetUnreachable(ctx); cause != nil {
+			return e.rollbackWithoutTarget(ctx, cause)
+		}
 		return nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
