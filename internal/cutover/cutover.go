@@ -120,6 +120,10 @@ type Engine struct {
 	revErr   error       // the reverse session's last failure, nil while it streams
 	revSince time.Time   // when the reverse session last started streaming
 
+	// forwardSince is when the running forward session started: a lag measurement older than
+	// it is of an earlier session (before a cutover and rollback), not of this one.
+	forwardSince time.Time
+
 	seen seen // the target's state as last read while traffic was live there (targetlost.go)
 	lost bool // a rollback was made without the target and is not settled on it yet
 }
@@ -213,6 +217,9 @@ func (e *Engine) Run(ctx context.Context) error {
 			continue
 		}
 		e.stop, e.stopped, e.live = cancel, done, st.Live
+		if st.Live == state.LiveSource {
+			e.forwardSince = time.Now()
+		}
 		e.mu.Unlock()
 		if st.Live == state.LiveTarget {
 			err = e.reverseLoop(sctx, st)

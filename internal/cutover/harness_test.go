@@ -186,7 +186,10 @@ func (e *env) waitFollowing() {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		st := e.agent.engine.d.Metrics.LastStatus()
-		if !st.MeasuredAt.IsZero() && time.Since(st.MeasuredAt) < 5*time.Second {
+		e.agent.engine.mu.Lock()
+		since := e.agent.engine.forwardSince
+		e.agent.engine.mu.Unlock()
+		if !st.MeasuredAt.IsZero() && time.Since(st.MeasuredAt) < 5*time.Second && st.MeasuredAt.After(since) {
 			return
 		}
 		select {
