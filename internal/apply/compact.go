@@ -95,7 +95,14 @@ func (a *Applier) compactable(p *plan, ch *cdc.Change) bool {
 
 // rowKey identifies a row by table and key values (their exact text, length-prefixed).
 func rowKey(p *plan, wv [][]byte) string {
-	b := []byte(p.table.Sanitize())
+	if p.keyPrefix == nil {
+		p.keyPrefix = []byte(p.table.Sanitize())
+	}
+	n := len(p.keyPrefix)
+	for _, v := range wv {
+		n += binary.MaxVarintLen64 + len(v)
+	}
+	b := append(make([]byte, 0, n), p.keyPrefix...)
 	for _, v := range wv {
 		b = binary.AppendUvarint(b, uint64(len(v)))
 		b = append(b, v...)
