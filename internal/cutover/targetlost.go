@@ -121,8 +121,12 @@ func (e *Engine) rollbackWithoutTarget(ctx context.Context, unreachable error) (
 	case !k.ok:
 		return nil, fmt.Errorf("%w: the target cannot be reached (%w), and this agent has not read the state of the cutover it would undo; bring the target back and run pgshift rollback", ErrCannotRun, unreachable)
 	}
-	units := p.UnitsOnTarget()
-	check("no client statement on the target", units == 0, fmt.Sprintf("%d client requests went to the target through the proxy since the switch", units))
+	units, known := p.UnitsOnTarget()
+	if known {
+		check("no client statement on the target", units == 0, fmt.Sprintf("%d client requests went to the target through the proxy since the switch", units))
+	} else {
+		check("no client statement on the target", false, "this agent's proxy started after the switch, so it cannot tell what reached the target before")
+	}
 	rev := e.rstats.Changes.Load() - k.revChanges
 	check("no row carried back from the target", rev == 0, fmt.Sprintf("reverse replication applied %d row changes from the target since the switch", rev))
 	check("no post-switch hooks", len(e.cs.PostSwitchHooks) == 0, fmt.Sprintf("%d post-switch hooks configured", len(e.cs.PostSwitchHooks)))
@@ -180,7 +184,7 @@ func (e *Engine) rollbackWithoutTarget(ctx context.Context, unreachable error) (
 	}
 	var resumeAt pgtypes.LSN
 	if err := step(3, "prove that the source holds everything", func() (string, error) {
-		if n := p.UnitsOnTarget(); n > 0 {
+		if n, _ := p.UnitsOnTarget(); n > 0 {
 			return "", fmt.Errorf("%d client requests reached the target before the pause", n)
 		}
 		e.hold() // the reverse session (failing without the target) stays stopped

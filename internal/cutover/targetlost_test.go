@@ -16,6 +16,8 @@ import (
 //   - After a client request reached the target through the proxy, a rollback is refused
 //     (its writes might exist only there) and traffic stays on the target; with the target
 //     back, a normal rollback carries everything back.
+//   - Cut over again and restart the agent: its proxy cannot know what reached the target
+//     before it started, so the rollback without the target is refused.
 //   - Cut over again; with no client request on the target since the switch, the rollback
 //     goes ahead without the target: the proxy's clients reconnect to the source, and writes
 //     go on there. The agent is then stopped while the target is still down; the target comes
@@ -33,6 +35,23 @@ func TestRollbackWithoutTarget(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	w.stop()
 	proxyDSN := fmt.Sprintf("postgres://postgres:proxy-pw@%s/shop?sslmode=disable", e.addr)
+	// waitSeen waits until the engine has read the state with traffic live on the target.
+	waitSeen := func() {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			e.agent.engine.mu.Lock()
+			ok := e.agent.engine.seen.ok
+			e.agent.engine.mu.Unlock()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the engine never read the state after the cutover")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 
 	cutover := func() {
 		t.Helper()
@@ -45,19 +64,23 @@ func TestRollbackWithoutTarget(t *testing.T) {
 		if r.Outcome != OutcomeDone {
 			t.Fatalf("cutover: %s: %s", r.Outcome, r.Error)
 		}
-		// The engine has read the state while traffic is live on the target (reverse started).
-		deadline := time.Now().Add(30 * time.Second)
+		waitSeen()
+	}
+	// rollBack rolls back normally once the agent has its lease again and reverse replication
+	// streams (after the target came back).
+	rollBack := func() {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
 		for {
-			e.agent.engine.mu.Lock()
-			ok := e.agent.engine.seen.ok
-			e.agent.engine.mu.Unlock()
-			if ok {
-				break
+			r, err := e.agent.engine.Rollback(ctx)
+			if err == nil && r.Outcome == OutcomeDone {
+				logResult(t, r)
+				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatal("the engine never read the state after the cutover")
+				t.Fatalf("the normal rollback with the target back: %v %+v", err, r)
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(time.Second)
 		}
 	}
 
@@ -88,23 +111,36 @@ func TestRollbackWithoutTarget(t *testing.T) {
 	if err := e.dst.StartServer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		r, err = e.agent.engine.Rollback(ctx)
-		if err == nil && r.Outcome == OutcomeDone {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the normal rollback with the target back: %v %+v", err, r)
-		}
-		time.Sleep(time.Second) // the agent retakes its lease and reverse replication catches up
-	}
-	logResult(t, r)
+	rollBack()
 	if got := e.q(e.src, `SELECT balance FROM accounts WHERE id = 300`); got != "3" {
 		t.Fatalf("the row written on the target before it went away is not on the source: %q", got)
 	}
 
-	// 2. Cut over again; no client request; the target goes away: rolled back without it.
+	// 2. Cut over again, then restart the agent: its proxy starts with traffic on the target
+	// and cannot know what reached the target before; the rollback without it is refused.
+	cutover()
+	if err := e.agent.stop(); err != nil {
+		t.Logf("agent stopped with: %v", err)
+	}
+	e.start(nil)
+	waitSeen()
+	if err := e.dst.StopServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err = e.agent.engine.Rollback(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logResult(t, r)
+	if r.Outcome != OutcomeAborted || !strings.Contains(r.Error, "started after the switch") {
+		t.Fatalf("want refused because the proxy started after the switch, got %s: %s", r.Outcome, r.Error)
+	}
+	if err := e.dst.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rollBack()
+
+	// 3. Cut over again; no client request; the target goes away: rolled back without it.
 	cutover()
 	if err := e.dst.StopServer(ctx); err != nil {
 		t.Fatal(err)
@@ -135,7 +171,7 @@ func TestRollbackWithoutTarget(t *testing.T) {
 		t.Fatalf("the write after the rollback is not on the source: %q", got)
 	}
 
-	// 3. A new agent with the target back: proxy on the source, the target settled.
+	// 4. A new agent with the target back: proxy on the source, the target settled.
 	if err := e.agent.stop(); err != nil {
 		t.Logf("agent stopped with: %v", err)
 	}

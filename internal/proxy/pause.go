@@ -325,6 +325,7 @@ func (p *Proxy) Switch(ctx context.Context, to Role) error {
 	_ = g.Wait()
 	if to == Target {
 		p.targetUnits.Store(0) // paused: no unit runs until the resume
+		p.unitsKnown.Store(true)
 		p.mode.Store(int32(ModeTarget))
 	} else {
 		p.mode.Store(int32(ModeSource))
@@ -416,8 +417,12 @@ func (s *session) move(ctx context.Context, to Role, st *sessionState, nc *serve
 // UnitsOnTarget is how many client units (a Query, a FunctionCall, or the extended-protocol
 // messages up to a Sync) the proxy has sent to the target's primary since its last switch to
 // the target, whether or not they ran. Zero means no client of the proxy can have changed the
-// target since then: a rollback may go ahead without it (see Abandon).
-func (p *Proxy) UnitsOnTarget() uint64 { return p.targetUnits.Load() }
+// target since then: a rollback may go ahead without it (see Abandon). known is false when
+// this proxy did not make that switch itself (it started with traffic on the target): what
+// reached the target before it started is not known.
+func (p *Proxy) UnitsOnTarget() (n uint64, known bool) {
+	return p.targetUnits.Load(), p.unitsKnown.Load()
+}
 
 // Abandon moves traffic to server to without the other server, for when that one is gone (a
 // target unreachable after a cutover): every session is closed with an error telling its
@@ -436,6 +441,7 @@ func (p *Proxy) Abandon(to Role, why string) error {
 	p.dropStandbys()
 	if to == Target {
 		p.targetUnits.Store(0)
+		p.unitsKnown.Store(true)
 		p.mode.Store(int32(ModeTarget))
 	} else {
 		p.mode.Store(int32(ModeSource))

@@ -170,6 +170,10 @@ type Proxy struct {
 	// messages up to a Sync) sent to the target's primary since traffic last moved there:
 	// while it is zero, nothing a client sent can have changed the target.
 	targetUnits atomic.Uint64
+	// unitsKnown: this proxy moved traffic to the target itself, so targetUnits counts from
+	// that switch. A proxy that started in target mode cannot know what reached the target
+	// before it started.
+	unitsKnown atomic.Bool
 	prepareWG   sync.WaitGroup
 	serverSlots [2]chan struct{}
 	clients     atomic.Int64
