@@ -173,7 +173,7 @@ type Proxy struct {
 	// unitsKnown: this proxy moved traffic to the target itself, so targetUnits counts from
 	// that switch. A proxy that started in target mode cannot know what reached the target
 	// before it started.
-	unitsKnown atomic.Bool
+	unitsKnown  atomic.Bool
 	prepareWG   sync.WaitGroup
 	serverSlots [2]chan struct{}
 	clients     atomic.Int64
