@@ -169,8 +169,17 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Unlock()
 	defer e.watches.Wait()
 	defer stopWatches()
-	if err := e.recover(ctx); err != nil {
-		return err
+	for {
+		err := e.recover(ctx)
+		if err == nil {
+			break
+		}
+		if retry, ferr := e.retryable(ctx, err); !retry {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return ferr
+		}
 	}
 	var waitWarned time.Time
 	for {
@@ -206,7 +215,13 @@ func (e *Engine) Run(ctx context.Context) error {
 				}
 				continue
 			}
-			return err
+			if retry, ferr := e.retryable(ctx, err); retry {
+				continue
+			} else if ctx.Err() != nil {
+				return nil
+			} else {
+				return ferr
+			}
 		}
 		sctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -244,6 +259,34 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		return err
 	}
+}
+
+// retryable decides about a failure of the engine's own reads and writes of the durable state
+// on the target (recovery, the state read before each replication session): with the lease
+// lost (the target restarted, the lease session was ended) it waits until the lease is held
+// again, and after a connection failure a second, and then says to retry; any other error,
+// or the lease taken by another agent, is returned to end Run. Without this, an agent whose
+// lease session was ended just as it started stopped for good instead of taking it back.
+func (e *Engine) retryable(ctx context.Context, err error) (bool, error) {
+	switch {
+	case ctx.Err() != nil:
+		return false, err
+	case errors.Is(err, state.ErrLeaseLost) && e.d.Lease != nil:
+		e.d.Log.Info("the lease was lost while reading the cutover state; waiting to hold it again", "err", err)
+		if werr := e.d.Lease.WaitHeld(ctx); werr != nil {
+			return false, werr
+		}
+		return true, nil
+	case db.Transient(err):
+		e.d.Log.Warn("could not read the cutover state on the target; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return false, err
+		case <-time.After(time.Second):
+		}
+		return true, nil
+	}
+	return false, err
 }
 
 // Reverse reports, while traffic is live on the target, whether reverse replication streams
