@@ -58,7 +58,7 @@ cutover:
 YAML
 log "copying"
 "$WORK/pgshift" copy -c "$CFG" --progress none --log-level warn >"$WORK/copy.out" 2>&1
-"$WORK/pgshift" run -c "$CFG" --log-level warn 2>"$WORK/run.log" &
+"$WORK/pgshift" run -c "$CFG" --log-level info 2>"$WORK/run.log" &
 AGENT=$!
 stop_all() {
 	kill "$AGENT" 2>/dev/null || true
@@ -97,7 +97,14 @@ for i in $(seq "$CYCLES"); do
 		args=(-c "$CFG")
 		[ "$op" = cutover ] && args+=(--yes)
 		t0=$(now)
-		out=$("$WORK/pgshift" "$op" "${args[@]}" 2>&1) || { echo "$op $i failed:" >&2; echo "$out" >&2; exit 1; }
+		out=$("$WORK/pgshift" "$op" "${args[@]}" 2>&1) || {
+			echo "$op $i failed:" >&2
+			echo "$out" >&2
+			mkdir -p "$ROOT/bench/out"
+			cp "$WORK/run.log" "$ROOT/bench/out/cutover-run-$(date -u +%Y%m%dT%H%M%S).log"
+			echo "agent log kept in bench/out/" >&2
+			exit 1
+		}
 		t1=$(now)
 		pause=$(sed -nE 's/.*write pause ([0-9.]+) ms.*/\1/p' <<<"$out" | tail -1)
 		printf '%s\n' "$out" >"$WORK/out-$op-$i"

@@ -22,7 +22,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 BIN=$(mktemp -d /tmp/pgshift-bench-follow.XXXXXX)
 trap 'rm -rf "$BIN"' EXIT
-go build -o "$BIN/pgshift" ./cmd/pgshift
+# PROFILE=1: pgshift writes a CPU profile of its run to bench/out/follow-pgshift.pprof
+# (go tool pprof -top bench/out/follow-pgshift.pprof).
+if [ "${PROFILE:-0}" = 1 ]; then
+	mkdir -p "$ROOT/bench/out"
+	go build -tags profile -o "$BIN/pgshift" ./cmd/pgshift
+	export PGSHIFT_CPUPROFILE=$ROOT/bench/out/follow-pgshift.pprof
+else
+	go build -o "$BIN/pgshift" ./cmd/pgshift
+fi
 go build -o "$BIN/follow" ./bench/follow
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB RAM, $(uname -sr), PostgreSQL $(ls /usr/lib/postgresql | sort -V | tail -1)" >&2
 echo "load during the run: $(cat /proc/loadavg)" >&2

@@ -65,6 +65,8 @@ type result struct {
 	ProbeP99MS      float64 `json:"probe_lag_ms_p99"`
 	ProbeMaxMS      float64 `json:"probe_lag_ms_max"`
 	Probes          int     `json:"probes"`
+	// BacklogCPU is the CPU seconds each role used during the backlog replay (cpu.go).
+	BacklogCPU map[string]float64 `json:"backlog_cpu_seconds"`
 }
 
 func main() {
@@ -100,6 +102,22 @@ func main() {
 		fmt.Printf("\nprobe p50: pgshift %.1f ms vs native %.1f ms (goal ≤ 2 × native + 5 = %.1f ms); p99: %.2f × native (goal ≤ 1.2); backlog replay: %.2f × native (goal ≥ 1.3)\n\n",
 			p.ProbeP50MS, n.ProbeP50MS, 2*n.ProbeP50MS+5, p.ProbeP99MS/n.ProbeP99MS, p.BacklogRate/n.BacklogRate)
 	}
+	fmt.Println("CPU seconds during the backlog replay, by process role:")
+	for _, r := range results {
+		roles := make([]string, 0, len(r.BacklogCPU))
+		for k := range r.BacklogCPU {
+			roles = append(roles, k)
+		}
+		slices.Sort(roles)
+		var parts []string
+		total := 0.0
+		for _, k := range roles {
+			parts = append(parts, fmt.Sprintf("%s %.1f", k, r.BacklogCPU[k]))
+			total += r.BacklogCPU[k]
+		}
+		fmt.Printf("  %s (%.1f s wall): %s; total %.1f (%.2f cores)\n", r.Follower, r.BacklogSeconds, strings.Join(parts, ", "), total, total/max(r.BacklogSeconds, 0.001))
+	}
+	fmt.Println()
 	fmt.Printf("| follower | source TPS | lag p50 / p99 / max (s) | lag p50 / p99 / max (bytes) | catch-up after load (s) | backlog replay: changes/s (s for %d) |\n", *backlog)
 	fmt.Println("|---|---|---|---|---|---|")
 	for _, r := range results {
@@ -388,6 +406,7 @@ func runOne(follower, bin string, scale, duration, clients, threads, backlog int
 		return res, err
 	}
 	t0 := time.Now()
+	cpu0 := cpuSeconds(src.Dir, dst.Dir, bin)
 	if err := start(); err != nil {
 		return res, err
 	}
@@ -395,6 +414,7 @@ func runOne(follower, bin string, scale, duration, clients, threads, backlog int
 		return res, err
 	}
 	res.BacklogSeconds = time.Since(t0).Seconds()
+	res.BacklogCPU = cpuDelta(cpu0, cpuSeconds(src.Dir, dst.Dir, bin))
 	res.BacklogRate = float64(res.BacklogChanges) / res.BacklogSeconds
 	log.Printf("%s: backlog replayed in %.1fs (%.0f changes/s)", follower, res.BacklogSeconds, res.BacklogRate)
 	if err := stop(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -302,7 +303,12 @@ func TestAgentLeaseSessionLost(t *testing.T) {
 
 	t.Run("Alone", func(t *testing.T) {
 		e := newFollowEnv(t, src, dst, "leaselost", workloadSchema)
-		a := e.start(opts)
+		// The agent's log is kept (the last lines are printed if it does not take its lease
+		// again: that flaked twice under CI's load, and the target then showed no lock at all).
+		logs := &lineBuffer{max: 300}
+		a := e.launch(func(ctx context.Context, opts RunOptions) error {
+			return Follow(ctx, e.cfg, opts, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		}, opts)
 		w := e.startWriter(2)
 		for round := range 3 {
 			var pid int
@@ -312,11 +318,16 @@ func TestAgentLeaseSessionLost(t *testing.T) {
 			// reason not found; what the target shows then is logged for the next time.
 			deadline := time.Now().Add(time.Minute)
 			for p := e.leasePID(); p == 0 || p == pid; p = e.leasePID() {
+				select {
+				case <-a.done:
+					t.Fatalf("round %d: the agent stopped after losing its lease session: %v\nits last log lines:\n%s", round, a.err, logs)
+				default:
+				}
 				if time.Now().After(deadline) {
 					st, err := ReadStatus(context.Background(), e.cfg, testLogger(e.t))
-					t.Fatalf("round %d: the agent did not take the lease again within a minute (status %+v, %v; agent %+v)\nadvisory locks and sessions on the target:\n%s", round, st.Phase, err, st.Agent,
+					t.Fatalf("round %d: the agent did not take the lease again within a minute (status %+v, %v; agent %+v)\nadvisory locks and sessions on the target:\n%s\nthe agent's last log lines:\n%s", round, st.Phase, err, st.Agent,
 						e.query(dst, `SELECT string_agg(format('%s %s objid=%s granted=%s app=%s state=%s wait=%s query=%s', l.pid, l.mode, l.objid, l.granted, a.application_name, a.state, a.wait_event, left(a.query, 80)), E'\n')
-							FROM pg_locks l LEFT JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'`))
+							FROM pg_locks l LEFT JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'`), logs)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
@@ -648,4 +659,28 @@ func TestFollowRefusesReplicaModeTriggers(t *testing.T) {
 	a := e.start(RunOptions{})
 	e.waitApplied(a)
 	e.compare()
+}
+
+// lineBuffer keeps the last max lines written to it (an slog handler's output), for a failing
+// test to print.
+type lineBuffer struct {
+	mu    sync.Mutex
+	max   int
+	lines []string
+}
+
+func (b *lineBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lines = append(b.lines, strings.TrimRight(string(p), "\n"))
+	if len(b.lines) > b.max {
+		b.lines = b.lines[len(b.lines)-b.max:]
+	}
+	return len(p), nil
+}
+
+func (b *lineBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Join(b.lines, "\n")
 }

@@ -140,7 +140,7 @@ func startAgentProxy(ctx context.Context, g *errgroup.Group, cfg config.Config, 
 	})
 	// The proxy starts on the side the durable cutover state says is live: after a cutover (or
 	// an agent killed in the middle of one) clients must reach exactly that side.
-	live, err := cutover.Live(ctx, db.Endpoint{Role: db.Target, DSN: cfg.Target})
+	live, err := cutover.Live(ctx, db.Endpoint{Role: db.Target, DSN: cfg.Target}, db.Endpoint{Role: db.Source, DSN: cfg.Source})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read which side traffic is live on before starting the proxy: %w", err)
 	}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/cdc"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/state"
@@ -146,6 +147,7 @@ type Applier struct {
 	cur     *cdc.Tx
 	// visibleXid: the last transaction awaitVisible saw visible on the source.
 	visibleXid uint32
+	srcVersion catalog.Version // the source's version, once read (sourceVersion)
 	lastEnd    pgtypes.LSN
 	lastTime   time.Time
 	pendingCh  uint64

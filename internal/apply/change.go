@@ -199,15 +199,28 @@ func mask(idx []int) string {
 
 // describeKey renders the key of a row for error messages, shortening long values.
 func describeKey(p *plan, t []cdc.Value, idx []int) string {
+	vals := make([][]byte, 0, len(idx))
+	cols := make([]int, 0, len(idx))
+	for _, i := range idx {
+		if i < len(t) {
+			vals, cols = append(vals, t[i].Data), append(cols, i)
+		}
+	}
+	return describeValues(p, cols, vals)
+}
+
+// describeValues renders key values vals of columns idx (source column indexes, same order)
+// for error messages, shortening long values.
+func describeValues(p *plan, idx []int, vals [][]byte) string {
 	if p.full {
 		return " (REPLICA IDENTITY FULL row)"
 	}
 	parts := make([]string, 0, len(idx))
-	for _, i := range idx {
-		if i >= len(t) {
+	for j, i := range idx {
+		if j >= len(vals) || i >= len(p.rel.Columns) {
 			continue
 		}
-		v := string(t[i].Data)
+		v := string(vals[j])
 		if len(v) > 40 {
 			v = v[:40] + "…"
 		}

@@ -33,7 +33,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/cdc"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 	"github.com/pgshift/pgshift/internal/sqlparse"
@@ -350,7 +349,7 @@ func (a *Applier) checkAddedDefault(ctx context.Context, d *cdc.DDL, c sqlparse.
 	if empty {
 		return nil
 	}
-	v, err := catalog.ReadVersion(ctx, a.source)
+	v, err := a.sourceVersion(ctx)
 	if err != nil {
 		return err
 	}

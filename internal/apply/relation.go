@@ -170,7 +170,11 @@ func (a *Applier) readSource(ctx context.Context, r *cdc.Relation) (types []stri
 		if types, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 			return err
 		}
-		cols, err = scanSourceColumns(ctx, tx, r.OID)
+		v, err := a.sourceVersion(ctx)
+		if err != nil {
+			return err
+		}
+		cols, err = scanSourceColumns(ctx, tx, v, r.OID)
 		return err
 	})
 	if err != nil {
@@ -182,13 +186,9 @@ func (a *Applier) readSource(ctx context.Context, r *cdc.Relation) (types []stri
 	return types, cols, nil
 }
 
-// scanSourceColumns reads the source's columns of the relation oid. It asks the server's version
-// first: relation messages are rare, and the query depends on it.
-func scanSourceColumns(ctx context.Context, q catalog.Querier, oid uint32) (map[string]sourceColumn, error) {
-	v, err := catalog.ReadVersion(ctx, q)
-	if err != nil {
-		return nil, err
-	}
+// scanSourceColumns reads the source's columns of the relation oid (v: the source's version, on
+// which the query depends).
+func scanSourceColumns(ctx context.Context, q catalog.Querier, v catalog.Version, oid uint32) (map[string]sourceColumn, error) {
 	rows, err := q.Query(ctx, sourceColumnsSQL(v), oid)
 	if err != nil {
 		return nil, err
@@ -636,7 +636,11 @@ func pairIdentities(msg []relColumn, tgt []targetColumn) map[string]state.Column
 // same unless a column was dropped and added again under the same name and type, which only
 // the source catalog's attnums tell.
 func (a *Applier) checkResent(ctx context.Context, p *plan, r *cdc.Relation) error {
-	cols, err := scanSourceColumns(ctx, a.source, r.OID)
+	v, err := a.sourceVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read column definitions of %s on the source: %w", r.Table, err)
+	}
+	cols, err := scanSourceColumns(ctx, a.source, v, r.OID)
 	if err != nil {
 		return fmt.Errorf("read column definitions of %s on the source: %w", r.Table, err)
 	}
@@ -648,4 +652,19 @@ func (a *Applier) checkResent(ctx context.Context, p *plan, r *cdc.Relation) err
 		return droppedAndAdded(r.Table, c.Name, c.Type, c.Attnum, s.Attnum)
 	}
 	return nil
+}
+
+// sourceVersion is the source's server version, read once per applier (the catalog queries of
+// a relation change and the visibility wait depend on it; an applier lives for one session,
+// and a server's version does not change under a session).
+func (a *Applier) sourceVersion(ctx context.Context) (catalog.Version, error) {
+	if a.srcVersion != 0 {
+		return a.srcVersion, nil
+	}
+	v, err := catalog.ReadVersion(ctx, a.source)
+	if err != nil {
+		return 0, err
+	}
+	a.srcVersion = v
+	return v, nil
 }

@@ -31,7 +31,7 @@ func (a *Applier) awaitVisible(ctx context.Context) error {
 		return nil
 	}
 	xid := a.cur.Xid
-	v, err := catalog.ReadVersion(ctx, a.source)
+	v, err := a.sourceVersion(ctx)
 	if err != nil {
 		return err
 	}

@@ -133,8 +133,18 @@ var errStall = errors.New("applier made no progress")
 // send hands c to the applier. While it waits it calls tick every interval so the reader can
 // keep answering the server; it gives up after stall without progress.
 func (q *Queue) send(ctx context.Context, c *Chunk, interval, stall time.Duration, tick func() error) error {
-	deadline := time.Now().Add(stall)
 	w := q.weight(c)
+	// The fast path, taken on a busy stream for nearly every chunk: budget and room at once,
+	// without the timers the waits below need.
+	if q.budget.TryAcquire(w) {
+		select {
+		case q.ch <- c:
+			return nil
+		default:
+		}
+		q.budget.Release(w)
+	}
+	deadline := time.Now().Add(stall)
 	for {
 		actx, cancel := context.WithTimeout(ctx, interval)
 		err := q.budget.Acquire(actx, w)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -222,16 +223,20 @@ func (s *Stream) Run(ctx context.Context) (err error) {
 	s.log.Info("streaming changes", "slot", s.opts.Slot, "publication", s.opts.Publication, "from", s.opts.StartLSN.String())
 	// Applied positions are confirmed about every second; an idle stream still reports every StatusInterval.
 	const ackEvery = time.Second
-	// One receive deadline serves many messages: a context per message costs more than the
-	// decoding on a busy stream.
-	dl := &deadline{parent: ctx, every: ackEvery}
+	// Each receive waits about ackEvery at most, so that an idle stream still confirms, and
+	// ends at once with ctx. Both are a read deadline on the connection, and the receive gets
+	// context.Background(): pgconn watches any other context anew on every call, which took a
+	// fifth of the agent's CPU on a busy stream (a backlog replay).
+	dl := newReadDeadline(ctx, s.conn.Conn(), ackEvery)
 	defer dl.stop()
 	for {
 		if err := s.maybeStatus(ackEvery); err != nil {
 			return err
 		}
-		rctx := dl.ctx()
-		msg, err := s.conn.ReceiveMessage(rctx)
+		if err := dl.renew(ctx); err != nil {
+			return err
+		}
+		msg, err := s.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -268,26 +273,46 @@ func (s *Stream) Run(ctx context.Context) (err error) {
 	}
 }
 
-// deadline hands out a context that expires every interval, renewing it once expired.
-type deadline struct {
-	parent context.Context
-	every  time.Duration
-	cur    context.Context
-	cancel context.CancelFunc
+// readDeadline keeps a read deadline on a connection about every ahead, and moves it to now
+// when ctx ends, so that a blocked receive returns.
+type readDeadline struct {
+	conn  net.Conn
+	every time.Duration
+	until time.Time // the deadline last set
+	stopF func() bool
 }
 
-func (d *deadline) ctx() context.Context {
-	if d.cur == nil || d.cur.Err() != nil {
-		d.stop()
-		d.cur, d.cancel = context.WithTimeout(d.parent, d.every)
-	}
-	return d.cur
+func newReadDeadline(ctx context.Context, conn net.Conn, every time.Duration) *readDeadline {
+	d := &readDeadline{conn: conn, every: every}
+	d.stopF = context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	return d
 }
 
-func (d *deadline) stop() {
-	if d.cancel != nil {
-		d.cancel()
+// renew moves the deadline every ahead once a tenth of that has passed since it was set, so
+// that it is renewed a few times a second at most, not for each message. It returns ctx's
+// error once ctx has ended.
+func (d *readDeadline) renew(ctx context.Context) error {
+	now := time.Now()
+	if d.until.Sub(now) > d.every*9/10 {
+		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	d.until = now.Add(d.every)
+	if err := d.conn.SetReadDeadline(d.until); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil { // ended while renewing: the wakeup was overwritten
+		_ = d.conn.SetReadDeadline(time.Now())
+		return err
+	}
+	return nil
+}
+
+func (d *readDeadline) stop() {
+	d.stopF()
+	_ = d.conn.SetReadDeadline(time.Time{})
 }
 
 func (s *Stream) copyData(ctx context.Context, data []byte) error {

@@ -252,6 +252,9 @@ type copyRun struct {
 	pgDump           schema.PgDump
 	tables           []catalog.Table // selected source tables
 	postPlan         *schema.PostDataPlan
+	// postAhead delivers the post-data dump taken in the copy's snapshot beside the data phase
+	// (nil when none was started: a resumed copy dumps post-data when it gets there).
+	postAhead chan postAheadDump
 	// deferred are the enable-state statements of post-data kept back until cutover, by the
 	// key of the post-data item that carried them (see schema.DeferReplicaEnables).
 	deferred map[string][]schema.EnableState
@@ -722,7 +725,30 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bo
 		return nil
 	}
 	r.step = StepData.String()
+	r.dumpPostDataAhead(ctx, exp.slot.SnapshotName, excl)
 	return r.copyData(ctx, exp, nil)
+}
+
+// postAheadDump is the outcome of the post-data dump taken beside the data phase.
+type postAheadDump struct {
+	script schema.Script
+	err    error
+}
+
+// dumpPostDataAhead starts pg_dump of post-data in the copy's snapshot now, beside the data
+// phase, so that the indexes can be built as soon as the data is in: at scale 30 the dump
+// alone took about 2 s between the two. The snapshot also makes post-data the same schema
+// as pre-data. The dump shares nothing with the data phase but the exported snapshot, which
+// it imports at once, while the exporting session is open. A failure here is not the copy's:
+// postDataPlan then dumps again without a snapshot, as a resumed copy does.
+func (r *copyRun) dumpPostDataAhead(ctx context.Context, snapshotName string, excl []pgtypes.TableID) {
+	ch := make(chan postAheadDump, 1)
+	r.postAhead = ch
+	opts := r.dumpOptions(schema.DumpOptions{Snapshot: snapshotName, ExcludeTables: excl})
+	go func() {
+		s, err := r.dump(ctx, schema.PostData, opts)
+		ch <- postAheadDump{script: s, err: err}
+	}()
 }
 
 // dumpOptions adds the copy's opt-outs to o.
@@ -986,20 +1012,37 @@ func (r *copyRun) finishData(ctx context.Context, took time.Duration) error {
 	return nil
 }
 
-// postDataPlan dumps post-data (always without a snapshot: it runs after the data phase, and
-// an index or constraint is the same in any snapshot as long as the schema is not changed
-// during the migration, which pgshift does not support anyway).
+// postDataPlan plans post-data from the dump taken beside the data phase, or, when there is
+// none (a resumed copy) or it failed, from a dump now without a snapshot: an index or
+// constraint is the same in any snapshot as long as the schema does not change meanwhile.
 func (r *copyRun) postDataPlan(ctx context.Context) (schema.PostDataPlan, error) {
 	if r.postPlan != nil {
 		return *r.postPlan, nil
 	}
-	excl, err := r.excluded(ctx)
-	if err != nil {
-		return schema.PostDataPlan{}, err
+	var post schema.Script
+	have := false
+	if r.postAhead != nil {
+		var ahead postAheadDump
+		select {
+		case ahead = <-r.postAhead:
+		case <-ctx.Done():
+			return schema.PostDataPlan{}, ctx.Err()
+		}
+		r.postAhead = nil
+		if ahead.err != nil {
+			r.log.Warn("the post-data dump taken beside the data phase failed; dumping post-data again", "err", ahead.err)
+		} else {
+			post, have = ahead.script, true
+		}
 	}
-	post, err := r.dump(ctx, schema.PostData, r.dumpOptions(schema.DumpOptions{ExcludeTables: excl}))
-	if err != nil {
-		return schema.PostDataPlan{}, err
+	if !have {
+		excl, err := r.excluded(ctx)
+		if err != nil {
+			return schema.PostDataPlan{}, err
+		}
+		if post, err = r.dump(ctx, schema.PostData, r.dumpOptions(schema.DumpOptions{ExcludeTables: excl})); err != nil {
+			return schema.PostDataPlan{}, err
+		}
 	}
 	sizes := map[pgtypes.TableID]int64{}
 	for _, t := range r.tables {

@@ -40,8 +40,13 @@
 // Triggers and rules set ENABLE ALWAYS or ENABLE REPLICA (which fire in apply sessions) are on
 // only on the live side and off where replication applies (triggers.go).
 //
-// Not built: fencing by table lock, and a rollback while the target is unreachable (it is
-// refused: the target's last writes could not be carried back).
+// cutover.fence_tables also locks the migrated tables in the pause, which waits out writers
+// that bypass the proxy and are inside a transaction (fence.go).
+//
+// A rollback while the target is unreachable goes ahead only when nothing can exist only on
+// the target (no client request reached it through the proxy since the switch); it records
+// itself on the source, and the target's state is settled from that record when it is back
+// (targetlost.go).
 package cutover
 
 import (
@@ -114,6 +119,13 @@ type Engine struct {
 	rstats   apply.Stats // reverse replication's applier (its durable position on the source)
 	revErr   error       // the reverse session's last failure, nil while it streams
 	revSince time.Time   // when the reverse session last started streaming
+
+	// forwardSince is when the running forward session started: a lag measurement older than
+	// it is of an earlier session (before a cutover and rollback), not of this one.
+	forwardSince time.Time
+
+	seen seen // the target's state as last read while traffic was live there (targetlost.go)
+	lost bool // a rollback was made without the target and is not settled on it yet
 }
 
 // New returns the engine of an agent.
@@ -157,9 +169,19 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Unlock()
 	defer e.watches.Wait()
 	defer stopWatches()
-	if err := e.recover(ctx); err != nil {
-		return err
+	for {
+		err := e.recover(ctx)
+		if err == nil {
+			break
+		}
+		if retry, ferr := e.retryable(ctx, err); !retry {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return ferr
+		}
 	}
+	var waitWarned time.Time
 	for {
 		e.mu.Lock()
 		g, dead := e.gate, e.dead
@@ -180,7 +202,26 @@ func (e *Engine) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			if e.waitingForTarget() {
+				// Rolled back without the target: wait for it, then settle its state.
+				if time.Since(waitWarned) > 30*time.Second {
+					e.d.Log.Warn("traffic is on the source after a rollback made without the target; waiting for the target to settle its state and follow again", "err", err)
+					waitWarned = time.Now()
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(2 * time.Second):
+				}
+				continue
+			}
+			if retry, ferr := e.retryable(ctx, err); retry {
+				continue
+			} else if ctx.Err() != nil {
+				return nil
+			} else {
+				return ferr
+			}
 		}
 		sctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -191,6 +232,9 @@ func (e *Engine) Run(ctx context.Context) error {
 			continue
 		}
 		e.stop, e.stopped, e.live = cancel, done, st.Live
+		if st.Live == state.LiveSource {
+			e.forwardSince = time.Now()
+		}
 		e.mu.Unlock()
 		if st.Live == state.LiveTarget {
 			err = e.reverseLoop(sctx, st)
@@ -215,6 +259,34 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		return err
 	}
+}
+
+// retryable decides about a failure of the engine's own reads and writes of the durable state
+// on the target (recovery, the state read before each replication session): with the lease
+// lost (the target restarted, the lease session was ended) it waits until the lease is held
+// again, and after a connection failure a second, and then says to retry; any other error,
+// or the lease taken by another agent, is returned to end Run. Without this, an agent whose
+// lease session was ended just as it started stopped for good instead of taking it back.
+func (e *Engine) retryable(ctx context.Context, err error) (bool, error) {
+	switch {
+	case ctx.Err() != nil:
+		return false, err
+	case errors.Is(err, state.ErrLeaseLost) && e.d.Lease != nil:
+		e.d.Log.Info("the lease was lost while reading the cutover state; waiting to hold it again", "err", err)
+		if werr := e.d.Lease.WaitHeld(ctx); werr != nil {
+			return false, werr
+		}
+		return true, nil
+	case db.Transient(err):
+		e.d.Log.Warn("could not read the cutover state on the target; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return false, err
+		case <-time.After(time.Second):
+		}
+		return true, nil
+	}
+	return false, err
 }
 
 // Reverse reports, while traffic is live on the target, whether reverse replication streams
@@ -287,7 +359,9 @@ func (e *Engine) target() db.Endpoint {
 
 func (e *Engine) source() db.Endpoint { return db.Endpoint{Role: db.Source, DSN: e.d.Config.Source} }
 
-// loadState reads the durable cutover state from the target.
+// loadState reads the durable cutover state from the target for Run: first settling there a
+// rollback made without the target (targetlost.go), then remembering what a rollback without
+// the target would need.
 func (e *Engine) loadState(ctx context.Context) (state.CutoverState, error) {
 	conn, err := e.target().Connect(ctx)
 	if err != nil {
@@ -298,12 +372,23 @@ func (e *Engine) loadState(ctx context.Context) (state.CutoverState, error) {
 	if err != nil {
 		return st, e.target().Describe(err)
 	}
+	if settled, err := e.settleTargetLost(ctx, conn, st); err != nil {
+		return st, err
+	} else if settled {
+		if st, err = state.LoadCutoverState(ctx, conn); err != nil {
+			return st, e.target().Describe(err)
+		}
+	}
+	e.remember(ctx, conn, st)
 	return st, nil
 }
 
-// Live reads which side traffic is live on, from the target's durable state: the proxy of an
-// agent that starts takes its mode from it.
-func Live(ctx context.Context, target db.Endpoint) (string, error) {
+// Live reads which side traffic is live on, from the target's durable state and, when that
+// says the target, the source's record of a rollback made without the target, which then
+// overrides it: the proxy of an agent that starts takes its mode from it. With the target live
+// and the source unreachable it fails: a rollback made without the target may be recorded
+// there, and clients must not reach the target then.
+func Live(ctx context.Context, target, source db.Endpoint) (string, error) {
 	conn, err := target.Connect(ctx)
 	if err != nil {
 		return "", err
@@ -313,7 +398,19 @@ func Live(ctx context.Context, target db.Endpoint) (string, error) {
 	if err != nil {
 		return "", target.Describe(err)
 	}
-	return st.Live, nil
+	if st.Live != state.LiveTarget || st.Op != state.OpNone {
+		return st.Live, nil
+	}
+	src, err := source.Connect(ctx)
+	if err != nil {
+		return "", fmt.Errorf("traffic is live on the target, but the source, which would record a rollback made while the target was unreachable, cannot be read: %w", err)
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	r, ok, err := state.LoadTargetLostRollback(ctx, src)
+	if err != nil {
+		return "", source.Describe(err)
+	}
+	return state.LiveSide(st, r, ok), nil
 }
 
 // Check is one pre-check's result.

@@ -125,7 +125,7 @@ func (e *env) start(fault func(op string, step int) error) *testAgent {
 		defer close(a.done)
 		target := db.Endpoint{Role: db.Target, DSN: e.cfg.Target}
 		a.err = state.WithLease(ctx, target.Connect, "run", 500*time.Millisecond, testLog(), func(ctx context.Context, lease *state.Lease) error {
-			live, err := Live(ctx, target)
+			live, err := Live(ctx, target, db.Endpoint{Role: db.Source, DSN: e.cfg.Source})
 			if err != nil {
 				return err
 			}
@@ -186,7 +186,10 @@ func (e *env) waitFollowing() {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		st := e.agent.engine.d.Metrics.LastStatus()
-		if !st.MeasuredAt.IsZero() && time.Since(st.MeasuredAt) < 5*time.Second {
+		e.agent.engine.mu.Lock()
+		since := e.agent.engine.forwardSince
+		e.agent.engine.mu.Unlock()
+		if !st.MeasuredAt.IsZero() && time.Since(st.MeasuredAt) < 5*time.Second && st.MeasuredAt.After(since) {
 			return
 		}
 		select {

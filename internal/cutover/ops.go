@@ -381,6 +381,9 @@ func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
 	res := &Result{Op: state.OpRollback, Live: state.LiveTarget}
 	conn, st, err := e.openOp(ctx, "")
 	if err != nil {
+		if cause := e.targetUnreachable(ctx); cause != nil {
+			return e.rollbackWithoutTarget(ctx, cause)
+		}
 		return nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
@@ -814,9 +817,16 @@ func (e *Engine) precheckCutover(ctx context.Context, conn *pgx.Conn) []Check {
 		add("phase", true, "following")
 	}
 	ls := e.d.Metrics.LastStatus()
+	e.mu.Lock()
+	since := e.forwardSince
+	e.mu.Unlock()
 	switch {
 	case ls.MeasuredAt.IsZero() || time.Since(ls.MeasuredAt) > 30*time.Second:
 		add("lag", false, "no recent lag measurement: the agent is not following right now")
+	case ls.MeasuredAt.Before(since):
+		// The last measurement is of the forward session before the last cutover and
+		// rollback: what the target lags now is not known yet.
+		add("lag", false, "forward replication restarted and has not measured its lag yet: wait a few seconds")
 	case ls.LagSeconds > e.cs.MaxLag.Seconds():
 		add("lag", false, fmt.Sprintf("applied lag %.1fs is over cutover.max_lag %s: wait for the target to catch up", ls.LagSeconds, e.cs.MaxLag))
 	default:

@@ -324,6 +324,8 @@ func (p *Proxy) Switch(ctx context.Context, to Role) error {
 	}
 	_ = g.Wait()
 	if to == Target {
+		p.targetUnits.Store(0) // paused: no unit runs until the resume
+		p.unitsKnown.Store(true)
 		p.mode.Store(int32(ModeTarget))
 	} else {
 		p.mode.Store(int32(ModeSource))
@@ -409,6 +411,47 @@ func (s *session) move(ctx context.Context, to Role, st *sessionState, nc *serve
 		s.startReader(nc)
 		return s.tellParams(nc)
 	}
+	return nil
+}
+
+// UnitsOnTarget is how many client units (a Query, a FunctionCall, or the extended-protocol
+// messages up to a Sync) the proxy has sent to the target's primary since its last switch to
+// the target, whether or not they ran. Zero means no client of the proxy can have changed the
+// target since then: a rollback may go ahead without it (see Abandon). known is false when
+// this proxy did not make that switch itself (it started with traffic on the target): what
+// reached the target before it started is not known.
+func (p *Proxy) UnitsOnTarget() (n uint64, known bool) {
+	return p.targetUnits.Load(), p.unitsKnown.Load()
+}
+
+// Abandon moves traffic to server to without the other server, for when that one is gone (a
+// target unreachable after a cutover): every session is closed with an error telling its
+// client to reconnect, which it then does to to. No session state can be carried from a server
+// that cannot be reached, and a session still attached to it would only fail later. It
+// returns ErrNotPaused unless paused; it does not resume.
+func (p *Proxy) Abandon(to Role, why string) error {
+	if p.eps[to] == nil {
+		return fmt.Errorf("no %s DSN configured", to)
+	}
+	p.pauseMu.Lock()
+	defer p.pauseMu.Unlock()
+	if !p.paused.Load() {
+		return ErrNotPaused
+	}
+	p.dropStandbys()
+	if to == Target {
+		p.targetUnits.Store(0)
+		p.unitsKnown.Store(true)
+		p.mode.Store(int32(ModeTarget))
+	} else {
+		p.mode.Store(int32(ModeSource))
+	}
+	sessions := p.sessionList()
+	for _, s := range sessions {
+		s.fail("57P01", fmt.Sprintf("pgshift: traffic moved to the %s server because %s; reconnect", to, why))
+	}
+	p.metrics.switches.WithLabelValues(to.String()).Inc()
+	p.log.Warn("traffic moved without the other server; every client session was closed to reconnect", "to", to.String(), "sessions", len(sessions), "why", why)
 	return nil
 }
 

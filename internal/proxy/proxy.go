@@ -165,7 +165,15 @@ type Proxy struct {
 	catMu    sync.Mutex
 	catConns [2]*pgx.Conn
 
-	lastHeld    atomic.Int64 // nanoseconds
+	lastHeld atomic.Int64 // nanoseconds
+	// targetUnits counts the client units (a Query, a FunctionCall, the extended-protocol
+	// messages up to a Sync) sent to the target's primary since traffic last moved there:
+	// while it is zero, nothing a client sent can have changed the target.
+	targetUnits atomic.Uint64
+	// unitsKnown: this proxy moved traffic to the target itself, so targetUnits counts from
+	// that switch. A proxy that started in target mode cannot know what reached the target
+	// before it started.
+	unitsKnown  atomic.Bool
 	prepareWG   sync.WaitGroup
 	serverSlots [2]chan struct{}
 	clients     atomic.Int64

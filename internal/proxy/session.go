@@ -399,6 +399,9 @@ func (s *session) dispatch(ctx context.Context, seg []byte, end bool) error {
 		s.mu.Unlock()
 		return err
 	}
+	if sc.role == Target && !sc.readOnly {
+		s.p.targetUnits.Add(1)
+	}
 	if end {
 		s.unit = nil
 	} else {
