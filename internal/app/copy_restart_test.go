@@ -132,3 +132,58 @@ exec %[2]s "$@"
 		t.Errorf("%s slots on the source, want the one of the copy that went through", got)
 	}
 }
+
+// TestCopyResumesAfterLeaseLost: the copy's lease session is ended on the target during the data
+// phase (as a target restart or an administrator would). The copy stops writing at once, takes
+// the lease again and resumes; it used to end with "run it again to resume" (torture seed
+// 16677859444433994704, a target restart during the copy). The target then holds exactly the
+// source's rows.
+func TestCopyResumesAfterLeaseLost(t *testing.T) {
+	ctx := context.Background()
+	src, dst, _, _ := pgtest.Pair(t, "unused")
+	cfg := cpDB(t, src, dst, "leasecopy", `CREATE TABLE a (id int PRIMARY KEY, v text);
+INSERT INTO a SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 400000) g;`)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Copy(ctx, cfg, CopyOptions{ChunkBytes: 1 << 20, LeaseInterval: 200 * time.Millisecond}, testLogger(t))
+		done <- err
+	}()
+	tc := cpConnect(t, cfg.Target)
+	killed := 0
+	deadline := time.Now().Add(time.Minute)
+	for killed == 0 {
+		select {
+		case err := <-done:
+			t.Fatalf("the copy ended before its lease session could be ended in the data phase: %v", err)
+		default:
+		}
+		var pid int
+		err := tc.QueryRow(ctx, `SELECT a.lease_pid FROM pgshift.agent a, pgshift.migration m WHERE m.phase = 'data'`).Scan(&pid)
+		if err == nil && pid != 0 {
+			if _, err := tc.Exec(ctx, `SELECT pg_terminate_backend($1::int4)`, pid); err == nil {
+				killed = pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the copy never reached its data phase with a lease session recorded")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the copy ended after its lease session %d was ended: %v", killed, err)
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatal("the copy did not finish within 3 minutes after its lease session was ended")
+	}
+	q := `SELECT count(*) || ' ' || md5(string_agg(a::text, ',' ORDER BY id)) FROM a`
+	sc := cpConnect(t, cfg.Source)
+	if s, d := cpQuery(t, sc, q), cpQuery(t, tc, q); s != d {
+		t.Fatalf("after the resumed copy: source %s, target %s", s, d)
+	}
+	var pid int
+	if err := tc.QueryRow(ctx, `SELECT lease_pid FROM pgshift.agent`).Scan(&pid); err != nil || pid == killed {
+		t.Fatalf("lease session after the copy: %d (%v), the ended one was %d", pid, err, killed)
+	}
+}

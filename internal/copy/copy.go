@@ -185,6 +185,19 @@ func copyLeased(ctx context.Context, cfg config.Config, opts Options, lease *sta
 	for attempt := 1; ; attempt++ {
 		sum, connected, err := copyOnce(ctx, cfg, opts, lease, log)
 		reached = reached || connected
+		if errors.Is(err, state.ErrLeaseLost) && ctx.Err() == nil && lease != nil {
+			// The lease session ended (a target restart, a session ended on the target): the
+			// copy stopped writing at once. It resumes when the keeper holds the lease again,
+			// or ends when another agent took it meanwhile (that agent then copies).
+			log.Warn("the copy stopped: this agent lost its lease on the target; resuming once it holds it again", "err", err)
+			if werr := lease.WaitHeld(ctx); werr != nil {
+				if ctx.Err() != nil {
+					return sum, err
+				}
+				return sum, werr
+			}
+			continue
+		}
 		raced := errors.Is(err, errDumpBeforeData)
 		if err == nil || !reached || attempt == maxCopyAttempts || ctx.Err() != nil || !(db.Transient(err) || raced) ||
 			errors.Is(err, ErrInterrupted) || errors.Is(err, state.ErrLeaseLost) {
@@ -229,7 +242,7 @@ func copyOnce(ctx context.Context, cfg config.Config, opts Options, lease *state
 	switch {
 	case err == nil:
 	case errors.Is(context.Cause(ctx), state.ErrLeaseLost):
-		err = fmt.Errorf("%w: the copy stopped before another agent could take over; run it again to resume (%v)", state.ErrLeaseLost, err)
+		err = fmt.Errorf("%w: the copy stopped so that no other agent's copy meets its writes (%v)", state.ErrLeaseLost, err)
 	case ctx.Err() != nil:
 		err = r.interrupted()
 	}
