@@ -120,8 +120,8 @@ type Engine struct {
 	revErr   error       // the reverse session's last failure, nil while it streams
 	revSince time.Time   // when the reverse session last started streaming
 
-	// forwardSince is when the running forward session started: a lag measurement older than
-	// it is of an earlier session (before a cutover and rollback), not of this one.
+	// forwardSince is when the last operation ended (release): a lag measurement older than it
+	// is of the forward session before a cutover and rollback, not of the one running now.
 	forwardSince time.Time
 
 	seen seen // the target's state as last read while traffic was live there (targetlost.go)
@@ -232,9 +232,6 @@ func (e *Engine) Run(ctx context.Context) error {
 			continue
 		}
 		e.stop, e.stopped, e.live = cancel, done, st.Live
-		if st.Live == state.LiveSource {
-			e.forwardSince = time.Now()
-		}
 		e.mu.Unlock()
 		if st.Live == state.LiveTarget {
 			err = e.reverseLoop(sctx, st)
@@ -328,6 +325,7 @@ func (e *Engine) release() {
 	if e.gate != nil {
 		close(e.gate)
 		e.gate = nil
+		e.forwardSince = time.Now() // a session was stopped: the next one measures anew
 	}
 }
 

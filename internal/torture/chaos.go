@@ -360,7 +360,16 @@ func (cs *caseRun) pendingOn(t *Table) bool {
 
 // applyTarget makes a pending DDL on the target, as a user does after pgshift stopped on it.
 func (cs *caseRun) applyTarget(ctx context.Context, d *ddlEvent) error {
-	if out, err := cs.env.dst.Psql(ctx, cs.plan.dbname, d.sql); err != nil {
+	out, err := cs.env.dst.Psql(ctx, cs.plan.dbname, d.sql)
+	// The target may be restarting (a chaos event) as the user's fix is made: wait for it, as
+	// a user would, rather than take a connection failure for pgshift's own change (seed
+	// 17235159130256980899 in a CI run: the fix was never made, and pgshift rightly stopped
+	// again on the missing column).
+	for try := 0; err != nil && targetDown(out) && try < 60 && ctx.Err() == nil; try++ {
+		time.Sleep(time.Second)
+		out, err = cs.env.dst.Psql(ctx, cs.plan.dbname, d.sql)
+	}
+	if err != nil {
 		// pgshift changed the target itself: fine when it added the very column the source
 		// added, a guess when what it added makes the source's own DDL fail there.
 		cs.logf("DDL on the target after the stop failed (%v): %s", err, out)
@@ -373,6 +382,12 @@ func (cs *caseRun) applyTarget(ctx context.Context, d *ddlEvent) error {
 	cs.agentMu.Unlock()
 	cs.logf("DDL made on the target after the stop: %s", d.sql)
 	return nil
+}
+
+// targetDown says whether psql's output is a connection failure (the server down or
+// restarting), not an error of the statement.
+func targetDown(out string) bool {
+	return strings.Contains(out, "connection to server") || strings.Contains(out, "the database system is")
 }
 
 func renamable(t *Table) []*Column {
