@@ -320,7 +320,15 @@ func (a *Applier) redo(ctx context.Context, cause error) error {
 // real and is returned as it is.
 func (a *Applier) stopRecording(ctx context.Context) error {
 	a.log.Debug("transaction too large to keep for a redo; applying the rest change by change", "changes", len(a.raw), "bytes", a.rawBytes)
-	if a.txCount > 0 {
+	return a.unrecordedFromHere(ctx, a.txCount > 0)
+}
+
+// unrecordedFromHere writes out what compaction holds and applies the rest of the open target
+// transaction change by change, without a recording (a source transaction too large to keep,
+// or one that holds a schema change). commitFirst first commits the source transactions before
+// the current one on their own (commitBefore), so that a schema stop later in it keeps them.
+func (a *Applier) unrecordedFromHere(ctx context.Context, commitFirst bool) error {
+	if commitFirst {
 		if err := a.commitBefore(ctx); err != nil {
 			return err
 		}

@@ -136,20 +136,7 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 // transaction that holds earlier source transactions without a recording of them, after a
 // conflict's redo, keeps them: they commit with the DDL's, still in order.)
 func (a *Applier) ddlBarrier(ctx context.Context) error {
-	if a.recording() && a.txCount > 0 && a.rawAtBegin <= len(a.raw) {
-		if err := a.commitBefore(ctx); err != nil {
-			return err
-		}
-	}
-	if err := a.flushEntries(ctx); err != nil {
-		return err
-	}
-	if err := a.flush(ctx); err != nil {
-		return err
-	}
-	a.resetCompaction()
-	a.noCompact = true
-	return nil
+	return a.unrecordedFromHere(ctx, a.recording() && a.txCount > 0 && a.rawAtBegin <= len(a.raw))
 }
 
 // ddlSettings are the source session's settings a schema change runs under.
