@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -77,6 +78,13 @@ func Finish(ctx context.Context, cfg config.Config, opts FinishOptions, log *slo
 		return res, fmt.Errorf("%w: a %s is in progress (attempt %d); start the agent once so it settles it", ErrFinishRefused, st.Op, st.Attempt)
 	case st.Live != state.LiveTarget:
 		return res, fmt.Errorf("%w: traffic is on the source (no cutover is in effect): finish removes the migration's replication, so run pgshift cutover first", ErrFinishRefused)
+	}
+	// A rollback made while the target was unreachable is recorded on the source only, until an
+	// agent settles it on the target: traffic is on the source then, whatever the target says.
+	if r, ok, err := state.LoadTargetLostRollback(ctx, src); err != nil {
+		return res, srcEP.Describe(err)
+	} else if state.LiveSide(st, r, ok) != state.LiveTarget {
+		return res, fmt.Errorf("%w: traffic is on the source: a rollback was made while the target was unreachable (%s); start the agent (pgshift run) so it settles the target's state and follows again, and cut over again before finishing", ErrFinishRefused, r.At.Format(time.RFC3339))
 	}
 	if st.ReverseSlot != "" {
 		applied, err := reverseApplied(ctx, src)

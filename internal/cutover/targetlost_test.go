@@ -2,6 +2,7 @@ package cutover
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -177,6 +178,11 @@ func TestRollbackWithoutTarget(t *testing.T) {
 	}
 	if err := e.dst.StartServer(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// finish reads the target's state as live on the target; the source's record says
+	// otherwise, and finish must not remove the replication that traffic on the source needs.
+	if _, err := Finish(ctx, e.cfg, FinishOptions{Yes: true}, testLog()); !errors.Is(err, ErrFinishRefused) || !strings.Contains(err.Error(), "target was unreachable") {
+		t.Fatalf("finish before the rollback made without the target was settled: %v", err)
 	}
 	e.start(nil)
 	if got := e.agent.proxy.Mode().String(); got != "source" {
