@@ -363,6 +363,8 @@ func (e *Engine) openOp(ctx context.Context, why string) (*pgx.Conn, state.Cutov
 		err = fmt.Errorf("%w: this agent runs no proxy; start it with pgshift run --proxy ADDR%s", ErrCannotRun, why)
 	case st.Op != state.OpNone:
 		err = fmt.Errorf("%w: a %s is in progress (attempt %d); the agent settles it when it restarts", ErrCannotRun, st.Op, st.Attempt)
+	case st.Live == state.LiveTarget:
+		err = e.unsettledTargetLost(ctx, st)
 	}
 	if err != nil {
 		conn.Close(context.WithoutCancel(ctx))

@@ -339,6 +339,26 @@ func (e *Engine) settleTargetLost(ctx context.Context, conn *pgx.Conn, st state.
 	return true, nil
 }
 
+// unsettledTargetLost refuses an operation (ErrCannotRun) while the source records a rollback
+// made without the target against st that the engine has not settled on the target yet:
+// traffic is on the source then, though st says the target, and an operation planned from st
+// would act on the wrong side (an aborted rollback fences the source again, say).
+func (e *Engine) unsettledTargetLost(ctx context.Context, st state.CutoverState) error {
+	src, err := e.writableSource().Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: read whether a rollback was made without the target: %w", ErrCannotRun, err)
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	r, ok, err := state.LoadTargetLostRollback(ctx, src)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrCannotRun, e.source().Describe(err))
+	}
+	if state.LiveSide(st, r, ok) != st.Live {
+		return fmt.Errorf("%w: traffic is on the source after a rollback made while the target was unreachable (%s); the agent settles the target's state in a moment, then forward replication runs again", ErrCannotRun, r.At.Format(time.RFC3339))
+	}
+	return nil
+}
+
 // waitingForTarget says whether Run should wait for the target rather than end: after a
 // rollback made without it, until its state is settled.
 func (e *Engine) waitingForTarget() bool {

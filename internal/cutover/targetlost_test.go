@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +160,12 @@ func TestRollbackWithoutTarget(t *testing.T) {
 	}
 	if got := e.q(e.src, `SELECT count(*) FROM pgshift.rollback_without_target`); got != "1" {
 		t.Fatalf("the source records %s rollbacks made without the target", got)
+	}
+	// Until it is settled, an operation planned from the target's state (live on the target)
+	// is refused.
+	from, _ := strconv.Atoi(e.q(e.src, `SELECT from_attempt FROM pgshift.rollback_without_target`))
+	if err := e.agent.engine.unsettledTargetLost(ctx, state.CutoverState{Live: state.LiveTarget, Attempt: from}); !errors.Is(err, ErrCannotRun) {
+		t.Fatalf("an operation before the rollback made without the target is settled: %v", err)
 	}
 	c, err = pgx.Connect(ctx, proxyDSN)
 	if err != nil {
