@@ -237,9 +237,13 @@ func (c *client) run(ctx context.Context, kind string, ops []op) error {
 			if err := tx.Commit(ctx); err != nil {
 				return err
 			}
-			if tx, err = c.conn.Begin(ctx); err != nil {
+			// The deferred rollback must keep a transaction: a failed Begin returns none
+			// (a restart between the two transactions panicked the harness on it).
+			next, err := c.conn.Begin(ctx)
+			if err != nil {
 				return err
 			}
+			tx = next
 			continue
 		}
 		tag, err := tx.Exec(ctx, sql, args...)
