@@ -399,16 +399,11 @@ func Live(ctx context.Context, target, source db.Endpoint) (string, error) {
 	if st.Live != state.LiveTarget || st.Op != state.OpNone {
 		return st.Live, nil
 	}
-	src, err := source.Connect(ctx)
+	live, _, err := liveSide(ctx, source, st)
 	if err != nil {
 		return "", fmt.Errorf("traffic is live on the target, but the source, which would record a rollback made while the target was unreachable, cannot be read: %w", err)
 	}
-	defer src.Close(context.WithoutCancel(ctx))
-	r, ok, err := state.LoadTargetLostRollback(ctx, src)
-	if err != nil {
-		return "", source.Describe(err)
-	}
-	return state.LiveSide(st, r, ok), nil
+	return live, nil
 }
 
 // Check is one pre-check's result.

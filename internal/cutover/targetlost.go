@@ -344,19 +344,29 @@ func (e *Engine) settleTargetLost(ctx context.Context, conn *pgx.Conn, st state.
 // traffic is on the source then, though st says the target, and an operation planned from st
 // would act on the wrong side (an aborted rollback fences the source again, say).
 func (e *Engine) unsettledTargetLost(ctx context.Context, st state.CutoverState) error {
-	src, err := e.writableSource().Connect(ctx)
+	live, r, err := liveSide(ctx, e.source(), st)
 	if err != nil {
 		return fmt.Errorf("%w: read whether a rollback was made without the target: %w", ErrCannotRun, err)
+	}
+	if live != st.Live {
+		return fmt.Errorf("%w: traffic is on the source after a rollback made while the target was unreachable (%s); the agent settles the target's state in a moment, then forward replication runs again", ErrCannotRun, r.At.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// liveSide is the side traffic is live on given the target's cutover state st and what the
+// source (read through source) records of a rollback made without the target (returned too).
+func liveSide(ctx context.Context, source db.Endpoint, st state.CutoverState) (string, state.TargetLostRollback, error) {
+	src, err := source.Connect(ctx)
+	if err != nil {
+		return "", state.TargetLostRollback{}, err
 	}
 	defer src.Close(context.WithoutCancel(ctx))
 	r, ok, err := state.LoadTargetLostRollback(ctx, src)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrCannotRun, e.source().Describe(err))
+		return "", r, source.Describe(err)
 	}
-	if state.LiveSide(st, r, ok) != st.Live {
-		return fmt.Errorf("%w: traffic is on the source after a rollback made while the target was unreachable (%s); the agent settles the target's state in a moment, then forward replication runs again", ErrCannotRun, r.At.Format(time.RFC3339))
-	}
-	return nil
+	return state.LiveSide(st, r, ok), r, nil
 }
 
 // waitingForTarget says whether Run should wait for the target rather than end: after a
