@@ -217,7 +217,7 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 		{"AddColumnThenFill", []string{`ALTER TABLE t ADD COLUMN c2 text`, `UPDATE t SET c2 = 'x' || id WHERE id % 3 = 0`}},
 		{"RenameColumnAndUpdateInOneTransaction", []string{`ALTER TABLE t RENAME COLUMN c2 TO c3`, `UPDATE t SET c3 = 'r' || id WHERE id % 5 = 0`}},
 		{"TypeChangeWithRewrite", []string{`ALTER TABLE t ALTER COLUMN n TYPE bigint`, `UPDATE t SET n = n + 5000000000 WHERE id = 1`}},
-		{"TypeChangeUsing", []string{`ALTER TABLE t ALTER COLUMN c3 TYPE int USING length(c3)`}},
+		{"TypeChangeUsing", []string{`ALTER TABLE t ALTER COLUMN c3 TYPE int USING length(c3) + 0`}},
 		{"AddColumnImmutableExpressionDefault", []string{`ALTER TABLE t ADD COLUMN c5 text DEFAULT lower('ABC') || (2 * 21)::text`}},
 		{"SetDefault", []string{`ALTER TABLE t ALTER COLUMN c1 SET DEFAULT 9`}},
 		{"DropSetNotNull", []string{`ALTER TABLE t ALTER COLUMN c1 DROP NOT NULL`, `UPDATE t SET c1 = NULL WHERE id = 2`}},
@@ -322,6 +322,8 @@ func TestDDLFollowStops(t *testing.T) {
 		{"NowDefault", `ALTER TABLE t ADD COLUMN at timestamptz DEFAULT now()`, []string{"not a constant", "the source gave the rows"}},
 		{"NewTable", `CREATE TABLE fresh (id int PRIMARY KEY)`, []string{"CREATE TABLE fresh", "not migrated yet", "pgshift copy --force"}},
 		{"MixedWithDML", `ALTER TABLE t ADD COLUMN z int; UPDATE t SET z = 1`, []string{"mixes a schema change", "query string of its own"}},
+		// The target's own rule: + over int4 resolves to an immutable function, || now() does not.
+		{"StableUsing", `ALTER TABLE t ALTER COLUMN note TYPE text USING note || now()::text`, []string{"not immutable on the target", "generation expression"}},
 		{"DoBlock", `DO $$BEGIN EXECUTE 'ALTER TABLE t ADD COLUMN z int'; END$$`, []string{"DO block"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -199,7 +199,14 @@ func (a *Applier) runDDL(ctx context.Context, d *cdc.DDL, st sqlparse.DDL) error
 	refuse := func(format string, args ...any) error {
 		return &ErrDDL{ID: d.ID, Command: d.Command, Msg: fmt.Sprintf(format, args...), Fix: fixDDLByHand}
 	}
+	proved, err := a.proveUsing(ctx, d, st)
+	if err != nil {
+		return err
+	}
 	for _, f := range st.Functions {
+		if proved {
+			break
+		}
 		// Every overload the call could mean (by name, schema and number of arguments) must be
 		// immutable: pgshift does not resolve argument types.
 		ok, err := a.immutable(ctx, `SELECT count(*) FILTER (WHERE p.provolatile <> 'i'), count(*) FROM pg_catalog.pg_proc p
@@ -213,6 +220,9 @@ func (a *Applier) runDDL(ctx context.Context, d *cdc.DDL, st sqlparse.DDL) error
 		}
 	}
 	for _, op := range st.Operators {
+		if proved {
+			break
+		}
 		ok, err := a.immutable(ctx, `SELECT count(*) FILTER (WHERE p.provolatile <> 'i'), count(*) FROM pg_catalog.pg_operator o
 			JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode WHERE o.oprname = $1::text`, op)
 		if err != nil {
@@ -275,6 +285,54 @@ func (a *Applier) runDDL(ctx context.Context, d *cdc.DDL, st sqlparse.DDL) error
 		}
 	}
 	return nil
+}
+
+// proveUsing lets the target judge whether the USING expressions of an ALTER COLUMN TYPE are
+// immutable (sqlparse.DDL.UsingProbes): each probe adds a stored generated column computed by
+// one expression to an empty temporary copy of the table's columns, in a savepoint rolled back
+// at once. True: every expression resolves only to immutable functions, operators and casts.
+// A probe the target refuses as not immutable refuses the statement. A probe that cannot run
+// (a target before 12, which has no generated columns, or any other error) returns false, and
+// the rule by name decides.
+func (a *Applier) proveUsing(ctx context.Context, d *cdc.DDL, st sqlparse.DDL) (bool, error) {
+	if len(st.UsingProbes) == 0 || st.Relation == nil {
+		return false, nil
+	}
+	var version int
+	if err := a.tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		return false, fmt.Errorf("schema change %d: read the target's version: %w", d.ID, err)
+	}
+	if version < 120000 {
+		return false, nil
+	}
+	table := pgtypes.QuoteIdent(st.Relation.Name)
+	if st.Relation.Schema != "" {
+		table = pgtypes.QuoteIdent(st.Relation.Schema) + "." + table
+	}
+	for _, probe := range st.UsingProbes {
+		if _, err := a.tx.Exec(ctx, `SAVEPOINT pgshift_using_probe`); err != nil {
+			return false, fmt.Errorf("schema change %d: %w", d.ID, err)
+		}
+		_, err := a.tx.Exec(ctx, `CREATE TEMP TABLE pg_temp.`+sqlparse.ProbeTable+` (LIKE `+table+`)`)
+		if err == nil {
+			_, err = a.tx.Exec(ctx, probe)
+		}
+		if _, rerr := a.tx.Exec(ctx, `ROLLBACK TO SAVEPOINT pgshift_using_probe`); rerr != nil {
+			return false, fmt.Errorf("schema change %d: roll back the USING probe: %w", d.ID, rerr)
+		}
+		if _, rerr := a.tx.Exec(ctx, `RELEASE SAVEPOINT pgshift_using_probe`); rerr != nil {
+			return false, fmt.Errorf("schema change %d: %w", d.ID, rerr)
+		}
+		if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "42P17" {
+			return false, &ErrDDL{ID: d.ID, Command: d.Command, Fix: fixDDLByHand,
+				Msg: fmt.Sprintf("%s rewrites the rows with an expression that is not immutable on the target (%s): the rows could get other values than on the source", st.Kind, pgErr.Message)}
+		}
+		if err != nil {
+			a.log.Debug("the USING probe of a schema change did not run; judging its functions and operators by name", "ddl_id", d.ID, "error", err)
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // immutable runs a query returning (not immutable, all) counts and reports whether some

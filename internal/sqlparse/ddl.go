@@ -73,6 +73,15 @@ type DDL struct {
 	// and operator of those names is immutable on the target.
 	Functions []Function
 	Operators []string
+	// UsingProbes prove the same from the target's own rule, before Functions and Operators
+	// are consulted: each is an ALTER TABLE on ProbeTable (a temporary, empty copy of the
+	// changed table's columns, CREATE TEMP TABLE ... (LIKE table)) adding a stored generated
+	// column computed by one USING expression and cast to the column's new type. PostgreSQL
+	// accepts a generation expression only when every function, operator and cast it resolves
+	// to is immutable (SQLSTATE 42P17 otherwise), which is the question, answered with the
+	// overloads and casts the expression really resolves to rather than by name.
+	UsingProbes []string
+	usingDefs   []*pg_query.ColumnDef // rendered into UsingProbes with the tree's version
 	// Relation is the table (or index, view) the statement changes, when it changes one that
 	// must exist: the applier skips a statement whose relation the target does not have (a
 	// table left out of the migration).
@@ -132,6 +141,12 @@ func JudgeDDL(sql string) ([]DDL, error) {
 		} else if st.SQL, err = deparse(tree.Version, raw.Stmt); err != nil {
 			return nil, refuse(fixByHand, "%s: cannot render the statement without CONCURRENTLY: %v", st.Kind, err)
 		}
+		for _, def := range st.usingDefs {
+			if probe, err := usingProbe(tree.Version, def); err == nil {
+				st.UsingProbes = append(st.UsingProbes, probe)
+			}
+		}
+		st.usingDefs = nil
 		out = append(out, *st)
 	}
 	if len(out) == 0 {
@@ -337,6 +352,7 @@ func judgeAlterTable(s *pg_query.AlterTableStmt) (*DDL, error) {
 			// same on both sides when it is immutable, with the source session's settings.
 			if def := cmd.Def.GetColumnDef(); def != nil && def.RawDefault != nil {
 				walkNames(def.RawDefault, st)
+				st.usingDefs = append(st.usingDefs, def)
 			}
 		case pg_query.AlterTableType_AT_ColumnDefault, pg_query.AlterTableType_AT_DropNotNull, pg_query.AlterTableType_AT_SetNotNull,
 			pg_query.AlterTableType_AT_DropExpression, pg_query.AlterTableType_AT_SetExpression,
@@ -431,6 +447,26 @@ func typeName(t *pg_query.TypeName) string {
 		return ""
 	}
 	return strings.ToLower(t.Names[len(t.Names)-1].GetString_().GetSval())
+}
+
+// ProbeTable is the temporary table UsingProbes add their column to.
+const ProbeTable = "pgshift_using_probe"
+
+// usingProbe renders the probe of an ALTER COLUMN ... TYPE ... USING (see DDL.UsingProbes):
+// the expression, unchanged, as the generation expression of a column of the new type (and
+// collation) on ProbeTable. A rendering that fails leaves the name rule alone to decide.
+func usingProbe(version int32, def *pg_query.ColumnDef) (string, error) {
+	gen := &pg_query.Constraint{Contype: pg_query.ConstrType_CONSTR_GENERATED, GeneratedWhen: "a", RawExpr: def.RawDefault, Location: -1}
+	col := &pg_query.ColumnDef{Colname: ProbeTable, TypeName: def.TypeName, CollClause: def.CollClause, IsLocal: true,
+		Constraints: []*pg_query.Node{{Node: &pg_query.Node_Constraint{Constraint: gen}}}, Location: -1}
+	stmt := &pg_query.AlterTableStmt{
+		Relation: &pg_query.RangeVar{Schemaname: "pg_temp", Relname: ProbeTable, Inh: true, Relpersistence: "t", Location: -1},
+		Objtype:  pg_query.ObjectType_OBJECT_TABLE,
+		Cmds: []*pg_query.Node{{Node: &pg_query.Node_AlterTableCmd{AlterTableCmd: &pg_query.AlterTableCmd{
+			Subtype: pg_query.AlterTableType_AT_AddColumn, Def: &pg_query.Node{Node: &pg_query.Node_ColumnDef{ColumnDef: col}},
+			Behavior: pg_query.DropBehavior_DROP_RESTRICT}}}},
+	}
+	return deparse(version, &pg_query.Node{Node: &pg_query.Node_AlterTableStmt{AlterTableStmt: stmt}})
 }
 
 // walkNames collects the functions and operators an expression calls.

@@ -123,3 +123,23 @@ func TestJudgeDDLRelation(t *testing.T) {
 		}
 	}
 }
+
+// TestJudgeDDLUsingProbes: every USING expression of an ALTER COLUMN TYPE is rendered, with
+// the new type and collation, as a stored generated column of the probe table, for the
+// applier to let the target's own rule judge its immutability.
+func TestJudgeDDLUsingProbes(t *testing.T) {
+	for sql, want := range map[string]string{
+		`ALTER TABLE t ALTER COLUMN v TYPE int USING v + 0`: "ALTER TABLE pg_temp.pgshift_using_probe ADD COLUMN pgshift_using_probe int GENERATED ALWAYS AS (v + 0) STORED",
+		`ALTER TABLE s.t ALTER v TYPE text COLLATE "C" USING lower(v::text), ALTER w TYPE numeric(10,2) USING w * 1.5`: "ALTER TABLE pg_temp.pgshift_using_probe ADD COLUMN pgshift_using_probe text GENERATED ALWAYS AS (lower(v::text)) STORED COLLATE \"C\"" +
+			" | ALTER TABLE pg_temp.pgshift_using_probe ADD COLUMN pgshift_using_probe numeric(10, 2) GENERATED ALWAYS AS (w * 1.5) STORED",
+		`ALTER TABLE t ALTER COLUMN v TYPE bigint`: "",
+	} {
+		got, err := JudgeDDL(sql)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%s: %v %v", sql, got, err)
+		}
+		if s := strings.Join(got[0].UsingProbes, " | "); s != want {
+			t.Errorf("%s:\n got %s\nwant %s", sql, s, want)
+		}
+	}
+}
