@@ -411,6 +411,30 @@ func TestDDLFollowExcludedTable(t *testing.T) {
 	if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != "1" {
 		t.Errorf("%s schema changes recorded, want 1 (the two of the excluded table skipped)", got)
 	}
+	// A new table without a primary key is not published by the capture (the source's UPDATEs
+	// of it would fail): it is created on the target, and its copy stops the agent with the
+	// fix; made, the table is copied in a snapshot of its own and followed from there.
+	e.ddlTx(`CREATE TABLE nokey (v text)`, `INSERT INTO nokey SELECT 'k' || g FROM generate_series(1, 40) g`)
+	e.exec(`UPDATE t SET y = 3 WHERE id = 1`)
+	select {
+	case <-a.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent kept following a new table it cannot publish")
+	}
+	t.Logf("stop: %v", a.err)
+	if a.err == nil || !strings.Contains(a.err.Error(), "nokey") || !strings.Contains(a.err.Error(), "fix") {
+		t.Fatalf("got %v, want a stop naming nokey and the fix", a.err)
+	}
+	if got := e.query(dst, `SELECT (SELECT y FROM t WHERE id = 1) || ' ' || (to_regclass('public.nokey') IS NOT NULL)`); got != "3 true" {
+		t.Errorf("target: %s, want the row change after the CREATE TABLE applied and nokey created", got)
+	}
+	e.exec(`ALTER TABLE nokey ADD PRIMARY KEY (v)`)
+	e.exec(`INSERT INTO nokey VALUES ('after')`)
+	a = e.start(RunOptions{})
+	e.waitApplied(a)
+	if got := e.query(dst, `SELECT count(*) || ' ' || (SELECT state FROM pgshift.tables WHERE table_name = 'nokey') FROM nokey`); got != "41 done" {
+		t.Errorf("target nokey: %s, want 41 rows, done", got)
+	}
 }
 
 // TestDDLFollowKill: a real `pgshift run` SIGKILLed right after a captured schema change ran on
