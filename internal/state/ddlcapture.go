@@ -22,6 +22,8 @@ package state
 // exists; DROP commands report none and are recorded), and pgshift's own sessions, which set
 // pgshift.capture = off.
 //
+// A CREATE TABLE is also published at once: see publishNewTableDDL below.
+//
 // The function is SECURITY DEFINER (owned by the user pgshift connects as), its search_path
 // fixed for all but its first reads, and only that user may write the log: a row of it is a statement pgshift will
 // run on the target, so no one else must be able to forge one. Event triggers need a superuser
