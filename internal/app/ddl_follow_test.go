@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,7 +40,13 @@ INSERT INTO gone VALUES (1);`
 // ddlEnv is a database pair after a real copy with ddl: follow, as a followEnv.
 func newDDLEnv(t *testing.T, src, dst *pgtest.Cluster, name string, tune ...func(*config.Config)) *followEnv {
 	t.Helper()
-	cfg := cpDB(t, src, dst, name, ddlSchema)
+	return newDDLEnvSchema(t, src, dst, name, ddlSchema, tune...)
+}
+
+// newDDLEnvSchema is newDDLEnv with a source schema of its own.
+func newDDLEnvSchema(t *testing.T, src, dst *pgtest.Cluster, name, schema string, tune ...func(*config.Config)) *followEnv {
+	t.Helper()
+	cfg := cpDB(t, src, dst, name, schema)
 	cfg.DDL = config.DDLFollow
 	for _, f := range tune {
 		f(&cfg)
@@ -246,6 +253,22 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 			`CREATE DOMAIN posint AS int CHECK (VALUE > 0)`, `ALTER TABLE o ADD COLUMN q2 posint`, `UPDATE o SET q2 = id`, `CREATE POLICY p1 ON t USING (true)`}},
 		{"Procedure", []string{`CREATE PROCEDURE pr() LANGUAGE sql AS 'SELECT 1'`}},
 		{"AddGeneratedColumn", []string{`ALTER TABLE t ADD COLUMN twice bigint GENERATED ALWAYS AS (n * 2) STORED`, `UPDATE t SET n = n + 1 WHERE id = 3`}},
+		// Tables created during follow: published in their CREATE TABLE's transaction (on 10
+		// with pgshift's TRUNCATE capture), their rows streamed from there.
+		{"CreateTableAndFill", []string{`CREATE TABLE nt (id int PRIMARY KEY, v text)`, `INSERT INTO nt SELECT g, 'a' FROM generate_series(1, 100) g`}},
+		{"ChangeNewTable", []string{`UPDATE nt SET v = 'b' WHERE id % 2 = 0`, `DELETE FROM nt WHERE id % 5 = 0`}},
+		{"TruncateNewTable", []string{`TRUNCATE nt`, `INSERT INTO nt VALUES (1, 'after')`}},
+		{"CreatePartitionedAndPartition", []string{`CREATE TABLE np (id int, k int, PRIMARY KEY (id, k)) PARTITION BY LIST (k)`,
+			`CREATE TABLE np_1 PARTITION OF np FOR VALUES IN (1)`, `INSERT INTO np SELECT g, 1 FROM generate_series(1, 50) g`}},
+	}
+	if major < 11 {
+		// No primary key on a partitioned table before 11: the partition has its own.
+		for i := range steps {
+			if steps[i].name == "CreatePartitionedAndPartition" {
+				steps[i].stmts[0] = `CREATE TABLE np (id int, k int) PARTITION BY LIST (k)`
+				steps[i].stmts[1] = `CREATE TABLE np_1 PARTITION OF np (PRIMARY KEY (id, k)) FOR VALUES IN (1)`
+			}
+		}
 	}
 	if major < 11 {
 		// A default that is not a constant rewrites a table before 11: nothing tells that the
@@ -258,7 +281,7 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 	queries := 0 // one captured query string per DDL statement
 	for _, s := range steps {
 		for _, q := range s.stmts {
-			if w, _, _ := strings.Cut(q, " "); w != "UPDATE" && w != "INSERT" && w != "DELETE" && w != "SET" {
+			if w, _, _ := strings.Cut(q, " "); w != "UPDATE" && w != "INSERT" && w != "DELETE" && w != "SET" && w != "TRUNCATE" {
 				queries++
 			}
 		}
@@ -295,7 +318,7 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 	if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != fmt.Sprint(queries) {
 		t.Errorf("audit log has %s ddl.apply entries, want %d (one per captured query string)", got, queries)
 	}
-	if got := e.query(dst, `SELECT string_agg(schema_name || '.' || table_name || ':' || state, ' ' ORDER BY table_name) FROM pgshift.tables`); got != "public.gone:dropped public.o:done other.side2:done public.t:done" {
+	if got := e.query(dst, `SELECT string_agg(schema_name || '.' || table_name || ':' || state, ' ' ORDER BY table_name) FROM pgshift.tables`); got != "public.gone:dropped public.np:done public.np_1:done public.nt:done public.o:done other.side2:done public.t:done" {
 		t.Errorf("pgshift.tables: %s", got)
 	}
 	if err := a.stop(); err != nil && !errors.Is(err, context.Canceled) {
@@ -320,7 +343,7 @@ func TestDDLFollowStops(t *testing.T) {
 	}{
 		{"VolatileDefault", `ALTER TABLE t ADD COLUMN r float8 DEFAULT random()`, []string{"not a constant", "volatile", "pgshift copy --force"}},
 		{"NowDefault", `ALTER TABLE t ADD COLUMN at timestamptz DEFAULT now()`, []string{"not a constant", "the source gave the rows"}},
-		{"NewTable", `CREATE TABLE fresh (id int PRIMARY KEY)`, []string{"CREATE TABLE fresh", "not migrated yet", "pgshift copy --force"}},
+		{"SelectInto", `SELECT 1 AS id INTO fresh`, []string{"SELECT ... INTO fresh", "CREATE TABLE ... AS", "INSERT ... SELECT"}},
 		{"MixedWithDML", `ALTER TABLE t ADD COLUMN z int; UPDATE t SET z = 1`, []string{"mixes a schema change", "query string of its own"}},
 		// The target's own rule: + over int4 resolves to an immutable function, || now() does not.
 		{"StableUsing", `ALTER TABLE t ALTER COLUMN note TYPE text USING note || now()::text`, []string{"not immutable on the target", "generation expression"}},
@@ -390,17 +413,49 @@ func TestDDLFollowExcludedTable(t *testing.T) {
 	if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != "1" {
 		t.Errorf("%s schema changes recorded, want 1 (the two of the excluded table skipped)", got)
 	}
+	// A new table without a primary key is not published by the capture (the source's UPDATEs
+	// of it would fail): it is created on the target, and its copy stops the agent with the
+	// fix; made, the table is copied in a snapshot of its own and followed from there.
+	e.ddlTx(`CREATE TABLE nokey (v text)`, `INSERT INTO nokey SELECT 'k' || g FROM generate_series(1, 40) g`)
+	e.exec(`UPDATE t SET y = 3 WHERE id = 1`)
+	select {
+	case <-a.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent kept following a new table it cannot publish")
+	}
+	t.Logf("stop: %v", a.err)
+	if a.err == nil || !strings.Contains(a.err.Error(), "nokey") || !strings.Contains(a.err.Error(), "fix") {
+		t.Fatalf("got %v, want a stop naming nokey and the fix", a.err)
+	}
+	if got := e.query(dst, `SELECT (SELECT y FROM t WHERE id = 1) || ' ' || (to_regclass('public.nokey') IS NOT NULL)`); got != "3 true" {
+		t.Errorf("target: %s, want the row change after the CREATE TABLE applied and nokey created", got)
+	}
+	e.exec(`ALTER TABLE nokey ADD PRIMARY KEY (v)`)
+	e.exec(`INSERT INTO nokey VALUES ('after')`)
+	a = e.start(RunOptions{})
+	e.waitApplied(a)
+	if got := e.query(dst, `SELECT count(*) || ' ' || (SELECT state FROM pgshift.tables WHERE table_name = 'nokey') FROM nokey`); got != "41 done" {
+		t.Errorf("target nokey: %s, want 41 rows, done", got)
+	}
 }
 
 // TestDDLFollowKill: a real `pgshift run` SIGKILLed right after a captured schema change ran on
 // the target, before its transaction committed (and so before the next row change), under a
-// concurrent writer, twice; restarted, it replays the change once and converges.
+// concurrent writer, once per round; restarted, it replays the change once and converges. The
+// rounds include tables created during follow (issue 15): filled in their CREATE TABLE's
+// transaction, filled by later transactions (a second writer), a partition created under a
+// migrated parent and filled, a table the exclude patterns leave out (then dropped), and a
+// CREATE TABLE AS, whose rows are copied in a snapshot of its own. After wait, the rows and
+// pg_dump --schema-only of both sides are identical.
 func TestDDLFollowKill(t *testing.T) {
 	src, dst, _, _ := pgtest.Pair(t, "unused")
 	bin := buildBinary(t)
-	e := newDDLEnv(t, src, dst, "ddlkill")
+	e := newDDLEnvSchema(t, src, dst, "ddlkill", ddlSchema+`
+CREATE TABLE pt (id int, k int, v text, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+CREATE TABLE pt_1 PARTITION OF pt FOR VALUES FROM (0) TO (100);
+INSERT INTO pt SELECT g, g % 100, 'old' FROM generate_series(1, 200) g;`)
 	cfgFile := filepath.Join(t.TempDir(), "pgshift.yaml")
-	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("source: %q\ntarget: %q\nddl: follow\n", e.cfg.Source, e.cfg.Target)), 0o600); err != nil {
+	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("source: %q\ntarget: %q\nddl: follow\nexclude: [\"public.skip_*\"]\n", e.cfg.Source, e.cfg.Target)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var logs strings.Builder
@@ -414,15 +469,46 @@ func TestDDLFollowKill(t *testing.T) {
 		}
 		return cmd
 	}
+	applied := func() int {
+		n, _ := strconv.Atoi(e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`))
+		return n
+	}
 	w := e.startDDLWriter(2)
-	for i, stmts := range [][]string{
-		{`ALTER TABLE t ADD COLUMN k int NOT NULL DEFAULT 3`, `UPDATE t SET k = 4 WHERE id % 2 = 0`},
-		{`ALTER TABLE t RENAME COLUMN note TO memo`, `UPDATE t SET memo = 'after kill' WHERE id % 3 = 0`},
-		{`ALTER TABLE t ALTER COLUMN n TYPE bigint`},
+	var fill *ddlWriter // the second writer, filling the tables created during follow
+	want := 0           // ddl.apply entries on the target so far
+	for i, round := range []struct {
+		stmts []string
+		ddls  int  // captured query strings the target applies (an excluded table's is skipped)
+		skip  bool // the round's one DDL is skipped: nothing to kill after
+	}{
+		{stmts: []string{`ALTER TABLE t ADD COLUMN k int NOT NULL DEFAULT 3`, `UPDATE t SET k = 4 WHERE id % 2 = 0`}, ddls: 1},
+		{stmts: []string{`ALTER TABLE t RENAME COLUMN note TO memo`, `UPDATE t SET memo = 'after kill' WHERE id % 3 = 0`}, ddls: 1},
+		{stmts: []string{`ALTER TABLE t ALTER COLUMN n TYPE bigint`}, ddls: 1},
+		// Created and filled in one transaction: the rows after the CREATE are streamed.
+		{stmts: []string{`CREATE TABLE n1 (id int PRIMARY KEY, v text NOT NULL)`, `INSERT INTO n1 SELECT g, 'v' || g FROM generate_series(1, 500) g`,
+			`UPDATE n1 SET v = 'u' WHERE id % 7 = 0`, `DELETE FROM n1 WHERE id % 11 = 0`}, ddls: 1},
+		// Created empty (a serial: its sequence too), filled by the second writer's transactions.
+		{stmts: []string{`CREATE TABLE n2 (id bigserial PRIMARY KEY, w int, at timestamptz DEFAULT now())`}, ddls: 1},
+		// A partition of a migrated parent, filled in its transaction and by the second writer.
+		{stmts: []string{`CREATE TABLE pt_2 PARTITION OF pt FOR VALUES FROM (100) TO (200)`,
+			`INSERT INTO pt SELECT g, 100 + g % 100, 'new' FROM generate_series(1, 300) g`}, ddls: 1},
+		// Left out by the exclude pattern: never created on the target, its rows never applied.
+		{stmts: []string{`CREATE TABLE skip_me (id int PRIMARY KEY, v text)`, `INSERT INTO skip_me SELECT g, 'x' FROM generate_series(1, 50) g`,
+			`CREATE INDEX skip_me_v ON skip_me (v)`}, skip: true},
+		// Its rows were written by the statement itself: copied in a snapshot of its own.
+		{stmts: []string{`CREATE TABLE n3 AS SELECT id, n FROM t WHERE id <= 250`, `ALTER TABLE n3 ADD PRIMARY KEY (id)`,
+			`INSERT INTO n3 VALUES (100001, 1)`}, ddls: 2},
 	} {
+		if round.skip {
+			e.ddlTx(round.stmts...)
+			continue
+		}
 		cmd := start("PGSHIFT_TEST_KILL_AT=after-ddl")
 		time.Sleep(500 * time.Millisecond)
-		e.ddlTx(stmts...)
+		e.ddlTx(round.stmts...)
+		if strings.HasPrefix(round.stmts[0], "CREATE TABLE n2") {
+			fill = e.startFiller()
+		}
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		select {
@@ -435,12 +521,13 @@ func TestDDLFollowKill(t *testing.T) {
 			t.Fatalf("round %d: agent ended with %v, want SIGKILL at after-ddl\n%s", i, cmd.ProcessState, logs.String())
 		}
 		// Killed inside the DDL's target transaction: the target has none of it.
-		if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != fmt.Sprint(i) {
-			t.Fatalf("round %d: %s schema changes committed on the target, want %d", i, got, i)
+		if got := applied(); got != want {
+			t.Fatalf("round %d: %d schema changes committed on the target, want %d", i, got, want)
 		}
-		// The restarted agent replays it, and the writer's next rows, once.
+		// The restarted agent replays it, and the writers' next rows, once.
+		want += round.ddls
 		cmd = start()
-		for deadline := time.Now().Add(60 * time.Second); e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`) != fmt.Sprint(i+1); {
+		for deadline := time.Now().Add(60 * time.Second); applied() != want; {
 			if time.Now().After(deadline) {
 				t.Fatalf("round %d: the restarted agent did not apply the schema change\n%s", i, logs.String())
 			}
@@ -449,19 +536,91 @@ func TestDDLFollowKill(t *testing.T) {
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		_ = cmd.Wait()
 	}
+	time.Sleep(300 * time.Millisecond)
 	if n := w.halt(); n < 20 {
 		t.Fatalf("only %d writer transactions during the test", n)
 	}
+	if n := fill.halt(); n < 10 {
+		t.Fatalf("only %d transactions into the new tables", n)
+	}
 	cmd := start()
 	defer func() { _ = cmd.Process.Signal(syscall.SIGKILL); _ = cmd.Wait() }()
-	wait := exec.Command(bin, "wait", "-c", cfgFile, "--timeout", "60s")
+	// The excluded table never reached the target; dropped on the source, the DROP is skipped.
+	if got := e.query(dst, `SELECT to_regclass('public.skip_me') IS NULL`); got != "t" {
+		t.Errorf("the excluded table skip_me exists on the target")
+	}
+	e.exec(`DROP TABLE skip_me`)
+	wait := exec.Command(bin, "wait", "-c", cfgFile, "--timeout", "90s")
 	if out, err := wait.CombinedOutput(); err != nil {
 		t.Fatalf("pgshift wait: %v\n%s\n%s", err, out, logs.String())
 	}
 	e.compareAll()
-	if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != "3" {
-		t.Errorf("%s schema changes on the target, want 3 (each once)", got)
+	if got := applied(); got != want {
+		t.Errorf("%d schema changes on the target, want %d (each once)", got, want)
 	}
+	if got := e.query(dst, `SELECT string_agg(table_name || ':' || state || ':' || root_name, ' ' ORDER BY table_name) FROM pgshift.tables
+		WHERE table_name IN ('n1', 'n2', 'n3', 'pt_2', 'skip_me')`); got != "n1:done:n1 n2:done:n2 n3:done:n3 pt_2:done:pt" {
+		t.Errorf("pgshift.tables of the new tables: %s", got)
+	}
+	// Streamed from their creation (done at once), but for the CREATE TABLE AS (copied).
+	if got := e.query(dst, `SELECT string_agg(n, ' ' ORDER BY n) FROM pgshift.audit_log, jsonb_array_elements_text(detail->'new_tables') n
+		WHERE action = 'ddl.apply'`); got != "public.n1:done public.n2:done public.n3:pending public.pt_2:done" {
+		t.Errorf("audit entries of the new tables: %s", got)
+	}
+	if got := e.query(src, `SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_publication_tables WHERE tablename IN ('n1', 'n2', 'n3', 'pt_2')`); got != "n1 n2 n3 pt_2" {
+		t.Errorf("published new tables: %s", got)
+	}
+}
+
+// startFiller writes to the tables created during TestDDLFollowKill (n2 and pt's partition
+// pt_2) in transactions of their own until halted: inserts, updates and deletes.
+func (e *followEnv) startFiller() *ddlWriter {
+	w := &ddlWriter{stop: make(chan struct{})}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		rng := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			conn, err := pgx.Connect(ctx, e.cfg.Source)
+			if err != nil {
+				cancel()
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			for err == nil {
+				select {
+				case <-w.stop:
+					conn.Close(ctx)
+					cancel()
+					return
+				default:
+				}
+				err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, `INSERT INTO n2 (w) VALUES ($1::int)`, rng.IntN(1000)); err != nil {
+						return err
+					}
+					if _, err := tx.Exec(ctx, `UPDATE n2 SET w = w + 1 WHERE id = $1::int8`, rng.IntN(50)+1); err != nil {
+						return err
+					}
+					_, err := tx.Exec(ctx, `UPDATE pt SET v = 'f' || $1::int WHERE id = $1::int AND k >= 100`, rng.IntN(300)+1)
+					return err
+				})
+				if err == nil {
+					w.commits.Add(1)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			conn.Close(context.Background())
+			cancel()
+		}
+	}()
+	return w
 }
 
 type writerFunc func([]byte) (int, error)

@@ -85,7 +85,7 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 	if err != nil {
 		return err
 	}
-	var ran []string
+	var ran, created []string
 	for _, st := range stmts {
 		if st.Relation != nil {
 			found, err := a.resolveTables(ctx, []sqlparse.Name{*st.Relation})
@@ -99,10 +99,36 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 				continue
 			}
 		}
+		if len(st.DropsTables) > 0 {
+			if found, err := a.resolveTables(ctx, st.DropsTables); err != nil {
+				return fmt.Errorf("schema change %d: %w", d.ID, err)
+			} else if len(found) == 0 {
+				a.log.Warn("skipped a DROP TABLE of tables the target does not have (not migrated)", "ddl_id", d.ID, "statement", st.SQL)
+				continue
+			}
+		}
+		var nt newTable
+		if st.CreatesTable != nil {
+			if nt, err = a.newTable(ctx, d, st); err != nil {
+				return err
+			}
+			if nt.publish == publishExcluded {
+				a.log.Info("skipped a table created on the source that is not part of the migration (include/exclude, or its partition tree is not migrated)",
+					"ddl_id", d.ID, "table", nt.id.String())
+				continue
+			}
+		}
 		if err := a.runDDL(ctx, d, st); err != nil {
 			return err
 		}
 		ran = append(ran, st.SQL)
+		if st.CreatesTable != nil {
+			ts, err := a.registerNewTable(ctx, d, st, nt)
+			if err != nil {
+				return err
+			}
+			created = append(created, nt.id.String()+":"+ts)
+		}
 	}
 	if len(ran) == 0 {
 		return a.leaveDDLSession(ctx)
@@ -113,8 +139,12 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 	if err := a.invalidatePlans(ctx); err != nil {
 		return err
 	}
-	detail, err := json.Marshal(map[string]any{"ddl_id": d.ID, "command": d.Command, "statements": ran, "role": role,
-		"source_role": d.Role, "search_path": d.SearchPath, "commit_lsn": a.cur.CommitLSN.String(), "xid": a.cur.Xid})
+	entry := map[string]any{"ddl_id": d.ID, "command": d.Command, "statements": ran, "role": role,
+		"source_role": d.Role, "search_path": d.SearchPath, "commit_lsn": a.cur.CommitLSN.String(), "xid": a.cur.Xid}
+	if len(created) > 0 {
+		entry["new_tables"] = created // table:state in the migration (done: streamed; pending: to be copied)
+	}
+	detail, err := json.Marshal(entry)
 	if err != nil {
 		return err
 	}

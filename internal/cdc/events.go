@@ -89,6 +89,9 @@ type DDLObject struct {
 	Schema   string `json:"schema"`
 	Identity string `json:"identity"`
 	Tag      string `json:"tag"`
+	// Publish is what the capture did with a table a CREATE TABLE created (state.CaptureDDL:
+	// "added" to the publication, "root", "excluded", ...); empty for every other object.
+	Publish string `json:"publish,omitempty"`
 }
 
 // Event is one step of the ordered stream: exactly one of Begin, Change and Commit is set.

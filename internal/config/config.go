@@ -374,3 +374,89 @@ func matchAny(patterns []string, schema, name string) bool {
 	}
 	return false
 }
+
+// SQLPattern is one include or exclude pattern as a POSIX regular expression for the server
+// to match (pgshift's event trigger decides on the source whether a table created while
+// following is part of the migration): Regexp matches exactly the subjects path.Match matches
+// for the pattern, the table's "schema.name" when Qualified, its bare name otherwise.
+type SQLPattern struct {
+	Regexp    string
+	Qualified bool
+}
+
+// SQLPatterns returns the filter's patterns as regular expressions, in the same order. A
+// malformed pattern (which Validate refuses) becomes one that matches nothing, as path.Match
+// matches nothing with it.
+func (f TableFilter) SQLPatterns() (include, exclude []SQLPattern) {
+	conv := func(ps []string) []SQLPattern {
+		out := make([]SQLPattern, 0, len(ps))
+		for _, p := range ps {
+			re, err := globRegexp(p)
+			if err != nil {
+				re = `^$x` // matches nothing
+			}
+			out = append(out, SQLPattern{Regexp: re, Qualified: strings.Contains(p, ".")})
+		}
+		return out
+	}
+	return conv(f.Include), conv(f.Exclude)
+}
+
+// globRegexp translates a path.Match pattern into an anchored regular expression of
+// PostgreSQL's (advanced) syntax: * and ? never match a slash, as in path.Match; every other
+// character that is not a letter or digit is escaped, so it stands for itself.
+func globRegexp(p string) (string, error) {
+	if _, err := path.Match(p, ""); err != nil {
+		return "", err
+	}
+	lit := func(b *strings.Builder, r rune) {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r > 127) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	var b strings.Builder
+	b.WriteByte('^')
+	rs := []rune(p)
+	for i := 0; i < len(rs); i++ {
+		switch r := rs[i]; r {
+		case '*':
+			b.WriteString(`[^/]*`)
+		case '?':
+			b.WriteString(`[^/]`)
+		case '\\':
+			i++
+			if i < len(rs) {
+				lit(&b, rs[i])
+			}
+		case '[':
+			b.WriteByte('[')
+			i++
+			if i < len(rs) && rs[i] == '^' {
+				b.WriteByte('^')
+				i++
+			}
+			for ; i < len(rs) && rs[i] != ']'; i++ {
+				c := rs[i]
+				if c == '\\' {
+					i++
+					c = rs[i]
+				}
+				if c == '-' {
+					b.WriteByte('-')
+					continue
+				}
+				// Inside a bracket expression a backslash escapes in PostgreSQL's syntax.
+				if c == ']' || c == '\\' || c == '^' || c == '[' {
+					b.WriteByte('\\')
+				}
+				b.WriteRune(c)
+			}
+			b.WriteByte(']')
+		default:
+			lit(&b, r)
+		}
+	}
+	b.WriteByte('$')
+	return b.String(), nil
+}

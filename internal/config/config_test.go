@@ -2,7 +2,9 @@ package config
 
 import (
 	"os"
+	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -155,6 +157,28 @@ func TestMatViewRules(t *testing.T) {
 		cfg.Cutover.MatViews = []MatViewRule{bad}
 		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "cutover.matviews") {
 			t.Errorf("%+v: %v, want a cutover.matviews error", bad, err)
+		}
+	}
+}
+
+// TestSQLPatterns: the regular expressions the source's event trigger matches new tables with
+// accept exactly what path.Match accepts (checked here with Go's regexp, whose syntax agrees
+// with PostgreSQL's for what globRegexp emits).
+func TestSQLPatterns(t *testing.T) {
+	patterns := []string{"public.*", "audit", "public.tmp_*", "s?.t[a-c]x", "x[^0-9]", `a\*b`, "we.ird$+(name)", "ü*"}
+	subjects := []string{"public.orders", "audit", "public.tmp_x", "sales.audit", "s1.tbx", "s1.tdx", "x5", "xa", "a*b", "ab",
+		"we.ird$+(name)", "weXird$+(name)", "über", "public.a/b", "public."}
+	inc, _ := TableFilter{Include: patterns}.SQLPatterns()
+	for i, p := range patterns {
+		re := regexp.MustCompile(inc[i].Regexp)
+		if inc[i].Qualified != strings.Contains(p, ".") {
+			t.Errorf("%s: qualified %v", p, inc[i].Qualified)
+		}
+		for _, s := range subjects {
+			want, _ := path.Match(p, s)
+			if got := re.MatchString(s); got != want {
+				t.Errorf("pattern %q (regexp %s) on %q: %v, path.Match %v", p, inc[i].Regexp, s, got, want)
+			}
 		}
 	}
 }

@@ -680,6 +680,7 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bo
 				"trigger", catalog.TruncateTrigger, "tables", len(tables), "log", catalog.StateSchema+"."+catalog.TruncateLogName)
 			tables = append(tables, pgtypes.TableID{Schema: catalog.StateSchema, Name: catalog.TruncateLogName})
 		}
+		captured := false
 		if r.cfg.FollowDDL() {
 			// ddl: follow: the source's schema changes are recorded in a table published with
 			// the rest, in their transactions (see state.CaptureDDL).
@@ -692,10 +693,18 @@ func (r *copyRun) schemaAndData(ctx context.Context, from pgtypes.Phase, data bo
 			default:
 				r.log.Info("DDL capture installed on the source", "event_trigger", catalog.DDLTrigger, "log", catalog.StateSchema+"."+catalog.DDLLogName)
 				tables = append(tables, pgtypes.TableID{Schema: catalog.StateSchema, Name: catalog.DDLLogName})
+				captured = true
 			}
 		}
 		if err := snapshot.CreatePublication(ctx, r.srcConn, r.pubName, tables, v); err != nil {
 			return r.src.Describe(err)
+		}
+		if captured {
+			// A table created from here on joins the publication in its own transaction; one
+			// created before this (none is streamed) is copied instead when the applier meets it.
+			if err := state.ConfigureDDLFollow(ctx, r.srcConn, r.pubName, r.cfg.Filter()); err != nil {
+				return r.src.Describe(err)
+			}
 		}
 	}
 	exp, err := r.newExporter(ctx, r.slotName, false)

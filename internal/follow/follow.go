@@ -242,8 +242,11 @@ type session struct {
 	mig      state.Migration
 	pos      state.Position
 	srcVer   catalog.Version // the source's version, read by preflight
-	dstVer   catalog.Version // the target's version, read by preflight
-	metrics  *Metrics
+	// followDDL: this session replays the source's schema changes (followsDDL, decided by
+	// preflight); partition trees then change in the stream, not behind it.
+	followDDL bool
+	dstVer    catalog.Version // the target's version, read by preflight
+	metrics   *Metrics
 	// heartbeatWarned is shared by the attempts of one run: set once the missing privilege
 	// to write heartbeats has been reported.
 	heartbeatWarned *atomic.Bool
@@ -295,10 +298,7 @@ func followOnce(ctx context.Context, cfg config.Config, opts RunOptions, m *Metr
 	if start == 0 {
 		start = s.mig.ConsistentLSN
 	}
-	followDDL, err := s.followsDDL(ctx)
-	if err != nil {
-		return err
-	}
+	followDDL := s.followDDL
 	aopts := opts.Apply
 	aopts.SkipBelow = s.pos.AppliedLSN
 	aopts.Snapshots = snaps
@@ -429,6 +429,19 @@ func (s *session) preflight(ctx context.Context) error {
 			return fatalf("replication slot %q has confirmed %s, beyond the target's applied position %s: something else consumed the slot "+
 				"(or the target was restored from a backup), so the changes in between are lost. Start the migration again (pgshift finish, then pgshift run)",
 				s.mig.Slot, conf, base)
+		}
+	}
+	if s.followDDL, err = s.followsDDL(ctx); err != nil {
+		return err
+	}
+	if s.followDDL {
+		// Tables created on the source from now on join this publication, as the patterns in
+		// force decide (state.CaptureDDL); one the capture cannot publish is copied instead.
+		if err := state.ConfigureDDLFollow(ctx, s.srcPool, s.mig.Publication, s.cfg.Filter()); err != nil {
+			if s.opts.Apply.Warned.First("ddl-configure") {
+				s.log.Warn("tables created on the source while following are not published in their own transaction: each is copied in a snapshot of its own instead, with a restart of the follow session",
+					"error", s.source.Describe(err).Error())
+			}
 		}
 	}
 	// Partitions: published as themselves, and the trees the same on both sides (partitions.go).

@@ -220,6 +220,21 @@ func (s *session) watchTrees(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.followDDL {
+		ts.joined = nil // see settleTrees
+		var waiting []pgtypes.TableID
+		for _, t := range ts.reg {
+			if t.State == state.TablePending || t.State == state.TableCopying {
+				waiting = append(waiting, t.ID)
+			}
+		}
+		if len(waiting) > 0 {
+			// Registered by the applier for a copy of their own (a table created on the
+			// source that its capture could not publish at once): the next start copies them.
+			sortIDs(waiting)
+			return fmt.Errorf("%w: %s wait for a copy of their own", errTreeChanged, idList(waiting))
+		}
+	}
 	if len(ts.joined) > 0 && !s.srcVer.PublishesPartitionedTables() {
 		return fmt.Errorf("%w: %s joined a partition tree, and PostgreSQL %d publishes no partition added after the copy began",
 			errTreeChanged, idList(ts.joined), s.srcVer.Major())
@@ -303,6 +318,13 @@ func (s *session) settleTrees(ctx context.Context) error {
 	}
 	if err := s.markLeft(ctx, ts); err != nil {
 		return err
+	}
+	if s.followDDL {
+		// A partition created (CREATE TABLE ... PARTITION OF) on the source after the target's
+		// position is in the stream ahead: the applier creates and registers it when it gets
+		// there, published from its creation (apply/newtable.go). Adopting it here would copy
+		// rows the stream then applies again.
+		ts.joined = nil
 	}
 	cands := append([]pgtypes.TableID(nil), ts.joined...)
 	for _, t := range ts.reg {

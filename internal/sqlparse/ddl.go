@@ -90,6 +90,12 @@ type DDL struct {
 	// moves. The applier keeps the migration's table list in step.
 	DropsTables   []Name
 	RenamesTables []TableRename
+	// CreatesTable is the table a CREATE TABLE (or CREATE TABLE AS) creates: the applier makes
+	// it part of the migration as the source's capture decided (state.CaptureDDL). CopyRows: its
+	// rows were written by the statement itself, before the capture could publish it (CREATE
+	// TABLE AS), so SQL creates it empty (WITH NO DATA) and it is copied in a snapshot of its own.
+	CreatesTable *Name
+	CopyRows     bool
 }
 
 // RefusedError says why a captured query string cannot be replayed safely, and what to do.
@@ -184,6 +190,10 @@ const rewrite = "\x00rewrite"
 func judge(n *pg_query.Node) (*DDL, error) {
 	switch s := n.Node.(type) {
 	case *pg_query.Node_SelectStmt:
+		if into := s.SelectStmt.GetIntoClause(); into != nil {
+			return nil, refuse("create the table with CREATE TABLE ... AS (which pgshift follows) or with CREATE TABLE and then INSERT ... SELECT; to go on now: "+fixByHand,
+				"SELECT ... INTO %s: a table created by SELECT INTO is not followed", rangeName(into.Rel))
+		}
 		if s.SelectStmt.GetFromClause() == nil && len(s.SelectStmt.GetTargetList()) > 0 {
 			return nil, refuse(fixByHand, "the schema change was made by a function called from a query (SELECT f(...)): what it runs cannot be proven the same on the target")
 		}
@@ -234,15 +244,33 @@ func judge(n *pg_query.Node) (*DDL, error) {
 		if c.Relation.GetRelpersistence() == "t" {
 			return nil, refuse(fixByHand, "the query string creates a temporary table next to the schema change")
 		}
-		return nil, refuse("to migrate the table, add it with a new copy once it exists (pgshift copy --force); to go on without it: "+fixByHand,
-			"CREATE TABLE %s: tables created during follow are not migrated yet (their rows are not in the publication)", rangeName(c.Relation))
+		name := rangeName(c.Relation)
+		st := &DDL{Kind: "CREATE TABLE", CreatesTable: &name}
+		if c.Partbound != nil && len(c.InhRelations) == 1 {
+			// A partition of a table the target does not have (left out of the migration) is
+			// not the migration's either.
+			parent := rangeName(c.InhRelations[0].GetRangeVar())
+			st.Kind, st.Relation = "CREATE TABLE ... PARTITION OF", &parent
+		}
+		return st, nil
 	case *pg_query.Node_CreateTableAsStmt:
 		c := s.CreateTableAsStmt
 		if c.Objtype == pg_query.ObjectType_OBJECT_MATVIEW {
 			return &DDL{Kind: "CREATE MATERIALIZED VIEW"}, nil
 		}
-		return nil, refuse("to migrate the table, add it with a new copy once it exists (pgshift copy --force); to go on without it: "+fixByHand,
-			"CREATE TABLE %s AS: tables created during follow are not migrated yet (their rows are not in the publication)", rangeName(c.GetInto().GetRel()))
+		into := c.GetInto()
+		if into.GetRel().GetRelpersistence() == "t" {
+			return nil, refuse(fixByHand, "the query string creates a temporary table next to the schema change")
+		}
+		if _, ok := c.Query.GetNode().(*pg_query.Node_ExecuteStmt); ok {
+			return nil, refuse("create the table with CREATE TABLE ... AS SELECT, or with CREATE TABLE and then INSERT ... SELECT; to go on now: "+fixByHand,
+				"CREATE TABLE %s AS EXECUTE: the prepared statement is not known on the target", rangeName(into.GetRel()))
+		}
+		// Its rows were written before the capture could publish it: the target creates it
+		// empty, and the rows are copied in a snapshot of its own.
+		name := rangeName(into.GetRel())
+		into.SkipData = true
+		return &DDL{Kind: "CREATE TABLE AS", CreatesTable: &name, CopyRows: true, SQL: rewrite}, nil
 	case *pg_query.Node_ViewStmt:
 		if s.ViewStmt.View.GetRelpersistence() == "t" {
 			return nil, refuse(fixByHand, "the query string creates a temporary view next to the schema change")
@@ -251,7 +279,8 @@ func judge(n *pg_query.Node) (*DDL, error) {
 	case *pg_query.Node_CreateSchemaStmt:
 		for _, e := range s.CreateSchemaStmt.SchemaElts {
 			if _, ok := e.Node.(*pg_query.Node_CreateStmt); ok {
-				return nil, refuse(fixByHand, "CREATE SCHEMA %s creates a table: tables created during follow are not migrated yet", s.CreateSchemaStmt.Schemaname)
+				return nil, refuse("create the schema first, then its tables with CREATE TABLE of their own (which pgshift follows); to go on now: "+fixByHand,
+					"CREATE SCHEMA %s creates a table: a table created inside CREATE SCHEMA is not followed", s.CreateSchemaStmt.Schemaname)
 			}
 		}
 		return &DDL{Kind: "CREATE SCHEMA"}, nil

@@ -51,8 +51,11 @@ func TestJudgeDDL(t *testing.T) {
 		{sql: `ALTER TABLE t ADD c int; SET ROLE app`, refuse: "SET"},
 		{sql: `SET statement_timeout = 0; ALTER TABLE t ADD c int`, refuse: "SET"},
 		{sql: `SET ROLE app`, refuse: "no schema change"},
-		{sql: `CREATE TABLE n (id int)`, refuse: "not migrated yet"},
-		{sql: `CREATE TABLE n AS SELECT 1`, refuse: "not migrated yet"},
+		{sql: `CREATE TABLE n (id int)`, want: "CREATE TABLE||[]|[] [] [] []"},
+		{sql: `CREATE TEMP TABLE n (id int)`, refuse: "temporary"},
+		{sql: `SELECT 1 AS a INTO n`, refuse: "SELECT INTO"},
+		{sql: `CREATE TABLE n AS EXECUTE q`, refuse: "EXECUTE"},
+		{sql: `CREATE SCHEMA s CREATE TABLE n (id int)`, refuse: "inside CREATE SCHEMA"},
 		{sql: `ALTER TABLE t ENABLE ALWAYS TRIGGER tr`, refuse: "ENABLE ALWAYS"},
 		{sql: `ALTER TABLE t SET UNLOGGED`, refuse: "unlogged"},
 		{sql: `ALTER TABLE p ATTACH PARTITION c FOR VALUES IN (1)`, refuse: "partitions"},
@@ -139,6 +142,32 @@ func TestJudgeDDLUsingProbes(t *testing.T) {
 			t.Fatalf("%s: %v %v", sql, got, err)
 		}
 		if s := strings.Join(got[0].UsingProbes, " | "); s != want {
+			t.Errorf("%s:\n got %s\nwant %s", sql, s, want)
+		}
+	}
+}
+
+// TestJudgeDDLCreatesTable: a new table is named for the applier to make part of the migration;
+// a partition names its parent (skipped when the target does not have it); CREATE TABLE AS is
+// created empty on the target, its rows to be copied.
+func TestJudgeDDLCreatesTable(t *testing.T) {
+	for sql, want := range map[string]string{
+		`CREATE TABLE s.n (id int PRIMARY KEY)`:                       "CREATE TABLE s.n <nil> false CREATE TABLE s.n (id int PRIMARY KEY)",
+		`CREATE UNLOGGED TABLE n (id int)`:                            "CREATE TABLE n <nil> false CREATE UNLOGGED TABLE n (id int)",
+		`CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (10) TO (20)`: "CREATE TABLE ... PARTITION OF p2 p false CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (10) TO (20)",
+		`CREATE TABLE n AS SELECT id, v FROM t WHERE v > 0`:           "CREATE TABLE AS n <nil> true CREATE TABLE n AS SELECT id, v FROM t WHERE v > 0  WITH NO DATA",
+		`CREATE TABLE IF NOT EXISTS n AS SELECT 1 AS a WITH DATA`:     "CREATE TABLE AS n <nil> true CREATE TABLE IF NOT EXISTS n AS SELECT 1 AS a  WITH NO DATA",
+	} {
+		got, err := JudgeDDL(sql)
+		if err != nil || len(got) != 1 || got[0].CreatesTable == nil {
+			t.Fatalf("%s: %+v %v", sql, got, err)
+		}
+		d := got[0]
+		parent := "<nil>"
+		if d.Relation != nil {
+			parent = d.Relation.String()
+		}
+		if s := fmt.Sprintf("%s %s %s %v %s", d.Kind, d.CreatesTable, parent, d.CopyRows, d.SQL); s != want {
 			t.Errorf("%s:\n got %s\nwant %s", sql, s, want)
 		}
 	}

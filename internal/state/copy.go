@@ -11,7 +11,9 @@ package state
 // under the root's), so every member of a tree has its row. A partition tree is copied as one
 // unit: the root, its partitioned branches and its leaves share one snapshot_lsn, and
 // root_schema/root_name name that unit on every member row. A partition that joins a tree
-// during follow is copied on its own in a later snapshot (AdoptTables) and keeps that LSN.
+// during follow is copied on its own in a later snapshot (AdoptTables) and keeps that LSN. A
+// table created on the source during follow (ddl: follow) is registered when the applier
+// replays its CREATE TABLE (RegisterNewTable), at that transaction's commit LSN.
 
 import (
 	"context"
@@ -211,6 +213,34 @@ func AdoptTables(ctx context.Context, tx pgx.Tx, tables []TableProgress, lsn pgt
 		if err != nil {
 			return fmt.Errorf("register table %s: %w", t.ID, err)
 		}
+	}
+	return nil
+}
+
+// RegisterNewTable makes a table created on the source while following (ddl: follow) part of
+// the migration; call it in the target transaction that created the table there. streamed:
+// every row of it is in the stream from its CREATE TABLE's transaction on, whose commit LSN is
+// lsn, so it is done at once with snapshot_lsn lsn (the rows of that transaction itself are
+// applied: the contract applies a change whose commit LSN is >= snapshot_lsn). Otherwise it is
+// pending, to be copied in a snapshot of its own (follow's adopt, which sets its snapshot_lsn
+// then); until that, no row of it was published. The row of a dropped table of the same name
+// is replaced: its changes still in the slot are older than lsn, and skipped.
+func RegisterNewTable(ctx context.Context, q catalog.Querier, t TableProgress, streamed bool, lsn pgtypes.LSN) error {
+	st := TablePending
+	if streamed {
+		st = TableDone
+	}
+	if _, err := q.Exec(ctx, `DELETE FROM pgshift.chunks WHERE schema_name = $1 AND table_name = $2`, t.ID.Schema, t.ID.Name); err != nil {
+		return fmt.Errorf("register new table %s: %w", t.ID, err)
+	}
+	_, err := q.Exec(ctx, `INSERT INTO pgshift.tables (schema_name, table_name, root_schema, root_name, kind, state, snapshot_lsn, started_at, finished_at)
+		VALUES ($1, $2, $3, $4, $5, $6::text, $7::pg_lsn, CASE WHEN $6::text = 'done' THEN now() END, CASE WHEN $6::text = 'done' THEN now() END)
+		ON CONFLICT (schema_name, table_name) DO UPDATE SET root_schema = EXCLUDED.root_schema, root_name = EXCLUDED.root_name,
+			kind = EXCLUDED.kind, state = EXCLUDED.state, snapshot_lsn = EXCLUDED.snapshot_lsn, chunks = 0,
+			rows_copied = 0, bytes_copied = 0, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at`,
+		t.ID.Schema, t.ID.Name, t.Root.Schema, t.Root.Name, t.Kind, st, lsn.String())
+	if err != nil {
+		return fmt.Errorf("register new table %s: %w", t.ID, err)
 	}
 	return nil
 }

@@ -22,6 +22,8 @@ package state
 // exists; DROP commands report none and are recorded), and pgshift's own sessions, which set
 // pgshift.capture = off.
 //
+// A CREATE TABLE is also published at once: see publishNewTableDDL below.
+//
 // The function is SECURITY DEFINER (owned by the user pgshift connects as), its search_path
 // fixed for all but its first reads, and only that user may write the log: a row of it is a statement pgshift will
 // run on the target, so no one else must be able to forge one. Event triggers need a superuser
@@ -32,11 +34,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshift/pgshift/internal/catalog"
+	"github.com/pgshift/pgshift/internal/config"
 )
 
 // ddlCaptureDDL creates the log table and the event trigger's function; idempotent.
@@ -88,6 +92,12 @@ var ddlCaptureDDL = []string{
 					OR (d.object_type = 'trigger' AND d.object_identity LIKE 'pgshift\_capture\_truncate on %')), false)
 			INTO objs, mine
 			FROM pg_event_trigger_ddl_commands() d;
+			IF NOT mine AND tg_tag = 'CREATE TABLE' THEN
+				-- Before any row of it can be written: see publishNewTableDDL.
+				SELECT jsonb_agg(CASE WHEN o.v->>'class' = 'pg_class' AND o.v->>'type' = 'table'
+						THEN o.v || jsonb_build_object('publish', pgshift.publish_new_table((o.v->>'objid')::oid)) ELSE o.v END ORDER BY o.i)
+				INTO objs FROM jsonb_array_elements(objs) WITH ORDINALITY AS o(v, i);
+			END IF;
 			IF NOT mine AND (jsonb_array_length(objs) > 0 OR tg_tag LIKE 'DROP %') THEN
 				IF caller_role IS NULL OR caller_role = 'none' THEN
 					caller_role := session_user;
@@ -103,6 +113,115 @@ var ddlCaptureDDL = []string{
 	END
 	$$`,
 	`REVOKE ALL ON FUNCTION pgshift.capture_ddl() FROM PUBLIC`,
+}
+
+// Tables created while following. The event trigger adds a new table to the migration's
+// publication in the CREATE TABLE's own transaction, at ddl_command_end, before any row of it
+// can be written: every row of it is then in the stream, those written later in the same
+// transaction included (logical decoding reads the publication with the transaction's own
+// catalog changes), so it needs no copy — the applier creates it on the target when it
+// replays the CREATE TABLE and applies its rows from that transaction's commit on
+// (apply/ddl.go). What it decided is recorded with the table's object in the log row
+// ("publish"), and the applier acts on that record, never on a decision of its own:
+//
+//	added        added to the publication now
+//	root         a partition whose tree's root the publication names (13+): published already
+//	partitioned  a partitioned table before 13, which no publication can name: its leaves are
+//	             added as they are created
+//	excluded     the migration's include/exclude patterns leave it out, or it is a partition of
+//	             a tree the migration does not have
+//	unlogged     its rows are not in the WAL
+//	keyless      no primary key: published, the application's UPDATEs and DELETEs of it would
+//	             fail on the source (pgshift never changes a table's identity on its own)
+//	unconfigured pgshift.ddl_follow has no publication yet (ConfigureDDLFollow)
+//	error: ...   ALTER PUBLICATION failed: the user's CREATE TABLE must never fail for pgshift
+//
+// Anything but added, root, partitioned, excluded or unlogged leaves rows unpublished: the
+// applier creates the table and has it copied in a snapshot of its own (follow's adopt).
+//
+// The patterns are pgshift's (config.TableFilter.SQLPatterns, matched on the table's tree
+// root), stored with the publication's name in pgshift.ddl_follow by ConfigureDDLFollow.
+var publishNewTableDDL = []string{
+	`CREATE TABLE IF NOT EXISTS pgshift.ddl_follow (
+		id                int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+		publication       text NOT NULL,
+		include_re        text[] NOT NULL,
+		include_qualified bool[] NOT NULL,
+		exclude_re        text[] NOT NULL,
+		exclude_qualified bool[] NOT NULL,
+		updated_at        timestamptz NOT NULL DEFAULT now()
+	)`,
+	`REVOKE ALL ON pgshift.ddl_follow FROM PUBLIC`,
+	`CREATE OR REPLACE FUNCTION pgshift.publish_new_table(rel pg_catalog.oid) RETURNS pg_catalog.text
+		LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+	DECLARE
+		s    record;
+		c    record;
+		root oid := rel;
+		nsp  text;
+		nam  text;
+		subj text;
+		inc  bool;
+		ver  int := current_setting('server_version_num')::int;
+	BEGIN
+		SELECT * INTO s FROM pgshift.ddl_follow WHERE id = 1;
+		IF NOT FOUND THEN
+			RETURN 'unconfigured';
+		END IF;
+		SELECT r.relkind::text AS kind, r.relpersistence::text AS persistence, r.relispartition AS part, n.nspname::text AS nsp, r.relname::text AS name
+		INTO c FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = rel;
+		IF NOT FOUND OR c.kind NOT IN ('r', 'p') THEN
+			RETURN 'excluded';
+		END IF;
+		IF c.persistence <> 'p' THEN
+			RETURN 'unlogged';
+		END IF;
+		IF c.part THEN
+			WITH RECURSIVE up(p) AS (SELECT inhparent FROM pg_inherits WHERE inhrelid = rel
+				UNION SELECT i.inhparent FROM pg_inherits i JOIN up ON i.inhrelid = up.p)
+			SELECT up.p INTO root FROM up JOIN pg_class pc ON pc.oid = up.p WHERE NOT pc.relispartition;
+			IF ver >= 130000 THEN
+				IF EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+						WHERE p.pubname = s.publication AND pr.prrelid = root) THEN
+					RETURN 'root';
+				END IF;
+				RETURN 'excluded';
+			END IF;
+		END IF;
+		SELECT n.nspname::text, r.relname::text INTO nsp, nam FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = root;
+		subj := nsp || '.' || nam;
+		inc := cardinality(s.include_re) = 0 OR EXISTS (SELECT 1 FROM unnest(s.include_re, s.include_qualified) AS f(re, q)
+			WHERE (CASE WHEN f.q THEN subj ELSE nam END) ~ f.re);
+		IF NOT inc OR EXISTS (SELECT 1 FROM unnest(s.exclude_re, s.exclude_qualified) AS f(re, q)
+				WHERE (CASE WHEN f.q THEN subj ELSE nam END) ~ f.re) THEN
+			RETURN 'excluded';
+		END IF;
+		IF c.kind = 'p' AND ver < 130000 THEN
+			RETURN 'partitioned';
+		END IF;
+		IF NOT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = rel AND indisprimary) THEN
+			RETURN 'keyless';
+		END IF;
+		BEGIN
+			IF ver < 110000 AND to_regprocedure('pgshift.capture_truncate()') IS NOT NULL AND c.kind = 'r' THEN
+				-- No TRUNCATE in the stream before 11: pgshift's capture, before it is published.
+				EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I.%I FOR EACH STATEMENT EXECUTE PROCEDURE pgshift.capture_truncate()',
+					'` + catalog.TruncateTrigger + `', c.nsp, c.name);
+			END IF;
+			EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', s.publication, c.nsp, c.name);
+		EXCEPTION WHEN OTHERS THEN
+			RETURN 'error: ' || SQLERRM;
+		END;
+		RETURN 'added';
+	END
+	$$`,
+	`REVOKE ALL ON FUNCTION pgshift.publish_new_table(pg_catalog.oid) FROM PUBLIC`,
+}
+
+// captureStatements are the statements that create (or update) the capture, in order: the
+// trigger's function calls publish_new_table.
+func captureStatements() []string {
+	return slices.Concat(sourceDDL, publishNewTableDDL, ddlCaptureDDL)
 }
 
 // captureOff marks the transaction's DDL as pgshift's own, which the event trigger skips.
@@ -122,7 +241,7 @@ func CaptureDDL(ctx context.Context, db interface {
 		if _, err := tx.Exec(ctx, captureOff); err != nil {
 			return err
 		}
-		for _, stmt := range append(append([]string{}, sourceDDL...), ddlCaptureDDL...) {
+		for _, stmt := range captureStatements() {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return err
 			}
@@ -149,11 +268,52 @@ func RemoveDDLCapture(ctx context.Context, db interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }) error {
 	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		for _, stmt := range []string{`DROP EVENT TRIGGER IF EXISTS ` + catalog.DDLTrigger, `DROP FUNCTION IF EXISTS pgshift.capture_ddl()`, `DROP TABLE IF EXISTS pgshift.ddl_log`} {
+		for _, stmt := range []string{`DROP EVENT TRIGGER IF EXISTS ` + catalog.DDLTrigger, `DROP FUNCTION IF EXISTS pgshift.capture_ddl()`,
+			`DROP FUNCTION IF EXISTS pgshift.publish_new_table(pg_catalog.oid)`, `DROP TABLE IF EXISTS pgshift.ddl_log`, `DROP TABLE IF EXISTS pgshift.ddl_follow`} {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("remove pgshift's DDL capture from the source: %w", err)
 			}
 		}
 		return nil
 	})
+}
+
+// ConfigureDDLFollow tells the source's capture (through db) which publication a table created
+// while following joins and which tables the migration's include/exclude patterns leave out;
+// it also brings the capture's functions up to this version of pgshift (a migration whose copy
+// an older one made). Run it once the publication exists, and again on each follow start: the
+// patterns in force are those of the agent that follows. Idempotent.
+func ConfigureDDLFollow(ctx context.Context, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}, publication string, f config.TableFilter) error {
+	inc, exc := f.SQLPatterns()
+	split := func(ps []config.SQLPattern) ([]string, []bool) {
+		re, q := make([]string, len(ps)), make([]bool, len(ps))
+		for i, p := range ps {
+			re[i], q[i] = p.Regexp, p.Qualified
+		}
+		return re, q
+	}
+	incRe, incQ := split(inc)
+	excRe, excQ := split(exc)
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, captureOff); err != nil {
+			return err
+		}
+		for _, stmt := range captureStatements() {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO pgshift.ddl_follow (id, publication, include_re, include_qualified, exclude_re, exclude_qualified)
+			VALUES (1, $1::text, $2::text[], $3::bool[], $4::text[], $5::bool[])
+			ON CONFLICT (id) DO UPDATE SET publication = EXCLUDED.publication, include_re = EXCLUDED.include_re,
+				include_qualified = EXCLUDED.include_qualified, exclude_re = EXCLUDED.exclude_re,
+				exclude_qualified = EXCLUDED.exclude_qualified, updated_at = now()`, publication, incRe, incQ, excRe, excQ)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("configure pgshift's DDL capture on the source for tables created while following (publication %s): %w", publication, err)
+	}
+	return nil
 }

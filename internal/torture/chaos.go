@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -224,7 +225,7 @@ func (cs *caseRun) barrier(ctx context.Context) {
 
 // ddlEvent is a schema change made on the source during follow.
 type ddlEvent struct {
-	kind     string // add-null, add-default, add-notnull, rename, new-partition
+	kind     string // add-null, add-default, add-notnull, rename, new-partition, new-table (ddl: follow)
 	table    *Table
 	sql      string
 	resolved bool // made on the target too
@@ -245,17 +246,29 @@ func (cs *caseRun) ddl(ctx context.Context, e chaosEvent) {
 			cands = append(cands, t)
 		}
 	}
-	if len(cands) == 0 {
-		return
-	}
 	follow := cs.followsDDL()
-	if follow && e.ddl == "new-partition" {
-		// A new table: not followed yet under ddl: follow (it stops, by design).
+	// Under ddl: follow a new table is followed: half the draws of a new partition (all when
+	// there is no partition tree to add one to) create a plain table instead, which the
+	// workload then fills and the oracle compares like any other (it reads the catalogs).
+	newTable := follow && e.ddl == "new-partition" && (len(cands) == 0 || g.chance(0.5))
+	if len(cands) == 0 && !newTable || newTable && len(cs.s.Tables) == 0 {
 		return
 	}
-	t := pick(g, cands)
-	d := &ddlEvent{table: t, kind: e.ddl}
-	switch e.ddl {
+	kind := e.ddl
+	var t *Table
+	if newTable {
+		kind = "new-table"
+		t = &Table{Schema: cs.s.Tables[0].Schema, Name: fmt.Sprintf("created %d", cs.res.DDL), Kind: kPlain, Leaf: true, KeyKind: "pk-single"}
+		t.N = &Column{Name: "n", SQLType: "int8", NotNull: true, fromN: func(n int64) string { return strconv.FormatInt(n, 10) }}
+		t.Cols = []*Column{t.N, {Name: "payload", Type: &colType{sql: "text", gen: genText}, SQLType: "text"}}
+	} else {
+		t = pick(g, cands)
+	}
+	d := &ddlEvent{table: t, kind: kind}
+	switch kind {
+	case "new-table":
+		d.sql = fmt.Sprintf("CREATE TABLE %s (n int8 PRIMARY KEY, payload text)", t.ID())
+		d.apply = func() { cs.s.Tables = append(cs.s.Tables, t) }
 	case "add-null", "add-default", "add-notnull":
 		name := uniqueCol(t, pick(g, []string{"added", "Added Col", "new"}))
 		var c *Column
