@@ -341,6 +341,23 @@ type caseRun struct {
 	logf          func(format string, args ...any)
 }
 
+// caseDDL resolves the ddl setting of one case (see Settings.DDL): the run's when it sets one,
+// else the regression seed's line's (stop when it says nothing: how those seeds were found), else
+// follow for an odd seed.
+func caseDDL(run, line string, regression bool, seed uint64) string {
+	switch {
+	case run != "":
+		return run
+	case line != "":
+		return line
+	case regression:
+		return "stop"
+	case seed%2 == 1:
+		return "follow"
+	}
+	return "stop"
+}
+
 func runCase(ctx context.Context, e *env, seed uint64) *CaseResult {
 	start := time.Now()
 	plan := drawPlan(seed, e.settings)
@@ -536,9 +553,9 @@ func (cs *caseRun) copyArgs() []string {
 	return append([]string{"copy", "--jobs", strconv.Itoa(cs.plan.jobs), "--chunk-size", "1", "--progress", "none", "--ddl", cs.ddlMode()}, cs.pg.dsnArgs()...)
 }
 
-// ddlMode is pgshift's ddl setting, always explicit: with stop (the default) the model applies
-// the DDL it draws on the target itself, first or after pgshift's stop (a followed DDL would be
-// applied twice); with follow (Settings.DDLFollow) pgshift replays it.
+// ddlMode is pgshift's ddl setting, always explicit: with stop the model applies the DDL it
+// draws on the target itself, first or after pgshift's stop (a followed DDL would be applied
+// twice); with follow (Settings.DDL, resolved per case by caseDDL) pgshift replays it.
 func (cs *caseRun) ddlMode() string {
 	if cs.followsDDL() {
 		return "follow"
@@ -546,11 +563,11 @@ func (cs *caseRun) ddlMode() string {
 	return "stop"
 }
 
-// followsDDL: Settings.DDLFollow, except for a case whose pgshift connects to the source as the
+// followsDDL: Settings.DDL is follow, except for a case whose pgshift connects to the source as the
 // tables' non-superuser owner, which may not create the event trigger (pgshift then warns and
 // stops on DDL as with ddl: stop, which the model of stop covers).
 func (cs *caseRun) followsDDL() bool {
-	return cs.env.settings.DDLFollow && !cs.plan.schema.OwnerRole
+	return cs.env.settings.DDL == "follow" && !cs.plan.schema.OwnerRole
 }
 
 // judgeRefusal: the draw holds something pgshift documents as unsupported, so it must refuse

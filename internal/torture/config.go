@@ -207,10 +207,12 @@ type Settings struct {
 	KeepGoing bool
 	// Verbose logs every transaction kind and chaos event as it happens.
 	Verbose bool
-	// DDLFollow runs pgshift with ddl: follow: the DDL the workload draws is made on the source
-	// only, and pgshift must replay it without stopping (new partitions, which it does not
-	// follow yet, are not drawn). Not a drawn class: the cases' draws are the same either way.
-	DDLFollow bool
+	// DDL is pgshift's ddl setting for every case: "stop" (the harness makes the DDL it draws
+	// on the target too, as a user would) or "follow" (made on the source only: pgshift must
+	// replay it without stopping). Empty: each case's own — a regression seed's line says it
+	// (ddl=..., stop when it does not), a random case follows when its seed is odd — so that a
+	// bounded run covers both. Not a drawn class: a case draws the same either way.
+	DDL string
 	// Hold keeps a failed case's databases (and the agent, stopped) for this long before
 	// cleaning up, so they can be inspected with psql (the DSNs are logged).
 	Hold time.Duration
@@ -278,11 +280,10 @@ func SettingsFromEnv() (Settings, error) {
 	s.KeepGoing = os.Getenv("PGSHIFT_TORTURE_STOP_ON_FAILURE") != "1"
 	s.Verbose = os.Getenv("PGSHIFT_TORTURE_VERBOSE") == "1"
 	switch v := os.Getenv("PGSHIFT_TORTURE_DDL"); v {
-	case "", "stop":
-	case "follow":
-		s.DDLFollow = true
+	case "", "stop", "follow":
+		s.DDL = v
 	default:
-		return s, fmt.Errorf("PGSHIFT_TORTURE_DDL=%q: want stop or follow", v)
+		return s, fmt.Errorf("PGSHIFT_TORTURE_DDL=%q: want stop or follow (or nothing: each case its own)", v)
 	}
 	if v := os.Getenv("PGSHIFT_TORTURE_HOLD"); v != "" {
 		d, err := time.ParseDuration(v)

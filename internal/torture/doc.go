@@ -35,7 +35,8 @@
 //	PGSHIFT_TORTURE_SEEDS_ONLY=1 / _SKIP_SEEDS=1   only / no regression seeds
 //	PGSHIFT_TORTURE_SUMMARY    file for the run's summary (JSON, and .txt beside it)
 //	PGSHIFT_TORTURE_HOLD       keep a failed case's databases this long, for psql
-//	PGSHIFT_TORTURE_DDL=follow pgshift runs with ddl: follow: drawn DDL is made on the source only and must be replayed without a stop
+//	PGSHIFT_TORTURE_DDL=stop|follow every case runs pgshift with that ddl setting (follow: drawn DDL is made on the source only and must be replayed without a stop);
+//	                            unset, each case its own: regression seeds as their line says (ddl=..., else stop), random cases follow when their seed is odd
 //	PGSHIFT_TORTURE_AGENT_ARGS extra flags for every pgshift run, e.g. "--log-level debug"
 //	PGSHIFT_TORTURE_GENCHECK   TestGeneratorSetup: create this many seeds' schemas and data
 //

@@ -17,12 +17,13 @@ import (
 type RegressionSeed struct {
 	Seed    uint64
 	Classes string
+	DDL     string // "", stop or follow
 	Bug     string
 }
 
-// ReadSeeds parses a seeds file: "<seed> [classes=<spec>] # <bug>" per line, where spec is a
-// PGSHIFT_TORTURE_CLASSES value without spaces; blank lines and lines starting with # are
-// ignored.
+// ReadSeeds parses a seeds file: "<seed> [classes=<spec>] [ddl=stop|follow] # <bug>" per line,
+// where spec is a PGSHIFT_TORTURE_CLASSES value without spaces; blank lines and lines starting
+// with # are ignored.
 func ReadSeeds(path string) ([]RegressionSeed, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -41,18 +42,25 @@ func ReadSeeds(path string) ([]RegressionSeed, error) {
 		}
 		spec, bug, _ := strings.Cut(text, "#")
 		fields := strings.Fields(spec)
-		if len(fields) == 0 || len(fields) > 2 {
-			return nil, fmt.Errorf("%s:%d: want \"<seed> [classes=<spec>] # <bug>\"", path, line)
+		if len(fields) == 0 || len(fields) > 3 {
+			return nil, fmt.Errorf("%s:%d: want \"<seed> [classes=<spec>] [ddl=stop|follow] # <bug>\"", path, line)
 		}
 		seed, err := strconv.ParseUint(fields[0], 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %q is not a seed", path, line, fields[0])
 		}
 		r := RegressionSeed{Seed: seed, Bug: strings.TrimSpace(bug)}
-		if len(fields) == 2 {
-			c, ok := strings.CutPrefix(fields[1], "classes=")
+		for _, f := range fields[1:] {
+			if d, ok := strings.CutPrefix(f, "ddl="); ok {
+				if d != "stop" && d != "follow" {
+					return nil, fmt.Errorf("%s:%d: %q: want ddl=stop or ddl=follow", path, line, f)
+				}
+				r.DDL = d
+				continue
+			}
+			c, ok := strings.CutPrefix(f, "classes=")
 			if !ok {
-				return nil, fmt.Errorf("%s:%d: %q: want classes=<spec>", path, line, fields[1])
+				return nil, fmt.Errorf("%s:%d: %q: want classes=<spec> or ddl=stop|follow", path, line, f)
 			}
 			if _, err := ParseClasses(c); err != nil {
 				return nil, fmt.Errorf("%s:%d: %w", path, line, err)

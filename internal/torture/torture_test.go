@@ -49,6 +49,7 @@ func TestTorture(t *testing.T) {
 	type planned struct {
 		seed    uint64
 		classes string // "" : the run's
+		ddl     string // "" : see caseDDL
 		bug     string
 	}
 	var plan []planned
@@ -60,7 +61,7 @@ func TestTorture(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range regs {
-			plan = append(plan, planned{seed: r.Seed, classes: r.Classes, bug: r.Bug})
+			plan = append(plan, planned{seed: r.Seed, classes: r.Classes, ddl: r.DDL, bug: r.Bug})
 		}
 	}
 	sum := &Summary{BaseSeed: st.BaseSeed, Classes: st.Classes.String()}
@@ -75,18 +76,18 @@ func TestTorture(t *testing.T) {
 	runOne := func(p planned, regression bool) {
 		name := fmt.Sprintf("seed=%d", p.seed)
 		t.Run(name, func(t *testing.T) {
-			ce := e
 			cst := st
 			if p.classes != "" {
 				c, err := ParseClasses(p.classes)
 				if err != nil {
 					t.Fatal(err)
 				}
-				copyEnv := *e
 				cst.Classes, cst.ClassSpec = c, p.classes
-				copyEnv.settings = cst
-				ce = &copyEnv
 			}
+			cst.DDL = caseDDL(st.DDL, p.ddl, regression, p.seed)
+			copyEnv := *e
+			copyEnv.settings = cst
+			ce := &copyEnv
 			r := runCase(ctx, ce, p.seed)
 			spent += r.Duration
 			done++
@@ -95,7 +96,7 @@ func TestTorture(t *testing.T) {
 			if regression {
 				label = " [regression: " + p.bug + "]"
 			}
-			t.Logf("seed=%d%s: %s in %s — %s", p.seed, label, r.Outcome, r.Duration.Round(time.Second), r.Draw)
+			t.Logf("seed=%d%s: %s in %s — ddl: %s; %s", p.seed, label, r.Outcome, r.Duration.Round(time.Second), cst.DDL, r.Draw)
 			t.Logf("  txns %d (%d failed on the source), rows %d, kills %d (%d early), restarts %d, ddl %d, barriers %d, peak RSS %d MiB",
 				r.Txns, r.TxnsFailed, r.Rows, r.Kills, r.EarlyKills, r.Restarts, r.DDL, r.Barriers, r.PeakRSSKiB>>10)
 			for _, f := range r.Failures {
@@ -157,6 +158,9 @@ func replayCommand(st Settings, seed uint64) string {
 	}
 	if st.ClassSpec != "" {
 		env = append(env, "PGSHIFT_TORTURE_CLASSES='"+st.ClassSpec+"'")
+	}
+	if st.DDL != "" {
+		env = append(env, "PGSHIFT_TORTURE_DDL="+st.DDL)
 	}
 	if v := os.Getenv("PGSHIFT_TORTURE_SCALE"); v != "" {
 		env = append(env, "PGSHIFT_TORTURE_SCALE="+v)
