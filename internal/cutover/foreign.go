@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/cdc"
 	"github.com/pgshift/pgshift/internal/pgtypes"
 )
@@ -33,7 +34,11 @@ func (e *ForeignWriteError) Error() string {
 // checkForward decodes the forward slot on the source, without consuming it, up to upto and
 // returns a *ForeignWriteError for the first transaction committed at or after from (the
 // cutover's final forward position) that changed a migrated table without carrying reverse
-// replication's origin. Protocol 1 is used, so every transaction arrives whole, after its
+// replication's origin. Rows of pgshift's own tables on the source are not writes of the
+// application's: ddl: follow's capture logs each schema change made on the source into
+// pgshift.ddl_log — among them the very change the stop of reverse replication names as its
+// fix, made on the source while traffic is on the target —, and the slot is advanced past
+// them below, so they are never replayed forward. Protocol 1 is used, so every transaction arrives whole, after its
 // commit, with its Origin message. Then the slot is advanced to upto (everything before it is
 // checked and is reverse replication's), so a later check decodes only what came since. The
 // forward session must not be streaming the slot.
@@ -81,7 +86,7 @@ func checkForward(ctx context.Context, src *pgx.Conn, slot, pub string, from, up
 		default:
 			continue
 		}
-		if commit >= from && origin != cdc.PgshiftOrigin {
+		if commit >= from && origin != cdc.PgshiftOrigin && rels[rel].Schema != catalog.StateSchema {
 			found = &ForeignWriteError{CommitLSN: commit, Table: rels[rel], Origin: origin}
 		}
 	}

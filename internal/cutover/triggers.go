@@ -63,10 +63,14 @@ func (e *Engine) triggersLive(ctx context.Context, conn, src *pgx.Conn, live str
 }
 
 // runStatements runs pg_dump's schema-qualified statements in one transaction with an empty
-// search_path.
+// search_path, unseen by ddl: follow's capture on the source (they are pgshift's, made on each
+// side for that side).
 func runStatements(ctx context.Context, conn *pgx.Conn, stmts []string) error {
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('search_path', '', true)`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, state.CaptureOff); err != nil {
 			return err
 		}
 		for _, s := range stmts {

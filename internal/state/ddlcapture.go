@@ -224,8 +224,10 @@ func captureStatements() []string {
 	return slices.Concat(sourceDDL, publishNewTableDDL, ddlCaptureDDL)
 }
 
-// captureOff marks the transaction's DDL as pgshift's own, which the event trigger skips.
-const captureOff = `SELECT pg_catalog.set_config('pgshift.capture', 'off', true)`
+// CaptureOff marks the transaction's DDL as pgshift's own, which the event trigger skips: run it
+// first in every transaction of pgshift's that changes the source's schema (replica identities,
+// the deferred triggers at cutover), or its own changes would be replayed as the application's.
+const CaptureOff = `SELECT pg_catalog.set_config('pgshift.capture', 'off', true)`
 
 // ErrNoDDLCapture marks a source that refused the event trigger (not a superuser).
 var ErrNoDDLCapture = errors.New("the source refused pgshift's event trigger")
@@ -238,7 +240,7 @@ func CaptureDDL(ctx context.Context, db interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }) error {
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, captureOff); err != nil {
+		if _, err := tx.Exec(ctx, CaptureOff); err != nil {
 			return err
 		}
 		for _, stmt := range captureStatements() {
@@ -297,7 +299,7 @@ func ConfigureDDLFollow(ctx context.Context, db interface {
 	incRe, incQ := split(inc)
 	excRe, excQ := split(exc)
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, captureOff); err != nil {
+		if _, err := tx.Exec(ctx, CaptureOff); err != nil {
 			return err
 		}
 		for _, stmt := range captureStatements() {

@@ -79,6 +79,9 @@ func SetReplicaIdentityFull(ctx context.Context, conn *pgx.Conn, tables []pgtype
 		var ch IdentityChange
 		changed := false
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, CaptureOff); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1::text, true)`, identityLockTimeout); err != nil {
 				return err
 			}
@@ -274,7 +277,7 @@ func CaptureTruncates(ctx context.Context, db interface {
 }, tables []pgtypes.TableID) error {
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		// pgshift's own DDL is not captured as the source's (state.CaptureDDL).
-		for _, stmt := range append(append([]string{captureOff}, sourceDDL...), truncateCaptureDDL...) {
+		for _, stmt := range append(append([]string{CaptureOff}, sourceDDL...), truncateCaptureDDL...) {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return err
 			}
@@ -288,7 +291,7 @@ func CaptureTruncates(ctx context.Context, db interface {
 		sql := "CREATE TRIGGER " + pgtypes.QuoteIdent(catalog.TruncateTrigger) + " BEFORE TRUNCATE ON " + t.Sanitize() +
 			" FOR EACH STATEMENT EXECUTE PROCEDURE pgshift.capture_truncate()"
 		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, captureOff); err != nil {
+			if _, err := tx.Exec(ctx, CaptureOff); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1::text, true)`, identityLockTimeout); err != nil {
@@ -332,6 +335,9 @@ func RemoveTruncateCapture(ctx context.Context, db interface {
 	}
 	for _, t := range tables {
 		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, CaptureOff); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1::text, true)`, identityLockTimeout); err != nil {
 				return err
 			}
