@@ -43,13 +43,13 @@ import (
 // message says why and what to do. Like *ErrSchema it is not retried.
 type ErrDDL struct {
 	ID      int64  // the pgshift.ddl_log row on the source
-	Command string // the captured query string
+	Command string // the captured query string (shown through sqlparse.Redact)
 	Msg     string
 	Fix     string
 }
 
 func (e *ErrDDL) Error() string {
-	cmd := strings.Join(strings.Fields(e.Command), " ")
+	cmd := strings.Join(strings.Fields(sqlparse.Redact(e.Command)), " ")
 	if len(cmd) > 200 {
 		cmd = cmd[:200] + "…"
 	}
@@ -139,7 +139,7 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 	if err := a.invalidatePlans(ctx); err != nil {
 		return err
 	}
-	entry := map[string]any{"ddl_id": d.ID, "command": d.Command, "statements": ran, "role": role,
+	entry := map[string]any{"ddl_id": d.ID, "command": sqlparse.Redact(d.Command), "statements": ran, "role": role,
 		"source_role": d.Role, "search_path": d.SearchPath, "commit_lsn": a.cur.CommitLSN.String(), "xid": a.cur.Xid}
 	if len(created) > 0 {
 		entry["new_tables"] = created // table:state in the migration (done: streamed; pending: to be copied)

@@ -6,8 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgshift/pgshift/internal/catalog"
 	"github.com/pgshift/pgshift/internal/cdc"
 	"github.com/pgshift/pgshift/internal/pgtest"
+	"github.com/pgshift/pgshift/internal/sqlparse"
 )
 
 // ddlChange is a captured schema change as cdc delivers it.
@@ -140,5 +142,13 @@ func TestDDLRole(t *testing.T) {
 	}
 	if got := e.target(`SELECT string_agg(typname || ':' || pg_get_userbyid(typowner), ' ' ORDER BY typname) FROM pg_type WHERE typname IN ('mood', 'color')`); got != "color:"+me+" mood:ddl_owner_apply" {
 		t.Fatalf("owners %q, want mood by the source's role and color by pgshift's user", got)
+	}
+}
+
+// TestTruncateCaptureTriggerName: sqlparse skips toggles of pgshift's TRUNCATE capture trigger
+// by the name catalog gives it.
+func TestTruncateCaptureTriggerName(t *testing.T) {
+	if sqlparse.TruncateCaptureTrigger != catalog.TruncateTrigger {
+		t.Fatalf("sqlparse.TruncateCaptureTrigger %q, catalog.TruncateTrigger %q", sqlparse.TruncateCaptureTrigger, catalog.TruncateTrigger)
 	}
 }

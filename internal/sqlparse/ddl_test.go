@@ -51,6 +51,8 @@ func TestJudgeDDL(t *testing.T) {
 		{sql: `ALTER TABLE t ADD c int; SET ROLE app`, refuse: "SET"},
 		{sql: `SET statement_timeout = 0; ALTER TABLE t ADD c int`, refuse: "SET"},
 		{sql: `SET ROLE app`, refuse: "no schema change"},
+		{sql: `ALTER TABLE t DISABLE TRIGGER pgshift_capture_truncate`, want: ""},
+		{sql: `ALTER TABLE t DISABLE TRIGGER pgshift_capture_truncate, ADD COLUMN c int`, want: "ALTER TABLE||[]|[] [] [] []"},
 		{sql: `CREATE TABLE n (id int)`, want: "CREATE TABLE||[]|[] [] [] []"},
 		{sql: `CREATE TEMP TABLE n (id int)`, refuse: "temporary"},
 		{sql: `SELECT 1 AS a INTO n`, refuse: "SELECT INTO"},
@@ -62,7 +64,9 @@ func TestJudgeDDL(t *testing.T) {
 		{sql: `DROP SCHEMA s CASCADE`, refuse: "CASCADE"},
 		{sql: `ALTER SCHEMA s RENAME TO r`, refuse: "schema"},
 		{sql: `VACUUM t`, refuse: "not a kind"},
-		{sql: `CREATE PUBLICATION p FOR ALL TABLES`, refuse: "publications"},
+		{sql: `CREATE PUBLICATION p FOR ALL TABLES`, want: ""},
+		{sql: `CREATE ROLE r LOGIN; GRANT SELECT ON t TO r`, want: "GRANT||[]|[] [] [] []"},
+		{sql: `ALTER PUBLICATION p SET (publish_via_partition_root = true); GRANT SELECT ON t TO r; DROP PUBLICATION q`, want: "GRANT||[]|[] [] [] []"},
 	} {
 		got, err := JudgeDDL(tc.sql)
 		if tc.refuse != "" {
@@ -124,6 +128,25 @@ func TestJudgeDDLRelation(t *testing.T) {
 		if name != want {
 			t.Errorf("%s: relation %q, want %q", sql, name, want)
 		}
+	}
+}
+
+// TestRedact: a query string that may carry a secret is shown with its constants replaced; any
+// other is shown as it is.
+func TestRedact(t *testing.T) {
+	for _, sql := range []string{
+		`CREATE ROLE app LOGIN PASSWORD 'hunter2'; GRANT SELECT ON t TO app`,
+		`ALTER USER app WITH PASSWORD 'hunter2'`,
+		`CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'u', password 'hunter2')`,
+		`ALTER SUBSCRIPTION s CONNECTION 'host=h password=hunter2'`,
+		`CREATE ROLE app PASSWORD 'hunter2' unparsable (`,
+	} {
+		if got := Redact(sql); strings.Contains(got, "hunter2") {
+			t.Errorf("Redact(%q) = %q: the password is in it", sql, got)
+		}
+	}
+	if sql := `ALTER TABLE t ADD COLUMN c text DEFAULT 'x'`; Redact(sql) != sql {
+		t.Errorf("Redact changed %q: %q", sql, Redact(sql))
 	}
 }
 
