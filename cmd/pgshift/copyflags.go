@@ -20,7 +20,7 @@ func addCopyFlags(cmd *cobra.Command, f *copyFlags) {
 	fs.BoolVar(&f.noOwner, "no-owner", false, "leave every object on the target to the target user, as pg_restore --no-owner (config: no_owner)")
 	fs.BoolVar(&f.noPrivileges, "no-privileges", false, "do not copy GRANT/REVOKE and default privileges, as pg_restore --no-privileges (config: no_privileges)")
 	fs.BoolVar(&f.noRoles, "no-roles", false, "create no role on the target: the roles the objects name must exist there (config: no_roles)")
-	fs.StringVar(&f.ddl, "ddl", config.DDLStop, "follow: capture schema changes on the source (copy installs an event trigger; needs a superuser) and replay them on the target in order with the rows; stop: stop with the DDL to run on the target (config: ddl)")
+	fs.StringVar(&f.ddl, "ddl", config.Defaults().DDL, "follow: capture schema changes on the source (copy installs an event trigger; needs a superuser) and replay them on the target in order with the rows; stop: stop with the DDL to run on the target (config: ddl)")
 	fs.BoolVar(&f.recopyUnlogged, "recopy-unlogged", false, "copy unlogged tables again during the cutover pause, since their changes cannot be followed (config: recopy_unlogged)")
 }
 

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -607,26 +606,6 @@ func (e *followEnv) verifySchema() *verify.Report {
 		e.t.Errorf("verify reports a schema difference: %+v", d)
 	}
 	return rep
-}
-
-// schemaDump is pg_dump --schema-only of the test's tables, without the lines that differ by
-// run (the \restrict key, version comments).
-func (e *followEnv) schemaDump(c *pgtest.Cluster) string {
-	e.t.Helper()
-	args := []string{"--schema-only", "--no-owner", "--no-publications", "--no-subscriptions", "-N", "pgshift",
-		"--dbname", c.DSN(e.name)}
-	out, err := exec.Command(filepath.Join(c.BinDir(), "pg_dump"), args...).CombinedOutput()
-	if err != nil {
-		e.t.Fatalf("pg_dump: %v\n%s", err, out)
-	}
-	var keep []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, `\restrict`) || strings.HasPrefix(line, `\unrestrict`) || strings.HasPrefix(line, "-- Dumped") {
-			continue
-		}
-		keep = append(keep, line)
-	}
-	return strings.Join(keep, "\n")
 }
 
 // TestFollowRefusesReplicaModeTriggers: a target whose migrated table has an ENABLE ALWAYS

@@ -160,8 +160,8 @@ func TestPG12Partitions(t *testing.T) {
 		}
 	})
 
-	t.Run("PartitionCreatedDuringFollow", func(t *testing.T) {
-		e := copiedEnv(t, src, dst, "p12new", partitionSchema)
+	t.Run("PartitionCreatedDuringFollow", func(t *testing.T) { // ddl: stop's handling (ddl: follow: TestDDLFollowVersions)
+		e := copiedEnv(t, src, dst, "p12new", partitionSchema, ddlStop)
 		var logs lockedBuffer
 		a := e.startLogged(RunOptions{MonitorInterval: 200 * time.Millisecond}, &logs)
 		e.exec(`INSERT INTO regions VALUES (400, 'eu', 1)`)

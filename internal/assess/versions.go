@@ -35,8 +35,8 @@ func versionFindings(f Facts) []Finding {
 	}
 	// Never replicated on any version: said once, with what pgshift does about it.
 	add(CodeNotReplicated, Info, "server",
-		"logical decoding never carries sequence values or schema changes (DDL), on any PostgreSQL version: sequences are synced at cutover, and a schema change on the source during the migration stops following unless pgshift can prove what it means (an added column)",
-		"make schema changes before the copy or after cutover; or run the same DDL on the target first, then on the source")
+		"logical decoding never carries sequence values or schema changes (DDL), on any PostgreSQL version: sequences are synced at cutover; schema changes made on the source during the migration are captured by pgshift's event trigger and replayed on the target in order with the rows (ddl: follow, the default; it needs a superuser on the source), and otherwise (ddl: stop, or no superuser) stop following unless pgshift can prove what it means (an added column)",
+		"with ddl: follow, make schema changes on the source only, each in a query string of its own; with ddl: stop, make them before the copy or after cutover, or run the same DDL on the target first, then on the source")
 	if !src.TruncateReplicated() {
 		add(CodeVersionLimit, Warning, "server",
 			fmt.Sprintf("PostgreSQL %d does not replicate TRUNCATE (logical decoding sends none before 11): pgshift captures it itself with a statement-level trigger %s on every published table of the source, "+

@@ -53,11 +53,12 @@ type Config struct {
 	NoPrivileges bool `yaml:"no_privileges"`
 	NoRoles      bool `yaml:"no_roles"`
 	// DDL is what the agent does with schema changes made on the source while it follows:
-	// "follow" captures each one on the source (an event trigger that copy installs, which
-	// needs a superuser there) and replays it on the target in order with the rows, in the same
-	// target transaction as the rest of its source transaction, stopping with the fix on what
-	// it cannot prove safe; "stop" (the default) applies only row changes, and stops with the
-	// DDL to run on the target when a table's columns no longer match.
+	// "follow" (the default) captures each one on the source (an event trigger that copy
+	// installs, which needs a superuser there: without one, copy warns and the agent behaves as
+	// with stop) and replays it on the target in order with the rows, in the same target
+	// transaction as the rest of its source transaction — tables created meanwhile included —,
+	// stopping with the fix on what it cannot prove safe; "stop" applies only row changes, and
+	// stops with the DDL to run on the target when a table's columns no longer match.
 	DDL string `yaml:"ddl"`
 	// RecopyUnlogged copies unlogged tables again during the cutover pause (their changes are
 	// not in the WAL, so they cannot be followed).
@@ -219,7 +220,7 @@ type RouteRule struct {
 
 // Defaults returns the configuration used when nothing else is said.
 func Defaults() Config {
-	return Config{Jobs: 4, LagWarn: 5 * time.Minute, DDL: DDLStop}
+	return Config{Jobs: 4, LagWarn: 5 * time.Minute, DDL: DDLFollow}
 }
 
 // The values of Config.DDL.

@@ -54,8 +54,15 @@ func TestCutoverHooks(t *testing.T) {
 	if r.Outcome != OutcomeAborted || !strings.Contains(r.Error, "smoke check") {
 		t.Fatalf("with a failing smoke check: %s %s", r.Outcome, r.Error)
 	}
-	e.q(e.dst, `CREATE TABLE smoke_marker ()`)
-	e.q(e.src, `CREATE TABLE smoke_marker ()`) // the checks run on the source after a rollback
+	// Made on the source (the checks run there after a rollback), ddl: follow makes it on the
+	// target in order with the rows.
+	e.q(e.src, `CREATE TABLE smoke_marker (id int PRIMARY KEY)`)
+	for deadline := time.Now().Add(30 * time.Second); e.q(e.dst, `SELECT to_regclass('public.smoke_marker') IS NOT NULL`) != "t"; {
+		if time.Now().After(deadline) {
+			t.Fatal("the table created on the source did not reach the target")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	r, err = e.agent.engine.Cutover(ctx, false)
 	if err != nil {
 		t.Fatal(err)
