@@ -260,6 +260,16 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 		{"TruncateNewTable", []string{`TRUNCATE nt`, `INSERT INTO nt VALUES (1, 'after')`}},
 		{"CreatePartitionedAndPartition", []string{`CREATE TABLE np (id int, k int, PRIMARY KEY (id, k)) PARTITION BY LIST (k)`,
 			`CREATE TABLE np_1 PARTITION OF np FOR VALUES IN (1)`, `INSERT INTO np SELECT g, 1 FROM generate_series(1, 50) g`}},
+		// A migrated table (created and streamed) attached: it keeps its rows and snapshot, and
+		// its changes arrive once, under its own name, also through the root's membership (13+).
+		{"CreateTableToAttach", []string{`CREATE TABLE np_2 (id int, k int, PRIMARY KEY (id, k))`, `INSERT INTO np_2 SELECT g, 2 FROM generate_series(1, 30) g`}},
+		{"AttachPartition", []string{`ALTER TABLE np ATTACH PARTITION np_2 FOR VALUES IN (2)`, `INSERT INTO np SELECT g, 2 FROM generate_series(31, 40) g`,
+			`UPDATE np SET id = id + 1000 WHERE k = 2 AND id % 3 = 0`}},
+		{"RowsOfAttached", []string{`DELETE FROM np_2 WHERE id = 2`, `INSERT INTO np_2 VALUES (41, 2)`}},
+		// A leaf detached: on 13+ the publication named only its root, so the capture adds it in
+		// the DETACH's transaction and its later rows keep streaming; before 13 it is named.
+		{"DetachPartition", []string{`ALTER TABLE np DETACH PARTITION np_1`, `INSERT INTO np_1 VALUES (1000, 1)`, `UPDATE np_1 SET id = -id WHERE id = 2`}},
+		{"RowsOfDetached", []string{`DELETE FROM np_1 WHERE id = 3`, `INSERT INTO np_1 VALUES (1001, 5)`, `INSERT INTO np VALUES (2000, 2)`}},
 	}
 	if major < 11 {
 		// No primary key on a partitioned table before 11: the partition has its own.
@@ -318,8 +328,14 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 	if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != fmt.Sprint(queries) {
 		t.Errorf("audit log has %s ddl.apply entries, want %d (one per captured query string)", got, queries)
 	}
-	if got := e.query(dst, `SELECT string_agg(schema_name || '.' || table_name || ':' || state, ' ' ORDER BY table_name) FROM pgshift.tables`); got != "public.gone:dropped public.np:done public.np_1:done public.nt:done public.o:done other.side2:done public.t:done" {
+	if got := e.query(dst, `SELECT string_agg(schema_name || '.' || table_name || ':' || state, ' ' ORDER BY table_name) FROM pgshift.tables`); got != "public.gone:dropped public.np:done public.np_1:done public.np_2:done public.nt:done public.o:done other.side2:done public.t:done" {
 		t.Errorf("pgshift.tables: %s", got)
+	}
+	if got := e.query(dst, `SELECT string_agg(table_name || ':' || root_name, ' ' ORDER BY table_name) FROM pgshift.tables WHERE table_name LIKE 'np%'`); got != "np:np np_1:np_1 np_2:np" {
+		t.Errorf("pgshift.tables roots after ATTACH and DETACH: %s", got)
+	}
+	if got := e.query(dst, `SELECT string_agg(p, ' ' ORDER BY p) FROM pgshift.audit_log, jsonb_array_elements_text(detail->'partitions') p WHERE action = 'ddl.apply'`); got != "public.np_1:kept public.np_2:kept" {
+		t.Errorf("audit entries of the partitions attached and detached: %s", got)
 	}
 	if err := a.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("agent: %v", err)
