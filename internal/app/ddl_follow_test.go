@@ -453,6 +453,33 @@ func TestDDLFollowExcludedTable(t *testing.T) {
 	if got := e.query(dst, `SELECT count(*) || ' ' || (SELECT state FROM pgshift.tables WHERE table_name = 'nokey') FROM nokey`); got != "41 done" {
 		t.Errorf("target nokey: %s, want 41 rows, done", got)
 	}
+	// The excluded table attached to a migrated tree: its rows are not on the target, nor the
+	// table, so the ATTACH stops with the fix; made, the ATTACH replays and the table is copied
+	// in a snapshot of its own, then followed through its new root.
+	e.ddlTx(`CREATE TABLE ap (id int PRIMARY KEY, x int) PARTITION BY RANGE (id)`, `CREATE TABLE ap_1 PARTITION OF ap FOR VALUES FROM (100) TO (200)`,
+		`INSERT INTO ap VALUES (150, 1)`)
+	e.exec(`INSERT INTO gone VALUES (2, 2), (3, 3)`)
+	e.exec(`ALTER TABLE ap ATTACH PARTITION gone FOR VALUES FROM (0) TO (100)`)
+	e.exec(`INSERT INTO ap VALUES (4, 4), (151, 4)`)
+	select {
+	case <-a.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent attached a partition the target does not have")
+	}
+	if a.err == nil || !strings.Contains(a.err.Error(), "create gone on the target") || !strings.Contains(a.err.Error(), "pg_dump --schema-only") {
+		t.Fatalf("got %v, want a stop naming gone and the fix", a.err)
+	}
+	e.query(dst, `CREATE TABLE gone (id int PRIMARY KEY, x int)`)
+	e.query(dst, `CREATE INDEX gone_x ON gone (x)`)
+	a = e.start(RunOptions{})
+	e.exec(`UPDATE ap SET x = 5 WHERE id IN (1, 150)`)
+	e.waitApplied(a)
+	if got := e.query(dst, `SELECT string_agg(id || ':' || coalesce(x, 0), ' ' ORDER BY id) FROM ap`); got != "1:5 2:2 3:3 4:4 150:5 151:4" {
+		t.Errorf("target ap: %s, want the attached table's rows copied and followed", got)
+	}
+	if got := e.query(dst, `SELECT string_agg(table_name || ':' || state || ':' || root_name, ' ' ORDER BY table_name) FROM pgshift.tables WHERE root_name = 'ap'`); got != "ap:done:ap ap_1:done:ap gone:done:ap" {
+		t.Errorf("pgshift.tables of tree ap: %s", got)
+	}
 }
 
 // TestDDLFollowKill: a real `pgshift run` SIGKILLed right after a captured schema change ran on

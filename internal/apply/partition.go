@@ -127,7 +127,8 @@ func (a *Applier) movePartition(ctx context.Context, d *cdc.DDL, st sqlparse.DDL
 // migration registers them (the target is 12 or newer).
 func (a *Applier) treeMembers(ctx context.Context, id pgtypes.TableID) ([]state.TableProgress, error) {
 	rows, err := a.tx.Query(ctx, `SELECT n.nspname::text, c.relname::text, c.relkind::text, rn.nspname::text, rc.relname::text
-		FROM pg_catalog.pg_partition_tree(pg_catalog.format('%I.%I', $1::text, $2::text)::regclass) p
+		FROM (SELECT r.id AS relid, 0 AS level FROM (SELECT pg_catalog.format('%I.%I', $1::text, $2::text)::regclass AS id) r
+			UNION SELECT t.relid, t.level FROM pg_catalog.pg_partition_tree(pg_catalog.format('%I.%I', $1::text, $2::text)::regclass) t) p
 		JOIN pg_catalog.pg_class c ON c.oid = p.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		JOIN pg_catalog.pg_class rc ON rc.oid = coalesce(pg_catalog.pg_partition_root(p.relid), p.relid)
 		JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace ORDER BY p.level, c.relname`, id.Schema, id.Name)

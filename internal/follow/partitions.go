@@ -19,6 +19,10 @@ package follow
 //     and its snapshot_lsn becomes C3, so follow applies exactly its changes committed from C3
 //     on; a partition dropped on both sides is retired (its changes still in the slot are
 //     skipped). Until the target has the same shape, following stops with the exact fix.
+//
+// Under ddl: follow the captured CREATE, ATTACH, DETACH and DROP are in the stream, and the
+// applier settles each at its place (apply/newtable.go, apply/partition.go): these checks then
+// leave joined and left partitions alone, and only copy what the applier registered pending.
 
 import (
 	"context"

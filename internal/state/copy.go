@@ -406,11 +406,12 @@ func RenameTable(ctx context.Context, q catalog.Querier, from, to pgtypes.TableI
 // Their copy state and snapshot_lsn stay: a member whose rows were all copied or streamed
 // under one name keeps receiving its changes under that same name (pgoutput publishes leaves
 // as themselves). q is the target transaction that ran the statement; the target is 12 or
-// newer (pg_partition_tree).
+// newer (pg_partition_tree, which has no rows for a table that is in no tree).
 func ReRootTree(ctx context.Context, q catalog.Querier, id pgtypes.TableID) error {
 	_, err := q.Exec(ctx, `UPDATE pgshift.tables t SET root_schema = m.root_schema, root_name = m.root_name
 		FROM (SELECT n.nspname::text AS s, c.relname::text AS r, rn.nspname::text AS root_schema, rc.relname::text AS root_name
-			FROM pg_catalog.pg_partition_tree(pg_catalog.format('%I.%I', $1::text, $2::text)::regclass) p
+			FROM (SELECT r.id AS relid FROM (SELECT pg_catalog.format('%I.%I', $1::text, $2::text)::regclass AS id) r
+				UNION SELECT t.relid FROM pg_catalog.pg_partition_tree(pg_catalog.format('%I.%I', $1::text, $2::text)::regclass) t) p
 			JOIN pg_catalog.pg_class c ON c.oid = p.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 			JOIN pg_catalog.pg_class rc ON rc.oid = coalesce(pg_catalog.pg_partition_root(p.relid), p.relid)
 			JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace) m
