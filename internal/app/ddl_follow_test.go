@@ -473,6 +473,13 @@ func TestDDLFollowExcludedTable(t *testing.T) {
 	e.query(dst, `CREATE INDEX gone_x ON gone (x)`)
 	a = e.start(RunOptions{})
 	e.exec(`UPDATE ap SET x = 5 WHERE id IN (1, 150)`)
+	// The monitor ends the session for the copy, the next one makes it.
+	for deadline := time.Now().Add(60 * time.Second); e.query(dst, `SELECT state FROM pgshift.tables WHERE table_name = 'gone'`) != "done"; {
+		if time.Now().After(deadline) {
+			t.Fatal("the attached table was not copied")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	e.waitApplied(a)
 	if got := e.query(dst, `SELECT string_agg(id || ':' || coalesce(x, 0), ' ' ORDER BY id) FROM ap`); got != "1:5 2:2 3:3 4:4 150:5 151:4" {
 		t.Errorf("target ap: %s, want the attached table's rows copied and followed", got)
@@ -487,8 +494,9 @@ func TestDDLFollowExcludedTable(t *testing.T) {
 // concurrent writer, once per round; restarted, it replays the change once and converges. The
 // rounds include tables created during follow (issue 15): filled in their CREATE TABLE's
 // transaction, filled by later transactions (a second writer), a partition created under a
-// migrated parent and filled, a table the exclude patterns leave out (then dropped), and a
-// CREATE TABLE AS, whose rows are copied in a snapshot of its own. After wait, the rows and
+// migrated parent and filled, a leaf detached (published by the capture in the DETACH's
+// transaction) and a new table attached, a table the exclude patterns leave out (then
+// dropped), and a CREATE TABLE AS, whose rows are copied in a snapshot of its own. After wait, the rows and
 // pg_dump --schema-only of both sides are identical.
 func TestDDLFollowKill(t *testing.T) {
 	src, dst, _, _ := pgtest.Pair(t, "unused")
@@ -535,6 +543,12 @@ INSERT INTO pt SELECT g, g % 100, 'old' FROM generate_series(1, 200) g;`)
 		// A partition of a migrated parent, filled in its transaction and by the second writer.
 		{stmts: []string{`CREATE TABLE pt_2 PARTITION OF pt FOR VALUES FROM (100) TO (200)`,
 			`INSERT INTO pt SELECT g, 100 + g % 100, 'new' FROM generate_series(1, 300) g`}, ddls: 1},
+		// A leaf detached from a tree the publication names by its root (13+): the capture
+		// publishes it in the DETACH's transaction, so its rows after it are streamed.
+		{stmts: []string{`ALTER TABLE pt DETACH PARTITION pt_1`, `INSERT INTO pt_1 VALUES (5000, 50, 'detached')`, `UPDATE pt_1 SET v = 'd' WHERE id % 9 = 0`}, ddls: 1},
+		// Created, filled and attached in one transaction: followed through its new root.
+		{stmts: []string{`CREATE TABLE pt_3 (id int, k int, v text, PRIMARY KEY (id, k))`, `INSERT INTO pt_3 SELECT g, 200 + g % 100, 'three' FROM generate_series(1, 100) g`,
+			`ALTER TABLE pt ATTACH PARTITION pt_3 FOR VALUES FROM (200) TO (300)`, `INSERT INTO pt SELECT g, 250, 'via root' FROM generate_series(101, 120) g`}, ddls: 2},
 		// Left out by the exclude pattern: never created on the target, its rows never applied.
 		{stmts: []string{`CREATE TABLE skip_me (id int PRIMARY KEY, v text)`, `INSERT INTO skip_me SELECT g, 'x' FROM generate_series(1, 50) g`,
 			`CREATE INDEX skip_me_v ON skip_me (v)`}, skip: true},
@@ -607,10 +621,13 @@ INSERT INTO pt SELECT g, g % 100, 'old' FROM generate_series(1, 200) g;`)
 	}
 	// Streamed from their creation (done at once), but for the CREATE TABLE AS (copied).
 	if got := e.query(dst, `SELECT string_agg(n, ' ' ORDER BY n) FROM pgshift.audit_log, jsonb_array_elements_text(detail->'new_tables') n
-		WHERE action = 'ddl.apply'`); got != "public.n1:done public.n2:done public.n3:pending public.pt_2:done" {
+		WHERE action = 'ddl.apply'`); got != "public.n1:done public.n2:done public.n3:pending public.pt_2:done public.pt_3:done" {
 		t.Errorf("audit entries of the new tables: %s", got)
 	}
-	if got := e.query(src, `SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_publication_tables WHERE tablename IN ('n1', 'n2', 'n3', 'pt_2')`); got != "n1 n2 n3 pt_2" {
+	if got := e.query(dst, `SELECT string_agg(table_name || ':' || state || ':' || root_name, ' ' ORDER BY table_name) FROM pgshift.tables WHERE table_name LIKE 'pt%'`); got != "pt:done:pt pt_1:done:pt_1 pt_2:done:pt pt_3:done:pt" {
+		t.Errorf("pgshift.tables of tree pt after DETACH and ATTACH: %s", got)
+	}
+	if got := e.query(src, `SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_publication_tables WHERE tablename IN ('n1', 'n2', 'n3', 'pt_1', 'pt_2')`); got != "n1 n2 n3 pt_1 pt_2" {
 		t.Errorf("published new tables: %s", got)
 	}
 }

@@ -23,7 +23,6 @@ package apply
 import (
 	"context"
 	"fmt"
-	"maps"
 
 	"github.com/pgshift/pgshift/internal/cdc"
 	"github.com/pgshift/pgshift/internal/pgtypes"
@@ -96,17 +95,14 @@ func (a *Applier) movePartition(ctx context.Context, d *cdc.DDL, st sqlparse.DDL
 			if err := state.RegisterNewTable(ctx, a.tx, m, false, a.cur.CommitLSN); err != nil {
 				return "", err
 			}
-			a.opts.Snapshots = maps.Clone(a.opts.Snapshots) // the caller's map is not the applier's to change
-			if a.opts.Snapshots == nil {
-				a.opts.Snapshots = map[pgtypes.TableID]pgtypes.LSN{}
-			}
-			a.opts.Snapshots[m.ID] = a.cur.CommitLSN
+			a.awaitCopy(m.ID)
 			outcome = state.TablePending
 		case !attach && registered && m.Kind == state.KindData && publish != publishMember && publish != publishAdded && publish != publishPartitioned:
 			// Its changes after the DETACH were not published.
 			if err := state.RecopyTable(ctx, a.tx, m.ID, a.cur.CommitLSN); err != nil {
 				return "", err
 			}
+			a.awaitCopy(m.ID)
 			outcome = state.TablePending
 		}
 	}
