@@ -99,8 +99,7 @@ type DDL struct {
 	// Attaches and Detaches are the partition an ALTER TABLE ... ATTACH PARTITION or DETACH
 	// PARTITION moves into or out of Relation's tree: the applier keeps the migration's table
 	// list in step, as the source's capture recorded what became of the partition's rows there
-	// (state.CaptureDDL). A DETACH ... CONCURRENTLY or FINALIZE is replayed as a plain DETACH
-	// (Concurrently): the source's capture records it in the transaction that finishes it.
+	// (state.CaptureDDL). DETACH ... CONCURRENTLY and FINALIZE are refused.
 	Attaches, Detaches *Name
 }
 
@@ -423,13 +422,14 @@ func judgeAlterTable(s *pg_query.AlterTableStmt) (*DDL, error) {
 				st.Kind, st.Attaches = "ALTER TABLE ... ATTACH PARTITION", &part
 				continue
 			}
-			st.Kind, st.Detaches = "ALTER TABLE ... DETACH PARTITION", &part
 			if pc.Concurrent || cmd.Subtype == pg_query.AlterTableType_AT_DetachPartitionFinalize {
-				// The target's partition is attached and not pending: what finishes the
-				// detach on the source is a plain DETACH there.
-				cmd.Subtype, pc.Concurrent = pg_query.AlterTableType_AT_DetachPartition, false
-				st.Concurrently, st.SQL = true, rewrite
+				// It cannot run in the applier's transaction, and a plain DETACH is not the
+				// same: CONCURRENTLY leaves a CHECK constraint copying the partition's bound on
+				// the detached table.
+				return nil, refuse("detach partitions without CONCURRENTLY while pgshift follows the schema; to go on now: run the same DETACH PARTITION ... CONCURRENTLY on the target, then "+fixByHand,
+					"ALTER TABLE %s DETACH PARTITION %s CONCURRENTLY (or FINALIZE) is not followed: it cannot run inside the applier's transaction, and a plain DETACH would not add the CHECK constraint it leaves on the partition", table, part)
 			}
+			st.Kind, st.Detaches = "ALTER TABLE ... DETACH PARTITION", &part
 		case pg_query.AlterTableType_AT_AddInherit, pg_query.AlterTableType_AT_DropInherit, pg_query.AlterTableType_AT_AddOf, pg_query.AlterTableType_AT_DropOf:
 			return nil, refuse(fixByHand, "ALTER TABLE %s: a change of inheritance or of the table's type is not followed", table)
 		default:
