@@ -261,6 +261,16 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 		{"TruncateNewTable", []string{`TRUNCATE nt`, `INSERT INTO nt VALUES (1, 'after')`}},
 		{"CreatePartitionedAndPartition", []string{`CREATE TABLE np (id int, k int, PRIMARY KEY (id, k)) PARTITION BY LIST (k)`,
 			`CREATE TABLE np_1 PARTITION OF np FOR VALUES IN (1)`, `INSERT INTO np SELECT g, 1 FROM generate_series(1, 50) g`}},
+		// A migrated table (created and streamed) attached: it keeps its rows and snapshot, and
+		// its changes arrive once, under its own name, also through the root's membership (13+).
+		{"CreateTableToAttach", []string{`CREATE TABLE np_2 (id int, k int, PRIMARY KEY (id, k))`, `INSERT INTO np_2 SELECT g, 2 FROM generate_series(1, 30) g`}},
+		{"AttachPartition", []string{`ALTER TABLE np ATTACH PARTITION np_2 FOR VALUES IN (2)`, `INSERT INTO np SELECT g, 2 FROM generate_series(31, 40) g`,
+			`UPDATE np SET id = id + 1000 WHERE k = 2 AND id % 3 = 0`}},
+		{"RowsOfAttached", []string{`DELETE FROM np_2 WHERE id = 2`, `INSERT INTO np_2 VALUES (41, 2)`}},
+		// A leaf detached: on 13+ the publication named only its root, so the capture adds it in
+		// the DETACH's transaction and its later rows keep streaming; before 13 it is named.
+		{"DetachPartition", []string{`ALTER TABLE np DETACH PARTITION np_1`, `INSERT INTO np_1 VALUES (1000, 1)`, `UPDATE np_1 SET id = -id WHERE id = 2`}},
+		{"RowsOfDetached", []string{`DELETE FROM np_1 WHERE id = 3`, `INSERT INTO np_1 VALUES (1001, 5)`, `INSERT INTO np VALUES (2000, 2)`}},
 	}
 	if major < 11 {
 		// No primary key on a partitioned table before 11: the partition has its own.
@@ -319,8 +329,14 @@ func runDDLFollow(t *testing.T, src, dst *pgtest.Cluster, name string, major int
 	if got := e.query(dst, `SELECT count(*) FROM pgshift.audit_log WHERE action = 'ddl.apply'`); got != fmt.Sprint(queries) {
 		t.Errorf("audit log has %s ddl.apply entries, want %d (one per captured query string)", got, queries)
 	}
-	if got := e.query(dst, `SELECT string_agg(schema_name || '.' || table_name || ':' || state, ' ' ORDER BY table_name) FROM pgshift.tables`); got != "public.gone:dropped public.np:done public.np_1:done public.nt:done public.o:done other.side2:done public.t:done" {
+	if got := e.query(dst, `SELECT string_agg(schema_name || '.' || table_name || ':' || state, ' ' ORDER BY table_name) FROM pgshift.tables`); got != "public.gone:dropped public.np:done public.np_1:done public.np_2:done public.nt:done public.o:done other.side2:done public.t:done" {
 		t.Errorf("pgshift.tables: %s", got)
+	}
+	if got := e.query(dst, `SELECT string_agg(table_name || ':' || root_name, ' ' ORDER BY table_name) FROM pgshift.tables WHERE table_name LIKE 'np%'`); got != "np:np np_1:np_1 np_2:np" {
+		t.Errorf("pgshift.tables roots after ATTACH and DETACH: %s", got)
+	}
+	if got := e.query(dst, `SELECT string_agg(p, ' ' ORDER BY p) FROM pgshift.audit_log, jsonb_array_elements_text(detail->'partitions') p WHERE action = 'ddl.apply'`); got != "public.np_1:kept public.np_2:kept" {
+		t.Errorf("audit entries of the partitions attached and detached: %s", got)
 	}
 	if err := a.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("agent: %v", err)
@@ -438,6 +454,40 @@ func TestDDLFollowExcludedTable(t *testing.T) {
 	if got := e.query(dst, `SELECT count(*) || ' ' || (SELECT state FROM pgshift.tables WHERE table_name = 'nokey') FROM nokey`); got != "41 done" {
 		t.Errorf("target nokey: %s, want 41 rows, done", got)
 	}
+	// The excluded table attached to a migrated tree: its rows are not on the target, nor the
+	// table, so the ATTACH stops with the fix; made, the ATTACH replays and the table is copied
+	// in a snapshot of its own, then followed through its new root.
+	e.ddlTx(`CREATE TABLE ap (id int PRIMARY KEY, x int) PARTITION BY RANGE (id)`, `CREATE TABLE ap_1 PARTITION OF ap FOR VALUES FROM (100) TO (200)`,
+		`INSERT INTO ap VALUES (150, 1)`)
+	e.exec(`INSERT INTO gone VALUES (2, 2), (3, 3)`)
+	e.exec(`ALTER TABLE ap ATTACH PARTITION gone FOR VALUES FROM (0) TO (100)`)
+	e.exec(`INSERT INTO ap VALUES (4, 4), (151, 4)`)
+	select {
+	case <-a.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("agent attached a partition the target does not have")
+	}
+	if a.err == nil || !strings.Contains(a.err.Error(), "create gone on the target") || !strings.Contains(a.err.Error(), "pg_dump --schema-only") {
+		t.Fatalf("got %v, want a stop naming gone and the fix", a.err)
+	}
+	e.query(dst, `CREATE TABLE gone (id int PRIMARY KEY, x int)`)
+	e.query(dst, `CREATE INDEX gone_x ON gone (x)`)
+	a = e.start(RunOptions{})
+	e.exec(`UPDATE ap SET x = 5 WHERE id IN (1, 150)`)
+	// The monitor ends the session for the copy, the next one makes it.
+	for deadline := time.Now().Add(60 * time.Second); e.query(dst, `SELECT state FROM pgshift.tables WHERE table_name = 'gone'`) != "done"; {
+		if time.Now().After(deadline) {
+			t.Fatal("the attached table was not copied")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	e.waitApplied(a)
+	if got := e.query(dst, `SELECT string_agg(id || ':' || coalesce(x, 0), ' ' ORDER BY id) FROM ap`); got != "1:5 2:2 3:3 4:4 150:5 151:4" {
+		t.Errorf("target ap: %s, want the attached table's rows copied and followed", got)
+	}
+	if got := e.query(dst, `SELECT string_agg(table_name || ':' || state || ':' || root_name, ' ' ORDER BY table_name) FROM pgshift.tables WHERE root_name = 'ap'`); got != "ap:done:ap ap_1:done:ap gone:done:ap" {
+		t.Errorf("pgshift.tables of tree ap: %s", got)
+	}
 }
 
 // TestDDLFollowKill: a real `pgshift run` SIGKILLed right after a captured schema change ran on
@@ -445,8 +495,9 @@ func TestDDLFollowExcludedTable(t *testing.T) {
 // concurrent writer, once per round; restarted, it replays the change once and converges. The
 // rounds include tables created during follow (issue 15): filled in their CREATE TABLE's
 // transaction, filled by later transactions (a second writer), a partition created under a
-// migrated parent and filled, a table the exclude patterns leave out (then dropped), and a
-// CREATE TABLE AS, whose rows are copied in a snapshot of its own. After wait, the rows and
+// migrated parent and filled, a leaf detached (published by the capture in the DETACH's
+// transaction) and a new table attached, a table the exclude patterns leave out (then
+// dropped), and a CREATE TABLE AS, whose rows are copied in a snapshot of its own. After wait, the rows and
 // pg_dump --schema-only of both sides are identical.
 func TestDDLFollowKill(t *testing.T) {
 	src, dst, _, _ := pgtest.Pair(t, "unused")
@@ -493,6 +544,12 @@ INSERT INTO pt SELECT g, g % 100, 'old' FROM generate_series(1, 200) g;`)
 		// A partition of a migrated parent, filled in its transaction and by the second writer.
 		{stmts: []string{`CREATE TABLE pt_2 PARTITION OF pt FOR VALUES FROM (100) TO (200)`,
 			`INSERT INTO pt SELECT g, 100 + g % 100, 'new' FROM generate_series(1, 300) g`}, ddls: 1},
+		// A leaf detached from a tree the publication names by its root (13+): the capture
+		// publishes it in the DETACH's transaction, so its rows after it are streamed.
+		{stmts: []string{`ALTER TABLE pt DETACH PARTITION pt_1`, `INSERT INTO pt_1 VALUES (5000, 50, 'detached')`, `UPDATE pt_1 SET v = 'd' WHERE id % 9 = 0`}, ddls: 1},
+		// Created, filled and attached in one transaction: followed through its new root.
+		{stmts: []string{`CREATE TABLE pt_3 (id int, k int, v text, PRIMARY KEY (id, k))`, `INSERT INTO pt_3 SELECT g, 200 + g % 100, 'three' FROM generate_series(1, 100) g`,
+			`ALTER TABLE pt ATTACH PARTITION pt_3 FOR VALUES FROM (200) TO (300)`, `INSERT INTO pt SELECT g, 250, 'via root' FROM generate_series(101, 120) g`}, ddls: 2},
 		// Left out by the exclude pattern: never created on the target, its rows never applied.
 		{stmts: []string{`CREATE TABLE skip_me (id int PRIMARY KEY, v text)`, `INSERT INTO skip_me SELECT g, 'x' FROM generate_series(1, 50) g`,
 			`CREATE INDEX skip_me_v ON skip_me (v)`}, skip: true},
@@ -565,10 +622,13 @@ INSERT INTO pt SELECT g, g % 100, 'old' FROM generate_series(1, 200) g;`)
 	}
 	// Streamed from their creation (done at once), but for the CREATE TABLE AS (copied).
 	if got := e.query(dst, `SELECT string_agg(n, ' ' ORDER BY n) FROM pgshift.audit_log, jsonb_array_elements_text(detail->'new_tables') n
-		WHERE action = 'ddl.apply'`); got != "public.n1:done public.n2:done public.n3:pending public.pt_2:done" {
+		WHERE action = 'ddl.apply'`); got != "public.n1:done public.n2:done public.n3:pending public.pt_2:done public.pt_3:done" {
 		t.Errorf("audit entries of the new tables: %s", got)
 	}
-	if got := e.query(src, `SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_publication_tables WHERE tablename IN ('n1', 'n2', 'n3', 'pt_2')`); got != "n1 n2 n3 pt_2" {
+	if got := e.query(dst, `SELECT string_agg(table_name || ':' || state || ':' || root_name, ' ' ORDER BY table_name) FROM pgshift.tables WHERE table_name LIKE 'pt%'`); got != "pt:done:pt pt_1:done:pt_1 pt_2:done:pt pt_3:done:pt" {
+		t.Errorf("pgshift.tables of tree pt after DETACH and ATTACH: %s", got)
+	}
+	if got := e.query(src, `SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_publication_tables WHERE tablename IN ('n1', 'n2', 'n3', 'pt_1', 'pt_2')`); got != "n1 n2 n3 pt_1 pt_2" {
 		t.Errorf("published new tables: %s", got)
 	}
 }

@@ -85,7 +85,7 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 	if err != nil {
 		return err
 	}
-	var ran, created []string
+	var ran, created, partitions []string
 	for _, st := range stmts {
 		if st.Relation != nil {
 			found, err := a.resolveTables(ctx, []sqlparse.Name{*st.Relation})
@@ -97,6 +97,11 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 				// migration has meets the relation checks when its rows arrive.
 				a.log.Warn("skipped a schema change of a relation the target does not have (not migrated)", "ddl_id", d.ID, "relation", st.Relation.String(), "statement", st.Kind)
 				continue
+			}
+		}
+		if st.Attaches != nil {
+			if err := a.attachable(ctx, d, st); err != nil {
+				return err
 			}
 		}
 		if len(st.DropsTables) > 0 {
@@ -129,6 +134,13 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 			}
 			created = append(created, nt.id.String()+":"+ts)
 		}
+		if st.Attaches != nil || st.Detaches != nil {
+			moved, err := a.movePartition(ctx, d, st)
+			if err != nil {
+				return err
+			}
+			partitions = append(partitions, moved)
+		}
 	}
 	if len(ran) == 0 {
 		return a.leaveDDLSession(ctx)
@@ -143,6 +155,9 @@ func (a *Applier) ddl(ctx context.Context, ch *cdc.Change) error {
 		"source_role": d.Role, "search_path": d.SearchPath, "commit_lsn": a.cur.CommitLSN.String(), "xid": a.cur.Xid}
 	if len(created) > 0 {
 		entry["new_tables"] = created // table:state in the migration (done: streamed; pending: to be copied)
+	}
+	if len(partitions) > 0 {
+		entry["partitions"] = partitions // attached or detached: table:kept (followed on) or table:pending (to be copied)
 	}
 	detail, err := json.Marshal(entry)
 	if err != nil {

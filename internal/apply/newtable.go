@@ -16,7 +16,8 @@ package apply
 //     new tables, CREATE TABLE AS, whose rows were written before it could be published): the
 //     table is created here and registered pending; the follow session then copies it in a
 //     snapshot of its own and publishes it (follow's adopt), and its snapshot_lsn becomes that
-//     snapshot's, so no row is lost or doubled. A table that cannot be published (no key)
+//     snapshot's, so no row is lost or doubled; its changes until then are skipped
+//     (awaitCopy): the copy holds them. A table that cannot be published (no key)
 //     stops the session there with the fix.
 
 import (
@@ -24,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 
 	"github.com/jackc/pgx/v5"
 
@@ -101,6 +103,24 @@ func (a *Applier) newTable(ctx context.Context, d *cdc.DDL, st sqlparse.DDL) (ne
 	return nt, nil
 }
 
+// setSnapshot sets the copy position the applier judges id's changes by (Options.Snapshots).
+func (a *Applier) setSnapshot(id pgtypes.TableID, lsn pgtypes.LSN) {
+	a.opts.Snapshots = maps.Clone(a.opts.Snapshots) // the caller's map is not the applier's to change
+	if a.opts.Snapshots == nil {
+		a.opts.Snapshots = map[pgtypes.TableID]pgtypes.LSN{}
+	}
+	a.opts.Snapshots[id] = lsn
+}
+
+// awaitCopy makes the applier skip every later change of id in this session: it is registered
+// pending, and follow's adopt copies it in a snapshot of its own, taken after every change this
+// session applies, and sets its snapshot_lsn then (the next session judges by that). Applied
+// now, its changes would meet rows the target does not have yet: an UPDATE of a row only the
+// copy brings affects none.
+func (a *Applier) awaitCopy(id pgtypes.TableID) {
+	a.setSnapshot(id, pgtypes.LSN(math.MaxUint64))
+}
+
 // registerNewTable makes a table the statement just created on the target part of the
 // migration, in the DDL's target transaction, and returns its state there.
 func (a *Applier) registerNewTable(ctx context.Context, d *cdc.DDL, st sqlparse.DDL, nt newTable) (string, error) {
@@ -130,11 +150,10 @@ func (a *Applier) registerNewTable(ctx context.Context, d *cdc.DDL, st sqlparse.
 	if err := state.RegisterNewTable(ctx, a.tx, t, streamed, a.cur.CommitLSN); err != nil {
 		return "", err
 	}
-	a.opts.Snapshots = maps.Clone(a.opts.Snapshots) // the caller's map is not the applier's to change
-	if a.opts.Snapshots == nil {
-		a.opts.Snapshots = map[pgtypes.TableID]pgtypes.LSN{}
+	a.setSnapshot(nt.id, a.cur.CommitLSN)
+	if !streamed {
+		a.awaitCopy(nt.id)
 	}
-	a.opts.Snapshots[nt.id] = a.cur.CommitLSN
 	switch {
 	case streamed && nt.publish == publishUnlogged:
 		a.log.Warn("a table created on the source is unlogged: its rows are not in the WAL, so only its schema is followed (recopy_unlogged copies such tables at cutover)",

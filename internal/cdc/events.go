@@ -92,6 +92,10 @@ type DDLObject struct {
 	// Publish is what the capture did with a table a CREATE TABLE created (state.CaptureDDL:
 	// "added" to the publication, "root", "excluded", ...); empty for every other object.
 	Publish string `json:"publish,omitempty"`
+	// Partition is "attached" or "detached" for a partition an ALTER TABLE ... ATTACH or DETACH
+	// PARTITION moved (reported by the capture, not by PostgreSQL, which names the parent only);
+	// Publish then says what became of its rows.
+	Partition string `json:"partition,omitempty"`
 }
 
 // Event is one step of the ordered stream: exactly one of Begin, Change and Commit is set.

@@ -19,6 +19,10 @@ package follow
 //     and its snapshot_lsn becomes C3, so follow applies exactly its changes committed from C3
 //     on; a partition dropped on both sides is retired (its changes still in the slot are
 //     skipped). Until the target has the same shape, following stops with the exact fix.
+//
+// Under ddl: follow the captured CREATE, ATTACH, DETACH and DROP are in the stream, and the
+// applier settles each at its place (apply/newtable.go, apply/partition.go): these checks then
+// leave joined and left partitions alone, and only copy what the applier registered pending.
 
 import (
 	"context"
@@ -215,13 +219,15 @@ func (s *session) markLeft(ctx context.Context, ts treeState) error {
 // (errTreeChanged), after it has been marked to be copied again. On a source whose
 // publications cannot name a partitioned table (12), a partition that joined a tree ends it
 // too: its changes are never published until the next preflight adopts it (settleTrees).
+// Under ddl: follow the stream settles both (see settleTrees); a table the applier registered
+// for a copy of its own ends the session, so that the next preflight copies it.
 func (s *session) watchTrees(ctx context.Context) error {
 	ts, err := s.readTrees(ctx)
 	if err != nil {
 		return err
 	}
 	if s.followDDL {
-		ts.joined = nil // see settleTrees
+		ts.joined, ts.left = nil, nil // see settleTrees
 		var waiting []pgtypes.TableID
 		for _, t := range ts.reg {
 			if t.State == state.TablePending || t.State == state.TableCopying {
@@ -316,15 +322,18 @@ func (s *session) settleTrees(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.followDDL {
+		// A partition created (CREATE TABLE ... PARTITION OF) or attached on the source after
+		// the target's position is in the stream ahead: the applier creates or attaches and
+		// registers it when it gets there (apply/newtable.go, apply/partition.go). Adopting it
+		// here would copy rows the stream then applies again. Likewise a partition detached
+		// (or dropped) there: the capture kept it published in the DETACH's transaction, or
+		// the applier marks it to be copied again when it replays the DETACH, with the
+		// target's tree then the same.
+		ts.joined, ts.left = nil, nil
+	}
 	if err := s.markLeft(ctx, ts); err != nil {
 		return err
-	}
-	if s.followDDL {
-		// A partition created (CREATE TABLE ... PARTITION OF) on the source after the target's
-		// position is in the stream ahead: the applier creates and registers it when it gets
-		// there, published from its creation (apply/newtable.go). Adopting it here would copy
-		// rows the stream then applies again.
-		ts.joined = nil
 	}
 	cands := append([]pgtypes.TableID(nil), ts.joined...)
 	for _, t := range ts.reg {

@@ -96,6 +96,11 @@ type DDL struct {
 	// TABLE AS), so SQL creates it empty (WITH NO DATA) and it is copied in a snapshot of its own.
 	CreatesTable *Name
 	CopyRows     bool
+	// Attaches and Detaches are the partition an ALTER TABLE ... ATTACH PARTITION or DETACH
+	// PARTITION moves into or out of Relation's tree: the applier keeps the migration's table
+	// list in step, as the source's capture recorded what became of the partition's rows there
+	// (state.CaptureDDL). DETACH ... CONCURRENTLY and FINALIZE are refused.
+	Attaches, Detaches *Name
 }
 
 // RefusedError says why a captured query string cannot be replayed safely, and what to do.
@@ -477,7 +482,27 @@ func judgeAlterTable(s *pg_query.AlterTableStmt) (*DDL, error) {
 		case pg_query.AlterTableType_AT_SetLogged, pg_query.AlterTableType_AT_SetUnLogged:
 			return nil, refuse(fixByHand, "ALTER TABLE %s SET LOGGED/UNLOGGED: an unlogged table's changes are not in the WAL, so it cannot be followed", table)
 		case pg_query.AlterTableType_AT_AttachPartition, pg_query.AlterTableType_AT_DetachPartition, pg_query.AlterTableType_AT_DetachPartitionFinalize:
-			return nil, refuse(fixByHand, "ALTER TABLE %s: partitions attached or detached during follow are not followed as DDL yet", table)
+			if len(s.Cmds) != 1 || st.Attaches != nil || st.Detaches != nil {
+				return nil, refuse("attach or detach the partition in an ALTER TABLE of its own; to go on now: "+fixByHand,
+					"ALTER TABLE %s: a partition attached or detached next to other subcommands is not followed", table)
+			}
+			pc := cmd.Def.GetPartitionCmd()
+			if pc == nil || pc.Name == nil {
+				return nil, refuse(fixByHand, "ALTER TABLE %s: an ATTACH or DETACH PARTITION without the partition's name", table)
+			}
+			part := rangeName(pc.Name)
+			if cmd.Subtype == pg_query.AlterTableType_AT_AttachPartition {
+				st.Kind, st.Attaches = "ALTER TABLE ... ATTACH PARTITION", &part
+				continue
+			}
+			if pc.Concurrent || cmd.Subtype == pg_query.AlterTableType_AT_DetachPartitionFinalize {
+				// It cannot run in the applier's transaction, and a plain DETACH is not the
+				// same: CONCURRENTLY leaves a CHECK constraint copying the partition's bound on
+				// the detached table.
+				return nil, refuse("detach partitions without CONCURRENTLY while pgshift follows the schema; to go on now: run the same DETACH PARTITION ... CONCURRENTLY on the target, then "+fixByHand,
+					"ALTER TABLE %s DETACH PARTITION %s CONCURRENTLY (or FINALIZE) is not followed: it cannot run inside the applier's transaction, and a plain DETACH would not add the CHECK constraint it leaves on the partition", table, part)
+			}
+			st.Kind, st.Detaches = "ALTER TABLE ... DETACH PARTITION", &part
 		case pg_query.AlterTableType_AT_AddInherit, pg_query.AlterTableType_AT_DropInherit, pg_query.AlterTableType_AT_AddOf, pg_query.AlterTableType_AT_DropOf:
 			return nil, refuse(fixByHand, "ALTER TABLE %s: a change of inheritance or of the table's type is not followed", table)
 		default:

@@ -60,7 +60,8 @@ func TestJudgeDDL(t *testing.T) {
 		{sql: `CREATE SCHEMA s CREATE TABLE n (id int)`, refuse: "inside CREATE SCHEMA"},
 		{sql: `ALTER TABLE t ENABLE ALWAYS TRIGGER tr`, refuse: "ENABLE ALWAYS"},
 		{sql: `ALTER TABLE t SET UNLOGGED`, refuse: "unlogged"},
-		{sql: `ALTER TABLE p ATTACH PARTITION c FOR VALUES IN (1)`, refuse: "partitions"},
+		{sql: `ALTER TABLE p DETACH PARTITION c CONCURRENTLY`, refuse: "CHECK constraint"},
+		{sql: `ALTER TABLE p DETACH PARTITION c FINALIZE`, refuse: "CONCURRENTLY (or FINALIZE)"},
 		{sql: `DROP SCHEMA s CASCADE`, refuse: "CASCADE"},
 		{sql: `ALTER SCHEMA s RENAME TO r`, refuse: "schema"},
 		{sql: `VACUUM t`, refuse: "not a kind"},
@@ -192,6 +193,34 @@ func TestJudgeDDLCreatesTable(t *testing.T) {
 		}
 		if s := fmt.Sprintf("%s %s %s %v %s", d.Kind, d.CreatesTable, parent, d.CopyRows, d.SQL); s != want {
 			t.Errorf("%s:\n got %s\nwant %s", sql, s, want)
+		}
+	}
+}
+
+// TestJudgePartitionDDL: ATTACH and DETACH PARTITION name the partition they move.
+func TestJudgePartitionDDL(t *testing.T) {
+	for _, tc := range []struct {
+		sql, kind, sqlOut string
+		attach, detach    string
+	}{
+		{sql: `ALTER TABLE p ATTACH PARTITION s.c FOR VALUES IN (1)`, kind: "ALTER TABLE ... ATTACH PARTITION", sqlOut: `ALTER TABLE p ATTACH PARTITION s.c FOR VALUES IN (1)`, attach: "s.c"},
+		{sql: `ALTER TABLE p DETACH PARTITION c`, kind: "ALTER TABLE ... DETACH PARTITION", sqlOut: `ALTER TABLE p DETACH PARTITION c`, detach: "c"},
+	} {
+		got, err := JudgeDDL(tc.sql)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%s: %v, %v", tc.sql, got, err)
+		}
+		st := got[0]
+		name := func(n *Name) string {
+			if n == nil {
+				return ""
+			}
+			return n.String()
+		}
+		if st.Kind != tc.kind || st.SQL != tc.sqlOut || name(st.Attaches) != tc.attach || name(st.Detaches) != tc.detach ||
+			st.Concurrently || name(st.Relation) != "p" {
+			t.Errorf("%s: got kind %q sql %q attaches %q detaches %q concurrently %v relation %q", tc.sql, st.Kind, st.SQL,
+				name(st.Attaches), name(st.Detaches), st.Concurrently, name(st.Relation))
 		}
 	}
 }

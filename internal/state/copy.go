@@ -399,3 +399,50 @@ func RenameTable(ctx context.Context, q catalog.Querier, from, to pgtypes.TableI
 	}
 	return nil
 }
+
+// ReRootTree keeps the roots of a partition tree's rows right after a partition was attached
+// or detached (ddl: follow): every registered member of id's tree on the target (id itself,
+// and its partitions when it is partitioned) gets the root the target's catalog now gives it.
+// Their copy state and snapshot_lsn stay: a member whose rows were all copied or streamed
+// under one name keeps receiving its changes under that same name (pgoutput publishes leaves
+// as themselves). q is the target transaction that ran the statement; the target is 12 or
+// newer (pg_partition_tree, which has no rows for a table that is in no tree).
+func ReRootTree(ctx context.Context, q catalog.Querier, id pgtypes.TableID) error {
+	_, err := q.Exec(ctx, `UPDATE pgshift.tables t SET root_schema = m.root_schema, root_name = m.root_name
+		FROM (SELECT n.nspname::text AS s, c.relname::text AS r, rn.nspname::text AS root_schema, rc.relname::text AS root_name
+			FROM (SELECT r.id AS relid FROM (SELECT pg_catalog.format('%I.%I', $1::text, $2::text)::regclass AS id) r
+				UNION SELECT t.relid FROM pg_catalog.pg_partition_tree(pg_catalog.format('%I.%I', $1::text, $2::text)::regclass) t) p
+			JOIN pg_catalog.pg_class c ON c.oid = p.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+			JOIN pg_catalog.pg_class rc ON rc.oid = coalesce(pg_catalog.pg_partition_root(p.relid), p.relid)
+			JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace) m
+		WHERE t.schema_name = m.s AND t.table_name = m.r AND t.state <> 'dropped'`, id.Schema, id.Name)
+	if err != nil {
+		return fmt.Errorf("set the partition tree root of %s and its partitions in the migration: %w", id, err)
+	}
+	return nil
+}
+
+// TableState is a table's state in pgshift.tables; ok is false when the migration has no row
+// of it.
+func TableState(ctx context.Context, q catalog.Querier, id pgtypes.TableID) (st string, ok bool, err error) {
+	err = q.QueryRow(ctx, `SELECT state FROM pgshift.tables WHERE schema_name = $1 AND table_name = $2`, id.Schema, id.Name).Scan(&st)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("read the migration's state of %s: %w", id, err)
+	}
+	return st, true, nil
+}
+
+// RecopyTable marks a migrated table to be copied again in a snapshot of its own (follow's
+// adopt, which sets its snapshot_lsn then): some of its changes from lsn on were not published.
+// Its changes until then still apply, to rows the copy replaces.
+func RecopyTable(ctx context.Context, q catalog.Querier, id pgtypes.TableID, lsn pgtypes.LSN) error {
+	_, err := q.Exec(ctx, `UPDATE pgshift.tables SET state = 'pending', snapshot_lsn = $3::pg_lsn WHERE schema_name = $1 AND table_name = $2
+		AND kind = 'table' AND state <> 'dropped'`, id.Schema, id.Name, lsn.String())
+	if err != nil {
+		return fmt.Errorf("mark %s to be copied again: %w", id, err)
+	}
+	return nil
+}

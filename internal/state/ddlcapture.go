@@ -22,7 +22,8 @@ package state
 // exists; DROP commands report none and are recorded), and pgshift's own sessions, which set
 // pgshift.capture = off.
 //
-// A CREATE TABLE is also published at once: see publishNewTableDDL below.
+// A CREATE TABLE is also published at once: see publishNewTableDDL below; a partition attached
+// or detached is recorded with what became of it: see partitionMovesDDL.
 //
 // The function is SECURITY DEFINER (owned by the user pgshift connects as), its search_path
 // fixed for all but its first reads, and only that user may write the log: a row of it is a statement pgshift will
@@ -97,6 +98,13 @@ var ddlCaptureDDL = []string{
 				SELECT jsonb_agg(CASE WHEN o.v->>'class' = 'pg_class' AND o.v->>'type' = 'table'
 						THEN o.v || jsonb_build_object('publish', pgshift.publish_new_table((o.v->>'objid')::oid)) ELSE o.v END ORDER BY o.i)
 				INTO objs FROM jsonb_array_elements(objs) WITH ORDINALITY AS o(v, i);
+			END IF;
+			IF NOT mine AND tg_tag = 'ALTER TABLE' THEN
+				-- A partition attached or detached: see partitionMovesDDL.
+				SELECT objs || coalesce(jsonb_agg(m.v), '[]'::jsonb) INTO objs
+				FROM jsonb_array_elements(objs) AS o(v)
+				CROSS JOIN LATERAL jsonb_array_elements(pgshift.partition_moves((o.v->>'objid')::oid)) AS m(v)
+				WHERE o.v->>'class' = 'pg_class' AND o.v->>'type' = 'table';
 			END IF;
 			IF NOT mine AND (jsonb_array_length(objs) > 0 OR tg_tag LIKE 'DROP %') THEN
 				IF caller_role IS NULL OR caller_role = 'none' THEN
@@ -218,10 +226,107 @@ var publishNewTableDDL = []string{
 	`REVOKE ALL ON FUNCTION pgshift.publish_new_table(pg_catalog.oid) FROM PUBLIC`,
 }
 
+// Partitions attached or detached while following. pg_event_trigger_ddl_commands() reports
+// an ALTER TABLE ... ATTACH or DETACH PARTITION as a command on the parent alone, so the
+// capture finds the partition by what the command changed in this transaction: an attached
+// one has a pg_inherits row under the parent, a detached one a pg_class row that is no longer
+// a partition, written by this transaction (a row visible to it whose xmin is still in
+// progress can only be its own, or its subtransactions'). Each is recorded as an object of
+// its own in the log row, with "partition": "attached" or "detached", so that the stream knows
+// its changes belong to the migration from here on (cdc follows the relations a captured
+// ALTER TABLE names), and with what became of its rows ("publish"):
+//
+//	attached  nothing is done: on 13+ the root's membership publishes it from this transaction
+//	          on; before 13 its rows, like those it had, reach the target through the copy
+//	          the applier has made of it (follow's adopt, which adds it to the publication)
+//	member    detached, and the publication names it itself: it stays published
+//	added     detached from a tree the publication names by its root (13+), and added to the
+//	          publication now, before any later row of it is written, as publish_new_table
+//	          decides for a table of its own (keyless, excluded, ... otherwise)
+//	partitioned  detached before 13, a partitioned table whose leaves the publication names
+//	excluded  detached from a tree the migration does not have (or before 13, not published)
+//
+// The applier acts on the record (apply/partition.go): a detached partition that is still
+// published keeps its copy and its snapshot LSN; any other is copied again in a snapshot of its
+// own. Other tables this transaction wrote (created before the ALTER) may be recorded too; the
+// applier reads only the partition its statement names.
+var partitionMovesDDL = []string{
+	// written_here: a catalog row's xmin (32 bits) is this transaction's (top is its txid) or
+	// one of its subtransactions', which are assigned after it. A visible row whose xmin is
+	// still in progress can only be ours. txid_status fails for an xid not assigned yet (a row
+	// of the previous epoch read as this one's): that is not ours either.
+	`CREATE OR REPLACE FUNCTION pgshift.written_here(x pg_catalog.xid, top pg_catalog.int8) RETURNS pg_catalog.bool
+		LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+	DECLARE
+		f int8 := (top >> 32 << 32) | x::text::int8;
+	BEGIN
+		IF f < top OR f > top + 1000000 THEN
+			RETURN false;
+		END IF;
+		RETURN coalesce(txid_status(f) = 'in progress', false);
+	EXCEPTION WHEN OTHERS THEN
+		RETURN false;
+	END
+	$$`,
+	`REVOKE ALL ON FUNCTION pgshift.written_here(pg_catalog.xid, pg_catalog.int8) FROM PUBLIC`,
+	`CREATE OR REPLACE FUNCTION pgshift.partition_moves(parent pg_catalog.oid) RETURNS pg_catalog.jsonb
+		LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+	DECLARE
+		s    record;
+		m    record;
+		cur  int8 := txid_current();
+		ver  int := current_setting('server_version_num')::int;
+		root oid;
+		out  jsonb := '[]';
+		dec  text;
+	BEGIN
+		SELECT * INTO s FROM pgshift.ddl_follow WHERE id = 1;
+		IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = parent AND relkind = 'p') THEN
+			RETURN out;
+		END IF;
+		FOR m IN SELECT c.oid, c.relkind::text AS kind, c.relispartition AS part, n.nspname::text AS nsp, c.relname::text AS name
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.relkind IN ('r', 'p') AND c.oid <> parent AND n.nspname <> 'pgshift' AND n.nspname NOT LIKE 'pg\_%'
+			  AND n.nspname <> 'information_schema'
+			  AND pgshift.written_here(c.xmin, cur)
+			  AND (NOT c.relispartition OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid AND i.inhparent = parent
+				AND pgshift.written_here(i.xmin, cur)))
+		LOOP
+			IF m.part THEN
+				dec := 'attached';
+			ELSIF EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+					WHERE p.pubname = s.publication AND pr.prrelid = m.oid) THEN
+				dec := 'member';
+			ELSIF ver < 130000 THEN
+				dec := CASE WHEN m.kind = 'p' THEN 'partitioned' ELSE 'excluded' END;
+			ELSE
+				WITH RECURSIVE up(p) AS (SELECT parent UNION SELECT i.inhparent FROM pg_inherits i JOIN up ON i.inhrelid = up.p)
+				SELECT up.p INTO root FROM up JOIN pg_class pc ON pc.oid = up.p WHERE NOT pc.relispartition;
+				IF EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+						WHERE p.pubname = s.publication AND pr.prrelid = root) THEN
+					dec := pgshift.publish_new_table(m.oid);
+				ELSE
+					dec := 'excluded';
+				END IF;
+			END IF;
+			out := out || jsonb_build_object('class', 'pg_class', 'objid', m.oid::int8, 'type', 'table', 'schema', m.nsp,
+				'identity', format('%I.%I', m.nsp, m.name), 'tag', 'ALTER TABLE',
+				'partition', CASE WHEN m.part THEN 'attached' ELSE 'detached' END, 'publish', dec);
+		END LOOP;
+		RETURN out;
+	EXCEPTION WHEN OTHERS THEN
+		-- The user's ALTER TABLE must never fail for pgshift: with no record of the partition,
+		-- the applier copies it again.
+		RETURN jsonb_build_array(jsonb_build_object('class', 'pgshift', 'type', 'error', 'identity', SQLERRM));
+	END
+	$$`,
+	`REVOKE ALL ON FUNCTION pgshift.partition_moves(pg_catalog.oid) FROM PUBLIC`,
+}
+
 // captureStatements are the statements that create (or update) the capture, in order: the
-// trigger's function calls publish_new_table.
+// trigger's function calls publish_new_table and partition_moves, which calls publish_new_table.
 func captureStatements() []string {
-	return slices.Concat(sourceDDL, publishNewTableDDL, ddlCaptureDDL)
+	return slices.Concat(sourceDDL, publishNewTableDDL, partitionMovesDDL, ddlCaptureDDL)
 }
 
 // CaptureOff marks the transaction's DDL as pgshift's own, which the event trigger skips: run it
@@ -271,7 +376,9 @@ func RemoveDDLCapture(ctx context.Context, db interface {
 }) error {
 	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		for _, stmt := range []string{`DROP EVENT TRIGGER IF EXISTS ` + catalog.DDLTrigger, `DROP FUNCTION IF EXISTS pgshift.capture_ddl()`,
-			`DROP FUNCTION IF EXISTS pgshift.publish_new_table(pg_catalog.oid)`, `DROP TABLE IF EXISTS pgshift.ddl_log`, `DROP TABLE IF EXISTS pgshift.ddl_follow`} {
+			`DROP FUNCTION IF EXISTS pgshift.publish_new_table(pg_catalog.oid)`,
+			`DROP FUNCTION IF EXISTS pgshift.partition_moves(pg_catalog.oid)`,
+			`DROP FUNCTION IF EXISTS pgshift.written_here(pg_catalog.xid, pg_catalog.int8)`, `DROP TABLE IF EXISTS pgshift.ddl_log`, `DROP TABLE IF EXISTS pgshift.ddl_follow`} {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("remove pgshift's DDL capture from the source: %w", err)
 			}
