@@ -256,8 +256,16 @@ func TestAgentLeaseBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-agent.done
-	if st := e.binStatus(bin); st.Agent == nil || st.Agent.Alive {
-		t.Fatalf("status after SIGKILL: agent %+v, want recorded and not alive", st.Agent)
+	// The lock goes when the server has ended the dead agent's session: at once when it is
+	// idle, a moment later when the server is busy.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		st := e.binStatus(bin)
+		if st.Agent != nil && !st.Agent.Alive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status 10 s after SIGKILL: agent %+v, want recorded and not alive", st.Agent)
+		}
 	}
 	next := e.startProc(bin, "run")
 	until(t, 10*time.Second, "the next agent to take the lease", func() bool {

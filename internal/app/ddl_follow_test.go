@@ -536,6 +536,17 @@ INSERT INTO pt SELECT g, g % 100, 'old' FROM generate_series(1, 200) g;`)
 		{stmts: []string{`ALTER TABLE t ADD COLUMN k int NOT NULL DEFAULT 3`, `UPDATE t SET k = 4 WHERE id % 2 = 0`}, ddls: 1},
 		{stmts: []string{`ALTER TABLE t RENAME COLUMN note TO memo`, `UPDATE t SET memo = 'after kill' WHERE id % 3 = 0`}, ddls: 1},
 		{stmts: []string{`ALTER TABLE t ALTER COLUMN n TYPE bigint`}, ddls: 1},
+		// The rest of the change kinds, each with a kill right after it.
+		{stmts: []string{`ALTER TABLE t ALTER COLUMN k SET DEFAULT 5`, `UPDATE t SET k = 6 WHERE id % 13 = 0`}, ddls: 1},
+		{stmts: []string{`ALTER TABLE t DROP COLUMN memo`, `UPDATE t SET k = 7 WHERE id % 17 = 0`}, ddls: 1},
+		{stmts: []string{`ALTER TABLE o ADD CONSTRAINT o_qty_pos CHECK (qty >= 0)`, `UPDATE o SET qty = qty + 1 WHERE id % 3 = 0`}, ddls: 1},
+		{stmts: []string{`CREATE INDEX t_k_idx ON t (k)`, `UPDATE t SET k = 8 WHERE id % 19 = 0`}, ddls: 1},
+		{stmts: []string{`ALTER TABLE side RENAME TO side2`, `INSERT INTO side2 VALUES (3, 'c')`}, ddls: 1},
+		{stmts: []string{`DROP TABLE gone`, `UPDATE o SET qty = 0 WHERE id = 1`}, ddls: 1},
+		{stmts: []string{`CREATE TYPE mood AS ENUM ('ok', 'bad')`, `ALTER TABLE o ADD COLUMN m mood`, `UPDATE o SET m = 'bad' WHERE id % 4 = 0`}, ddls: 2},
+		{stmts: []string{`ALTER TYPE mood ADD VALUE 'meh'`}, ddls: 1},
+		{stmts: []string{`CREATE VIEW tv AS SELECT id, n FROM t`, `CREATE FUNCTION keep_o() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$`,
+			`CREATE TRIGGER o_keep BEFORE UPDATE ON o FOR EACH ROW EXECUTE FUNCTION keep_o()`, `UPDATE o SET m = 'meh' WHERE id % 5 = 0`}, ddls: 3},
 		// Created and filled in one transaction: the rows after the CREATE are streamed.
 		{stmts: []string{`CREATE TABLE n1 (id int PRIMARY KEY, v text NOT NULL)`, `INSERT INTO n1 SELECT g, 'v' || g FROM generate_series(1, 500) g`,
 			`UPDATE n1 SET v = 'u' WHERE id % 7 = 0`, `DELETE FROM n1 WHERE id % 11 = 0`}, ddls: 1},

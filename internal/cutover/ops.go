@@ -393,7 +393,7 @@ func (e *Engine) Rollback(ctx context.Context) (*Result, error) {
 	case st.Live != state.LiveTarget:
 		return nil, fmt.Errorf("%w: traffic is on the source; there is nothing to roll back", ErrCannotRun)
 	}
-	res.Checks = e.precheckRollback()
+	res.Checks = e.precheckRollback(ctx)
 	m, err := state.Load(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCannotRun, e.target().Describe(err))
@@ -937,11 +937,26 @@ func reverseChecks(ctx context.Context, conn *pgx.Conn, f config.TableFilter) (s
 	return "reverse replication possible", true, fmt.Sprintf("%d tables, %d of %d slots used", len(migrated), used, slots)
 }
 
-// precheckRollback checks that the reverse session is streaming.
-func (e *Engine) precheckRollback() []Check {
+// reverseStartWait bounds how long a rollback waits for a reverse session that has not started
+// streaming yet, with no error: the one the switch started a moment ago.
+const reverseStartWait = 15 * time.Second
+
+// precheckRollback checks that the reverse session is streaming. A rollback asked for right
+// after the switch waits up to reverseStartWait for it to start rather than refusing at once.
+func (e *Engine) precheckRollback(ctx context.Context) []Check {
 	e.mu.Lock()
 	rerr, since := e.revErr, e.revSince
 	e.mu.Unlock()
+	for deadline := time.Now().Add(reverseStartWait); rerr == nil && since.IsZero() && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return []Check{{Name: "reverse replication", Detail: "not streaming in this agent yet"}}
+		case <-time.After(50 * time.Millisecond):
+		}
+		e.mu.Lock()
+		rerr, since = e.revErr, e.revSince
+		e.mu.Unlock()
+	}
 	switch {
 	case rerr != nil:
 		return []Check{{Name: "reverse replication", Detail: "failing: " + rerr.Error()}}
