@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,16 +20,46 @@ import (
 	"github.com/pgshift/pgshift/internal/pgtest"
 )
 
-// buildBinary builds the pgshift command for tests that run it as a real process, with the
-// fault hooks (build tag faults: PGSHIFT_TEST_KILL_AT) that release builds leave out.
+// buildBinary returns the pgshift command for tests that run it as a real process, with the
+// fault hooks (build tag faults: PGSHIFT_TEST_KILL_AT) that release builds leave out. It is
+// built once per test binary (each link of the cgo binary costs seconds) into a directory
+// TestMain removes; the tests only run it.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "pgshift")
-	out, err := exec.Command("go", "build", "-tags", "faults", "-o", bin, "github.com/pgshift/pgshift/cmd/pgshift").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build pgshift: %v\n%s", err, out)
+	testBinary.once.Do(func() {
+		dir, err := os.MkdirTemp("", "pgshift-app-test-bin-")
+		if err != nil {
+			testBinary.err = err
+			return
+		}
+		testBinary.dir = dir
+		bin := filepath.Join(dir, "pgshift")
+		if out, err := exec.Command("go", "build", "-tags", "faults", "-o", bin, "github.com/pgshift/pgshift/cmd/pgshift").CombinedOutput(); err != nil {
+			testBinary.err = fmt.Errorf("build pgshift: %v\n%s", err, out)
+			return
+		}
+		testBinary.path = bin
+	})
+	if testBinary.err != nil {
+		t.Fatal(testBinary.err)
 	}
-	return bin
+	return testBinary.path
+}
+
+// testBinary is the one build of buildBinary.
+var testBinary struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+// TestMain removes buildBinary's build after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if testBinary.dir != "" {
+		_ = os.RemoveAll(testBinary.dir)
+	}
+	os.Exit(code)
 }
 
 // TestRunKillResumeLoop SIGKILLs a real `pgshift run` at random moments under continuous writes
