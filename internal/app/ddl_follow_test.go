@@ -79,48 +79,55 @@ func (e *followEnv) startDDLWriter(workers int) *ddlWriter {
 	w := &ddlWriter{stop: make(chan struct{})}
 	w.next.Store(100000)
 	for i := range workers {
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
-			for {
+		e.runWriter(w, uint64(i), 0, func(ctx context.Context, tx pgx.Tx, rng *rand.Rand) error {
+			if _, err := tx.Exec(ctx, `UPDATE t SET n = n + 1 WHERE id = $1::int`, rng.IntN(300)+1); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO t (id, n) VALUES ($1::int, 1)`, w.next.Add(1))
+			return err
+		})
+	}
+	return w
+}
+
+// runWriter runs body in transactions of its own on the source, one after another (pause
+// between them), until w is halted, counting the commits; after an error it reconnects.
+func (e *followEnv) runWriter(w *ddlWriter, seed uint64, pause time.Duration, body func(ctx context.Context, tx pgx.Tx, rng *rand.Rand) error) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		rng := rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano())))
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			conn, err := pgx.Connect(ctx, e.cfg.Source)
+			if err != nil {
+				cancel()
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			for err == nil {
 				select {
 				case <-w.stop:
+					conn.Close(ctx)
+					cancel()
 					return
 				default:
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				conn, err := pgx.Connect(ctx, e.cfg.Source)
-				if err != nil {
-					cancel()
-					time.Sleep(50 * time.Millisecond)
-					continue
+				err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return body(ctx, tx, rng) })
+				if err == nil {
+					w.commits.Add(1)
 				}
-				for err == nil {
-					select {
-					case <-w.stop:
-						conn.Close(ctx)
-						cancel()
-						return
-					default:
-					}
-					err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-						if _, err := tx.Exec(ctx, `UPDATE t SET n = n + 1 WHERE id = $1::int`, rng.IntN(300)+1); err != nil {
-							return err
-						}
-						_, err := tx.Exec(ctx, `INSERT INTO t (id, n) VALUES ($1::int, 1)`, w.next.Add(1))
-						return err
-					})
-					if err == nil {
-						w.commits.Add(1)
-					}
-				}
-				conn.Close(context.Background())
-				cancel()
+				time.Sleep(pause)
 			}
-		}()
-	}
-	return w
+			conn.Close(context.Background())
+			cancel()
+		}
+	}()
 }
 
 func (w *ddlWriter) halt() int64 {
@@ -648,50 +655,16 @@ INSERT INTO pt SELECT g, g % 100, 'old' FROM generate_series(1, 200) g;`)
 // pt_2) in transactions of their own until halted: inserts, updates and deletes.
 func (e *followEnv) startFiller() *ddlWriter {
 	w := &ddlWriter{stop: make(chan struct{})}
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		rng := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
-		for {
-			select {
-			case <-w.stop:
-				return
-			default:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			conn, err := pgx.Connect(ctx, e.cfg.Source)
-			if err != nil {
-				cancel()
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			for err == nil {
-				select {
-				case <-w.stop:
-					conn.Close(ctx)
-					cancel()
-					return
-				default:
-				}
-				err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(ctx, `INSERT INTO n2 (w) VALUES ($1::int)`, rng.IntN(1000)); err != nil {
-						return err
-					}
-					if _, err := tx.Exec(ctx, `UPDATE n2 SET w = w + 1 WHERE id = $1::int8`, rng.IntN(50)+1); err != nil {
-						return err
-					}
-					_, err := tx.Exec(ctx, `UPDATE pt SET v = 'f' || $1::int WHERE id = $1::int AND k >= 100`, rng.IntN(300)+1)
-					return err
-				})
-				if err == nil {
-					w.commits.Add(1)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			conn.Close(context.Background())
-			cancel()
+	e.runWriter(w, 7, 5*time.Millisecond, func(ctx context.Context, tx pgx.Tx, rng *rand.Rand) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO n2 (w) VALUES ($1::int)`, rng.IntN(1000)); err != nil {
+			return err
 		}
-	}()
+		if _, err := tx.Exec(ctx, `UPDATE n2 SET w = w + 1 WHERE id = $1::int8`, rng.IntN(50)+1); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE pt SET v = 'f' || $1::int WHERE id = $1::int AND k >= 100`, rng.IntN(300)+1)
+		return err
+	})
 	return w
 }
 

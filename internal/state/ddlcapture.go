@@ -323,6 +323,20 @@ var partitionMovesDDL = []string{
 	`REVOKE ALL ON FUNCTION pgshift.partition_moves(pg_catalog.oid) FROM PUBLIC`,
 }
 
+// installCapture creates or updates the capture's tables and functions in tx, unseen by the
+// capture itself.
+func installCapture(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, CaptureOff); err != nil {
+		return err
+	}
+	for _, stmt := range captureStatements() {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // captureStatements are the statements that create (or update) the capture, in order: the
 // trigger's function calls publish_new_table and partition_moves, which calls publish_new_table.
 func captureStatements() []string {
@@ -345,13 +359,8 @@ func CaptureDDL(ctx context.Context, db interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }) error {
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, CaptureOff); err != nil {
+		if err := installCapture(ctx, tx); err != nil {
 			return err
-		}
-		for _, stmt := range captureStatements() {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return err
-			}
 		}
 		var has bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = $1::text)`, catalog.DDLTrigger).Scan(&has); err != nil || has {
@@ -406,13 +415,8 @@ func ConfigureDDLFollow(ctx context.Context, db interface {
 	incRe, incQ := split(inc)
 	excRe, excQ := split(exc)
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, CaptureOff); err != nil {
+		if err := installCapture(ctx, tx); err != nil {
 			return err
-		}
-		for _, stmt := range captureStatements() {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return err
-			}
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO pgshift.ddl_follow (id, publication, include_re, include_qualified, exclude_re, exclude_qualified)
 			VALUES (1, $1::text, $2::text[], $3::bool[], $4::text[], $5::bool[])
