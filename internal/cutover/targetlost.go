@@ -279,15 +279,11 @@ func (e *Engine) settleTargetLost(ctx context.Context, conn *pgx.Conn, st state.
 	if st.Live != state.LiveTarget || st.Op != state.OpNone {
 		return false, nil
 	}
-	src, err := e.writableSource().Connect(ctx)
+	src, r, ok, err := readTargetLost(ctx, e.writableSource())
 	if err != nil {
 		return false, fmt.Errorf("read whether a rollback was made without the target: %w", err)
 	}
 	defer src.Close(context.WithoutCancel(ctx))
-	r, ok, err := state.LoadTargetLostRollback(ctx, src)
-	if err != nil {
-		return false, e.source().Describe(err)
-	}
 	if !ok {
 		return false, nil
 	}
@@ -357,16 +353,38 @@ func (e *Engine) unsettledTargetLost(ctx context.Context, st state.CutoverState)
 // liveSide is the side traffic is live on given the target's cutover state st and what the
 // source (read through source) records of a rollback made without the target (returned too).
 func liveSide(ctx context.Context, source db.Endpoint, st state.CutoverState) (string, state.TargetLostRollback, error) {
-	src, err := source.Connect(ctx)
+	src, r, ok, err := readTargetLost(ctx, source)
 	if err != nil {
-		return "", state.TargetLostRollback{}, err
+		return "", r, err
 	}
-	defer src.Close(context.WithoutCancel(ctx))
-	r, ok, err := state.LoadTargetLostRollback(ctx, src)
-	if err != nil {
-		return "", r, source.Describe(err)
-	}
+	src.Close(context.WithoutCancel(ctx))
 	return state.LiveSide(st, r, ok), r, nil
+}
+
+// readTargetLost connects through source and reads its record of a rollback made without the
+// target, again after a transient failure (up to 3 tries): a source fence put up or lifted
+// (by this agent's recovery, say) ends every other session of the source database, this
+// read's among them. The caller closes the returned session.
+func readTargetLost(ctx context.Context, source db.Endpoint) (*pgx.Conn, state.TargetLostRollback, bool, error) {
+	for attempt := 1; ; attempt++ {
+		src, err := source.Connect(ctx)
+		if err == nil {
+			r, ok, rerr := state.LoadTargetLostRollback(ctx, src)
+			if rerr == nil {
+				return src, r, ok, nil
+			}
+			src.Close(context.WithoutCancel(ctx))
+			err = source.Describe(rerr)
+		}
+		if attempt >= 3 || !db.Transient(err) {
+			return nil, state.TargetLostRollback{}, false, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, state.TargetLostRollback{}, false, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // waitingForTarget says whether Run should wait for the target rather than end: after a
