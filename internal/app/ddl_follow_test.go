@@ -69,17 +69,15 @@ func newDDLEnvSchema(t *testing.T, src, dst *pgtest.Cluster, name, schema string
 // until halted; a statement the schema change of the moment refuses is retried on a new
 // connection.
 type ddlWriter struct {
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	commits atomic.Int64
-	next    atomic.Int64
+	sourceWriter
+	next atomic.Int64
 }
 
 func (e *followEnv) startDDLWriter(workers int) *ddlWriter {
-	w := &ddlWriter{stop: make(chan struct{})}
+	w := &ddlWriter{sourceWriter: sourceWriter{stop: make(chan struct{})}}
 	w.next.Store(100000)
 	for i := range workers {
-		e.runWriter(w, uint64(i), 0, func(ctx context.Context, tx pgx.Tx, rng *rand.Rand) error {
+		e.runWriter(&w.sourceWriter, uint64(i), 0, func(ctx context.Context, tx pgx.Tx, rng *rand.Rand) error {
 			if _, err := tx.Exec(ctx, `UPDATE t SET n = n + 1 WHERE id = $1::int`, rng.IntN(300)+1); err != nil {
 				return err
 			}
@@ -88,52 +86,6 @@ func (e *followEnv) startDDLWriter(workers int) *ddlWriter {
 		})
 	}
 	return w
-}
-
-// runWriter runs body in transactions of its own on the source, one after another (pause
-// between them), until w is halted, counting the commits; after an error it reconnects.
-func (e *followEnv) runWriter(w *ddlWriter, seed uint64, pause time.Duration, body func(ctx context.Context, tx pgx.Tx, rng *rand.Rand) error) {
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		rng := rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano())))
-		for {
-			select {
-			case <-w.stop:
-				return
-			default:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			conn, err := pgx.Connect(ctx, e.cfg.Source)
-			if err != nil {
-				cancel()
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			for err == nil {
-				select {
-				case <-w.stop:
-					conn.Close(ctx)
-					cancel()
-					return
-				default:
-				}
-				err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return body(ctx, tx, rng) })
-				if err == nil {
-					w.commits.Add(1)
-				}
-				time.Sleep(pause)
-			}
-			conn.Close(context.Background())
-			cancel()
-		}
-	}()
-}
-
-func (w *ddlWriter) halt() int64 {
-	close(w.stop)
-	w.wg.Wait()
-	return w.commits.Load()
 }
 
 // ddlTx runs statements on the source in one transaction, each its own query string (as an
@@ -654,8 +606,8 @@ INSERT INTO pt SELECT g, g % 100, 'old' FROM generate_series(1, 200) g;`)
 // startFiller writes to the tables created during TestDDLFollowKill (n2 and pt's partition
 // pt_2) in transactions of their own until halted: inserts, updates and deletes.
 func (e *followEnv) startFiller() *ddlWriter {
-	w := &ddlWriter{stop: make(chan struct{})}
-	e.runWriter(w, 7, 5*time.Millisecond, func(ctx context.Context, tx pgx.Tx, rng *rand.Rand) error {
+	w := &ddlWriter{sourceWriter: sourceWriter{stop: make(chan struct{})}}
+	e.runWriter(&w.sourceWriter, 7, 5*time.Millisecond, func(ctx context.Context, tx pgx.Tx, rng *rand.Rand) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO n2 (w) VALUES ($1::int)`, rng.IntN(1000)); err != nil {
 			return err
 		}

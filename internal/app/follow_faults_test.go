@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgshift/pgshift/internal/apply"
 	"github.com/pgshift/pgshift/internal/db"
 	"github.com/pgshift/pgshift/internal/pgtest"
@@ -22,8 +24,9 @@ CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL, note text);
 CREATE TABLE history (id bigserial PRIMARY KEY, account int, delta int, at timestamptz DEFAULT now());
 INSERT INTO accounts SELECT g, 0, NULL FROM generate_series(1, 200) g;`
 
-// writer runs small transactions on the source until stopped: TPC-B-like updates, inserts and
-// deletes. It reconnects when the source goes away (restarts are part of the tests).
+// sourceWriter runs transactions on the source until halted (runWriter); startWriter's are
+// TPC-B-like updates, inserts and deletes. It reconnects when the source goes away (restarts
+// are part of the tests).
 type sourceWriter struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -33,60 +36,64 @@ type sourceWriter struct {
 func (e *followEnv) startWriter(workers int) *sourceWriter {
 	w := &sourceWriter{stop: make(chan struct{})}
 	for i := range workers {
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
-			ep := db.Endpoint{Role: db.Source, DSN: e.cfg.Source}
-			for {
+		e.runWriter(w, uint64(i), 0, func(ctx context.Context, tx pgx.Tx, rng *rand.Rand) error {
+			acct, delta := rng.IntN(200)+1, rng.IntN(1000)-500
+			if _, err := tx.Exec(ctx, `UPDATE accounts SET balance = balance + $1, note = $2 WHERE id = $3`, delta, fmt.Sprint(delta), acct); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO history (account, delta) VALUES ($1, $2)`, acct, delta); err != nil {
+				return err
+			}
+			if rng.IntN(10) == 0 {
+				_, err := tx.Exec(ctx, `DELETE FROM history WHERE id = (SELECT min(id) FROM history)`)
+				return err
+			}
+			return nil
+		})
+	}
+	return w
+}
+
+// runWriter runs body in transactions of its own on the source, one after another (pause
+// between them), until w is halted, counting the commits; after an error (a restarted server,
+// a statement the schema of the moment refuses) it reconnects.
+func (e *followEnv) runWriter(w *sourceWriter, seed uint64, pause time.Duration, body func(ctx context.Context, tx pgx.Tx, rng *rand.Rand) error) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		rng := rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano())))
+		ep := db.Endpoint{Role: db.Source, DSN: e.cfg.Source}
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			conn, err := ep.Connect(ctx)
+			if err != nil {
+				cancel()
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			for err == nil {
 				select {
 				case <-w.stop:
+					conn.Close(ctx)
+					cancel()
 					return
 				default:
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				conn, err := ep.Connect(ctx)
-				if err != nil {
-					cancel()
-					time.Sleep(100 * time.Millisecond)
-					continue
+				err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return body(ctx, tx, rng) })
+				if err == nil {
+					w.commits.Add(1)
 				}
-				for err == nil {
-					select {
-					case <-w.stop:
-						conn.Close(ctx)
-						cancel()
-						return
-					default:
-					}
-					acct, delta := rng.IntN(200)+1, rng.IntN(1000)-500
-					b, berr := conn.Begin(ctx)
-					if berr != nil {
-						err = berr
-						break
-					}
-					_, err = b.Exec(ctx, `UPDATE accounts SET balance = balance + $1, note = $2 WHERE id = $3`, delta, fmt.Sprint(delta), acct)
-					if err == nil {
-						_, err = b.Exec(ctx, `INSERT INTO history (account, delta) VALUES ($1, $2)`, acct, delta)
-					}
-					if err == nil && rng.IntN(10) == 0 {
-						_, err = b.Exec(ctx, `DELETE FROM history WHERE id = (SELECT min(id) FROM history)`)
-					}
-					if err == nil {
-						err = b.Commit(ctx)
-					} else {
-						_ = b.Rollback(ctx)
-					}
-					if err == nil {
-						w.commits.Add(1)
-					}
-				}
-				conn.Close(context.Background())
-				cancel()
+				time.Sleep(pause)
 			}
-		}()
-	}
-	return w
+			conn.Close(context.Background())
+			cancel()
+		}
+	}()
 }
 
 func (w *sourceWriter) halt() int64 {
