@@ -17,9 +17,39 @@ type Globals struct {
 	Database DatabasePlan
 }
 
+// DatabaseDump is `pg_dump --create`'s script of the database itself (see DumpDatabase), run
+// in the background from StartDatabaseDump so that the process's start and its catalog reads
+// overlap the caller's own preflight reads; PlanGlobals waits for it.
+type DatabaseDump struct {
+	done chan struct{}
+	text string
+	err  error
+}
+
+// StartDatabaseDump starts DumpDatabase with opts' opt-outs. The pg_dump process ends with ctx.
+func (d PgDump) StartDatabaseDump(ctx context.Context, sourceDSN string, opts GlobalsOptions) *DatabaseDump {
+	dd := &DatabaseDump{done: make(chan struct{})}
+	go func() {
+		defer close(dd.done)
+		dd.text, dd.err = d.DumpDatabase(ctx, sourceDSN, DumpOptions{NoOwner: opts.NoOwner, NoPrivileges: opts.NoPrivileges})
+	}()
+	return dd
+}
+
+// Wait returns the dump's script once pg_dump has ended.
+func (dd *DatabaseDump) Wait(ctx context.Context) (string, error) {
+	select {
+	case <-dd.done:
+		return dd.text, dd.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
 // PlanGlobals plans both steps and checks that the target user can run them, so a copy that
 // could not give its objects their owners and privileges stops before anything is created.
-func (d PgDump) PlanGlobals(ctx context.Context, src, dst *pgx.Conn, sourceDSN, sourceDB, targetDB string, opts GlobalsOptions) (Globals, error) {
+// database is the database step's dump, started with StartDatabaseDump (the same opts).
+func (d PgDump) PlanGlobals(ctx context.Context, src, dst *pgx.Conn, sourceDSN string, database *DatabaseDump, sourceDB, targetDB string, opts GlobalsOptions) (Globals, error) {
 	var g Globals
 	var err error
 	g.Roles, err = PlanRoles(ctx, src, dst, func(ctx context.Context, withPasswords bool) (string, error) {
@@ -28,7 +58,7 @@ func (d PgDump) PlanGlobals(ctx context.Context, src, dst *pgx.Conn, sourceDSN, 
 	if err != nil {
 		return g, err
 	}
-	text, err := d.DumpDatabase(ctx, sourceDSN, DumpOptions{NoOwner: opts.NoOwner, NoPrivileges: opts.NoPrivileges})
+	text, err := database.Wait(ctx)
 	if err != nil {
 		return g, err
 	}

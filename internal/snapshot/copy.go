@@ -403,6 +403,7 @@ func (w *worker) copyItem(ctx context.Context, it WorkItem) (rows, bytes int64, 
 			return 0, 0, err
 		}
 	}
+	started := time.Now()
 	tx, err := w.dstConn.Begin(ctx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("copy %s: %w", describeItem(it), w.dst.Describe(err))
@@ -438,6 +439,7 @@ func (w *worker) copyItem(ctx context.Context, it WorkItem) (rows, bytes int64, 
 	if err = tx.Commit(ctx); err != nil {
 		return 0, 0, fmt.Errorf("copy %s: commit on the target: %w", describeItem(it), w.dst.Describe(err))
 	}
+	w.opts.Log.Debug("work item copied", "item", describeItem(it), "rows", rows, "bytes", bytes, "took", time.Since(started).Round(time.Millisecond).String())
 	for _, c := range it.Chunks {
 		ts := w.tables[c.Table.ID]
 		ts.mu.Lock()
